@@ -1,0 +1,33 @@
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install test lint demo bench clean
+
+install: $(STAMP)
+
+# Reinstall when the package metadata changes (a stale .venv).
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+	$(BIN)/pip install -e ".[test]"
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check geoseg tests benchmarks
+	$(BIN)/ruff format --check geoseg tests benchmarks
+
+demo: $(STAMP)
+	$(BIN)/geoseg synth --out demo/scene --size 2048 --seed 0 --overwrite
+	$(BIN)/geoseg tile demo/scene/image.tif --labels demo/scene/parcels.gpkg \
+		--boundary-width 1.5 --out demo/chips --overwrite
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_tile.py
+
+clean:
+	rm -rf demo

@@ -1,0 +1,17 @@
+"""geoseg: segment very large satellite and aerial images.
+
+The public functions (``geoseg.tile``, ``geoseg.synth``) are imported on first use so that
+``import geoseg`` and ``geoseg --help`` stay fast.
+"""
+
+__version__ = "0.1.0"
+
+_PUBLIC = {"tile": "geoseg.tiling", "synth": "geoseg.synth"}
+
+
+def __getattr__(name: str):
+    if name in _PUBLIC:
+        import importlib
+
+        return getattr(importlib.import_module(_PUBLIC[name]), name)
+    raise AttributeError(f"module 'geoseg' has no attribute {name!r}")

@@ -1,0 +1,29 @@
+"""Errors raised by geoseg for bad input.
+
+Each inherits from a builtin so callers can catch it the usual way (like rasterio's errors);
+the CLI turns any :class:`GeosegError` into a one-line message and a non-zero exit.
+"""
+
+
+class GeosegError(Exception):
+    """Base class of every error geoseg raises on purpose."""
+
+
+class InputFileError(GeosegError, FileNotFoundError):
+    """An input path does not exist or cannot be opened."""
+
+
+class RasterError(GeosegError, ValueError):
+    """A raster cannot be used: no CRS, no transform, mismatched bands."""
+
+
+class LabelsError(GeosegError, ValueError):
+    """Labels cannot be used: unknown class field, no overlap, no geometries."""
+
+
+class ParameterError(GeosegError, ValueError):
+    """An option value is out of range or inconsistent with another."""
+
+
+class OutputExistsError(GeosegError, FileExistsError):
+    """The output exists and ``overwrite`` was not asked for."""

@@ -1,0 +1,264 @@
+"""Labels to mask arrays on any chip grid.
+
+Vector labels (any file geopandas reads, any CRS) are reprojected once per target CRS and put in
+a spatial index, so burning one chip only touches the features that meet it. Label rasters are
+resampled with nearest onto the chip grid by GDAL's warper, window by window.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import rasterio
+import shapely
+from rasterio.crs import CRS
+from rasterio.enums import Resampling
+from rasterio.features import rasterize
+from rasterio.transform import array_bounds
+from rasterio.warp import reproject, transform_bounds
+
+from geoseg.errors import InputFileError, LabelsError, ParameterError
+
+BOUNDARY = "boundary"
+IGNORE = 255
+RASTER_SUFFIXES = {".tif", ".tiff", ".vrt", ".img", ".jp2"}
+_LINE_TYPES = {"LineString", "MultiLineString", "LinearRing"}
+_AREA_TYPES = {"Polygon", "MultiPolygon"}
+
+
+@dataclass(frozen=True)
+class Length:
+    """A distance in CRS units, or in pixels (``unit="px"``)."""
+
+    value: float
+    unit: str = "crs"
+
+    @classmethod
+    def parse(cls, text: str) -> Length:
+        """Parse ``"1.5"`` (CRS units) or ``"2px"`` (pixels)."""
+        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(px)?\s*", str(text))
+        if not match or float(match.group(1)) <= 0:
+            raise ParameterError(
+                f"invalid length {text!r}: expected a positive number, e.g. 1.5 or 2px"
+            )
+        return cls(float(match.group(1)), "px" if match.group(2) else "crs")
+
+    def in_crs_units(self, pixel_size: float) -> float:
+        """The length in CRS units on a grid of ``pixel_size``."""
+        return self.value * pixel_size if self.unit == "px" else self.value
+
+    def __str__(self) -> str:
+        return f"{self.value:g}px" if self.unit == "px" else f"{self.value:g}"
+
+
+@dataclass(frozen=True)
+class LabelSpec:
+    """How to turn a label file into classes: picklable, so workers can load labels themselves."""
+
+    path: str
+    class_field: str | None = None
+    classes: tuple[str, ...] | None = None
+    boundary_width: Length | None = None
+
+
+def is_raster_path(path: str | os.PathLike) -> bool:
+    """Whether a label path names a label raster rather than a vector file."""
+    return Path(path).suffix.lower() in RASTER_SUFFIXES
+
+
+@functools.lru_cache(maxsize=4)
+def open_labels(spec: LabelSpec) -> VectorLabels | RasterLabels:
+    """Load labels once per process (cached: Dask tasks in one worker share them)."""
+    if not Path(spec.path).exists():
+        raise InputFileError(f"{spec.path}: no such file")
+    return RasterLabels(spec) if is_raster_path(spec.path) else VectorLabels(spec)
+
+
+def burn_lines(lines, transform, shape, width: float | None) -> np.ndarray:
+    """Burn lines as a connected mask: every pixel the line touches, widened to ``width``."""
+    out = rasterize(lines, out_shape=shape, transform=transform, all_touched=True, dtype="uint8")
+    if width:
+        wide = shapely.buffer(np.asarray(lines), width / 2)
+        out |= rasterize(wide, out_shape=shape, transform=transform, dtype="uint8")
+    return out
+
+
+@dataclass
+class _IndexedGeometries:
+    geoms: np.ndarray
+    codes: np.ndarray
+    is_line: np.ndarray
+    tree: shapely.STRtree
+
+
+class VectorLabels:
+    """Polygons and lines, burned per class; optional ``boundary`` class from their outlines."""
+
+    def __init__(self, spec: LabelSpec):
+        self.spec = spec
+        frame = _read_vector(spec.path)
+        kinds = frame.geometry.geom_type
+        frame = frame[kinds.isin(_AREA_TYPES | _LINE_TYPES)]
+        if frame.empty:
+            raise LabelsError(f"{spec.path}: labels contain no polygons or lines")
+        names, codes = _class_codes(frame, spec)
+        keep = codes >= 0
+        self.feature_classes = names
+        self.classes = names + ([BOUNDARY] if spec.boundary_width else [])
+        self._crs = frame.crs
+        self._geoms = shapely.make_valid(frame.geometry.values[keep])
+        self._codes = codes[keep]
+        self._is_line = frame.geometry.geom_type.isin(_LINE_TYPES).to_numpy()[keep]
+        self._indexed: dict[str, _IndexedGeometries] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._geoms)
+
+    def _in_crs(self, crs: CRS) -> _IndexedGeometries:
+        key = crs.to_wkt()
+        with self._lock:
+            if key not in self._indexed:
+                geoms = gpd.GeoSeries(self._geoms, crs=self._crs).to_crs(crs).values
+                geoms = np.asarray(geoms, dtype=object)
+                self._indexed[key] = _IndexedGeometries(
+                    geoms, self._codes, self._is_line, shapely.STRtree(geoms)
+                )
+            return self._indexed[key]
+
+    def overlaps(self, crs: CRS, bounds: tuple[float, float, float, float]) -> bool:
+        """Whether any feature meets the box ``bounds`` given in ``crs``."""
+        indexed = self._in_crs(crs)
+        return len(indexed.tree.query(shapely.box(*bounds), predicate="intersects")) > 0
+
+    def burn(self, crs: CRS, transform, shape: tuple[int, int], pixel_size: float) -> np.ndarray:
+        """Masks for a grid: uint8 (classes, height, width) of 0/1."""
+        indexed = self._in_crs(crs)
+        width = (
+            self.spec.boundary_width.in_crs_units(pixel_size) if self.spec.boundary_width else None
+        )
+        margin = (width or 0) / 2 + pixel_size
+        west, south, east, north = array_bounds(shape[0], shape[1], transform)
+        hits = indexed.tree.query(
+            shapely.box(west - margin, south - margin, east + margin, north + margin)
+        )
+        out = np.zeros((len(self.classes), *shape), dtype=np.uint8)
+        if len(hits) == 0:
+            return out
+        geoms, codes, is_line = indexed.geoms[hits], indexed.codes[hits], indexed.is_line[hits]
+        for k in range(len(self.feature_classes)):
+            areas = geoms[(codes == k) & ~is_line]
+            lines = geoms[(codes == k) & is_line]
+            if len(areas):
+                out[k] = rasterize(areas, out_shape=shape, transform=transform, dtype="uint8")
+            if len(lines):
+                out[k] |= burn_lines(lines, transform, shape, width)
+        if self.spec.boundary_width:
+            outlines = np.concatenate([shapely.boundary(geoms[~is_line]), geoms[is_line]])
+            outlines = outlines[~shapely.is_empty(outlines)]
+            if len(outlines):
+                out[-1] = burn_lines(outlines, transform, shape, width)
+        return out
+
+
+def _read_vector(path: str) -> gpd.GeoDataFrame:
+    try:
+        frame = gpd.read_file(path, engine="pyogrio")
+    except Exception as exc:  # pyogrio raises several types for unreadable files
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputFileError(f"{path}: not a readable vector file ({message})") from None
+    if frame.crs is None:
+        raise LabelsError(f"{path}: labels have no CRS")
+    frame = frame[frame.geometry.notna() & ~frame.geometry.is_empty]
+    return frame
+
+
+def _class_codes(frame: gpd.GeoDataFrame, spec: LabelSpec) -> tuple[list[str], np.ndarray]:
+    """Class names in band order and each feature's class index (-1: not a wanted class)."""
+    if spec.class_field is None:
+        name = spec.classes[0] if spec.classes else Path(spec.path).stem
+        if spec.classes and len(spec.classes) > 1:
+            raise ParameterError("--classes names several classes: give --class-field too")
+        return [name], np.zeros(len(frame), dtype=np.int64)
+    if spec.class_field not in frame.columns:
+        fields = ", ".join(c for c in frame.columns if c != frame.geometry.name) or "none"
+        raise LabelsError(
+            f"{spec.path}: unknown class field {spec.class_field!r} (fields: {fields})"
+        )
+    values = frame[spec.class_field].astype("string")
+    present = sorted(set(values.dropna()))
+    if spec.classes:
+        missing = [c for c in spec.classes if c not in present]
+        if missing:
+            raise LabelsError(
+                f"{spec.path}: class {missing[0]!r} not found in field {spec.class_field!r} "
+                f"(values: {', '.join(present[:10])})"
+            )
+        names = list(spec.classes)
+    else:
+        names = present
+    lookup = {name: i for i, name in enumerate(names)}
+    codes = values.map(lookup).astype("float64").fillna(-1).astype(np.int64).to_numpy()
+    return names, codes
+
+
+class RasterLabels:
+    """A single-band label raster of integer class codes (0 = background, nodata = ignore)."""
+
+    def __init__(self, spec: LabelSpec):
+        if spec.boundary_width:
+            raise ParameterError("--boundary-width needs vector labels, not a label raster")
+        if spec.class_field:
+            raise ParameterError("--class-field applies to vector labels, not a label raster")
+        self.spec = spec
+        with rasterio.open(spec.path) as src:
+            if src.crs is None:
+                raise LabelsError(f"{spec.path}: label raster has no CRS")
+            self._crs, self._bounds = src.crs, src.bounds
+            if spec.classes:
+                self.codes = list(range(1, len(spec.classes) + 1))
+                self.classes = list(spec.classes)
+            else:
+                self.codes = _unique_codes(src)
+                self.classes = [f"class_{c}" for c in self.codes]
+        if not self.codes:
+            raise LabelsError(f"{spec.path}: label raster holds no non-zero class codes")
+
+    def overlaps(self, crs: CRS, bounds: tuple[float, float, float, float]) -> bool:
+        """Whether the label raster meets the box ``bounds`` given in ``crs``."""
+        west, south, east, north = transform_bounds(self._crs, crs, *self._bounds)
+        return west < bounds[2] and east > bounds[0] and south < bounds[3] and north > bounds[1]
+
+    def burn(self, crs: CRS, transform, shape: tuple[int, int], pixel_size: float) -> np.ndarray:
+        """Masks for a grid: 0/1 per class, 255 where the label raster has no data."""
+        values = np.full(shape, np.nan, dtype=np.float64)
+        with rasterio.open(self.spec.path) as src:
+            reproject(
+                rasterio.band(src, 1),
+                values,
+                src_nodata=src.nodata,
+                dst_transform=transform,
+                dst_crs=crs,
+                dst_nodata=np.nan,
+                resampling=Resampling.nearest,
+            )
+        out = np.stack([(values == code) for code in self.codes]).astype(np.uint8)
+        out[:, np.isnan(values)] = IGNORE
+        return out
+
+
+def _unique_codes(src) -> list[int]:
+    """Distinct non-zero, non-nodata values of band 1, read block by block."""
+    codes: set[int] = set()
+    for _, window in src.block_windows(1):
+        values = src.read(1, window=window, masked=True).compressed()
+        codes.update(int(v) for v in np.unique(values))
+    codes.discard(0)
+    return sorted(codes)

@@ -1,0 +1,44 @@
+"""Outputs that appear complete or not at all: build under a temporary name, rename at the end."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from geoseg.errors import OutputExistsError
+
+
+def check_output(path: str | os.PathLike, overwrite: bool) -> Path:
+    """Refuse an existing output (a file, or a non-empty directory) unless ``overwrite``."""
+    path = Path(path)
+    occupied = path.is_file() or (path.is_dir() and any(path.iterdir()))
+    if occupied and not overwrite:
+        raise OutputExistsError(f"{path} already exists and is not empty (use --overwrite)")
+    return path
+
+
+@contextmanager
+def staged_directory(path: str | os.PathLike, overwrite: bool) -> Iterator[Path]:
+    """Yield a hidden sibling directory to fill; it replaces ``path`` only if the block succeeds."""
+    path = check_output(path, overwrite).absolute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = uuid.uuid4().hex[:8]
+    staging = path.parent / f".{path.name}.partial-{token}"
+    staging.mkdir()
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    old = path.parent / f".{path.name}.old-{token}"
+    if path.exists() or path.is_symlink():
+        os.rename(path, old)
+    os.rename(staging, path)
+    if old.is_dir():
+        shutil.rmtree(old, ignore_errors=True)
+    elif old.exists():
+        old.unlink()

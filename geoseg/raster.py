@@ -1,0 +1,165 @@
+"""Open and validate rasters, chip window grids, padded windowed reads, band statistics."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.errors import RasterioIOError
+from rasterio.windows import Window
+
+from geoseg.errors import InputFileError, RasterError
+
+
+@dataclass(frozen=True)
+class RasterInfo:
+    """What geoseg needs to know about an input raster, read once from its header."""
+
+    path: str
+    width: int
+    height: int
+    count: int
+    dtype: str
+    crs: CRS
+    transform: Affine
+    nodata: float | None
+    descriptions: tuple[str | None, ...]
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """(left, bottom, right, top) in the raster CRS."""
+        return rasterio.transform.array_bounds(self.height, self.width, self.transform)
+
+    @property
+    def pixel_size(self) -> float:
+        """Mean absolute pixel size in CRS units."""
+        t = self.transform
+        return (math.hypot(t.a, t.d) + math.hypot(t.b, t.e)) / 2
+
+
+def open_raster_info(path: str | os.PathLike) -> RasterInfo:
+    """Read and validate a raster's header: it must exist and carry a CRS and a geotransform."""
+    path = str(path)
+    if not Path(path).exists():
+        raise InputFileError(f"{path}: no such file")
+    try:
+        with rasterio.open(path) as src:
+            if src.crs is None:
+                raise RasterError(f"{path}: raster has no CRS")
+            if src.transform == Affine.identity():
+                raise RasterError(f"{path}: raster has no geotransform (not georeferenced)")
+            return RasterInfo(
+                path=path,
+                width=src.width,
+                height=src.height,
+                count=src.count,
+                dtype=src.dtypes[0],
+                crs=src.crs,
+                transform=src.transform,
+                nodata=src.nodata,
+                descriptions=tuple(src.descriptions),
+            )
+    except RasterioIOError as exc:
+        raise InputFileError(f"{path}: not a readable raster ({_first_line(exc)})") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def window_offsets(length: int, size: int, stride: int) -> list[int]:
+    """Offsets of windows of ``size`` every ``stride`` that together cover ``length`` pixels.
+
+    The last window may run past the end (it is padded when read).
+    """
+    if length <= size:
+        return [0]
+    return [i * stride for i in range(math.ceil((length - size) / stride) + 1)]
+
+
+def chip_windows(width: int, height: int, size: int, stride: int) -> list[Window]:
+    """Row-major grid of ``size`` x ``size`` windows covering every pixel of the raster."""
+    return [
+        Window(col, row, size, size)
+        for row in window_offsets(height, size, stride)
+        for col in window_offsets(width, size, stride)
+    ]
+
+
+def read_padded(src: rasterio.DatasetReader, window: Window) -> tuple[np.ndarray, np.ndarray]:
+    """Read ``window`` (which may extend past the raster) as a full-size array.
+
+    Returns ``(data, valid)``: data of shape (bands, h, w) in the source dtype, padded with the
+    nodata value (or 0), and a boolean (h, w) array that is True where the source has valid data.
+    """
+    height, width = int(window.height), int(window.width)
+    fill = src.nodata if src.nodata is not None else 0
+    data = np.full((src.count, height, width), fill, dtype=src.dtypes[0])
+    valid = np.zeros((height, width), dtype=bool)
+    inner = window.intersection(Window(0, 0, src.width, src.height))
+    r0, c0 = int(inner.row_off - window.row_off), int(inner.col_off - window.col_off)
+    h, w = int(inner.height), int(inner.width)
+    data[:, r0 : r0 + h, c0 : c0 + w] = src.read(window=inner)
+    valid[r0 : r0 + h, c0 : c0 + w] = src.dataset_mask(window=inner) > 0
+    return data, valid
+
+
+def sample_windows(width: int, height: int, size: int, max_windows: int) -> list[Window]:
+    """Up to ``max_windows`` windows spread evenly over the raster, for statistics."""
+    per_side = max(1, int(math.sqrt(max_windows)))
+    w, h = min(size, width), min(size, height)
+    cols = np.linspace(0, width - w, per_side).round().astype(int)
+    rows = np.linspace(0, height - h, per_side).round().astype(int)
+    unique = sorted({(int(r), int(c)) for r in rows for c in cols})
+    return [Window(c, r, w, h) for r, c in unique]
+
+
+def sample_valid_pixels(
+    path: str,
+    max_pixels: int = 200_000,
+    window_size: int = 512,
+    max_windows: int = 16,
+    seed: int = 0,
+) -> np.ndarray:
+    """A random sample of valid pixels, shape (bands, n), read from a few spread-out windows."""
+    rng = np.random.default_rng(seed)
+    chunks = []
+    with rasterio.open(path) as src:
+        for window in sample_windows(src.width, src.height, window_size, max_windows):
+            data = src.read(window=window)
+            valid = src.dataset_mask(window=window) > 0
+            chunks.append(data[:, valid])
+    pixels = np.concatenate(chunks, axis=1) if chunks else np.empty((0, 0))
+    if pixels.shape[1] > max_pixels:
+        pixels = pixels[:, rng.choice(pixels.shape[1], max_pixels, replace=False)]
+    return pixels
+
+
+def band_statistics(samples: list[np.ndarray]) -> list[dict[str, float]]:
+    """Per-band robust normalisation statistics from pixel samples of one or more rasters.
+
+    ``p2``/``p98`` suit any dtype (8-bit, 16-bit, signed): a model input is
+    ``clip((x - p2) / (p98 - p2), 0, 1)`` or ``(x - mean) / std``.
+    """
+    pixels = np.concatenate([s.astype(np.float64) for s in samples if s.size], axis=1)
+    if pixels.size == 0:
+        raise RasterError("no valid pixels found to compute band statistics")
+    p = np.percentile(pixels, [2, 50, 98], axis=1)
+    return [
+        {
+            "min": float(pixels[b].min()),
+            "max": float(pixels[b].max()),
+            "mean": float(pixels[b].mean()),
+            "std": float(pixels[b].std()),
+            "p2": float(p[0, b]),
+            "p50": float(p[1, b]),
+            "p98": float(p[2, b]),
+        }
+        for b in range(pixels.shape[0])
+    ]
