@@ -387,7 +387,7 @@ def _write_image(
 
 def _to_map(geoms: np.ndarray, transform: Affine) -> np.ndarray:
     """Pixel-coordinate geometries to map coordinates."""
-    return shapely.transform(geoms, lambda xy: np.column_stack(transform * (xy[:, 0], xy[:, 1])))
+    return shapely.transform(geoms, lambda xy: np.column_stack(transform @ (xy[:, 0], xy[:, 1])))
 
 
 def _write_vectors(folder: Path, scene: Scene, crs: CRS, transform: Affine) -> None:

@@ -70,7 +70,7 @@ def tile(
     labels: str | None = None,
     class_field: str | None = None,
     classes: Sequence[str] | None = None,
-    boundary_width: str | Length | None = None,
+    boundary_width: str | float | Length | None = None,
     size: int = 256,
     stride: int | None = None,
     keep_empty: float = 0.1,
@@ -90,8 +90,8 @@ def tile(
     stride = size if stride is None else stride
     _check_parameters(images, size, stride, keep_empty, max_nodata, val_fraction)
     check_output(out, overwrite)
-    if isinstance(boundary_width, str):
-        boundary_width = Length.parse(boundary_width)
+    if boundary_width is not None and not isinstance(boundary_width, Length):
+        boundary_width = Length.parse(str(boundary_width))
     infos = [open_raster_info(p) for p in images]
     _check_consistent(infos)
     spec = None
@@ -198,7 +198,7 @@ def scene_names(paths: Sequence[str]) -> list[str]:
     """Short unique names for scenes: the file stem, prefixed by its folder when stems collide."""
 
     def clean(text: str) -> str:
-        return re.sub(r"[^A-Za-z0-9.-]+", "-", text).strip("-") or "scene"
+        return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "scene"
 
     stems = [clean(Path(p).stem) for p in paths]
     names = [
@@ -351,7 +351,7 @@ def _footprint(info: RasterInfo, chip: Chip, size: int) -> shapely.Polygon:
         (chip.col + size, chip.row + size),
         (chip.col, chip.row + size),
     ]
-    return shapely.Polygon([info.transform * c for c in corners])
+    return shapely.Polygon([info.transform @ c for c in corners])
 
 
 def _dataset_record(

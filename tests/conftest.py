@@ -1,0 +1,73 @@
+"""Fixtures: small generated GeoTIFFs and vector files, and the real samples in ../shared/data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture
+def make_raster(tmp_path):
+    """Write a GeoTIFF: ``make_raster(width=, height=, count=, dtype=, crs=, nodata=, ...)``."""
+    counter = iter(range(10_000))
+
+    def factory(
+        width: int = 300,
+        height: int = 200,
+        count: int = 3,
+        dtype: str = "uint8",
+        crs: str | None = "EPSG:32633",
+        transform: Affine | None = None,
+        nodata: float | None = None,
+        data: np.ndarray | None = None,
+        name: str | None = None,
+        seed: int = 0,
+    ) -> Path:
+        path = tmp_path / (name or f"raster_{next(counter)}.tif")
+        if transform is None:
+            transform = Affine(0.5, 0, 500_000.0, 0, -0.5, 5_300_000.0)
+        if data is None:
+            info = np.iinfo(dtype) if np.issubdtype(np.dtype(dtype), np.integer) else None
+            low, high = (max(info.min, -1000), min(info.max, 5000)) if info else (-1.0, 1.0)
+            rng = np.random.default_rng(seed)
+            data = rng.uniform(low + 1, high, (count, height, width)).astype(dtype)
+        profile = dict(
+            driver="GTiff", width=width, height=height, count=count, dtype=dtype,
+            nodata=nodata, tiled=True, blockxsize=64, blockysize=64,
+        )
+        if crs is not None:
+            profile["crs"] = crs
+        if transform is not False:
+            profile["transform"] = transform
+        with rasterio.open(path, "w", **profile) as dst:
+            dst.write(data)
+        return path
+
+    return factory
+
+
+@pytest.fixture
+def make_vector(tmp_path):
+    """Write a vector file: ``make_vector(geoms, crs, name='labels.gpkg', **columns)``."""
+
+    def factory(geoms, crs="EPSG:32633", name="labels.gpkg", **columns) -> Path:
+        path = tmp_path / name
+        gpd.GeoDataFrame(columns, geometry=list(geoms), crs=crs).to_file(path, engine="pyogrio")
+        return path
+
+    return factory
+
+
+def shared_sample(*parts: str) -> Path:
+    """A path in ../shared/data, or skip the test when the samples are absent."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"sample data not available: {path}")
+    return path
