@@ -1,0 +1,119 @@
+"""The command line: help with examples, one-line errors for bad input, nothing half-written."""
+
+from __future__ import annotations
+
+import pytest
+import shapely
+from click.testing import CliRunner
+
+import geoseg.tiling
+from geoseg.cli import main
+
+
+def run(*args):
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    return result
+
+
+def assert_one_line_error(result, *words):
+    """A non-zero exit and one ``Error:`` line (click adds its usage lines to usage errors)."""
+    assert result.exit_code != 0
+    assert isinstance(result.exception, SystemExit), result.exception
+    lines = [line for line in result.output.strip().splitlines() if line]
+    extra = [line for line in lines[:-1] if not line.startswith(("Usage:", "Try "))]
+    assert lines[-1].startswith("Error:") and not extra, result.output
+    for word in words:
+        assert word in lines[-1], lines[-1]
+
+
+@pytest.mark.parametrize("command", [[], ["tile"], ["synth"]])
+def test_help_shows_examples(command):
+    result = run(*command, "--help")
+    assert result.exit_code == 0 and "$ geoseg" in result.output
+
+
+@pytest.fixture
+def scene(make_raster, make_vector):
+    image = make_raster(width=256, height=256)
+    labels = make_vector([shapely.box(500_010, 5_299_950, 500_060, 5_299_990)], kind=["house"])
+    return image, labels
+
+
+def test_tile_writes_summary(scene, tmp_path):
+    image, labels = scene
+    result = run("tile", image, "--labels", labels, "--out", tmp_path / "chips")
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("wrote 1 chips") and "positive pixels: labels" in result.output
+
+
+@pytest.mark.parametrize(
+    "case, args, words",
+    [
+        ("missing image", ["{tmp}/nope.tif"], ["nope.tif", "no such file"]),
+        ("missing labels", ["{image}", "--labels", "{tmp}/nope.gpkg"], ["no such file"]),
+        ("no crs", ["{nocrs}"], ["has no CRS"]),
+        ("no transform", ["{notransform}"], ["no geotransform"]),
+        ("not a raster", ["{labels}"], ["not a readable raster"]),
+        ("labels elsewhere", ["{image}", "--labels", "{faraway}"], ["do not overlap"]),
+        ("unknown field", ["{image}", "--labels", "{labels}", "--class-field", "type"],
+         ["unknown class field 'type'", "kind"]),
+        ("unknown class", ["{image}", "--labels", "{labels}", "--class-field", "kind",
+                           "--classes", "barn"], ["class 'barn' not found"]),
+        ("size", ["{image}", "--size", "100"], ["--size must be a positive multiple of 32"]),
+        ("negative size", ["{image}", "--size", "-32"], ["--size"]),
+        ("stride", ["{image}", "--stride", "300"], ["--stride (300) must not be larger"]),
+        ("bad width", ["{image}", "--labels", "{labels}", "--boundary-width", "-1"],
+         ["invalid length"]),
+        ("both schedulers", ["{image}", "--workers", "2", "--scheduler", "tcp://127.0.0.1:1"],
+         ["either --workers or --scheduler"]),
+        ("dead scheduler", ["{image}", "--scheduler", "tcp://127.0.0.1:9"], ["cannot reach"]),
+        ("mixed bands", ["{image}", "{gray}"], ["all images must match"]),
+        ("classes without labels", ["{image}", "--classes", "a"], ["need --labels"]),
+    ],
+)
+def test_bad_input_gets_one_line_error(case, args, words, scene, make_raster, make_vector, tmp_path):
+    image, labels = scene
+    paths = {
+        "tmp": tmp_path, "image": image, "labels": labels,
+        "nocrs": make_raster(crs=None), "notransform": make_raster(transform=False),
+        "faraway": make_vector([shapely.box(0, 0, 10, 10)], name="far.gpkg"),
+        "gray": make_raster(count=1),
+    }
+    out = tmp_path / "chips"
+    result = run("tile", *[a.format(**paths) for a in args], "--out", out)
+    assert_one_line_error(result, *words)
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".chips")]
+
+
+def test_existing_output_is_refused_and_kept(scene, tmp_path):
+    image, _ = scene
+    out = tmp_path / "chips"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    assert_one_line_error(run("tile", image, "--out", out), "already exists", "--overwrite")
+    assert (out / "keep.txt").read_text() == "mine"
+    assert run("tile", image, "--out", out, "--overwrite").exit_code == 0
+    assert not (out / "keep.txt").exists() and (out / "dataset.json").exists()
+
+
+def test_empty_output_folder_is_used(scene, tmp_path):
+    image, _ = scene
+    (tmp_path / "chips").mkdir()
+    assert run("tile", image, "--out", tmp_path / "chips").exit_code == 0
+
+
+def test_failure_midway_leaves_nothing_behind(scene, tmp_path, monkeypatch):
+    image, _ = scene
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(geoseg.tiling, "cut_chips", broken)
+    assert_one_line_error(run("tile", image, "--out", tmp_path / "chips"), "disk full")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.gpkg", image.name]
+
+
+def test_synth_bad_crs(tmp_path):
+    assert_one_line_error(run("synth", "--out", tmp_path / "s", "--crs", "EPSG:0"), "unknown CRS")
+    assert not (tmp_path / "s").exists()
