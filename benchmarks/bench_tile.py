@@ -71,7 +71,7 @@ def tile_args(scene: Path, workers: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", help="scene sizes in px (default 2048 8192)")
+    parser.add_argument("--sizes", type=int, nargs="+", help="scene sizes, px (default 2048 8192)")
     parser.add_argument("--speed-size", type=int, help="scene size for the speed-up (default 2048)")
     parser.add_argument("--repeat", type=int, default=2, help="speed runs per worker count (best)")
     parser.add_argument("--quick", action="store_true", help="small scenes, one speed run")
