@@ -58,10 +58,11 @@ def _compute_distributed(tasks: Sequence[Delayed], address: str, progress: Progr
     except (OSError, TimeoutError, ValueError) as exc:
         raise ParameterError(f"cannot reach the Dask scheduler at {address} ({exc})") from None
     try:
-        futures = client.compute(list(tasks))
-        for done, _ in enumerate(as_completed(futures), start=1):
-            if progress:
-                progress(done, len(futures))
-        return client.gather(futures)
+        with client.as_current():
+            futures = client.compute(list(tasks))
+            for done, _ in enumerate(as_completed(futures), start=1):
+                if progress:
+                    progress(done, len(futures))
+            return client.gather(futures)
     finally:
         client.close()

@@ -161,7 +161,10 @@ def test_keep_empty_is_seeded_and_independent_of_workers(make_raster, make_vecto
     assert none.written == 1 and none.dropped_empty == 15
     every = tile([image], tmp_path / "every", labels=labels, keep_empty=1.0)
     assert every.written == 16
-    one = tile([image], tmp_path / "one", labels=labels, keep_empty=0.5, seed=7, workers=1)
+    calls = []
+    one = tile([image], tmp_path / "one", labels=labels, keep_empty=0.5, seed=7, workers=1,
+               progress=lambda done, total: calls.append((done, total)))
+    assert calls[-1][0] == calls[-1][1] == len(calls)
     two = tile([image], tmp_path / "two", labels=labels, keep_empty=0.5, seed=7, workers=2)
     assert 1 < one.written < 16
     assert sorted(index(tmp_path / "one").id) == sorted(index(tmp_path / "two").id)
