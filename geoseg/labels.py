@@ -31,7 +31,9 @@ from geoseg.errors import InputFileError, LabelsError, ParameterError
 # rasterize() run from several threads at once sometimes warns that its in-memory grid has no
 # geotransform, though the result is correct (checked in tests against serial runs).
 warnings.filterwarnings(
-    "ignore", message="Dataset has no geotransform", category=NotGeoreferencedWarning,
+    "ignore",
+    message="Dataset has no geotransform",
+    category=NotGeoreferencedWarning,
     module="rasterio.features",
 )
 

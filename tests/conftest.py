@@ -39,8 +39,15 @@ def make_raster(tmp_path):
             rng = np.random.default_rng(seed)
             data = rng.uniform(low + 1, high, (count, height, width)).astype(dtype)
         profile = dict(
-            driver="GTiff", width=width, height=height, count=count, dtype=dtype,
-            nodata=nodata, tiled=True, blockxsize=64, blockysize=64,
+            driver="GTiff",
+            width=width,
+            height=height,
+            count=count,
+            dtype=dtype,
+            nodata=nodata,
+            tiled=True,
+            blockxsize=64,
+            blockysize=64,
         )
         if crs is not None:
             profile["crs"] = crs

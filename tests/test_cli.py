@@ -55,27 +55,44 @@ def test_tile_writes_summary(scene, tmp_path):
         ("no transform", ["{notransform}"], ["no geotransform"]),
         ("not a raster", ["{labels}"], ["not a readable raster"]),
         ("labels elsewhere", ["{image}", "--labels", "{faraway}"], ["do not overlap"]),
-        ("unknown field", ["{image}", "--labels", "{labels}", "--class-field", "type"],
-         ["unknown class field 'type'", "kind"]),
-        ("unknown class", ["{image}", "--labels", "{labels}", "--class-field", "kind",
-                           "--classes", "barn"], ["class 'barn' not found"]),
+        (
+            "unknown field",
+            ["{image}", "--labels", "{labels}", "--class-field", "type"],
+            ["unknown class field 'type'", "kind"],
+        ),
+        (
+            "unknown class",
+            ["{image}", "--labels", "{labels}", "--class-field", "kind", "--classes", "barn"],
+            ["class 'barn' not found"],
+        ),
         ("size", ["{image}", "--size", "100"], ["--size must be a positive multiple of 32"]),
         ("negative size", ["{image}", "--size", "-32"], ["--size"]),
         ("stride", ["{image}", "--stride", "300"], ["--stride (300) must not be larger"]),
-        ("bad width", ["{image}", "--labels", "{labels}", "--boundary-width", "-1"],
-         ["invalid length"]),
-        ("both schedulers", ["{image}", "--workers", "2", "--scheduler", "tcp://127.0.0.1:1"],
-         ["either --workers or --scheduler"]),
+        (
+            "bad width",
+            ["{image}", "--labels", "{labels}", "--boundary-width", "-1"],
+            ["invalid length"],
+        ),
+        (
+            "both schedulers",
+            ["{image}", "--workers", "2", "--scheduler", "tcp://127.0.0.1:1"],
+            ["either --workers or --scheduler"],
+        ),
         ("dead scheduler", ["{image}", "--scheduler", "tcp://127.0.0.1:9"], ["cannot reach"]),
         ("mixed bands", ["{image}", "{gray}"], ["all images must match"]),
         ("classes without labels", ["{image}", "--classes", "a"], ["need --labels"]),
     ],
 )
-def test_bad_input_gets_one_line_error(case, args, words, scene, make_raster, make_vector, tmp_path):
+def test_bad_input_gets_one_line_error(
+    case, args, words, scene, make_raster, make_vector, tmp_path
+):
     image, labels = scene
     paths = {
-        "tmp": tmp_path, "image": image, "labels": labels,
-        "nocrs": make_raster(crs=None), "notransform": make_raster(transform=False),
+        "tmp": tmp_path,
+        "image": image,
+        "labels": labels,
+        "nocrs": make_raster(crs=None),
+        "notransform": make_raster(transform=False),
         "faraway": make_vector([shapely.box(0, 0, 10, 10)], name="far.gpkg"),
         "gray": make_raster(count=1),
     }

@@ -17,23 +17,37 @@ distributed = pytest.importorskip("distributed")
 def test_cluster_run_equals_threaded_run(make_raster, make_vector, tmp_path):
     image = make_raster(width=700, height=600, count=3)
     labels = make_vector(
-        [shapely.box(500_020, 5_299_800, 500_200, 5_299_950), shapely.box(500_250, 5_299_750, 500_300, 5_299_900)],
+        [
+            shapely.box(500_020, 5_299_800, 500_200, 5_299_950),
+            shapely.box(500_250, 5_299_750, 500_300, 5_299_900),
+        ],
         kind=["field", "pond"],
     )
     options = dict(labels=labels, class_field="kind", boundary_width="1px", keep_empty=0.5, seed=3)
     local = tile([image], tmp_path / "local", workers=2, **options)
     with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
         dashboard_address=None,
     ) as cluster:
         calls = []
-        remote = tile([image], tmp_path / "remote", scheduler=cluster.scheduler_address,
-                      progress=lambda done, total: calls.append((done, total)), **options)
+        remote = tile(
+            [image],
+            tmp_path / "remote",
+            scheduler=cluster.scheduler_address,
+            progress=lambda done, total: calls.append((done, total)),
+            **options,
+        )
     assert calls and calls[-1][0] == calls[-1][1] == len(calls)
     assert (remote.written, remote.train, remote.val) == (local.written, local.train, local.val)
     ids = sorted(gpd.read_file(tmp_path / "local" / "chips.gpkg").id)
     assert ids == sorted(gpd.read_file(tmp_path / "remote" / "chips.gpkg").id)
     for chip_id in ids:
         for folder in ("images", "masks"):
-            assert filecmp.cmp(tmp_path / "local" / folder / f"{chip_id}.tif",
-                               tmp_path / "remote" / folder / f"{chip_id}.tif", shallow=False)
+            assert filecmp.cmp(
+                tmp_path / "local" / folder / f"{chip_id}.tif",
+                tmp_path / "remote" / folder / f"{chip_id}.tif",
+                shallow=False,
+            )

@@ -7,11 +7,11 @@ import json
 import geopandas as gpd
 import numpy as np
 import rasterio
+from conftest import shared_sample
+from helpers import mask_agreement
 from rasterio.windows import Window
 
-from conftest import shared_sample
 from geoseg.tiling import tile
-from helpers import mask_agreement
 
 
 def test_16_bit_panchromatic(tmp_path):
@@ -22,9 +22,10 @@ def test_16_bit_panchromatic(tmp_path):
     dataset = json.loads((tmp_path / "chips" / "dataset.json").read_text())
     stats = dataset["normalization"]["bands"][0]
     assert dataset["bands"]["dtype"] == "uint16" and stats["p98"] > 255 and stats["min"] >= 54
-    with rasterio.open(image) as src, rasterio.open(
-        tmp_path / "chips" / "images" / "image_256_512.tif"
-    ) as chip:
+    with (
+        rasterio.open(image) as src,
+        rasterio.open(tmp_path / "chips" / "images" / "image_256_512.tif") as chip,
+    ):
         assert chip.dtypes[0] == "uint16"
         np.testing.assert_array_equal(chip.read(), src.read(window=Window(512, 256, 256, 256)))
     truth = gpd.read_file(labels).to_crs(dataset["scenes"][0]["crs"]).union_all()

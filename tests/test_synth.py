@@ -63,7 +63,11 @@ def test_scene_is_rendered_window_by_window(tmp_path, monkeypatch):
 
 def test_parcel_boundaries_are_a_rare_class(tmp_path):
     synth(tmp_path / "s", size=1024, resolution=1.0, seed=2)
-    summary = tile([tmp_path / "s" / "image.tif"], tmp_path / "chips",
-                   labels=tmp_path / "s" / "parcels.gpkg", boundary_width="1px")
+    summary = tile(
+        [tmp_path / "s" / "image.tif"],
+        tmp_path / "chips",
+        labels=tmp_path / "s" / "parcels.gpkg",
+        boundary_width="1px",
+    )
     assert summary.classes == ["parcels", "boundary"]
     assert 0.005 < summary.class_frequencies["boundary"] < 0.1

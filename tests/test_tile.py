@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import rasterio
 import shapely
+from helpers import mask_agreement
 from rasterio.windows import Window
 from scipy import ndimage
 
 from geoseg.chips import Chip
-from helpers import mask_agreement
 from geoseg.tiling import tile
 
 ORIGIN_X, ORIGIN_Y, RES = 500_000.0, 5_300_000.0, 0.5
@@ -21,8 +21,9 @@ ORIGIN_X, ORIGIN_Y, RES = 500_000.0, 5_300_000.0, 0.5
 
 def pixel_box(col0, row0, col1, row1):
     """A box given in pixel coordinates of the default test raster grid."""
-    return shapely.box(ORIGIN_X + col0 * RES, ORIGIN_Y - row1 * RES, ORIGIN_X + col1 * RES,
-                       ORIGIN_Y - row0 * RES)
+    return shapely.box(
+        ORIGIN_X + col0 * RES, ORIGIN_Y - row1 * RES, ORIGIN_X + col1 * RES, ORIGIN_Y - row0 * RES
+    )
 
 
 def index(out):
@@ -52,7 +53,8 @@ def test_chips_equal_source_pixels_and_georeferencing(make_raster, tmp_path):
                 assert (chip.crs, chip.count, chip.dtypes[0]) == (src.crs, 4, "int16")
                 assert (chip.width, chip.height, chip.nodata) == (128, 128, -999)
                 assert chip.transform == src.transform @ src.transform.translation(
-                    record.col, record.row)
+                    record.col, record.row
+                )
                 data = chip.read()
             window = rasterio.windows.from_bounds(*chip.bounds, transform=src.transform)
             window = window.round_offsets().round_lengths()
@@ -126,8 +128,14 @@ def test_class_field_and_class_order(make_raster, make_vector, tmp_path):
     tile([image], tmp_path / "all", labels=labels, class_field="kind", val_fraction=0)
     with rasterio.open(tmp_path / "all" / "masks" / f"{image.stem}_0_0.tif") as chip:
         assert chip.descriptions == ("house", "pool", "shed")
-    tile([image], tmp_path / "some", labels=labels, class_field="kind", classes=["shed", "house"],
-         val_fraction=0)
+    tile(
+        [image],
+        tmp_path / "some",
+        labels=labels,
+        class_field="kind",
+        classes=["shed", "house"],
+        val_fraction=0,
+    )
     with rasterio.open(tmp_path / "some" / "masks" / f"{image.stem}_0_0.tif") as chip:
         assert chip.descriptions == ("shed", "house")
         shed, house = chip.read()
@@ -162,10 +170,17 @@ def test_keep_empty_is_seeded_and_independent_of_workers(make_raster, make_vecto
     every = tile([image], tmp_path / "every", labels=labels, keep_empty=1.0)
     assert every.written == 16
     calls = []
-    one = tile([image], tmp_path / "one", labels=labels, keep_empty=0.5, seed=7, workers=1,
-               progress=lambda done, total: calls.append((done, total)))
+    one = tile(
+        [image],
+        tmp_path / "one",
+        labels=labels,
+        keep_empty=0.5,
+        seed=7,
+        workers=1,
+        progress=lambda done, total: calls.append((done, total)),
+    )
     assert calls[-1][0] == calls[-1][1] == len(calls)
-    two = tile([image], tmp_path / "two", labels=labels, keep_empty=0.5, seed=7, workers=2)
+    tile([image], tmp_path / "two", labels=labels, keep_empty=0.5, seed=7, workers=2)
     assert 1 < one.written < 16
     assert sorted(index(tmp_path / "one").id) == sorted(index(tmp_path / "two").id)
 
@@ -176,8 +191,11 @@ def test_split_uses_spatial_blocks_without_overlap(make_raster, tmp_path):
     chips = index(tmp_path / "chips")
     val, train = chips[chips.split == "val"], chips[chips.split == "train"]
     assert len(val) and len(train) and summary.dropped_split_buffer > 0
-    overlap = shapely.area(shapely.intersection(
-        shapely.union_all(val.geometry.values), shapely.union_all(train.geometry.values)))
+    overlap = shapely.area(
+        shapely.intersection(
+            shapely.union_all(val.geometry.values), shapely.union_all(train.geometry.values)
+        )
+    )
     assert overlap == 0
     dataset = json.loads((tmp_path / "chips" / "dataset.json").read_text())
     block = dataset["sampling"]["split_block_px"]
@@ -189,8 +207,12 @@ def test_dataset_json_records_16_bit_statistics(make_raster, tmp_path):
     image = make_raster(width=300, height=300, count=2, dtype="uint16")
     tile([image], tmp_path / "chips")
     dataset = json.loads((tmp_path / "chips" / "dataset.json").read_text())
-    assert dataset["bands"] == {"count": 2, "dtype": "uint16", "nodata": None,
-                                "descriptions": [None, None]}
+    assert dataset["bands"] == {
+        "count": 2,
+        "dtype": "uint16",
+        "nodata": None,
+        "descriptions": [None, None],
+    }
     stats = dataset["normalization"]["bands"]
     assert len(stats) == 2 and all(s["p98"] > 1000 > s["p2"] for s in stats)
     assert dataset["scenes"][0]["crs"] == "EPSG:32633"
@@ -213,8 +235,9 @@ def test_label_raster_is_resampled_with_nearest(make_raster, tmp_path):
     codes[0, 8:24, 8:40] = 1
     codes[0, 40:60, 30:50] = 2
     coarse = rasterio.Affine(2.0, 0, ORIGIN_X, 0, -2.0, ORIGIN_Y)  # 4x coarser than the image
-    labels = make_raster(width=64, height=64, count=1, data=codes, transform=coarse,
-                         name="codes.tif")
+    labels = make_raster(
+        width=64, height=64, count=1, data=codes, transform=coarse, name="codes.tif"
+    )
     tile([image], tmp_path / "chips", labels=labels, classes=["field", "pond"], val_fraction=0)
     with rasterio.open(tmp_path / "chips" / "masks" / f"{image.stem}_0_0.tif") as chip:
         field, pond = chip.read()
