@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 from contextlib import contextmanager
 
 import click
@@ -37,22 +36,13 @@ class GeosegGroup(click.Group):
 @contextmanager
 def progress_bar(description: str):
     """A rich progress bar on a terminal (silent otherwise); yields a ``progress(done, total)``."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+    console = Console(stderr=True)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
     with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        disable=not sys.stderr.isatty(),
-        transient=True,
-        console=__import__("rich.console", fromlist=["Console"]).Console(stderr=True),
+        *columns, console=console, disable=not console.is_terminal, transient=True
     ) as bar:
         task = bar.add_task(description, total=None)
         yield lambda done, total: bar.update(task, completed=done, total=total)
@@ -84,8 +74,8 @@ def main(verbose: bool):
 @seed_option
 @click.option(
     "--bands",
-    type=click.Choice(["3", "4"]),
-    default="3",
+    type=click.IntRange(3, 4),
+    default=3,
     show_default=True,
     help="3: RGB; 4: RGB + near infrared.",
 )
@@ -105,7 +95,7 @@ def main(verbose: bool):
     help="Add farmsteads and write buildings.gpkg.",
 )
 @overwrite_option
-def synth(out, size, seed, bands, dtype, crs, resolution, buildings, overwrite):
+def synth(out, **options):
     """Write a synthetic cadastre scene: image.tif, parcels.gpkg, buildings.gpkg.
 
     \b
@@ -116,18 +106,7 @@ def synth(out, size, seed, bands, dtype, crs, resolution, buildings, overwrite):
     from geoseg.synth import synth as run
 
     with progress_bar("rendering") as progress:
-        summary = run(
-            out,
-            size=size,
-            seed=seed,
-            bands=int(bands),
-            dtype=dtype,
-            crs=crs,
-            resolution=resolution,
-            buildings=buildings,
-            overwrite=overwrite,
-            progress=progress,
-        )
+        summary = run(out, progress=progress, **options)
     click.echo(summary.describe())
 
 
@@ -185,23 +164,7 @@ def synth(out, size, seed, bands, dtype, crs, resolution, buildings, overwrite):
 @seed_option
 @parallel_options
 @overwrite_option
-def tile(
-    images,
-    out,
-    labels,
-    class_field,
-    classes,
-    boundary_width,
-    size,
-    stride,
-    keep_empty,
-    max_nodata,
-    val_fraction,
-    seed,
-    workers,
-    scheduler,
-    overwrite,
-):
+def tile(images, out, **options):
     """Cut rasters into georeferenced chips with masks burned from labels.
 
     Writes images/, masks/, chips.gpkg (chip footprints and split) and dataset.json
@@ -217,24 +180,7 @@ def tile(
     from geoseg.tiling import tile as run
 
     with progress_bar("tiling") as progress:
-        summary = run(
-            images,
-            out,
-            labels=labels,
-            class_field=class_field,
-            classes=classes,
-            boundary_width=boundary_width,
-            size=size,
-            stride=stride,
-            keep_empty=keep_empty,
-            max_nodata=max_nodata,
-            val_fraction=val_fraction,
-            seed=seed,
-            workers=workers,
-            scheduler=scheduler,
-            overwrite=overwrite,
-            progress=progress,
-        )
+        summary = run(images, out, progress=progress, **options)
     click.echo(summary.describe())
 
 

@@ -32,6 +32,15 @@ from geoseg.raster import (
 
 SCHEMA_VERSION = 1
 MIN_SPLIT_BLOCKS = 10
+COUNTS = (
+    "candidates",
+    "written",
+    "train",
+    "val",
+    "dropped_nodata",
+    "dropped_empty",
+    "dropped_split_buffer",
+)
 
 
 @dataclass
@@ -143,19 +152,14 @@ def tile(
             class_frequencies=frequencies,
             chips_per_scene=dict(Counter(r.chip.scene for r in kept)),
         )
-        dataset = _dataset_record(
-            infos,
-            plans,
-            spec,
-            summary,
-            size,
-            stride,
-            split_block,
-            keep_empty,
-            max_nodata,
-            val_fraction,
-            seed,
-        )
+        sampling = {
+            "keep_empty": keep_empty,
+            "max_nodata": max_nodata,
+            "val_fraction": val_fraction,
+            "seed": seed,
+            "split_block_px": split_block,
+        }
+        dataset = _dataset_record(infos, plans, spec, summary, size, stride, sampling)
         (staging / "dataset.json").write_text(json.dumps(dataset, indent=2) + "\n")
     return summary
 
@@ -354,20 +358,8 @@ def _footprint(info: RasterInfo, chip: Chip, size: int) -> shapely.Polygon:
     return shapely.Polygon([info.transform @ c for c in corners])
 
 
-def _dataset_record(
-    infos,
-    plans,
-    spec,
-    summary,
-    size,
-    stride,
-    split_block,
-    keep_empty,
-    max_nodata,
-    val_fraction,
-    seed,
-) -> dict:
-    samples = [sample_valid_pixels(info.path, seed=seed) for info in infos]
+def _dataset_record(infos, plans, spec, summary, size, stride, sampling: dict) -> dict:
+    samples = [sample_valid_pixels(info.path, seed=sampling["seed"]) for info in infos]
     first = infos[0]
     return {
         "schema_version": SCHEMA_VERSION,
@@ -396,22 +388,8 @@ def _dataset_record(
             "class_field": spec.class_field,
             "boundary_width": str(spec.boundary_width) if spec.boundary_width else None,
         },
-        "sampling": {
-            "keep_empty": keep_empty,
-            "max_nodata": max_nodata,
-            "val_fraction": val_fraction,
-            "seed": seed,
-            "split_block_px": split_block,
-        },
-        "counts": {
-            "candidates": summary.candidates,
-            "written": summary.written,
-            "train": summary.train,
-            "val": summary.val,
-            "dropped_nodata": summary.dropped_nodata,
-            "dropped_empty": summary.dropped_empty,
-            "dropped_split_buffer": summary.dropped_split_buffer,
-        },
+        "sampling": sampling,
+        "counts": {name: getattr(summary, name) for name in COUNTS},
         "scenes": [
             {
                 "name": plan.name,
