@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
-from rasterio.errors import RasterioIOError
+from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
 
 from geoseg.errors import InputFileError, RasterError
@@ -49,7 +50,8 @@ def open_raster_info(path: str | os.PathLike) -> RasterInfo:
     if not Path(path).exists():
         raise InputFileError(f"{path}: no such file")
     try:
-        with rasterio.open(path) as src:
+        with warnings.catch_warnings(), rasterio.open(path) as src:
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)  # reported as an error below
             if src.crs is None:
                 raise RasterError(f"{path}: raster has no CRS")
             if src.transform == Affine.identity():

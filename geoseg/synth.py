@@ -115,7 +115,7 @@ def synth(
     rng = np.random.default_rng(seed)
     scene = layout(size, resolution, rng, with_buildings=buildings)
     origin = (500_000.0, 5_300_000.0) if crs.is_projected else (10.0, 50.0)
-    transform = Affine.translation(*origin) * Affine.scale(resolution, -resolution)
+    transform = Affine.translation(*origin) @ Affine.scale(resolution, -resolution)
     texture = _texture_field(rng, resolution)
     with staged_directory(out, overwrite) as staging:
         _write_image(

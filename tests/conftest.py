@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import geopandas as gpd
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
+from rasterio.errors import NotGeoreferencedWarning
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -53,8 +55,10 @@ def make_raster(tmp_path):
             profile["crs"] = crs
         if transform is not False:
             profile["transform"] = transform
-        with rasterio.open(path, "w", **profile) as dst:
-            dst.write(data)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)  # rasters made without one
+            with rasterio.open(path, "w", **profile) as dst:
+                dst.write(data)
         return path
 
     return factory
