@@ -50,8 +50,10 @@ def open_raster_info(path: str | os.PathLike) -> RasterInfo:
     if not Path(path).exists():
         raise InputFileError(f"{path}: no such file")
     try:
-        with warnings.catch_warnings(), rasterio.open(path) as src:
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)  # reported as an error below
+            src = rasterio.open(path)
+        with src:
             if src.crs is None:
                 raise RasterError(f"{path}: raster has no CRS")
             if src.transform == Affine.identity():
