@@ -8,7 +8,7 @@ from contextlib import contextmanager
 import click
 
 from geoseg import __version__
-from geoseg.errors import GeosegError
+from geoseg.errors import GeosegError, first_line
 from geoseg.options import (
     LengthType,
     NameListType,
@@ -29,8 +29,7 @@ class GeosegGroup(click.Group):
         try:
             return super().invoke(ctx)
         except (GeosegError, RasterioError, OSError) as exc:
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise click.ClickException(message) from None
+            raise click.ClickException(first_line(exc)) from None
 
 
 @contextmanager

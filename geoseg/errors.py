@@ -9,6 +9,12 @@ class GeosegError(Exception):
     """Base class of every error geoseg raises on purpose."""
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when it has none)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class InputFileError(GeosegError, FileNotFoundError):
     """An input path does not exist or cannot be opened."""
 

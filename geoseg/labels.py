@@ -26,7 +26,7 @@ from rasterio.features import rasterize
 from rasterio.transform import array_bounds
 from rasterio.warp import reproject, transform_bounds
 
-from geoseg.errors import InputFileError, LabelsError, ParameterError
+from geoseg.errors import InputFileError, LabelsError, ParameterError, first_line
 
 # rasterize() run from several threads at once sometimes warns that its in-memory grid has no
 # geotransform, though the result is correct (checked in tests against serial runs).
@@ -130,9 +130,6 @@ class VectorLabels:
         self._indexed: dict[str, _IndexedGeometries] = {}
         self._lock = threading.Lock()
 
-    def __len__(self) -> int:
-        return len(self._geoms)
-
     def _in_crs(self, crs: CRS) -> _IndexedGeometries:
         key = crs.to_wkt()
         with self._lock:
@@ -183,8 +180,7 @@ def _read_vector(path: str) -> gpd.GeoDataFrame:
     try:
         frame = gpd.read_file(path, engine="pyogrio")
     except Exception as exc:  # pyogrio raises several types for unreadable files
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputFileError(f"{path}: not a readable vector file ({message})") from None
+        raise InputFileError(f"{path}: not a readable vector file ({first_line(exc)})") from None
     if frame.crs is None:
         raise LabelsError(f"{path}: labels have no CRS")
     frame = frame[frame.geometry.notna() & ~frame.geometry.is_empty]

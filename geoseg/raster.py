@@ -15,7 +15,7 @@ from rasterio.crs import CRS
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
 
-from geoseg.errors import InputFileError, RasterError
+from geoseg.errors import InputFileError, RasterError, first_line
 
 
 @dataclass(frozen=True)
@@ -70,11 +70,7 @@ def open_raster_info(path: str | os.PathLike) -> RasterInfo:
                 descriptions=tuple(src.descriptions),
             )
     except RasterioIOError as exc:
-        raise InputFileError(f"{path}: not a readable raster ({_first_line(exc)})") from None
-
-
-def _first_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputFileError(f"{path}: not a readable raster ({first_line(exc)})") from None
 
 
 def window_offsets(length: int, size: int, stride: int) -> list[int]:
