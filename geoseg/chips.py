@@ -62,8 +62,8 @@ def cut_chips(path: str, chips: list[Chip], rules: ChipRules, out_dir: str) -> l
         pixel_size = (src.res[0] + src.res[1]) / 2
         for chip in chips:
             window = Window(chip.col, chip.row, rules.size, rules.size)
-            data, valid = read_padded(src, window)
-            nodata_fraction = float(1.0 - valid.mean())
+            data, valid, inside = read_padded(src, window)
+            nodata_fraction = float(1.0 - valid.sum() / inside.sum())  # padding is not nodata
             if nodata_fraction > rules.max_nodata:
                 results.append(ChipResult(chip, "nodata", nodata_fraction))
                 continue

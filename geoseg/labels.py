@@ -23,10 +23,10 @@ from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.features import rasterize
-from rasterio.transform import array_bounds
 from rasterio.warp import reproject, transform_bounds
 
 from geoseg.errors import InputFileError, LabelsError, ParameterError, first_line
+from geoseg.raster import box_bounds
 
 # rasterize() run from several threads at once sometimes warns that its in-memory grid has no
 # geotransform, though the result is correct (checked in tests against serial runs).
@@ -84,12 +84,25 @@ def is_raster_path(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in RASTER_SUFFIXES
 
 
-@functools.lru_cache(maxsize=4)
 def open_labels(spec: LabelSpec) -> VectorLabels | RasterLabels:
-    """Load labels once per process (cached: Dask tasks in one worker share them)."""
+    """Load labels once per process and file version (Dask tasks in one worker share them)."""
     if not Path(spec.path).exists():
         raise InputFileError(f"{spec.path}: no such file")
+    stat = os.stat(spec.path)
+    return _load_labels(spec, (stat.st_mtime_ns, stat.st_size))
+
+
+@functools.lru_cache(maxsize=4)
+def _load_labels(spec: LabelSpec, version: tuple[int, int]) -> VectorLabels | RasterLabels:
     return RasterLabels(spec) if is_raster_path(spec.path) else VectorLabels(spec)
+
+
+def _check_unique(classes: list[str], path: str) -> None:
+    seen: dict[str, str] = {}
+    for name in classes:
+        if name.lower() in seen:
+            raise LabelsError(f"{path}: class names {seen[name.lower()]!r} and {name!r} collide")
+        seen[name.lower()] = name
 
 
 def burn_lines(lines, transform, shape, width: float | None) -> np.ndarray:
@@ -114,19 +127,26 @@ class VectorLabels:
 
     def __init__(self, spec: LabelSpec):
         self.spec = spec
-        frame = _read_vector(spec.path)
-        kinds = frame.geometry.geom_type
-        frame = frame[kinds.isin(_AREA_TYPES | _LINE_TYPES)]
+        frame = _read_vector(spec.path).explode(index_parts=False)  # also splits collections
+        frame = frame[frame.geometry.geom_type.isin(_AREA_TYPES | _LINE_TYPES)]
         if frame.empty:
             raise LabelsError(f"{spec.path}: labels contain no polygons or lines")
         names, codes = _class_codes(frame, spec)
-        keep = codes >= 0
         self.feature_classes = names
         self.classes = names + ([BOUNDARY] if spec.boundary_width else [])
+        _check_unique(self.classes, spec.path)
+        keep = codes >= 0
+        if not keep.any():
+            raise LabelsError(f"{spec.path}: no feature has a class in field {spec.class_field!r}")
         self._crs = frame.crs
-        self._geoms = shapely.make_valid(frame.geometry.values[keep])
-        self._codes = codes[keep]
         self._is_line = frame.geometry.geom_type.isin(_LINE_TYPES).to_numpy()[keep]
+        self._codes = codes[keep]
+        geoms = np.asarray(frame.geometry.values[keep], dtype=object)
+        # repair polygons without turning them into collections (which have no outline)
+        geoms[~self._is_line] = shapely.make_valid(
+            geoms[~self._is_line], method="structure", keep_collapsed=False
+        )
+        self._geoms = geoms
         self._indexed: dict[str, _IndexedGeometries] = {}
         self._lock = threading.Lock()
 
@@ -153,7 +173,7 @@ class VectorLabels:
             self.spec.boundary_width.in_crs_units(pixel_size) if self.spec.boundary_width else None
         )
         margin = (width or 0) / 2 + pixel_size
-        west, south, east, north = array_bounds(shape[0], shape[1], transform)
+        west, south, east, north = box_bounds(transform, *shape)
         hits = indexed.tree.query(
             shapely.box(west - margin, south - margin, east + margin, north + margin)
         )
@@ -174,6 +194,14 @@ class VectorLabels:
             if len(outlines):
                 out[-1] = burn_lines(outlines, transform, shape, width)
         return out
+
+
+def _natural_key(name: str) -> tuple:
+    """Sort numeric class values as numbers (2 before 10), others as text."""
+    try:
+        return (0, float(name), name)
+    except ValueError:
+        return (1, 0.0, name)
 
 
 def _read_vector(path: str) -> gpd.GeoDataFrame:
@@ -200,7 +228,7 @@ def _class_codes(frame: gpd.GeoDataFrame, spec: LabelSpec) -> tuple[list[str], n
             f"{spec.path}: unknown class field {spec.class_field!r} (fields: {fields})"
         )
     values = frame[spec.class_field].astype("string")
-    present = sorted(set(values.dropna()))
+    present = sorted(set(values.dropna()), key=_natural_key)
     if spec.classes:
         missing = [c for c in spec.classes if c not in present]
         if missing:
@@ -266,6 +294,6 @@ def _unique_codes(src) -> list[int]:
     codes: set[int] = set()
     for _, window in src.block_windows(1):
         values = src.read(1, window=window, masked=True).compressed()
-        codes.update(int(v) for v in np.unique(values))
+        codes.update(int(v) for v in np.unique(values[np.isfinite(values)]))
     codes.discard(0)
     return sorted(codes)

@@ -21,6 +21,15 @@ def check_output(path: str | os.PathLike, overwrite: bool) -> Path:
     return path
 
 
+def check_not_inside(out: str | os.PathLike, inputs: list[str | os.PathLike]) -> None:
+    """Refuse an output folder that is, or holds, one of the inputs (overwrite would delete it)."""
+    out = Path(out).resolve()
+    for path in inputs:
+        path = Path(path).resolve()
+        if path == out or out in path.parents:
+            raise OutputExistsError(f"{out} holds the input {path}: choose another output folder")
+
+
 @contextmanager
 def staged_directory(path: str | os.PathLike, overwrite: bool) -> Iterator[Path]:
     """Yield a hidden sibling directory to fill; it replaces ``path`` only if the block succeeds."""

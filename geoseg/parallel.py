@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -53,6 +54,8 @@ def compute(
 def _compute_distributed(tasks: Sequence[Delayed], address: str, progress: Progress | None):
     from distributed import Client, as_completed
 
+    if not re.fullmatch(r"([a-z]+://)?[^\s:/]+:\d+", address):
+        raise ParameterError(f"--scheduler {address!r}: expected an address like tcp://host:8786")
     try:
         client = Client(address, timeout="10s", set_as_default=False)
     except (OSError, TimeoutError, ValueError) as exc:

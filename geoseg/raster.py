@@ -34,8 +34,8 @@ class RasterInfo:
 
     @property
     def bounds(self) -> tuple[float, float, float, float]:
-        """(left, bottom, right, top) in the raster CRS."""
-        return rasterio.transform.array_bounds(self.height, self.width, self.transform)
+        """(left, bottom, right, top) in the raster CRS, also for south-up rasters."""
+        return box_bounds(self.transform, self.height, self.width)
 
     @property
     def pixel_size(self) -> float:
@@ -73,6 +73,12 @@ def open_raster_info(path: str | os.PathLike) -> RasterInfo:
         raise InputFileError(f"{path}: not a readable raster ({first_line(exc)})") from None
 
 
+def box_bounds(transform: Affine, height: int, width: int) -> tuple[float, float, float, float]:
+    """(left, bottom, right, top) of a grid, whatever the signs of its pixel sizes."""
+    xs, ys = transform @ (np.array([0, width, width, 0]), np.array([0, 0, height, height]))
+    return float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max())
+
+
 def window_offsets(length: int, size: int, stride: int) -> list[int]:
     """Offsets of windows of ``size`` every ``stride`` that together cover ``length`` pixels.
 
@@ -92,11 +98,12 @@ def chip_windows(width: int, height: int, size: int, stride: int) -> list[Window
     ]
 
 
-def read_padded(src: rasterio.DatasetReader, window: Window) -> tuple[np.ndarray, np.ndarray]:
+def read_padded(src: rasterio.DatasetReader, window: Window) -> tuple[np.ndarray, ...]:
     """Read ``window`` (which may extend past the raster) as a full-size array.
 
-    Returns ``(data, valid)``: data of shape (bands, h, w) in the source dtype, padded with the
-    nodata value (or 0), and a boolean (h, w) array that is True where the source has valid data.
+    Returns ``(data, valid, inside)``: data of shape (bands, h, w) in the source dtype, padded
+    with the nodata value (or 0); boolean (h, w) arrays, True where the source has valid data and
+    True inside the raster.
     """
     height, width = int(window.height), int(window.width)
     fill = src.nodata if src.nodata is not None else 0
@@ -107,7 +114,9 @@ def read_padded(src: rasterio.DatasetReader, window: Window) -> tuple[np.ndarray
     h, w = int(inner.height), int(inner.width)
     data[:, r0 : r0 + h, c0 : c0 + w] = src.read(window=inner)
     valid[r0 : r0 + h, c0 : c0 + w] = src.dataset_mask(window=inner) > 0
-    return data, valid
+    inside = np.zeros_like(valid)
+    inside[r0 : r0 + h, c0 : c0 + w] = True
+    return data, valid, inside
 
 
 def sample_windows(width: int, height: int, size: int, max_windows: int) -> list[Window]:

@@ -20,7 +20,7 @@ from geoseg import __version__
 from geoseg.chips import Chip, ChipResult, ChipRules, cut_chips
 from geoseg.errors import LabelsError, ParameterError, RasterError
 from geoseg.labels import LabelSpec, Length, open_labels
-from geoseg.outputs import check_output, staged_directory
+from geoseg.outputs import check_not_inside, check_output, staged_directory
 from geoseg.parallel import Progress, compute
 from geoseg.raster import (
     RasterInfo,
@@ -99,6 +99,9 @@ def tile(
     stride = size if stride is None else stride
     _check_parameters(images, size, stride, keep_empty, max_nodata, val_fraction)
     check_output(out, overwrite)
+    images = [str(Path(p).absolute()) for p in images]
+    labels = None if labels is None else str(Path(labels).absolute())
+    check_not_inside(out, images + ([labels] if labels else []))
     if boundary_width is not None and not isinstance(boundary_width, Length):
         boundary_width = Length.parse(str(boundary_width))
     infos = [open_raster_info(p) for p in images]
@@ -160,7 +163,7 @@ def tile(
             "split_block_px": split_block,
         }
         dataset = _dataset_record(infos, plans, spec, summary, size, stride, sampling)
-        (staging / "dataset.json").write_text(json.dumps(dataset, indent=2) + "\n")
+        (staging / "dataset.json").write_text(json.dumps(dataset, indent=2, allow_nan=False) + "\n")
     return summary
 
 
@@ -358,6 +361,11 @@ def _footprint(info: RasterInfo, chip: Chip, size: int) -> shapely.Polygon:
     return shapely.Polygon([info.transform @ c for c in corners])
 
 
+def _json_number(value: float) -> float | str:
+    """JSON has no NaN or infinity: write those as strings ("nan", "inf")."""
+    return value if math.isfinite(value) else str(value)
+
+
 def _dataset_record(infos, plans, spec, summary, size, stride, sampling: dict) -> dict:
     samples = [sample_valid_pixels(info.path, seed=sampling["seed"]) for info in infos]
     first = infos[0]
@@ -370,7 +378,7 @@ def _dataset_record(infos, plans, spec, summary, size, stride, sampling: dict) -
         "bands": {
             "count": first.count,
             "dtype": first.dtype,
-            "nodata": first.nodata,
+            "nodata": None if first.nodata is None else _json_number(first.nodata),
             "descriptions": list(first.descriptions),
         },
         "normalization": {

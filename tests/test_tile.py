@@ -30,16 +30,16 @@ def index(out):
     return gpd.read_file(out / "chips.gpkg")
 
 
-def test_chip_grid_counts_and_padding_drop(make_raster, tmp_path):
+def test_chip_grid_counts_and_padding_is_not_nodata(make_raster, tmp_path):
     image = make_raster(width=600, height=500)
-    everything = tile([image], tmp_path / "all", max_nodata=1.0, val_fraction=0)
-    assert (everything.candidates, everything.written) == (6, 6)
-    trimmed = tile([image], tmp_path / "trimmed", max_nodata=0.5, val_fraction=0)
-    # the last column of chips holds 88 of 256 columns: 66% padding
-    assert trimmed.written == 4 and trimmed.dropped_nodata == 2
-    overlapping = tile([image], tmp_path / "overlap", stride=128, max_nodata=1.0, val_fraction=0)
+    # the last column of chips holds 88 of 256 columns: padding is kept, it is not nodata
+    summary = tile([image], tmp_path / "all", max_nodata=0.0, val_fraction=0)
+    assert (summary.candidates, summary.written, summary.dropped_nodata) == (6, 6, 0)
+    overlapping = tile([image], tmp_path / "overlap", stride=128, val_fraction=0)
     assert overlapping.written == 4 * 3
     assert sorted(index(tmp_path / "overlap").col.unique()) == [0, 128, 256, 384]
+    tiny = tile([make_raster(width=100, height=70)], tmp_path / "tiny")
+    assert (tiny.written, tiny.train) == (1, 1)
 
 
 def test_chips_equal_source_pixels_and_georeferencing(make_raster, tmp_path):
