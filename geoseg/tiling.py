@@ -263,20 +263,16 @@ def _assign_splits(
 ) -> int:
     """Split by square blocks of chips so that neighbours share a split; return the block side (px).
 
-    Blocks are about four chips wide, smaller when that leaves fewer than ten blocks. Train chips
+    Blocks are about four chips wide, smaller when that leaves fewer than ten blocks. They lie on
+    one map grid per CRS, so scenes that overlap (a time series) share their split. Train chips
     that overlap a val chip (``stride < size``) are dropped so no pixel is in both splits.
     """
     steps = max(1, round(4 * size / stride))
-    while steps > 1 and sum(_block_count(p, steps) for p in plans) < MIN_SPLIT_BLOCKS:
+    while True:
+        n_blocks = _number_blocks(plans, steps * stride)
+        if n_blocks >= MIN_SPLIT_BLOCKS or steps == 1:
+            break
         steps //= 2
-    offset = 0
-    for plan in plans:
-        i, j = np.meshgrid(
-            np.arange(len(plan.rows)) // steps, np.arange(len(plan.cols)) // steps, indexing="ij"
-        )
-        plan.block = offset + i * (j.max() + 1) + j
-        offset = plan.block.max() + 1
-    n_blocks = int(offset)
     n_val = round(val_fraction * n_blocks)
     if n_blocks > 1 and 0 < val_fraction < 1:
         n_val = min(max(n_val, 1), n_blocks - 1)
@@ -289,8 +285,23 @@ def _assign_splits(
     return steps * stride
 
 
-def _block_count(plan: ScenePlan, steps: int) -> int:
-    return math.ceil(len(plan.rows) / steps) * math.ceil(len(plan.cols) / steps)
+def _number_blocks(plans: list[ScenePlan], block_px: int) -> int:
+    """Set each plan's block ids from the map position of its chips; return the block count.
+
+    The grid of each CRS starts at the first scene in that CRS and has its pixel size.
+    """
+    anchors: dict[str, tuple[float, float, float]] = {}
+    ids: dict[tuple, int] = {}
+    for plan in plans:
+        t, crs = plan.info.transform, plan.info.crs.to_string()
+        x0, y0, side = anchors.setdefault(crs, (t.c, t.f, block_px * plan.info.pixel_size))
+        cols, rows = np.meshgrid(np.array(plan.cols) + 0.5, np.array(plan.rows) + 0.5)
+        xs, ys = t @ (cols, rows)
+        bx = np.floor((xs - x0) / side).astype(int)
+        by = np.floor((y0 - ys) / side).astype(int)
+        keys = zip([crs] * bx.size, bx.ravel(), by.ravel())
+        plan.block = np.array([ids.setdefault(k, len(ids)) for k in keys]).reshape(bx.shape)
+    return len(ids)
 
 
 def _near(grid: np.ndarray, reach: int) -> np.ndarray:

@@ -81,6 +81,12 @@ def test_tile_writes_summary(scene, tmp_path):
         ("dead scheduler", ["{image}", "--scheduler", "tcp://127.0.0.1:9"], ["cannot reach"]),
         ("mixed bands", ["{image}", "{gray}"], ["all images must match"]),
         ("classes without labels", ["{image}", "--classes", "a"], ["need --labels"]),
+        (
+            "colliding classes",
+            ["{image}", "--labels", "{collide}", "--class-field", "kind"],
+            ["'Road' and 'road' collide"],
+        ),
+        ("bad scheduler", ["{image}", "--scheduler", "foo"], ["expected an address"]),
     ],
 )
 def test_bad_input_gets_one_line_error(
@@ -95,6 +101,11 @@ def test_bad_input_gets_one_line_error(
         "notransform": make_raster(transform=False),
         "faraway": make_vector([shapely.box(0, 0, 10, 10)], name="far.gpkg"),
         "gray": make_raster(count=1),
+        "collide": make_vector(
+            [shapely.box(500_000, 5_299_950, 500_050, 5_300_000)] * 2,
+            name="roads.gpkg",
+            kind=["Road", "road"],
+        ),
     }
     out = tmp_path / "chips"
     result = run("tile", *[a.format(**paths) for a in args], "--out", out)
@@ -112,6 +123,13 @@ def test_existing_output_is_refused_and_kept(scene, tmp_path):
     assert (out / "keep.txt").read_text() == "mine"
     assert run("tile", image, "--out", out, "--overwrite").exit_code == 0
     assert not (out / "keep.txt").exists() and (out / "dataset.json").exists()
+
+
+def test_output_holding_the_inputs_is_refused_even_with_overwrite(scene, tmp_path):
+    image, labels = scene
+    result = run("tile", image, "--labels", labels, "--out", tmp_path, "--overwrite")
+    assert_one_line_error(result, "holds the input")
+    assert image.exists() and labels.exists()
 
 
 def test_empty_output_folder_is_used(scene, tmp_path):

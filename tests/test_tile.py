@@ -203,6 +203,19 @@ def test_split_uses_spatial_blocks_without_overlap(make_raster, tmp_path):
     assert (blocks.groupby("block").split.nunique() == 1).all()
 
 
+def test_overlapping_scenes_share_their_split(make_raster, tmp_path):
+    (tmp_path / "2023").mkdir(), (tmp_path / "2024").mkdir()
+    scenes = [
+        make_raster(width=1024, height=1024, count=1, name=f"{y}/ortho.tif", seed=y)
+        for y in (2023, 2024)
+    ]
+    tile(scenes, tmp_path / "chips", val_fraction=0.3, max_nodata=1.0)
+    chips = index(tmp_path / "chips")
+    by_place = chips.groupby(["row", "col"]).split.nunique()
+    assert len(by_place) == 16 and (by_place == 1).all()
+    assert set(chips.split) == {"train", "val"}
+
+
 def test_dataset_json_records_16_bit_statistics(make_raster, tmp_path):
     image = make_raster(width=300, height=300, count=2, dtype="uint16")
     tile([image], tmp_path / "chips")
@@ -243,6 +256,23 @@ def test_label_raster_is_resampled_with_nearest(make_raster, tmp_path):
         field, pond = chip.read()
     np.testing.assert_array_equal(field, np.kron(codes[0] == 1, np.ones((4, 4))))
     np.testing.assert_array_equal(pond, np.kron(codes[0] == 2, np.ones((4, 4))))
+
+
+def test_south_up_raster_and_geometry_collections(make_raster, make_vector, tmp_path):
+    south_up = rasterio.Affine(0.5, 0, ORIGIN_X, 0, 0.5, ORIGIN_Y)
+    image = make_raster(width=256, height=256, transform=south_up)
+    edge = shapely.box(ORIGIN_X + 10, ORIGIN_Y, ORIGIN_X + 20, ORIGIN_Y + 0.4)  # row 0 only
+    pair = shapely.GeometryCollection(
+        [
+            shapely.box(ORIGIN_X + 50, ORIGIN_Y + 50, ORIGIN_X + 55, ORIGIN_Y + 55),
+            shapely.box(ORIGIN_X + 70, ORIGIN_Y + 50, ORIGIN_X + 75, ORIGIN_Y + 55),
+        ]
+    )
+    labels = make_vector([edge, pair], name="labels.geojson")
+    tile([image], tmp_path / "chips", labels=labels, val_fraction=0)
+    with rasterio.open(tmp_path / "chips" / "masks" / f"{image.stem}_0_0.tif") as chip:
+        mask = chip.read(1)
+    assert mask[0].sum() == 20 and mask[1:].sum() == 2 * 10 * 10
 
 
 def test_chip_ids_name_scene_row_and_col():
