@@ -1,12 +1,12 @@
 """geoseg: segment very large satellite and aerial images.
 
-The public functions (``geoseg.tile``, ``geoseg.synth``) are imported on first use so that
-``import geoseg`` and ``geoseg --help`` stay fast.
+The public functions (``geoseg.tile``, ``geoseg.train``, ``geoseg.synth``) are imported on
+first use so that ``import geoseg`` and ``geoseg --help`` stay fast.
 """
 
 __version__ = "0.1.0"
 
-_PUBLIC = {"tile": "geoseg.tiling", "synth": "geoseg.synth"}
+_PUBLIC = {"tile": "geoseg.tiling", "synth": "geoseg.synth", "train": "geoseg.training"}
 
 
 def __getattr__(name: str):

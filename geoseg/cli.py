@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from contextlib import contextmanager
 
 import click
@@ -18,6 +19,9 @@ from geoseg.options import (
     parallel_options,
     seed_option,
 )
+
+# TensorFlow's C++ start-up chatter (CUDA probing, oneDNN notes) is noise on a terminal.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 class GeosegGroup(click.Group):
@@ -57,6 +61,7 @@ def main(verbose: bool):
     Examples:
       $ geoseg synth --out scene/
       $ geoseg tile scene/image.tif --labels scene/parcels.gpkg --boundary-width 1px --out chips/
+      $ geoseg train chips/ --classes boundary --out model/
     """
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s")
 
@@ -180,6 +185,124 @@ def tile(images, out, **options):
 
     with progress_bar("tiling") as progress:
         summary = run(images, out, progress=progress, **options)
+    click.echo(summary.describe())
+
+
+@main.command()
+@click.argument("chips", type=click.Path())
+@out_option
+@click.option("--epochs", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option(
+    "--lr",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1e-3,
+    show_default=True,
+    help="Initial learning rate (Adam); halved when the monitored value stalls.",
+)
+@click.option(
+    "--base-filters",
+    type=click.IntRange(min=1),
+    default=32,
+    show_default=True,
+    help="Filters of the first level, doubled per level.",
+)
+@click.option(
+    "--depth",
+    type=click.IntRange(1, 8),
+    default=4,
+    show_default=True,
+    help="U-Net levels; the chip size must be divisible by 2**depth.",
+)
+@click.option(
+    "--dropout",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=0.0,
+    show_default=True,
+    help="Dropout at the bottom of the U-Net.",
+)
+@click.option(
+    "--loss",
+    type=click.Choice(["bce_dice", "bce", "dice"]),
+    default="bce_dice",
+    show_default=True,
+    help="bce_dice: class-weighted BCE + Dice.",
+)
+@click.option(
+    "--class-weights",
+    default="auto",
+    show_default=True,
+    help="Positive weight per class: auto (from class frequencies) or W1,W2,...",
+)
+@click.option("--dice-weight", type=click.FloatRange(min=0), default=1.0, show_default=True)
+@click.option(
+    "--classes",
+    type=NameListType(),
+    default=None,
+    help="Train on these classes of the chips only, in this order [default: all].",
+)
+@click.option(
+    "--augment/--no-augment",
+    default=True,
+    show_default=True,
+    help="Random flips and 90-degree rotations.",
+)
+@click.option(
+    "--jitter",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=0.0,
+    show_default=True,
+    help="Also vary brightness and contrast by up to this much.",
+)
+@click.option(
+    "--patience",
+    type=click.IntRange(min=0),
+    default=10,
+    show_default=True,
+    help="Stop after this many epochs without improvement.",
+)
+@click.option(
+    "--monitor",
+    default="val_loss",
+    show_default=True,
+    help="What picks the best epoch: val_loss, val_iou, val_iou_CLASS or val_f1_CLASS.",
+)
+@click.option(
+    "--mixed-precision",
+    type=click.Choice(["auto", "on", "off"]),
+    default="auto",
+    show_default=True,
+    help="auto: float16 on a GPU, bfloat16 on CPUs built for it.",
+)
+@seed_option
+@click.option("--resume", is_flag=True, help="Continue an interrupted run from its last epoch.")
+@overwrite_option
+def train(chips, out, **options):
+    """Train a BatchNorm U-Net on a chips folder made by geoseg tile.
+
+    Writes model.keras, geoseg.json (classes, bands, normalisation, thresholds, metrics),
+    history.csv, training.png and TensorBoard logs into the --out folder.
+
+    \b
+    Examples:
+      $ geoseg train chips/ --out model/
+      $ geoseg train chips/ --classes boundary --epochs 100 --batch-size 32 --out model/
+      $ geoseg train chips/ --class-weights 20,1 --base-filters 64 --out model/
+      $ geoseg train chips/ --out model/ --resume      # after an interruption
+    """
+    from geoseg.training import describe_epoch, partial_directory
+    from geoseg.training import train as run
+
+    def report(epoch, epochs, logs):
+        click.echo(describe_epoch(epoch, epochs, logs))
+
+    try:
+        with progress_bar("training") as progress:
+            summary = run(chips, out, progress=progress, on_epoch=report, **options)
+    except KeyboardInterrupt:
+        raise click.ClickException(
+            f"interrupted; the run is kept in {partial_directory(out)}: add --resume to continue"
+        ) from None
     click.echo(summary.describe())
 
 

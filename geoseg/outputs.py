@@ -43,7 +43,12 @@ def staged_directory(path: str | os.PathLike, overwrite: bool) -> Iterator[Path]
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    old = path.parent / f".{path.name}.old-{token}"
+    replace_with(staging, path)
+
+
+def replace_with(staging: Path, path: Path) -> None:
+    """Move the finished ``staging`` directory to ``path``, removing what was there before."""
+    old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
     if path.exists() or path.is_symlink():
         os.rename(path, old)
     os.rename(staging, path)

@@ -153,8 +153,7 @@ def sample_valid_pixels(
 def band_statistics(samples: list[np.ndarray]) -> list[dict[str, float]]:
     """Per-band robust normalisation statistics from pixel samples of one or more rasters.
 
-    ``p2``/``p98`` suit any dtype (8-bit, 16-bit, signed): a model input is
-    ``clip((x - p2) / (p98 - p2), 0, 1)`` or ``(x - mean) / std``.
+    ``p2``/``p98`` suit any dtype (8-bit, 16-bit, signed); :func:`normalize` uses them.
     """
     pixels = np.concatenate([s.astype(np.float64) for s in samples if s.size], axis=1)
     if pixels.size == 0:
@@ -172,3 +171,26 @@ def band_statistics(samples: list[np.ndarray]) -> list[dict[str, float]]:
         }
         for b in range(pixels.shape[0])
     ]
+
+
+NORMALIZED_RANGE = (-1.0, 2.0)
+"""Normalised values are clipped to this range: p2 maps to 0, p98 to 1, outliers stay bounded."""
+
+
+def normalize(data: np.ndarray, valid: np.ndarray | None, normalization: dict) -> np.ndarray:
+    """Source values (bands, h, w) of any dtype -> model input (h, w, bands) float32.
+
+    Each band is scaled so its ``low`` statistic (p2) becomes 0 and its ``high`` (p98) 1, using
+    the ``normalization`` record of dataset.json / geoseg.json; invalid pixels become 0.
+    """
+    bands = normalization["bands"]
+    if len(bands) != data.shape[0]:
+        raise RasterError(f"{data.shape[0]} bands given, the normalisation has {len(bands)}")
+    low = np.array([b[normalization["low"]] for b in bands], dtype=np.float32)
+    high = np.array([b[normalization["high"]] for b in bands], dtype=np.float32)
+    scale = 1.0 / np.maximum(high - low, np.finfo(np.float32).eps)
+    image = np.moveaxis(data, 0, -1).astype(np.float32)
+    image = np.clip((image - low) * scale, *NORMALIZED_RANGE)
+    if valid is not None:
+        image[~valid] = 0.0
+    return image

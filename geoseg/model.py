@@ -1,0 +1,81 @@
+"""The BatchNorm U-Net: a plain Keras functional model with every layer named.
+
+Only built-in Keras layers are used, so ``keras.models.load_model("model.keras")`` works
+without geoseg installed. The model is fully convolutional: any input whose height and width
+are multiples of ``2 ** depth`` runs through it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from geoseg.errors import ParameterError
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    """Shape of the network: input bands, output classes, levels and width."""
+
+    bands: int
+    classes: int
+    depth: int = 4
+    base_filters: int = 32
+    dropout: float = 0.0
+
+    def __post_init__(self):
+        if self.bands < 1 or self.classes < 1:
+            raise ParameterError("a U-Net needs at least one input band and one class")
+        if not 1 <= self.depth <= 8:
+            raise ParameterError(f"depth must be between 1 and 8, not {self.depth}")
+        if self.base_filters < 1:
+            raise ParameterError(f"base filters must be at least 1, not {self.base_filters}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ParameterError(f"dropout must be in [0, 1), not {self.dropout}")
+
+    @property
+    def divisor(self) -> int:
+        """Input height and width must be multiples of this."""
+        return 2**self.depth
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _conv_block(x, filters: int, name: str):
+    """(Conv 3x3 -> BatchNorm -> ReLU) twice."""
+    import keras
+
+    for i in (1, 2):
+        x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv{i}")(
+            x
+        )
+        x = keras.layers.BatchNormalization(name=f"{name}_bn{i}")(x)
+        x = keras.layers.Activation("relu", name=f"{name}_relu{i}")(x)
+    return x
+
+
+def build_unet(config: UNetConfig, name: str = "geoseg_unet"):
+    """Build the U-Net for ``config``; the output is float32 sigmoid probabilities per class.
+
+    Layers are named ``down{level}_*``, ``bottom_*``, ``up{level}_*`` and ``head``, so weights
+    and activations can be looked up by name.
+    """
+    import keras
+
+    inputs = keras.Input(shape=(None, None, config.bands), name="image")
+    x = inputs
+    skips = []
+    for level in range(config.depth):
+        x = _conv_block(x, config.base_filters * 2**level, f"down{level}")
+        skips.append(x)
+        x = keras.layers.MaxPooling2D(2, name=f"down{level}_pool")(x)
+    x = _conv_block(x, config.base_filters * 2**config.depth, "bottom")
+    if config.dropout:
+        x = keras.layers.Dropout(config.dropout, name="bottom_dropout")(x)
+    for level in reversed(range(config.depth)):
+        x = keras.layers.UpSampling2D(2, interpolation="bilinear", name=f"up{level}_upsample")(x)
+        x = keras.layers.Concatenate(name=f"up{level}_concat")([x, skips[level]])
+        x = _conv_block(x, config.base_filters * 2**level, f"up{level}")
+    logits = keras.layers.Conv2D(config.classes, 1, name="head_logits", dtype="float32")(x)
+    outputs = keras.layers.Activation("sigmoid", name="head", dtype="float32")(logits)
+    return keras.Model(inputs, outputs, name=name)

@@ -1,0 +1,75 @@
+"""Per-class pixel scores and the threshold that maximises F1, from probability histograms.
+
+Probabilities are quantised to 0..255 as in the prediction GeoTIFFs, so a threshold chosen here
+selects exactly the same pixels there: a pixel is positive when its value >= round(255 t).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+LEVELS = 256
+
+
+def scores(tp: float, fp: float, fn: float) -> dict[str, float]:
+    """IoU, F1 (Dice), precision and recall from confusion counts (0 where undefined)."""
+
+    def ratio(a, b):
+        return float(a / b) if b else 0.0
+
+    return {
+        "iou": ratio(tp, tp + fp + fn),
+        "f1": ratio(2 * tp, 2 * tp + fp + fn),
+        "precision": ratio(tp, tp + fp),
+        "recall": ratio(tp, tp + fn),
+    }
+
+
+def quantize(probabilities: np.ndarray) -> np.ndarray:
+    """Probabilities in 0..1 -> uint8 0..255 (rounded), as written to prediction rasters."""
+    return np.clip(np.rint(np.asarray(probabilities, np.float32) * 255.0), 0, 255).astype(np.uint8)
+
+
+class ScoreHistogram:
+    """Counts of positive and negative pixels per class and quantised probability level."""
+
+    def __init__(self, classes: Sequence[str]):
+        self.classes = list(classes)
+        self.positive = np.zeros((len(self.classes), LEVELS), np.int64)
+        self.negative = np.zeros((len(self.classes), LEVELS), np.int64)
+
+    def add(self, probabilities: np.ndarray, mask: np.ndarray) -> None:
+        """Add a batch: probabilities (..., classes) in 0..1, mask (..., classes) 0/1/255."""
+        levels = quantize(probabilities).reshape(-1, len(self.classes))
+        mask = np.asarray(mask).reshape(-1, len(self.classes))
+        for c in range(len(self.classes)):
+            self.positive[c] += np.bincount(levels[mask[:, c] == 1, c], minlength=LEVELS)
+            self.negative[c] += np.bincount(levels[mask[:, c] == 0, c], minlength=LEVELS)
+
+    def _counts(self, c: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(tp, fp, fn) for every level k, predicting positive where level >= k."""
+        tp = np.cumsum(self.positive[c][::-1])[::-1]
+        fp = np.cumsum(self.negative[c][::-1])[::-1]
+        fn = self.positive[c].sum() - tp
+        return tp, fp, fn
+
+    def best_thresholds(self) -> dict[str, float]:
+        """Per class, the threshold in (0, 1] with the highest F1 (the lowest on ties)."""
+        thresholds = {}
+        for c, name in enumerate(self.classes):
+            tp, fp, fn = self._counts(c)
+            f1 = np.divide(2 * tp, 2 * tp + fp + fn, out=np.zeros(LEVELS), where=tp > 0)
+            level = int(np.argmax(f1[1:])) + 1  # level 0 would call every pixel positive
+            thresholds[name] = round(level / 255.0, 4)
+        return thresholds
+
+    def scores(self, thresholds: dict[str, float]) -> dict[str, dict[str, float]]:
+        """IoU, F1, precision and recall per class at the given thresholds."""
+        result = {}
+        for c, name in enumerate(self.classes):
+            level = int(round(thresholds[name] * 255.0))
+            tp, fp, fn = (int(x[level]) for x in self._counts(c))
+            result[name] = scores(tp, fp, fn)
+        return result

@@ -1,0 +1,406 @@
+"""Train the U-Net on a chips directory and write the model directory.
+
+The run happens in a hidden sibling of the output (``.NAME.partial``) holding checkpoints and
+logs; ``resume=True`` continues it from its last epoch. Only a finished run is moved to the
+output, with ``model.keras``, ``geoseg.json``, ``history.csv``, ``training.png`` and ``logs/``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+
+from geoseg import __version__
+from geoseg.data import ChipsDirectory, make_dataset, open_chips, select_classes
+from geoseg.device import resolve_precision
+from geoseg.errors import OutputExistsError, ParameterError
+from geoseg.losses import (
+    LOSSES,
+    WEIGHT_CAP,
+    SegmentationLoss,
+    metric_key,
+    resolve_class_weights,
+    training_metrics,
+)
+from geoseg.model import UNetConfig, build_unet
+from geoseg.modelcard import CARD_NAME, MODEL_NAME, SCHEMA_VERSION, write_model_card
+from geoseg.outputs import check_not_inside, check_output, replace_with
+from geoseg.plots import plot_history
+from geoseg.scoring import ScoreHistogram
+
+HISTORY, SETTINGS, STATE = "history.csv", "settings.json", "state.json"
+BEST, LAST = "best.keras", "last.keras"
+
+EpochReport = Callable[[int, int, dict], None]
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Everything that shapes a training run (``geoseg train`` options of the same names)."""
+
+    epochs: int = 50
+    batch_size: int = 16
+    lr: float = 1e-3
+    base_filters: int = 32
+    depth: int = 4
+    dropout: float = 0.0
+    loss: str = "bce_dice"
+    class_weights: str | Sequence[float] = "auto"
+    dice_weight: float = 1.0
+    augment: bool = True
+    jitter: float = 0.0
+    patience: int = 10
+    monitor: str = "val_loss"
+    mixed_precision: str = "auto"
+    seed: int = 0
+    classes: Sequence[str] | None = None
+
+    def check(self) -> None:
+        for name in ("epochs", "batch_size", "base_filters", "depth"):
+            if getattr(self, name) < 1:
+                raise ParameterError(f"{name.replace('_', ' ')} must be at least 1")
+        if not self.lr > 0:
+            raise ParameterError(f"learning rate must be positive, not {self.lr}")
+        if self.patience < 0 or not 0 <= self.jitter < 1:
+            raise ParameterError("patience must be >= 0 and jitter in [0, 1)")
+        if self.loss not in LOSSES:
+            raise ParameterError(f"unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
+
+    def to_json(self) -> dict:
+        record = asdict(self)
+        for key in ("class_weights", "classes"):
+            if record[key] is not None and not isinstance(record[key], str):
+                record[key] = list(record[key])
+        return record
+
+
+@dataclass
+class TrainSummary:
+    """What a finished run produced, for a final table."""
+
+    out: Path
+    card: dict
+    epochs_run: int
+    seconds: float
+    resumed_from: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def describe(self) -> str:
+        training = self.card["training"]
+        lines = [
+            f"trained {self.epochs_run} epochs in {self.seconds:.0f} s "
+            f"(best epoch {training['best_epoch']}, {training['precision']}) -> {self.out}",
+            f"{'class':<16}{'threshold':>10}{'IoU':>8}{'F1':>8}{'precision':>11}{'recall':>8}",
+        ]
+        for name, m in self.card["metrics"]["val"].items():
+            lines.append(
+                f"{name:<16}{self.card['threshold'][name]:>10.3f}{m['iou']:>8.3f}{m['f1']:>8.3f}"
+                f"{m['precision']:>11.3f}{m['recall']:>8.3f}"
+            )
+        return "\n".join(lines + self.notes)
+
+
+def describe_epoch(epoch: int, epochs: int, logs: dict) -> str:
+    """One line per epoch: losses, mean IoU, learning rate."""
+    parts = [f"epoch {epoch}/{epochs}"]
+    for key in ("loss", "val_loss", "iou", "val_iou"):
+        if key in logs:
+            parts.append(f"{key} {logs[key]:.4f}")
+    if "learning_rate" in logs:
+        parts.append(f"lr {logs['learning_rate']:.2g}")
+    return "  ".join(parts)
+
+
+def partial_directory(out: str | Path) -> Path:
+    """Where a run towards ``out`` keeps its checkpoints until it finishes."""
+    out = Path(out).absolute()
+    return out.parent / f".{out.name}.partial"
+
+
+def train(
+    chips: str | Path,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+    on_epoch: EpochReport | None = None,
+    **settings,
+) -> TrainSummary:
+    """Train a BatchNorm U-Net on a chips directory and write the model directory ``out``.
+
+    ``settings`` are the fields of :class:`TrainSettings`. ``progress(step, steps)`` is called
+    after every training batch, ``on_epoch(epoch, epochs, logs)`` after every epoch.
+    """
+    settings = TrainSettings(**settings)
+    settings.check()
+    chips_dir = open_chips(chips)
+    out = Path(out).absolute()
+    check_not_inside(out, [chips_dir.root])
+    work = partial_directory(out)
+    if resume:
+        settings = _resumable_settings(work, settings)
+    plan = _plan(chips_dir, settings)
+    if not resume:
+        _start_fresh(work, out, overwrite, settings)
+    else:
+        check_output(out, overwrite)
+
+    started = time.monotonic()
+    previous_policy = keras.config.dtype_policy().name
+    keras.config.set_dtype_policy(plan.precision)
+    try:
+        keras.utils.set_random_seed(settings.seed)
+        model, initial_epoch = _model(work, plan, settings, resume)
+        train_data = make_dataset(
+            chips_dir, "train", settings.batch_size, plan.class_bands, training=True,
+            augment_chips=settings.augment, jitter=settings.jitter, seed=settings.seed,
+        )  # fmt: skip
+        val_data = make_dataset(
+            chips_dir, "val", settings.batch_size, plan.class_bands, training=False
+        )
+        model.fit(
+            train_data,
+            validation_data=val_data,
+            epochs=settings.epochs,
+            initial_epoch=initial_epoch,
+            callbacks=_callbacks(work, settings, resume, progress, on_epoch),
+            shuffle=False,  # the dataset reshuffles itself
+            verbose=0,
+        )
+        card = _finish(work, chips_dir, plan, settings, val_data)
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
+    history = pd.read_csv(work / HISTORY)
+    for name in (BEST, LAST, STATE, SETTINGS):
+        (work / name).unlink(missing_ok=True)
+    replace_with(work, out)
+    return TrainSummary(
+        out, card, len(history) - initial_epoch, time.monotonic() - started, initial_epoch
+    )
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Settings resolved against the chips: classes, weights, network, precision."""
+
+    class_names: list[str]
+    class_bands: list[int]
+    class_weights: list[float]
+    weights_source: str
+    network: UNetConfig
+    precision: str
+
+
+def _plan(chips: ChipsDirectory, settings: TrainSettings) -> _Plan:
+    class_bands = select_classes(chips, settings.classes)
+    class_names = [chips.classes[b] for b in class_bands]
+    weights, source = resolve_class_weights(
+        settings.class_weights, class_names, chips.record.get("class_frequencies", {})
+    )
+    network = UNetConfig(
+        chips.band_count, len(class_names), settings.depth, settings.base_filters, settings.dropout
+    )
+    if chips.chip_size % network.divisor:
+        raise ParameterError(
+            f"chip size {chips.chip_size} is not divisible by 2**depth = {network.divisor}; "
+            "use a smaller --depth or tile with another --size"
+        )
+    for split in ("train", "val"):
+        if not chips.files[split]:
+            raise ParameterError(f"{chips.root}: the {split} split has no chips")
+    monitors = {"val_loss", "val_iou"}
+    monitors |= {f"val_{metric_key(m, c)}" for m in ("iou", "f1") for c in class_names}
+    if settings.monitor not in monitors:
+        raise ParameterError(
+            f"cannot monitor {settings.monitor!r}; choose one of {', '.join(sorted(monitors))}"
+        )
+    precision = resolve_precision(settings.mixed_precision)
+    return _Plan(class_names, class_bands, weights, source, network, precision)
+
+
+def _start_fresh(work: Path, out: Path, overwrite: bool, settings: TrainSettings) -> None:
+    """Refuse to clobber a finished model or an interrupted run unless ``overwrite``."""
+    check_output(out, overwrite)
+    if work.exists():
+        if not overwrite:
+            raise OutputExistsError(
+                f"an interrupted run towards {out} is in {work}: continue it with --resume "
+                "or start again with --overwrite"
+            )
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    (work / SETTINGS).write_text(json.dumps(settings.to_json(), indent=2))
+
+
+def _resumable_settings(work: Path, settings: TrainSettings) -> TrainSettings:
+    """The interrupted run's settings; only ``epochs`` may change when resuming."""
+    if not (work / SETTINGS).is_file() or not (work / LAST).is_file():
+        raise ParameterError(f"nothing to resume: no interrupted run in {work}")
+    stored = json.loads((work / SETTINGS).read_text())
+    given = settings.to_json()
+    changed = [k for k in stored if k != "epochs" and stored[k] != given.get(k)]
+    if changed:
+        key = changed[0]
+        raise ParameterError(
+            f"--resume needs the interrupted run's settings: {key} was {stored[key]!r}, "
+            f"now {given.get(key)!r}"
+        )
+    return replace(settings, **{k: v for k, v in stored.items() if k != "epochs"})
+
+
+def _model(work: Path, plan: _Plan, settings: TrainSettings, resume: bool):
+    """A compiled model and the epoch to start from (the last checkpoint's when resuming)."""
+    if resume:
+        state = json.loads((work / STATE).read_text())
+        history = pd.read_csv(work / HISTORY).iloc[: state["epoch"]]
+        history.to_csv(work / HISTORY, index=False)
+        return keras.models.load_model(work / LAST), state["epoch"]
+    model = build_unet(plan.network)
+    model.compile(
+        optimizer=keras.optimizers.Adam(settings.lr),
+        loss=SegmentationLoss(settings.loss, plan.class_weights, settings.dice_weight),
+        metrics=training_metrics(plan.class_names),
+    )
+    return model, 0
+
+
+class _ResumePoint(keras.callbacks.Callback):
+    """Saves the full model and the monitors' state every epoch; restores the state on resume."""
+
+    def __init__(self, work: Path, stateful: dict, restore: bool):
+        super().__init__()
+        self.work, self.stateful, self.restore = work, stateful, restore
+
+    def on_train_begin(self, logs=None):
+        if self.restore:
+            state = json.loads((self.work / STATE).read_text())
+            for name, callback in self.stateful.items():
+                for attribute, value in state[name].items():
+                    setattr(callback, attribute, value)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.model.save(self.work / LAST)
+        state = {"epoch": epoch + 1}
+        for name, callback in self.stateful.items():
+            state[name] = {
+                a: float(getattr(callback, a))
+                for a in ("best", "wait", "cooldown_counter")
+                if hasattr(callback, a)
+            }
+        (self.work / f"{STATE}.tmp").write_text(json.dumps(state))
+        (self.work / f"{STATE}.tmp").replace(self.work / STATE)
+
+
+class _Report(keras.callbacks.Callback):
+    """Forwards batch progress and epoch logs to the caller's callbacks."""
+
+    def __init__(self, progress: Progress | None, on_epoch: EpochReport | None):
+        super().__init__()
+        self.progress, self.on_epoch = progress, on_epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.progress:
+            self.progress(batch + 1, self.params.get("steps") or 0)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.on_epoch:
+            logs = dict(logs or {})
+            logs.setdefault("learning_rate", float(self.model.optimizer.learning_rate))
+            self.on_epoch(epoch + 1, self.params["epochs"], logs)
+
+
+def _callbacks(work, settings, resume, progress, on_epoch) -> list:
+    mode = "min" if settings.monitor.endswith("loss") else "max"
+    watch = dict(monitor=settings.monitor, mode=mode)
+    checkpoint = keras.callbacks.ModelCheckpoint(str(work / BEST), save_best_only=True, **watch)
+    stopping = keras.callbacks.EarlyStopping(patience=settings.patience, **watch)
+    plateau = keras.callbacks.ReduceLROnPlateau(
+        factor=0.5, patience=max(1, settings.patience // 2), min_lr=settings.lr / 100, **watch
+    )
+    return [
+        checkpoint,
+        stopping,
+        plateau,
+        keras.callbacks.CSVLogger(str(work / HISTORY), append=resume),
+        keras.callbacks.TensorBoard(str(work / "logs"), write_graph=False, profile_batch=0),
+        _Report(progress, on_epoch),
+        _ResumePoint(
+            work, {"checkpoint": checkpoint, "stopping": stopping, "plateau": plateau}, resume
+        ),
+    ]
+
+
+def _finish(work: Path, chips: ChipsDirectory, plan: _Plan, settings, val_data) -> dict:
+    """Pick thresholds on validation with the best checkpoint; write model, card and plot."""
+    best = keras.models.load_model(work / BEST)
+    histogram = ScoreHistogram(plan.class_names)
+    for images, masks in val_data:
+        histogram.add(np.asarray(best(images, training=False)), np.asarray(masks))
+    thresholds = histogram.best_thresholds()
+
+    keras.config.set_dtype_policy("float32")  # the saved model is float32; predict picks
+    final = build_unet(plan.network)
+    final.set_weights(best.get_weights())
+    final.save(work / MODEL_NAME)
+
+    history = pd.read_csv(work / HISTORY)
+    plot_history(history, plan.class_names, work / "training.png")
+    column = history[settings.monitor]
+    best_row = history.loc[
+        column.idxmin() if settings.monitor.endswith("loss") else column.idxmax()
+    ]
+    card = _model_card(chips, plan, settings, thresholds, histogram, best_row, len(history))
+    write_model_card(work / CARD_NAME, card)
+    return card
+
+
+def _model_card(chips, plan, settings, thresholds, histogram, best_row, epochs_run) -> dict:
+    import tensorflow as tf
+
+    weights = dict(zip(plan.class_names, plan.class_weights))
+    record = chips.record
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "versions": {
+            "geoseg": __version__,
+            "tensorflow": tf.__version__,
+            "keras": keras.__version__,
+        },
+        "classes": plan.class_names,
+        "bands": record["bands"],
+        "chip_size": chips.chip_size,
+        "input_multiple": plan.network.divisor,
+        "normalization": record["normalization"],
+        "class_weights": weights,
+        "class_weights_source": plan.weights_source,
+        "class_weight_cap": WEIGHT_CAP,
+        "loss": {"name": settings.loss, "dice_weight": settings.dice_weight},
+        "threshold": thresholds,
+        "metrics": {
+            "val": histogram.scores(thresholds),
+            "val_loss": float(best_row["val_loss"]),
+        },
+        "model": {"architecture": "unet", **plan.network.to_dict()},
+        "training": {
+            **settings.to_json(),
+            "classes": plan.class_names,
+            "precision": plan.precision,
+            "best_epoch": int(best_row["epoch"]) + 1,
+            "epochs_run": epochs_run,
+            "chips": str(chips.root),
+            "train_chips": len(chips.files["train"]),
+            "val_chips": len(chips.files["val"]),
+        },
+    }
