@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from geoseg.synth import synth
+from geoseg.synthetic import synth
 
 CHILD = """
 import json, resource, sys, time

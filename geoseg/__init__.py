@@ -6,7 +6,7 @@ first use so that ``import geoseg`` and ``geoseg --help`` stay fast.
 
 __version__ = "0.1.0"
 
-_PUBLIC = {"tile": "geoseg.tiling", "synth": "geoseg.synth", "train": "geoseg.training"}
+_PUBLIC = {"tile": "geoseg.tiling", "synth": "geoseg.synthetic", "train": "geoseg.training"}
 
 
 def __getattr__(name: str):

@@ -107,7 +107,7 @@ def synth(out, **options):
       $ geoseg synth --out scene/ --size 4096 --seed 1
       $ geoseg synth --out scene16/ --bands 4 --dtype uint16 --crs EPSG:25832
     """
-    from geoseg.synth import synth as run
+    from geoseg.synthetic import synth as run
 
     with progress_bar("rendering") as progress:
         summary = run(out, progress=progress, **options)

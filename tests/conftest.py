@@ -82,3 +82,22 @@ def shared_sample(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"sample data not available: {path}")
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_chips(tmp_path_factory) -> Path:
+    """A 512 px synthetic cadastre scene cut into 64 px chips (classes parcels, boundary)."""
+    from geoseg import synth, tile
+
+    root = tmp_path_factory.mktemp("tiny")
+    synth(str(root / "scene"), size=512, seed=3, buildings=False)
+    tile(
+        [str(root / "scene" / "image.tif")],
+        str(root / "chips"),
+        labels=str(root / "scene" / "parcels.gpkg"),
+        boundary_width="1.5",
+        size=64,
+        keep_empty=1.0,
+        workers=1,
+    )
+    return root / "chips"

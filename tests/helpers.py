@@ -8,6 +8,9 @@ import geopandas as gpd
 import numpy as np
 import rasterio
 import shapely
+from click.testing import CliRunner
+
+from geoseg.cli import main
 
 
 def mask_agreement(chips_dir: Path, truth, band: int = 1) -> tuple[float, int]:
@@ -26,3 +29,19 @@ def mask_agreement(chips_dir: Path, truth, band: int = 1) -> tuple[float, int]:
         agree += int((mask[labelled] == expected[labelled]).sum())
         total += int(labelled.sum())
     return agree / max(total, 1), total
+
+
+def run(*args):
+    """Invoke the ``geoseg`` command line in-process."""
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def assert_one_line_error(result, *words):
+    """A non-zero exit and one ``Error:`` line (click adds its usage lines to usage errors)."""
+    assert result.exit_code != 0
+    assert isinstance(result.exception, SystemExit), result.exception
+    lines = [line for line in result.output.strip().splitlines() if line]
+    extra = [line for line in lines[:-1] if not line.startswith(("Usage:", "Try "))]
+    assert lines[-1].startswith("Error:") and not extra, result.output
+    for word in words:
+        assert word in lines[-1], lines[-1]

@@ -4,29 +4,12 @@ from __future__ import annotations
 
 import pytest
 import shapely
-from click.testing import CliRunner
+from helpers import assert_one_line_error, run
 
 import geoseg.tiling
-from geoseg.cli import main
 
 
-def run(*args):
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    return result
-
-
-def assert_one_line_error(result, *words):
-    """A non-zero exit and one ``Error:`` line (click adds its usage lines to usage errors)."""
-    assert result.exit_code != 0
-    assert isinstance(result.exception, SystemExit), result.exception
-    lines = [line for line in result.output.strip().splitlines() if line]
-    extra = [line for line in lines[:-1] if not line.startswith(("Usage:", "Try "))]
-    assert lines[-1].startswith("Error:") and not extra, result.output
-    for word in words:
-        assert word in lines[-1], lines[-1]
-
-
-@pytest.mark.parametrize("command", [[], ["tile"], ["synth"]])
+@pytest.mark.parametrize("command", [[], ["tile"], ["synth"], ["train"]])
 def test_help_shows_examples(command):
     result = run(*command, "--help")
     assert result.exit_code == 0 and "$ geoseg" in result.output

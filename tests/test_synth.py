@@ -7,8 +7,8 @@ import numpy as np
 import rasterio
 import shapely
 
-import geoseg.synth
-from geoseg.synth import synth
+import geoseg.synthetic
+from geoseg.synthetic import synth
 from geoseg.tiling import tile
 
 
@@ -50,15 +50,15 @@ def test_sixteen_bit_four_band_scene(tmp_path):
 
 def test_scene_is_rendered_window_by_window(tmp_path, monkeypatch):
     shapes = []
-    render = geoseg.synth.render
+    render = geoseg.synthetic.render
 
     def spy(scene, window, *args):
         shapes.append((int(window.height), int(window.width)))
         return render(scene, window, *args)
 
-    monkeypatch.setattr(geoseg.synth, "render", spy)
+    monkeypatch.setattr(geoseg.synthetic, "render", spy)
     synth(tmp_path / "s", size=1100, resolution=2.0)
-    assert len(shapes) == 9 and max(max(s) for s in shapes) == geoseg.synth.WINDOW
+    assert len(shapes) == 9 and max(max(s) for s in shapes) == geoseg.synthetic.WINDOW
 
 
 def test_parcel_boundaries_are_a_rare_class(tmp_path):

@@ -1,0 +1,16 @@
+"""The public functions stay callable as ``geoseg.NAME`` after their modules are imported."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+import geoseg
+
+
+@pytest.mark.parametrize("name", ["tile", "synth", "train"])
+def test_public_function_is_not_shadowed_by_a_module(name):
+    importlib.import_module(geoseg._PUBLIC[name])
+    assert callable(getattr(geoseg, name))
+    assert getattr(geoseg, name).__name__ == name

@@ -1,0 +1,93 @@
+"""The chips directory and the tf.data pipeline over it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from geoseg.data import augment, make_dataset, open_chips, read_chip, select_classes
+from geoseg.errors import InputFileError, ParameterError
+from geoseg.raster import normalize
+
+
+def test_open_chips_lists_both_splits(tiny_chips):
+    chips = open_chips(tiny_chips)
+    assert chips.classes == ["parcels", "boundary"] and chips.chip_size == 64
+    assert chips.files["train"] and chips.files["val"]
+    assert all(p.endswith(".tif") for pair in chips.files["train"] for p in pair)
+
+
+def test_not_a_chips_directory(tmp_path, tiny_chips):
+    with pytest.raises(InputFileError, match="no such"):
+        open_chips(tmp_path / "missing")
+    with pytest.raises(InputFileError, match="not a chips directory"):
+        open_chips(tmp_path)
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_chips, broken)
+    (broken / "dataset.json").write_text("{}")
+    with pytest.raises(InputFileError, match="not a geoseg dataset.json"):
+        open_chips(broken)
+    record = json.loads((tiny_chips / "dataset.json").read_text())
+    (broken / "dataset.json").write_text(json.dumps({**record, "classes": []}))
+    with pytest.raises(InputFileError, match="no masks"):
+        open_chips(broken)
+
+
+def test_class_selection(tiny_chips):
+    chips = open_chips(tiny_chips)
+    assert select_classes(chips, None) == [0, 1]
+    assert select_classes(chips, ["boundary"]) == [1]
+    with pytest.raises(ParameterError, match="'roads'"):
+        select_classes(chips, ["roads"])
+
+
+def test_batches_have_chip_shape_and_float_masks(tiny_chips):
+    chips = open_chips(tiny_chips)
+    dataset = make_dataset(chips, "train", 4, [1], training=True, seed=1)
+    images, masks = next(iter(dataset))
+    assert images.shape == (4, 64, 64, 3) and images.dtype == tf.float32
+    assert masks.shape == (4, 64, 64, 1) and masks.dtype == tf.float32
+    assert set(np.unique(masks.numpy())) <= {0.0, 1.0, 255.0}
+    assert -1.0 <= float(tf.reduce_min(images)) and float(tf.reduce_max(images)) <= 2.0
+
+
+def test_training_order_is_reproducible_and_reshuffled(tiny_chips):
+    chips = open_chips(tiny_chips)
+
+    def epoch(dataset):
+        return np.concatenate([m.numpy().sum(axis=(1, 2, 3)) for _, m in dataset])
+
+    first = make_dataset(chips, "train", 4, [1], training=True, seed=7)
+    again = make_dataset(chips, "train", 4, [1], training=True, seed=7)
+    one, two = epoch(first), epoch(first)
+    np.testing.assert_array_equal(one, epoch(again))
+    assert not np.array_equal(one, two)  # a new order (and new flips) every epoch
+
+
+def test_augmentation_moves_image_and_mask_together():
+    image = tf.random.stateless_uniform((16, 16, 3), (0, 0))
+    mask = tf.cast(image[..., :1] > 0.5, tf.uint8)
+    for seed in range(8):
+        moved_image, moved_mask = augment(image, mask, tf.constant([seed, 3], tf.int64))
+        expected = tf.cast(moved_image[..., :1] > 0.5, tf.uint8)
+        np.testing.assert_array_equal(moved_mask.numpy(), expected.numpy())
+
+
+def test_chip_reading_normalises_with_dataset_statistics(tiny_chips):
+    chips = open_chips(tiny_chips)
+    image, mask = read_chip(*chips.files["val"][0], chips.record["normalization"], [0, 1])
+    assert image.shape == (64, 64, 3) and mask.shape == (64, 64, 2) and mask.dtype == np.uint8
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "int16", "float32"])
+def test_normalisation_of_any_dtype(dtype):
+    data = np.array([[[10, 20], [30, 40]]], dtype=dtype)
+    stats = {"low": "p2", "high": "p98", "bands": [{"p2": 20.0, "p98": 30.0}]}
+    valid = np.array([[True, True], [True, False]])
+    out = normalize(data, valid, stats)
+    assert out.shape == (2, 2, 1) and out.dtype == np.float32
+    np.testing.assert_allclose(out[..., 0], [[-1.0, 0.0], [1.0, 0.0]])
