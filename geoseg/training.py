@@ -334,10 +334,10 @@ def _callbacks(work, settings, resume, progress, on_epoch) -> list:
         plateau,
         keras.callbacks.CSVLogger(str(work / HISTORY), append=resume),
         keras.callbacks.TensorBoard(str(work / "logs"), write_graph=False, profile_batch=0),
-        _Report(progress, on_epoch),
         _ResumePoint(
             work, {"checkpoint": checkpoint, "stopping": stopping, "plateau": plateau}, resume
         ),
+        _Report(progress, on_epoch),
     ]
 
 

@@ -1,0 +1,143 @@
+"""geoseg train end to end on tiny chips: the model directory, its card, resume, bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+from helpers import assert_one_line_error, run
+
+from geoseg import train
+from geoseg.errors import OutputExistsError, ParameterError
+from geoseg.modelcard import read_model_card
+from geoseg.training import partial_directory
+
+TINY = dict(base_filters=4, depth=2, batch_size=8, mixed_precision="off")
+
+
+def weights_of(model_dir):
+    return keras.models.load_model(model_dir / "model.keras").get_weights()
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_chips, tmp_path_factory):
+    out = tmp_path_factory.mktemp("train") / "model"
+    summary = train(tiny_chips, out, epochs=2, seed=5, **TINY)
+    return out, summary
+
+
+def test_model_directory_and_card(trained, tiny_chips):
+    out, summary = trained
+    assert {p.name for p in out.iterdir()} == {
+        "model.keras", "geoseg.json", "history.csv", "training.png", "logs"
+    }  # fmt: skip
+    card = read_model_card(out)
+    dataset = json.loads((tiny_chips / "dataset.json").read_text())
+    assert card["classes"] == ["parcels", "boundary"]
+    assert card["bands"] == dataset["bands"] and card["chip_size"] == 64
+    assert card["normalization"] == dataset["normalization"]
+    assert card["class_weights"]["boundary"] > 1.0 == card["class_weights"]["parcels"]
+    assert all(0 < t <= 1 for t in card["threshold"].values())
+    for name in card["classes"]:
+        assert set(card["metrics"]["val"][name]) == {"iou", "f1", "precision", "recall"}
+    assert set(card["versions"]) == {"geoseg", "tensorflow", "keras"}
+    assert len(pd.read_csv(out / "history.csv")) == 2 == summary.epochs_run
+    assert "boundary" in summary.describe()
+
+
+def test_saved_model_loads_with_plain_keras_and_takes_large_inputs(trained):
+    model = keras.models.load_model(trained[0] / "model.keras")
+    y = model(np.zeros((1, 128, 192, 3), np.float32)).numpy()
+    assert y.shape == (1, 128, 192, 2) and model.compute_dtype == "float32"
+
+
+def test_same_seed_same_weights(trained, tiny_chips, tmp_path):
+    train(tiny_chips, tmp_path / "again", epochs=2, seed=5, **TINY)
+    for a, b in zip(weights_of(trained[0]), weights_of(tmp_path / "again")):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_interrupted_run_resumes_from_its_last_epoch(tiny_chips, tmp_path):
+    out = tmp_path / "model"
+
+    def interrupt(epoch, epochs, logs):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_chips, out, epochs=3, on_epoch=interrupt, classes=["boundary"], **TINY)
+    assert not out.exists() and (partial_directory(out) / "last.keras").is_file()
+    with pytest.raises(OutputExistsError, match="--resume"):
+        train(tiny_chips, out, epochs=3, classes=["boundary"], **TINY)
+    with pytest.raises(ParameterError, match="lr"):
+        train(tiny_chips, out, epochs=3, classes=["boundary"], lr=0.5, resume=True, **TINY)
+
+    seen = []
+    summary = train(
+        tiny_chips, out, epochs=3, classes=["boundary"], resume=True,
+        on_epoch=lambda e, n, logs: seen.append(e), **TINY,
+    )  # fmt: skip
+    assert seen == [2, 3] and summary.resumed_from == 1
+    assert pd.read_csv(out / "history.csv")["epoch"].tolist() == [0, 1, 2]
+    assert not partial_directory(out).exists()
+    assert read_model_card(out)["classes"] == ["boundary"]
+
+
+def test_explicit_weights_and_plain_bce_are_recorded(tiny_chips, tmp_path):
+    train(
+        tiny_chips, tmp_path / "m", epochs=1, loss="bce", class_weights="3,2", augment=False,
+        monitor="val_iou_boundary", **TINY,
+    )  # fmt: skip
+    card = read_model_card(tmp_path / "m")
+    assert card["class_weights"] == {"parcels": 3.0, "boundary": 2.0}
+    assert card["loss"]["name"] == "bce" and card["class_weights_source"] == "explicit"
+
+
+def test_cli_prints_epochs_and_final_table(tiny_chips, tmp_path):
+    result = run(
+        "train", tiny_chips, "--out", tmp_path / "m", "--epochs", "1", "--base-filters", "4",
+        "--depth", "2", "--classes", "boundary", "--mixed-precision", "off",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "epoch 1/1" in result.output and "threshold" in result.output
+
+
+def without_val(tiny_chips, tmp_path):
+    chips = tmp_path / "no_val"
+    shutil.copytree(tiny_chips, chips)
+    import geopandas as gpd
+
+    index = gpd.read_file(chips / "chips.gpkg")
+    index["split"] = "train"
+    index.to_file(chips / "chips.gpkg", engine="pyogrio")
+    return chips
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--class-weights", "1,2,3"], ["3 class weights", "2 classes"]),
+        (["--batch-size", "0"], ["batch-size"]),
+        (["--depth", "7"], ["not divisible", "2**depth"]),
+        (["--classes", "roads"], ["roads"]),
+        (["--monitor", "val_accuracy"], ["cannot monitor"]),
+    ],
+)
+def test_bad_options_leave_nothing_behind(tiny_chips, tmp_path, args, words):
+    out = tmp_path / "m"
+    result = run("train", tiny_chips, "--out", out, *args)
+    assert_one_line_error(result, *words)
+    assert not out.exists() and not partial_directory(out).exists()
+
+
+def test_bad_chips_directories_are_refused(tiny_chips, tmp_path):
+    assert_one_line_error(run("train", tmp_path, "--out", tmp_path / "m"), "not a chips directory")
+    chips = without_val(tiny_chips, tmp_path)
+    assert_one_line_error(run("train", chips, "--out", tmp_path / "m"), "val split has no chips")
+    assert not (tmp_path / "m").exists()
+    assert_one_line_error(run("train", tiny_chips, "--out", tiny_chips, "--overwrite"), "holds")
+    assert_one_line_error(run("train", tiny_chips, "--out", tmp_path / "x", "--resume"), "resume")
