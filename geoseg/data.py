@@ -14,11 +14,14 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
+from rasterio.enums import MaskFlags
 
 from geoseg.errors import InputFileError, ParameterError
 from geoseg.raster import normalize
 
 SPLITS = ("train", "val")
+CACHE_BYTES = 2**30
+"""Decoded chips are kept in memory after the first epoch when a split needs less than this."""
 
 
 @dataclass(frozen=True)
@@ -98,11 +101,15 @@ def read_chip(
     image_path: str, mask_path: str, normalization: dict, class_bands: Sequence[int]
 ) -> tuple[np.ndarray, np.ndarray]:
     """One chip as (normalised image (h, w, bands) float32, mask (h, w, classes) uint8)."""
-    with rasterio.open(image_path) as src:
-        image = normalize(src.read(), src.dataset_mask() > 0, normalization)
-    with rasterio.open(mask_path) as src:
-        mask = src.read([b + 1 for b in class_bands])
-    return image, np.ascontiguousarray(np.moveaxis(mask, 0, -1))
+    # Chips have internal masks: listing their (large) folder on every open is wasted time.
+    with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR"):
+        with rasterio.open(image_path) as src:
+            data = src.read()
+            all_valid = all(flags == [MaskFlags.all_valid] for flags in src.mask_flag_enums)
+            valid = None if all_valid else src.dataset_mask() > 0
+        with rasterio.open(mask_path) as src:
+            mask = src.read([b + 1 for b in class_bands])
+    return normalize(data, valid, normalization), np.ascontiguousarray(np.moveaxis(mask, 0, -1))
 
 
 def augment(image, mask, seed, jitter: float = 0.0):
@@ -134,10 +141,13 @@ def make_dataset(
     augment_chips: bool = True,
     jitter: float = 0.0,
     seed: int = 0,
+    cache: bool | None = None,
 ):
     """A ``tf.data.Dataset`` of (image, mask) batches; masks are float32 with 255 = ignore.
 
     With ``training``, chips are reshuffled every epoch and augmented (when ``augment_chips``).
+    ``cache`` keeps decoded chips in memory after the first pass; by default it does so when
+    they take less than :data:`CACHE_BYTES`.
     """
     import tensorflow as tf
 
@@ -158,11 +168,19 @@ def make_dataset(
         mask.set_shape((size, size, classes))
         return image, mask
 
+    if cache is None:
+        cache = len(files) * size * size * (4 * bands + classes) < CACHE_BYTES
     images, masks = zip(*files)
     dataset = tf.data.Dataset.from_tensor_slices((list(images), list(masks)))
-    if training:
-        dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+    def shuffled(d):
+        return d.shuffle(len(files), seed=seed, reshuffle_each_iteration=True) if training else d
+
+    parallel = dict(num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if cache:  # decode once, then shuffle the decoded chips every epoch
+        dataset = shuffled(dataset.map(load, **parallel).cache())
+    else:  # shuffle file names, decode every epoch
+        dataset = shuffled(dataset).map(load, **parallel)
     if training and augment_chips:
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
         dataset = tf.data.Dataset.zip((dataset, seeds)).map(
