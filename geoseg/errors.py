@@ -33,3 +33,7 @@ class ParameterError(GeosegError, ValueError):
 
 class OutputExistsError(GeosegError, FileExistsError):
     """The output exists and ``overwrite`` was not asked for."""
+
+
+class TrainingError(GeosegError, RuntimeError):
+    """Training could not produce a model, e.g. the loss diverged."""

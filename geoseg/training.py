@@ -11,7 +11,7 @@ import json
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,7 +22,7 @@ import pandas as pd
 from geoseg import __version__
 from geoseg.data import ChipsDirectory, make_dataset, open_chips, select_classes
 from geoseg.device import resolve_precision
-from geoseg.errors import OutputExistsError, ParameterError
+from geoseg.errors import OutputExistsError, ParameterError, TrainingError
 from geoseg.losses import (
     LOSSES,
     WEIGHT_CAP,
@@ -93,7 +93,6 @@ class TrainSummary:
     epochs_run: int
     seconds: float
     resumed_from: int = 0
-    notes: list[str] = field(default_factory=list)
 
     def describe(self) -> str:
         training = self.card["training"]
@@ -107,7 +106,9 @@ class TrainSummary:
                 f"{name:<16}{self.card['threshold'][name]:>10.3f}{m['iou']:>8.3f}{m['f1']:>8.3f}"
                 f"{m['precision']:>11.3f}{m['recall']:>8.3f}"
             )
-        return "\n".join(lines + self.notes)
+        if training["diverged"]:
+            lines.append("the loss diverged at the end; the model is the best epoch before that")
+        return "\n".join(lines)
 
 
 def describe_epoch(epoch: int, epochs: int, logs: dict) -> str:
@@ -302,6 +303,14 @@ class _ResumePoint(keras.callbacks.Callback):
         (self.work / f"{STATE}.tmp").replace(self.work / STATE)
 
 
+class _StopOnNaN(keras.callbacks.Callback):
+    """Stops training when the loss becomes NaN or infinite (quietly, unlike TerminateOnNaN)."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        if logs and not np.isfinite(float(logs.get("loss", 0.0))):
+            self.model.stop_training = True
+
+
 class _Report(keras.callbacks.Callback):
     """Forwards batch progress and epoch logs to the caller's callbacks."""
 
@@ -329,6 +338,7 @@ def _callbacks(work, settings, resume, progress, on_epoch) -> list:
         factor=0.5, patience=max(1, settings.patience // 2), min_lr=settings.lr / 100, **watch
     )
     return [
+        _StopOnNaN(),
         checkpoint,
         stopping,
         plateau,
@@ -343,6 +353,14 @@ def _callbacks(work, settings, resume, progress, on_epoch) -> list:
 
 def _finish(work: Path, chips: ChipsDirectory, plan: _Plan, settings, val_data) -> dict:
     """Pick thresholds on validation with the best checkpoint; write model, card and plot."""
+    history = pd.read_csv(work / HISTORY)
+    monitored = history[settings.monitor].where(np.isfinite(history["loss"]))
+    if not (work / BEST).is_file() or not np.isfinite(monitored).any():
+        shutil.rmtree(work)
+        raise TrainingError(
+            f"training diverged (the loss became NaN or infinite); try a lower --lr than "
+            f"{settings.lr:g}"
+        )
     best = keras.models.load_model(work / BEST)
     histogram = ScoreHistogram(plan.class_names)
     for images, masks in val_data:
@@ -354,18 +372,17 @@ def _finish(work: Path, chips: ChipsDirectory, plan: _Plan, settings, val_data) 
     final.set_weights(best.get_weights())
     final.save(work / MODEL_NAME)
 
-    history = pd.read_csv(work / HISTORY)
     plot_history(history, plan.class_names, work / "training.png")
     column = history[settings.monitor]
     best_row = history.loc[
         column.idxmin() if settings.monitor.endswith("loss") else column.idxmax()
     ]
-    card = _model_card(chips, plan, settings, thresholds, histogram, best_row, len(history))
+    card = _model_card(chips, plan, settings, thresholds, histogram, best_row, history)
     write_model_card(work / CARD_NAME, card)
     return card
 
 
-def _model_card(chips, plan, settings, thresholds, histogram, best_row, epochs_run) -> dict:
+def _model_card(chips, plan, settings, thresholds, histogram, best_row, history) -> dict:
     import tensorflow as tf
 
     weights = dict(zip(plan.class_names, plan.class_weights))
@@ -398,7 +415,8 @@ def _model_card(chips, plan, settings, thresholds, histogram, best_row, epochs_r
             "classes": plan.class_names,
             "precision": plan.precision,
             "best_epoch": int(best_row["epoch"]) + 1,
-            "epochs_run": epochs_run,
+            "epochs_run": len(history),
+            "diverged": not bool(np.isfinite(history["loss"]).all()),
             "chips": str(chips.root),
             "train_chips": len(chips.files["train"]),
             "val_chips": len(chips.files["val"]),

@@ -141,3 +141,26 @@ def test_bad_chips_directories_are_refused(tiny_chips, tmp_path):
     assert not (tmp_path / "m").exists()
     assert_one_line_error(run("train", tiny_chips, "--out", tiny_chips, "--overwrite"), "holds")
     assert_one_line_error(run("train", tiny_chips, "--out", tmp_path / "x", "--resume"), "resume")
+
+
+def test_bfloat16_run_keeps_a_float32_model(tiny_chips, tmp_path):
+    tiny = {**TINY, "mixed_precision": "on"}
+    train(tiny_chips, tmp_path / "m", epochs=1, classes=["boundary"], **tiny)
+    card = read_model_card(tmp_path / "m")
+    assert card["training"]["precision"] == "mixed_bfloat16"
+    assert keras.models.load_model(tmp_path / "m" / "model.keras").compute_dtype == "float32"
+    assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
+
+
+def test_diverging_run_is_an_error_and_leaves_nothing(tiny_chips, tmp_path):
+    chips = tmp_path / "nan_chips"
+    shutil.copytree(tiny_chips, chips)
+    record = json.loads((chips / "dataset.json").read_text())
+    record["normalization"]["bands"][0]["p98"] = float("nan")
+    (chips / "dataset.json").write_text(json.dumps(record))
+    out = tmp_path / "m"
+    result = run("train", chips, "--out", out, "--epochs", "2", "--depth", "2")
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    last = result.output.strip().splitlines()[-1]  # after the epoch lines
+    assert last.startswith("Error: training diverged") and "--lr" in last
+    assert not out.exists() and not partial_directory(out).exists()
