@@ -1,13 +1,14 @@
 """A chips directory (from ``geoseg tile``) and the tf.data pipeline that feeds training.
 
-Chips are read with rasterio in parallel map calls, normalised with the statistics in
-dataset.json, augmented with the same flips and rotations for image and mask, shuffled,
-batched and prefetched.
+Chips are read with rasterio in parallel map calls (and cached as read when they fit in
+memory), shuffled, flipped and rotated the same way for image and mask, batched, normalised
+with the statistics in dataset.json and prefetched.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,11 +18,12 @@ import rasterio
 from rasterio.enums import MaskFlags
 
 from geoseg.errors import InputFileError, ParameterError
-from geoseg.raster import normalize
+from geoseg.raster import NORMALIZED_RANGE, normalization_constants
 
 SPLITS = ("train", "val")
-CACHE_BYTES = 2**30
-"""Decoded chips are kept in memory after the first epoch when a split needs less than this."""
+CACHE_SHARE = 0.25
+"""Decoded chips are kept in memory after the first epoch when a split needs less than this
+share of the machine's memory (in their source dtype, as read)."""
 
 
 @dataclass(frozen=True)
@@ -98,38 +100,58 @@ def select_classes(chips: ChipsDirectory, names: Sequence[str] | None) -> list[i
 
 
 def read_chip(
-    image_path: str, mask_path: str, normalization: dict, class_bands: Sequence[int]
-) -> tuple[np.ndarray, np.ndarray]:
-    """One chip as (normalised image (h, w, bands) float32, mask (h, w, classes) uint8)."""
+    image_path: str, mask_path: str, class_bands: Sequence[int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One chip: source values (h, w, bands), validity (h, w, 1) and mask (h, w, classes) uint8."""
     # Chips have internal masks: listing their (large) folder on every open is wasted time.
     with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR"):
         with rasterio.open(image_path) as src:
             data = src.read()
-            all_valid = all(flags == [MaskFlags.all_valid] for flags in src.mask_flag_enums)
-            valid = None if all_valid else src.dataset_mask() > 0
+            if all(flags == [MaskFlags.all_valid] for flags in src.mask_flag_enums):
+                valid = np.ones(data.shape[1:], np.uint8)
+            else:
+                valid = (src.dataset_mask() > 0).astype(np.uint8)
+            valid = valid[..., None]
         with rasterio.open(mask_path) as src:
             mask = src.read([b + 1 for b in class_bands])
-    return normalize(data, valid, normalization), np.ascontiguousarray(np.moveaxis(mask, 0, -1))
+    return np.moveaxis(data, 0, -1).copy(), valid, np.moveaxis(mask, 0, -1).copy()
 
 
-def augment(image, mask, seed, jitter: float = 0.0):
-    """One of the 8 flips/rotations, the same for image and mask; optional brightness/contrast.
+def normalize_batch(data, valid, normalization: dict):
+    """TensorFlow version of :func:`geoseg.raster.normalize` for a batch (n, h, w, bands)."""
+    import tensorflow as tf
 
-    ``seed`` is a pair of integers (stateless random ops), so results are reproducible.
+    low, scale = normalization_constants(normalization)
+    image = tf.clip_by_value((tf.cast(data, tf.float32) - low) * scale, *NORMALIZED_RANGE)
+    return image * tf.cast(valid, tf.float32)
+
+
+def flip_rotate(tensors: tuple, seed) -> tuple:
+    """One of the 8 flips/rotations, the same for every (h, w, ...) tensor of a chip.
+
+    ``seed`` is a pair of integers for stateless random ops, so results are reproducible.
     """
     import tensorflow as tf
 
     k = tf.random.stateless_uniform([], seed, 0, 4, dtype=tf.int32)
     flip = tf.random.stateless_uniform([], seed + 1) < 0.5
-    image, mask = tf.image.rot90(image, k), tf.image.rot90(mask, k)
-    image = tf.cond(flip, lambda: tf.image.flip_left_right(image), lambda: image)
-    mask = tf.cond(flip, lambda: tf.image.flip_left_right(mask), lambda: mask)
-    if jitter:
-        contrast = tf.random.stateless_uniform([], seed + 2, 1.0 - jitter, 1.0 + jitter)
-        brightness = tf.random.stateless_uniform([], seed + 3, -jitter, jitter)
-        mean = tf.reduce_mean(image, axis=(0, 1), keepdims=True)
-        image = (image - mean) * contrast + mean + brightness
-    return image, mask
+
+    def move(t):
+        t = tf.image.rot90(t, k)
+        return tf.cond(flip, lambda: tf.image.flip_left_right(t), lambda: t)
+
+    return tuple(move(t) for t in tensors)
+
+
+def jitter_batch(images, seed, jitter: float):
+    """Random contrast (x [1-j, 1+j] about each chip's mean) and brightness (+ [-j, j])."""
+    import tensorflow as tf
+
+    shape = tf.stack([tf.shape(images)[0], 1, 1, 1])
+    contrast = tf.random.stateless_uniform(shape, seed + 2, 1.0 - jitter, 1.0 + jitter)
+    brightness = tf.random.stateless_uniform(shape, seed + 3, -jitter, jitter)
+    mean = tf.reduce_mean(images, axis=(1, 2), keepdims=True)
+    return (images - mean) * contrast + mean + brightness
 
 
 def make_dataset(
@@ -147,7 +169,7 @@ def make_dataset(
 
     With ``training``, chips are reshuffled every epoch and augmented (when ``augment_chips``).
     ``cache`` keeps decoded chips in memory after the first pass; by default it does so when
-    they take less than :data:`CACHE_BYTES`.
+    they take less than :data:`CACHE_SHARE` of the memory. Normalisation runs on batches.
     """
     import tensorflow as tf
 
@@ -157,19 +179,23 @@ def make_dataset(
     size, bands, classes = chips.chip_size, chips.band_count, len(class_bands)
     normalization = chips.record["normalization"]
 
+    dtype = tf.as_dtype(np.dtype(chips.record["bands"]["dtype"]))
+
     def load(image_path, mask_path):
-        image, mask = tf.numpy_function(
-            lambda i, m: read_chip(i.decode(), m.decode(), normalization, class_bands),
+        data, valid, mask = tf.numpy_function(
+            lambda i, m: read_chip(i.decode(), m.decode(), class_bands),
             [image_path, mask_path],
-            [tf.float32, tf.uint8],
+            [dtype, tf.uint8, tf.uint8],
             stateful=False,
         )
-        image.set_shape((size, size, bands))
+        data.set_shape((size, size, bands))
+        valid.set_shape((size, size, 1))
         mask.set_shape((size, size, classes))
-        return image, mask
+        return data, valid, mask
 
     if cache is None:
-        cache = len(files) * size * size * (4 * bands + classes) < CACHE_BYTES
+        chip_bytes = size * size * (dtype.size * bands + 1 + classes)
+        cache = len(files) * chip_bytes < CACHE_SHARE * _memory_bytes()
     images, masks = zip(*files)
     dataset = tf.data.Dataset.from_tensor_slices((list(images), list(masks)))
 
@@ -181,11 +207,27 @@ def make_dataset(
         dataset = shuffled(dataset.map(load, **parallel).cache())
     else:  # shuffle file names, decode every epoch
         dataset = shuffled(dataset).map(load, **parallel)
-    if training and augment_chips:
+    augmenting = training and augment_chips
+    if augmenting:
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
         dataset = tf.data.Dataset.zip((dataset, seeds)).map(
-            lambda pair, s: augment(*pair, s, jitter), num_parallel_calls=tf.data.AUTOTUNE
+            lambda chip, s: flip_rotate(chip, s), num_parallel_calls=tf.data.AUTOTUNE
         )
     dataset = dataset.batch(batch_size, num_parallel_calls=tf.data.AUTOTUNE)
-    dataset = dataset.map(lambda image, mask: (image, tf.cast(mask, tf.float32)))
+
+    def finish(data, valid, mask):
+        image = normalize_batch(data, valid, normalization)
+        return image, tf.cast(mask, tf.float32)
+
+    dataset = dataset.map(finish, num_parallel_calls=tf.data.AUTOTUNE)
+    if augmenting and jitter:
+        seeds = tf.data.Dataset.random(seed=seed + 1, rerandomize_each_iteration=True).batch(2)
+        dataset = tf.data.Dataset.zip((dataset, seeds)).map(
+            lambda batch, s: (jitter_batch(batch[0], s, jitter), batch[1])
+        )
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _memory_bytes() -> int:
+    """Physical memory of this machine."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

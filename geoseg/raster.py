@@ -177,18 +177,24 @@ NORMALIZED_RANGE = (-1.0, 2.0)
 """Normalised values are clipped to this range: p2 maps to 0, p98 to 1, outliers stay bounded."""
 
 
+def normalization_constants(normalization: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Per-band ``(low, scale)`` float32 arrays: a model input is ``(x - low) * scale``."""
+    bands = normalization["bands"]
+    low = np.array([b[normalization["low"]] for b in bands], dtype=np.float32)
+    high = np.array([b[normalization["high"]] for b in bands], dtype=np.float32)
+    return low, 1.0 / np.maximum(high - low, np.finfo(np.float32).eps)
+
+
 def normalize(data: np.ndarray, valid: np.ndarray | None, normalization: dict) -> np.ndarray:
     """Source values (bands, h, w) of any dtype -> model input (h, w, bands) float32.
 
     Each band is scaled so its ``low`` statistic (p2) becomes 0 and its ``high`` (p98) 1, using
-    the ``normalization`` record of dataset.json / geoseg.json; invalid pixels become 0.
+    the ``normalization`` record of dataset.json / geoseg.json, then clipped to
+    :data:`NORMALIZED_RANGE`; invalid pixels become 0.
     """
-    bands = normalization["bands"]
-    if len(bands) != data.shape[0]:
-        raise RasterError(f"{data.shape[0]} bands given, the normalisation has {len(bands)}")
-    low = np.array([b[normalization["low"]] for b in bands], dtype=np.float32)
-    high = np.array([b[normalization["high"]] for b in bands], dtype=np.float32)
-    scale = 1.0 / np.maximum(high - low, np.finfo(np.float32).eps)
+    low, scale = normalization_constants(normalization)
+    if len(low) != data.shape[0]:
+        raise RasterError(f"{data.shape[0]} bands given, the normalisation has {len(low)}")
     image = np.moveaxis(data, 0, -1).astype(np.float32)
     image = np.clip((image - low) * scale, *NORMALIZED_RANGE)
     if valid is not None:

@@ -7,9 +7,10 @@ import shutil
 
 import numpy as np
 import pytest
+import rasterio
 import tensorflow as tf
 
-from geoseg.data import augment, make_dataset, open_chips, read_chip, select_classes
+from geoseg.data import flip_rotate, make_dataset, open_chips, read_chip, select_classes
 from geoseg.errors import InputFileError, ParameterError
 from geoseg.raster import normalize
 
@@ -55,14 +56,15 @@ def test_batches_have_chip_shape_and_float_masks(tiny_chips):
     assert -1.0 <= float(tf.reduce_min(images)) and float(tf.reduce_max(images)) <= 2.0
 
 
-def test_training_order_is_reproducible_and_reshuffled(tiny_chips):
+@pytest.mark.parametrize("cache", [False, True])
+def test_training_order_is_reproducible_and_reshuffled(tiny_chips, cache):
     chips = open_chips(tiny_chips)
 
     def epoch(dataset):
         return np.concatenate([m.numpy().sum(axis=(1, 2, 3)) for _, m in dataset])
 
-    first = make_dataset(chips, "train", 4, [1], training=True, seed=7)
-    again = make_dataset(chips, "train", 4, [1], training=True, seed=7)
+    first = make_dataset(chips, "train", 4, [1], training=True, seed=7, cache=cache)
+    again = make_dataset(chips, "train", 4, [1], training=True, seed=7, cache=cache)
     one, two = epoch(first), epoch(first)
     np.testing.assert_array_equal(one, epoch(again))
     assert not np.array_equal(one, two)  # a new order (and new flips) every epoch
@@ -72,15 +74,16 @@ def test_augmentation_moves_image_and_mask_together():
     image = tf.random.stateless_uniform((16, 16, 3), (0, 0))
     mask = tf.cast(image[..., :1] > 0.5, tf.uint8)
     for seed in range(8):
-        moved_image, moved_mask = augment(image, mask, tf.constant([seed, 3], tf.int64))
+        moved_image, moved_mask = flip_rotate((image, mask), tf.constant([seed, 3], tf.int64))
         expected = tf.cast(moved_image[..., :1] > 0.5, tf.uint8)
         np.testing.assert_array_equal(moved_mask.numpy(), expected.numpy())
 
 
-def test_chip_reading_normalises_with_dataset_statistics(tiny_chips):
+def test_chips_are_read_in_their_source_dtype(tiny_chips):
     chips = open_chips(tiny_chips)
-    image, mask = read_chip(*chips.files["val"][0], chips.record["normalization"], [0, 1])
-    assert image.shape == (64, 64, 3) and mask.shape == (64, 64, 2) and mask.dtype == np.uint8
+    data, valid, mask = read_chip(*chips.files["val"][0], [0, 1])
+    assert data.shape == (64, 64, 3) and data.dtype == np.uint8 and valid.shape == (64, 64, 1)
+    assert mask.shape == (64, 64, 2) and mask.dtype == np.uint8
 
 
 @pytest.mark.parametrize("dtype", ["uint8", "uint16", "int16", "float32"])
@@ -91,3 +94,13 @@ def test_normalisation_of_any_dtype(dtype):
     out = normalize(data, valid, stats)
     assert out.shape == (2, 2, 1) and out.dtype == np.float32
     np.testing.assert_allclose(out[..., 0], [[-1.0, 0.0], [1.0, 0.0]])
+
+
+def test_pipeline_normalises_like_numpy(tiny_chips):
+    """Training (TensorFlow) and prediction (numpy) must feed the model the same values."""
+    chips = open_chips(tiny_chips)
+    images, _ = next(iter(make_dataset(chips, "val", 3, [0], training=False)))
+    for image, (path, _) in zip(images.numpy(), chips.files["val"][:3]):
+        with rasterio.open(path) as src:
+            expected = normalize(src.read(), src.dataset_mask() > 0, chips.record["normalization"])
+        np.testing.assert_allclose(image, expected, atol=1e-6)
