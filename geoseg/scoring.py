@@ -73,3 +73,16 @@ class ScoreHistogram:
             tp, fp, fn = (int(x[level]) for x in self._counts(c))
             result[name] = scores(tp, fp, fn)
         return result
+
+    def shares(self, thresholds: dict[str, float]) -> dict[str, dict[str, float]]:
+        """Per class, the share of labelled pixels predicted positive and truly positive."""
+        result = {}
+        for c, name in enumerate(self.classes):
+            level = int(round(thresholds[name] * 255.0))
+            tp, fp, _ = (int(x[level]) for x in self._counts(c))
+            total = int(self.positive[c].sum() + self.negative[c].sum())
+            result[name] = {
+                "predicted": (tp + fp) / total if total else 0.0,
+                "true": int(self.positive[c].sum()) / total if total else 0.0,
+            }
+        return result

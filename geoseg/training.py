@@ -191,6 +191,14 @@ def train(
     )
 
 
+def score_histogram(model, dataset, class_names: Sequence[str]) -> ScoreHistogram:
+    """Predict every (image, mask) batch of ``dataset`` and count scores per class and level."""
+    histogram = ScoreHistogram(class_names)
+    for images, masks in dataset:
+        histogram.add(np.asarray(model(images, training=False)), np.asarray(masks))
+    return histogram
+
+
 @dataclass(frozen=True)
 class _Plan:
     """Settings resolved against the chips: classes, weights, network, precision."""
@@ -362,9 +370,7 @@ def _finish(work: Path, chips: ChipsDirectory, plan: _Plan, settings, val_data) 
             f"{settings.lr:g}"
         )
     best = keras.models.load_model(work / BEST)
-    histogram = ScoreHistogram(plan.class_names)
-    for images, masks in val_data:
-        histogram.add(np.asarray(best(images, training=False)), np.asarray(masks))
+    histogram = score_histogram(best, val_data, plan.class_names)
     thresholds = histogram.best_thresholds()
 
     keras.config.set_dtype_policy("float32")  # the saved model is float32; predict picks

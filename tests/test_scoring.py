@@ -36,3 +36,9 @@ def test_scores_at_a_threshold_count_quantised_levels():
         fn = (~predicted & truth & valid).sum()
         assert got[name]["iou"] == pytest.approx(tp / (tp + fp + fn))
         assert got[name]["precision"] == pytest.approx(tp / (tp + fp))
+
+
+def test_predicted_and_true_shares():
+    histogram = ScoreHistogram(["a"])
+    histogram.add(np.array([[0.9], [0.1], [0.2], [0.8]]), np.array([[1], [1], [0], [255]]))
+    assert histogram.shares({"a": 0.5}) == {"a": {"predicted": 1 / 3, "true": 2 / 3}}

@@ -1,0 +1,38 @@
+"""The point of the default loss: plain BCE collapses to background on thin boundaries."""
+
+from __future__ import annotations
+
+import keras
+import pytest
+
+from geoseg import train
+from geoseg.data import make_dataset, open_chips
+from geoseg.training import score_histogram
+
+
+def boundary_at_half(model_dir, chips_dir) -> tuple[float, float, float]:
+    """(predicted share, true share, F1) of the boundary class at threshold 0.5 on val chips."""
+    model = keras.models.load_model(model_dir / "model.keras")
+    val = make_dataset(open_chips(chips_dir), "val", 8, [1], training=False)
+    histogram = score_histogram(model, val, ["boundary"])
+    shares = histogram.shares({"boundary": 0.5})["boundary"]
+    return (
+        shares["predicted"],
+        shares["true"],
+        histogram.scores({"boundary": 0.5})["boundary"]["f1"],
+    )
+
+
+@pytest.mark.slow
+def test_weighted_bce_dice_finds_boundaries_where_plain_bce_predicts_background(
+    tiny_chips, tmp_path
+):
+    same = dict(classes=["boundary"], epochs=8, base_filters=8, depth=2, batch_size=8,
+                patience=100, mixed_precision="off", seed=0)  # fmt: skip
+    train(tiny_chips, tmp_path / "bce", loss="bce", **same)
+    train(tiny_chips, tmp_path / "bce_dice", **same)
+    bce_share, true_share, bce_f1 = boundary_at_half(tmp_path / "bce", tiny_chips)
+    dice_share, _, dice_f1 = boundary_at_half(tmp_path / "bce_dice", tiny_chips)
+    assert 0.01 < true_share < 0.1  # a thin, rare class
+    assert bce_share < true_share / 4 and bce_f1 < 0.05  # (nearly) all background
+    assert dice_share > true_share / 4 and dice_f1 > bce_f1 + 0.05
