@@ -25,9 +25,13 @@ demo: $(STAMP)
 	$(BIN)/geoseg synth --out demo/scene --size 2048 --seed 0 --overwrite
 	$(BIN)/geoseg tile demo/scene/image.tif --labels demo/scene/parcels.gpkg \
 		--boundary-width 1.5 --out demo/chips --overwrite
+	$(BIN)/geoseg train demo/chips --classes boundary --base-filters 16 --epochs 15 \
+		--batch-size 8 --out demo/model --overwrite
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_tile.py
+	$(BIN)/python benchmarks/bench_train_input.py --filters 8
+	$(BIN)/python benchmarks/bench_loss.py
 
 clean:
 	rm -rf demo

@@ -23,28 +23,17 @@ from scenes import synthetic_chips  # noqa: E402
 
 from geoseg.data import make_dataset, open_chips  # noqa: E402
 from geoseg.modelcard import read_model_card  # noqa: E402
-from geoseg.scoring import scores  # noqa: E402
-from geoseg.training import train  # noqa: E402
+from geoseg.training import score_histogram, train  # noqa: E402
 
 
 def at_half(model_dir: Path, chips_dir: Path) -> dict:
-    """Share of valid pixels predicted positive at 0.5, the true share, and F1 at 0.5."""
+    """Shares of valid pixels predicted positive and truly positive at 0.5, and F1 at 0.5."""
     model = keras.models.load_model(model_dir / "model.keras")
-    chips = open_chips(chips_dir)
-    tp = fp = fn = valid = truth = 0
-    for images, masks in make_dataset(chips, "val", 8, [1], training=False):
-        predicted = model(images, training=False).numpy() >= 0.5
-        masks = masks.numpy()
-        ok, positive = masks != 255, masks == 1
-        tp += int((predicted & positive).sum())
-        fp += int((predicted & ok & ~positive).sum())
-        fn += int((~predicted & positive).sum())
-        valid, truth = valid + int(ok.sum()), truth + int(positive.sum())
-    return {
-        "predicted_share": (tp + fp) / valid,
-        "true_share": truth / valid,
-        "f1": scores(tp, fp, fn)["f1"],
-    }
+    val = make_dataset(open_chips(chips_dir), "val", 8, [1], training=False)
+    histogram = score_histogram(model, val, ["boundary"])
+    shares = histogram.shares({"boundary": 0.5})["boundary"]
+    f1 = histogram.scores({"boundary": 0.5})["boundary"]["f1"]
+    return {"predicted_share": shares["predicted"], "true_share": shares["true"], "f1": f1}
 
 
 def main() -> None:

@@ -290,7 +290,7 @@ def train(chips, out, **options):
       $ geoseg train chips/ --class-weights 20,1 --base-filters 64 --out model/
       $ geoseg train chips/ --out model/ --resume      # after an interruption
     """
-    from geoseg.training import describe_epoch, partial_directory
+    from geoseg.training import LAST, describe_epoch, partial_directory
     from geoseg.training import train as run
 
     def report(epoch, epochs, logs):
@@ -300,9 +300,12 @@ def train(chips, out, **options):
         with progress_bar("training") as progress:
             summary = run(chips, out, progress=progress, on_epoch=report, **options)
     except KeyboardInterrupt:
-        raise click.ClickException(
-            f"interrupted; the run is kept in {partial_directory(out)}: add --resume to continue"
-        ) from None
+        work = partial_directory(out)
+        if (work / LAST).is_file():
+            raise click.ClickException(
+                f"interrupted; the run is kept in {work}: add --resume to continue"
+            ) from None
+        raise click.ClickException("interrupted before the first epoch ended") from None
     click.echo(summary.describe())
 
 

@@ -117,13 +117,19 @@ def read_chip(
     return np.moveaxis(data, 0, -1).copy(), valid, np.moveaxis(mask, 0, -1).copy()
 
 
-def normalize_batch(data, valid, normalization: dict):
-    """TensorFlow version of :func:`geoseg.raster.normalize` for a batch (n, h, w, bands)."""
+def scale_batch(data, normalization: dict):
+    """TensorFlow version of :func:`geoseg.raster.normalize` before masking: (n, h, w, bands)."""
     import tensorflow as tf
 
     low, scale = normalization_constants(normalization)
-    image = tf.clip_by_value((tf.cast(data, tf.float32) - low) * scale, *NORMALIZED_RANGE)
-    return image * tf.cast(valid, tf.float32)
+    return tf.clip_by_value((tf.cast(data, tf.float32) - low) * scale, *NORMALIZED_RANGE)
+
+
+def mask_invalid(image, valid):
+    """Invalid pixels (also NaN nodata) become 0, as in :func:`geoseg.raster.normalize`."""
+    import tensorflow as tf
+
+    return tf.where(valid > 0, image, tf.zeros_like(image))
 
 
 def flip_rotate(tensors: tuple, seed) -> tuple:
@@ -151,7 +157,7 @@ def jitter_batch(images, seed, jitter: float):
     contrast = tf.random.stateless_uniform(shape, seed + 2, 1.0 - jitter, 1.0 + jitter)
     brightness = tf.random.stateless_uniform(shape, seed + 3, -jitter, jitter)
     mean = tf.reduce_mean(images, axis=(1, 2), keepdims=True)
-    return (images - mean) * contrast + mean + brightness
+    return tf.clip_by_value((images - mean) * contrast + mean + brightness, *NORMALIZED_RANGE)
 
 
 def make_dataset(
@@ -214,20 +220,28 @@ def make_dataset(
             lambda chip, s: flip_rotate(chip, s), num_parallel_calls=tf.data.AUTOTUNE
         )
     dataset = dataset.batch(batch_size, num_parallel_calls=tf.data.AUTOTUNE)
-
-    def finish(data, valid, mask):
-        image = normalize_batch(data, valid, normalization)
-        return image, tf.cast(mask, tf.float32)
-
-    dataset = dataset.map(finish, num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.map(
+        lambda data, valid, mask: (scale_batch(data, normalization), valid, mask),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
     if augmenting and jitter:
         seeds = tf.data.Dataset.random(seed=seed + 1, rerandomize_each_iteration=True).batch(2)
         dataset = tf.data.Dataset.zip((dataset, seeds)).map(
-            lambda batch, s: (jitter_batch(batch[0], s, jitter), batch[1])
+            lambda batch, s: (jitter_batch(batch[0], s, jitter), *batch[1:])
         )
+    dataset = dataset.map(
+        lambda image, valid, mask: (mask_invalid(image, valid), tf.cast(mask, tf.float32)),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
 def _memory_bytes() -> int:
-    """Physical memory of this machine."""
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    """Memory available to this process: the machine's, or a container's limit if lower."""
+    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            return min(physical, int(Path(limit_file).read_text().strip()))
+        except (OSError, ValueError):  # absent, or "max"
+            continue
+    return physical

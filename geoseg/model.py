@@ -11,6 +11,10 @@ from dataclasses import asdict, dataclass
 
 from geoseg.errors import ParameterError
 
+BN_MOMENTUM = 0.9
+"""Keras' default (0.99) leaves the moving statistics far from the data after the few hundred
+steps of a small training set, and the model then predicts poorly in inference mode."""
+
 
 @dataclass(frozen=True)
 class UNetConfig:
@@ -49,7 +53,7 @@ def _conv_block(x, filters: int, name: str):
         x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv{i}")(
             x
         )
-        x = keras.layers.BatchNormalization(name=f"{name}_bn{i}")(x)
+        x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn{i}")(x)
         x = keras.layers.Activation("relu", name=f"{name}_relu{i}")(x)
     return x
 

@@ -56,13 +56,16 @@ class ScoreHistogram:
         return tp, fp, fn
 
     def best_thresholds(self) -> dict[str, float]:
-        """Per class, the threshold in (0, 1] with the highest F1 (the lowest on ties)."""
+        """Per class, the threshold in (0, 1] with the highest F1 (the lowest on ties).
+
+        A class that no threshold finds (F1 = 0 everywhere, e.g. no positives) gets 0.5.
+        """
         thresholds = {}
         for c, name in enumerate(self.classes):
             tp, fp, fn = self._counts(c)
             f1 = np.divide(2 * tp, 2 * tp + fp + fn, out=np.zeros(LEVELS), where=tp > 0)
             level = int(np.argmax(f1[1:])) + 1  # level 0 would call every pixel positive
-            thresholds[name] = round(level / 255.0, 4)
+            thresholds[name] = round(level / 255.0, 4) if f1[level] > 0 else 0.5
         return thresholds
 
     def scores(self, thresholds: dict[str, float]) -> dict[str, dict[str, float]]:

@@ -18,11 +18,12 @@ from pathlib import Path
 import keras
 import numpy as np
 import pandas as pd
+import tensorflow as tf
 
 from geoseg import __version__
 from geoseg.data import ChipsDirectory, make_dataset, open_chips, select_classes
 from geoseg.device import resolve_precision
-from geoseg.errors import OutputExistsError, ParameterError, TrainingError
+from geoseg.errors import OutputExistsError, ParameterError, TrainingError, first_line
 from geoseg.losses import (
     LOSSES,
     WEIGHT_CAP,
@@ -39,6 +40,7 @@ from geoseg.scoring import ScoreHistogram
 
 HISTORY, SETTINGS, STATE = "history.csv", "settings.json", "state.json"
 BEST, LAST = "best.keras", "last.keras"
+BEST_STAGING = "best.partial.keras"  # ModelCheckpoint writes here; renamed when complete
 
 EpochReport = Callable[[int, int, dict], None]
 Progress = Callable[[int, int], None]
@@ -149,13 +151,15 @@ def train(
     out = Path(out).absolute()
     check_not_inside(out, [chips_dir.root])
     work = partial_directory(out)
+    stored_precision = None
     if resume:
-        settings = _resumable_settings(work, settings)
+        settings, stored_precision = _resumable_settings(work, settings, chips_dir)
     plan = _plan(chips_dir, settings)
-    if not resume:
-        _start_fresh(work, out, overwrite, settings)
-    else:
+    if resume:
         check_output(out, overwrite)
+        plan = replace(plan, precision=stored_precision)
+    else:
+        _start_fresh(work, out, overwrite, settings, chips_dir, plan)
 
     started = time.monotonic()
     previous_policy = keras.config.dtype_policy().name
@@ -163,9 +167,11 @@ def train(
     try:
         keras.utils.set_random_seed(settings.seed)
         model, initial_epoch = _model(work, plan, settings, resume)
+        # A resumed run draws new orders and flips instead of replaying those of epoch 1.
         train_data = make_dataset(
             chips_dir, "train", settings.batch_size, plan.class_bands, training=True,
-            augment_chips=settings.augment, jitter=settings.jitter, seed=settings.seed,
+            augment_chips=settings.augment, jitter=settings.jitter,
+            seed=settings.seed + 1000 * initial_epoch,
         )  # fmt: skip
         val_data = make_dataset(
             chips_dir, "val", settings.batch_size, plan.class_bands, training=False
@@ -180,10 +186,12 @@ def train(
             verbose=0,
         )
         card = _finish(work, chips_dir, plan, settings, val_data)
+    except tf.errors.OpError as exc:  # e.g. an unreadable chip, out of memory
+        raise TrainingError(f"training failed: {first_line(exc)}") from None
     finally:
         keras.config.set_dtype_policy(previous_policy)
     history = pd.read_csv(work / HISTORY)
-    for name in (BEST, LAST, STATE, SETTINGS):
+    for name in (BEST, LAST, STATE, SETTINGS, BEST_STAGING):
         (work / name).unlink(missing_ok=True)
     replace_with(work, out)
     return TrainSummary(
@@ -228,6 +236,11 @@ def _plan(chips: ChipsDirectory, settings: TrainSettings) -> _Plan:
     for split in ("train", "val"):
         if not chips.files[split]:
             raise ParameterError(f"{chips.root}: the {split} split has no chips")
+    keys = [metric_key("iou", c) for c in class_names]
+    if len(set(keys)) != len(keys):
+        raise ParameterError(
+            f"class names {', '.join(class_names)} are too alike for metric names; rename one"
+        )
     monitors = {"val_loss", "val_iou"}
     monitors |= {f"val_{metric_key(m, c)}" for m in ("iou", "f1") for c in class_names}
     if settings.monitor not in monitors:
@@ -238,26 +251,30 @@ def _plan(chips: ChipsDirectory, settings: TrainSettings) -> _Plan:
     return _Plan(class_names, class_bands, weights, source, network, precision)
 
 
-def _start_fresh(work: Path, out: Path, overwrite: bool, settings: TrainSettings) -> None:
-    """Refuse to clobber a finished model or an interrupted run unless ``overwrite``."""
+def _start_fresh(
+    work: Path, out: Path, overwrite: bool, settings: TrainSettings, chips, plan
+) -> None:
+    """Refuse to clobber a finished model or a resumable run unless ``overwrite``."""
     check_output(out, overwrite)
-    if work.exists():
-        if not overwrite:
-            raise OutputExistsError(
-                f"an interrupted run towards {out} is in {work}: continue it with --resume "
-                "or start again with --overwrite"
-            )
-        shutil.rmtree(work)
+    if (work / LAST).is_file() and not overwrite:
+        raise OutputExistsError(
+            f"an interrupted run towards {out} is in {work}: continue it with --resume "
+            "or start again with --overwrite"
+        )
+    shutil.rmtree(work, ignore_errors=True)  # also a run stopped before its first epoch
     work.mkdir(parents=True)
-    (work / SETTINGS).write_text(json.dumps(settings.to_json(), indent=2))
+    run = {"settings": settings.to_json(), "chips": str(chips.root), "precision": plan.precision}
+    (work / SETTINGS).write_text(json.dumps(run, indent=2))
 
 
-def _resumable_settings(work: Path, settings: TrainSettings) -> TrainSettings:
-    """The interrupted run's settings; only ``epochs`` may change when resuming."""
+def _resumable_settings(work: Path, settings: TrainSettings, chips) -> tuple[TrainSettings, str]:
+    """The interrupted run's settings and precision; only ``epochs`` may change on resume."""
     if not (work / SETTINGS).is_file() or not (work / LAST).is_file():
         raise ParameterError(f"nothing to resume: no interrupted run in {work}")
-    stored = json.loads((work / SETTINGS).read_text())
-    given = settings.to_json()
+    run = json.loads((work / SETTINGS).read_text())
+    if run["chips"] != str(chips.root):
+        raise ParameterError(f"--resume needs the interrupted run's chips: {run['chips']}")
+    stored, given = run["settings"], settings.to_json()
     changed = [k for k in stored if k != "epochs" and stored[k] != given.get(k)]
     if changed:
         key = changed[0]
@@ -265,7 +282,7 @@ def _resumable_settings(work: Path, settings: TrainSettings) -> TrainSettings:
             f"--resume needs the interrupted run's settings: {key} was {stored[key]!r}, "
             f"now {given.get(key)!r}"
         )
-    return replace(settings, **{k: v for k, v in stored.items() if k != "epochs"})
+    return replace(settings, **{k: v for k, v in stored.items() if k != "epochs"}), run["precision"]
 
 
 def _model(work: Path, plan: _Plan, settings: TrainSettings, resume: bool):
@@ -299,7 +316,11 @@ class _ResumePoint(keras.callbacks.Callback):
                     setattr(callback, attribute, value)
 
     def on_epoch_end(self, epoch, logs=None):
-        self.model.save(self.work / LAST)
+        # Every file is complete or absent: an interruption mid-save cannot break a resume.
+        if (self.work / BEST_STAGING).is_file():
+            (self.work / BEST_STAGING).replace(self.work / BEST)
+        self.model.save(self.work / f"{LAST}.partial.keras")
+        (self.work / f"{LAST}.partial.keras").replace(self.work / LAST)
         state = {"epoch": epoch + 1}
         for name, callback in self.stateful.items():
             state[name] = {
@@ -340,7 +361,9 @@ class _Report(keras.callbacks.Callback):
 def _callbacks(work, settings, resume, progress, on_epoch) -> list:
     mode = "min" if settings.monitor.endswith("loss") else "max"
     watch = dict(monitor=settings.monitor, mode=mode)
-    checkpoint = keras.callbacks.ModelCheckpoint(str(work / BEST), save_best_only=True, **watch)
+    checkpoint = keras.callbacks.ModelCheckpoint(
+        str(work / BEST_STAGING), save_best_only=True, **watch
+    )
     stopping = keras.callbacks.EarlyStopping(patience=settings.patience, **watch)
     plateau = keras.callbacks.ReduceLROnPlateau(
         factor=0.5, patience=max(1, settings.patience // 2), min_lr=settings.lr / 100, **watch
@@ -370,13 +393,12 @@ def _finish(work: Path, chips: ChipsDirectory, plan: _Plan, settings, val_data) 
             f"{settings.lr:g}"
         )
     best = keras.models.load_model(work / BEST)
-    histogram = score_histogram(best, val_data, plan.class_names)
-    thresholds = histogram.best_thresholds()
-
     keras.config.set_dtype_policy("float32")  # the saved model is float32; predict picks
     final = build_unet(plan.network)
     final.set_weights(best.get_weights())
     final.save(work / MODEL_NAME)
+    histogram = score_histogram(final, val_data, plan.class_names)  # the model as saved
+    thresholds = histogram.best_thresholds()
 
     plot_history(history, plan.class_names, work / "training.png")
     column = history[settings.monitor]
@@ -391,7 +413,10 @@ def _finish(work: Path, chips: ChipsDirectory, plan: _Plan, settings, val_data) 
 def _model_card(chips, plan, settings, thresholds, histogram, best_row, history) -> dict:
     import tensorflow as tf
 
-    weights = dict(zip(plan.class_names, plan.class_weights))
+    weighted = settings.loss == "bce_dice"
+    weights = dict(
+        zip(plan.class_names, plan.class_weights if weighted else [1.0] * len(plan.class_names))
+    )
     record = chips.record
     return {
         "schema_version": SCHEMA_VERSION,
@@ -407,7 +432,7 @@ def _model_card(chips, plan, settings, thresholds, histogram, best_row, history)
         "input_multiple": plan.network.divisor,
         "normalization": record["normalization"],
         "class_weights": weights,
-        "class_weights_source": plan.weights_source,
+        "class_weights_source": plan.weights_source if weighted else f"none (loss {settings.loss})",
         "class_weight_cap": WEIGHT_CAP,
         "loss": {"name": settings.loss, "dice_weight": settings.dice_weight},
         "threshold": thresholds,

@@ -10,7 +10,15 @@ import pytest
 import rasterio
 import tensorflow as tf
 
-from geoseg.data import flip_rotate, make_dataset, open_chips, read_chip, select_classes
+from geoseg.data import (
+    flip_rotate,
+    make_dataset,
+    mask_invalid,
+    open_chips,
+    read_chip,
+    scale_batch,
+    select_classes,
+)
 from geoseg.errors import InputFileError, ParameterError
 from geoseg.raster import normalize
 
@@ -104,3 +112,13 @@ def test_pipeline_normalises_like_numpy(tiny_chips):
         with rasterio.open(path) as src:
             expected = normalize(src.read(), src.dataset_mask() > 0, chips.record["normalization"])
         np.testing.assert_allclose(image, expected, atol=1e-6)
+
+
+def test_tensorflow_normalisation_zeroes_nan_nodata_like_numpy():
+    data = np.array([[[np.nan, 25.0], [30.0, 1e9]]], np.float32)  # (bands, h, w)
+    valid = np.array([[False, True], [True, True]])
+    stats = {"low": "p2", "high": "p98", "bands": [{"p2": 20.0, "p98": 30.0}]}
+    batch = np.moveaxis(data, 0, -1)[None]
+    image = mask_invalid(scale_batch(batch, stats), valid[None, ..., None].astype(np.uint8))
+    np.testing.assert_allclose(image.numpy()[0], normalize(data, valid, stats))
+    assert np.isfinite(image.numpy()).all()

@@ -42,3 +42,9 @@ def test_predicted_and_true_shares():
     histogram = ScoreHistogram(["a"])
     histogram.add(np.array([[0.9], [0.1], [0.2], [0.8]]), np.array([[1], [1], [0], [255]]))
     assert histogram.shares({"a": 0.5}) == {"a": {"predicted": 1 / 3, "true": 2 / 3}}
+
+
+def test_a_class_never_found_keeps_threshold_one_half():
+    histogram = ScoreHistogram(["a"])
+    histogram.add(np.array([[0.1], [0.2]]), np.array([[0], [0]]))  # no positives at all
+    assert histogram.best_thresholds() == {"a": 0.5}

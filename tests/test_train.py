@@ -87,14 +87,29 @@ def test_interrupted_run_resumes_from_its_last_epoch(tiny_chips, tmp_path):
     assert read_model_card(out)["classes"] == ["boundary"]
 
 
-def test_explicit_weights_and_plain_bce_are_recorded(tiny_chips, tmp_path):
+def test_explicit_weights_are_recorded_and_the_library_prints_nothing(tiny_chips, tmp_path, capsys):
     train(
-        tiny_chips, tmp_path / "m", epochs=1, loss="bce", class_weights="3,2", augment=False,
+        tiny_chips, tmp_path / "m", epochs=1, class_weights="3,2", augment=False, jitter=0.1,
         monitor="val_iou_boundary", **TINY,
     )  # fmt: skip
     card = read_model_card(tmp_path / "m")
     assert card["class_weights"] == {"parcels": 3.0, "boundary": 2.0}
-    assert card["loss"]["name"] == "bce" and card["class_weights_source"] == "explicit"
+    assert card["class_weights_source"] == "explicit"
+    assert capsys.readouterr().out == ""
+
+
+def test_unweighted_losses_record_unit_weights(tiny_chips, tmp_path):
+    train(tiny_chips, tmp_path / "m", epochs=1, loss="dice", classes=["boundary"], **TINY)
+    card = read_model_card(tmp_path / "m")
+    assert card["class_weights"] == {"boundary": 1.0} and card["loss"]["name"] == "dice"
+
+
+def test_run_stopped_before_its_first_epoch_is_started_again(tiny_chips, tmp_path):
+    out = tmp_path / "m"
+    partial_directory(out).mkdir()
+    (partial_directory(out) / "settings.json").write_text("{}")
+    train(tiny_chips, out, epochs=1, classes=["boundary"], **TINY)
+    assert (out / "model.keras").is_file() and not partial_directory(out).exists()
 
 
 def test_cli_prints_epochs_and_final_table(tiny_chips, tmp_path):
