@@ -31,7 +31,7 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_tile.py
 	$(BIN)/python benchmarks/bench_train_input.py --filters 8
-	$(BIN)/python benchmarks/bench_loss.py
+	$(BIN)/python benchmarks/bench_loss.py --quick
 
 clean:
 	rm -rf demo

@@ -1,4 +1,4 @@
-"""The point of the default loss: plain BCE collapses to background on thin boundaries."""
+"""The point of the default loss: on thin boundaries it beats plain BCE, which under-predicts."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import pytest
 
 from geoseg import train
 from geoseg.data import make_dataset, open_chips
+from geoseg.modelcard import read_model_card
 from geoseg.training import score_histogram
 
 
@@ -24,9 +25,7 @@ def boundary_at_half(model_dir, chips_dir) -> tuple[float, float, float]:
 
 
 @pytest.mark.slow
-def test_weighted_bce_dice_finds_boundaries_where_plain_bce_predicts_background(
-    tiny_chips, tmp_path
-):
+def test_weighted_bce_dice_finds_more_boundary_than_plain_bce(tiny_chips, tmp_path):
     same = dict(classes=["boundary"], epochs=8, base_filters=8, depth=2, batch_size=8,
                 patience=100, mixed_precision="off", seed=0)  # fmt: skip
     train(tiny_chips, tmp_path / "bce", loss="bce", **same)
@@ -34,5 +33,8 @@ def test_weighted_bce_dice_finds_boundaries_where_plain_bce_predicts_background(
     bce_share, true_share, bce_f1 = boundary_at_half(tmp_path / "bce", tiny_chips)
     dice_share, _, dice_f1 = boundary_at_half(tmp_path / "bce_dice", tiny_chips)
     assert 0.01 < true_share < 0.1  # a thin, rare class
-    assert bce_share < true_share / 4 and bce_f1 < 0.05  # (nearly) all background
-    assert dice_share > true_share / 4 and dice_f1 > bce_f1 + 0.05
+    assert dice_share > bce_share  # the weighted loss dares to predict boundary
+    assert dice_f1 > bce_f1 + 0.05  # and finds more of it at the default threshold
+    tuned = [read_model_card(tmp_path / name)["metrics"]["val"]["boundary"]["f1"]
+             for name in ("bce", "bce_dice")]  # fmt: skip
+    assert tuned[1] > tuned[0]  # also after each picks its best threshold
