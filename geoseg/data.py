@@ -72,16 +72,10 @@ def open_chips(path: str | Path) -> ChipsDirectory:
     index = pyogrio.read_dataframe(
         index_path, columns=["id", "split", "image", "mask"], read_geometry=False
     )
-    files = {
-        split: [
-            (str(root / image), str(root / mask))
-            for image, mask in zip(
-                index.loc[index["split"] == split, "image"],
-                index.loc[index["split"] == split, "mask"],
-            )
-        ]
-        for split in SPLITS
-    }
+    files = {split: [] for split in SPLITS}
+    for split, image, mask in zip(index["split"], index["image"], index["mask"]):
+        if split in files:
+            files[split].append((str(root / image), str(root / mask)))
     return ChipsDirectory(root, record, files)
 
 

@@ -55,6 +55,11 @@ class ScoreHistogram:
         fn = self.positive[c].sum() - tp
         return tp, fp, fn
 
+    def _counts_at(self, c: int, threshold: float) -> tuple[int, int, int]:
+        """(tp, fp, fn) of class ``c`` at ``threshold``, quantised like the prediction rasters."""
+        level = int(round(threshold * 255.0))
+        return tuple(int(x[level]) for x in self._counts(c))
+
     def best_thresholds(self) -> dict[str, float]:
         """Per class, the threshold in (0, 1] with the highest F1 (the lowest on ties).
 
@@ -70,19 +75,16 @@ class ScoreHistogram:
 
     def scores(self, thresholds: dict[str, float]) -> dict[str, dict[str, float]]:
         """IoU, F1, precision and recall per class at the given thresholds."""
-        result = {}
-        for c, name in enumerate(self.classes):
-            level = int(round(thresholds[name] * 255.0))
-            tp, fp, fn = (int(x[level]) for x in self._counts(c))
-            result[name] = scores(tp, fp, fn)
-        return result
+        return {
+            name: scores(*self._counts_at(c, thresholds[name]))
+            for c, name in enumerate(self.classes)
+        }
 
     def shares(self, thresholds: dict[str, float]) -> dict[str, dict[str, float]]:
         """Per class, the share of labelled pixels predicted positive and truly positive."""
         result = {}
         for c, name in enumerate(self.classes):
-            level = int(round(thresholds[name] * 255.0))
-            tp, fp, _ = (int(x[level]) for x in self._counts(c))
+            tp, fp, _ = self._counts_at(c, thresholds[name])
             total = int(self.positive[c].sum() + self.negative[c].sum())
             result[name] = {
                 "predicted": (tp + fp) / total if total else 0.0,

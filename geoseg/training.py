@@ -190,13 +190,11 @@ def train(
         raise TrainingError(f"training failed: {first_line(exc)}") from None
     finally:
         keras.config.set_dtype_policy(previous_policy)
-    history = pd.read_csv(work / HISTORY)
     for name in (BEST, LAST, STATE, SETTINGS, BEST_STAGING):
         (work / name).unlink(missing_ok=True)
     replace_with(work, out)
-    return TrainSummary(
-        out, card, len(history) - initial_epoch, time.monotonic() - started, initial_epoch
-    )
+    epochs_run = card["training"]["epochs_run"] - initial_epoch
+    return TrainSummary(out, card, epochs_run, time.monotonic() - started, initial_epoch)
 
 
 def score_histogram(model, dataset, class_names: Sequence[str]) -> ScoreHistogram:
@@ -282,7 +280,8 @@ def _resumable_settings(work: Path, settings: TrainSettings, chips) -> tuple[Tra
             f"--resume needs the interrupted run's settings: {key} was {stored[key]!r}, "
             f"now {given.get(key)!r}"
         )
-    return replace(settings, **{k: v for k, v in stored.items() if k != "epochs"}), run["precision"]
+    settings = replace(settings, **{k: v for k, v in stored.items() if k != "epochs"})
+    return settings, run["precision"]
 
 
 def _model(work: Path, plan: _Plan, settings: TrainSettings, resume: bool):
