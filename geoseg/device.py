@@ -33,17 +33,50 @@ def cpu_has_bfloat16_units() -> bool:
     return wanted in flags
 
 
-def resolve_precision(mode: str) -> str:
+DEVICES = ("auto", "cpu", "gpu")
+
+
+def use_device(device: str) -> bool:
+    """Set TensorFlow up for ``auto``/``cpu``/``gpu``; returns whether a GPU will be used.
+
+    ``cpu`` hides the GPUs; ``auto`` and ``gpu`` turn on memory growth so that several
+    processes can share a GPU; ``gpu`` refuses to run without one.
+    """
+    import tensorflow as tf
+
+    if device not in DEVICES:
+        raise ParameterError(f"--device must be one of {', '.join(DEVICES)}, not {device!r}")
+    if device == "cpu":
+        try:
+            tf.config.set_visible_devices([], "GPU")
+        except RuntimeError:  # already initialised: callers also pin work to the CPU
+            pass
+        return False
+    gpus = tf.config.list_physical_devices("GPU")
+    if device == "gpu" and not gpus:
+        raise ParameterError("--device gpu: TensorFlow sees no GPU on this machine")
+    for gpu in gpus:
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:  # already initialised
+            pass
+    return bool(gpus)
+
+
+def resolve_precision(mode: str, gpu: bool | None = None) -> str:
     """``auto``/``on``/``off`` -> a Keras dtype policy name.
 
     ``auto``: mixed_float16 on a GPU, mixed_bfloat16 on a CPU with bfloat16 matrix units,
     float32 otherwise. ``on``: mixed_float16 on a GPU, else mixed_bfloat16. ``off``: float32.
+    ``gpu`` says whether a GPU is used (default: whether TensorFlow sees one).
     """
     if mode not in PRECISION_MODES:
         raise ParameterError(f"mixed precision must be one of {', '.join(PRECISION_MODES)}")
     if mode == "off":
         return "float32"
-    if gpu_available():
+    if gpu is None:
+        gpu = gpu_available()
+    if gpu:
         return "mixed_float16"
     if mode == "on" or cpu_has_bfloat16_units():
         return "mixed_bfloat16"

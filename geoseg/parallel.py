@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import dask
 from dask.callbacks import Callback
-from dask.delayed import Delayed
+from dask.delayed import Delayed, delayed
 
 from geoseg.errors import ParameterError
 
@@ -27,6 +28,10 @@ class _CountFinished(Callback):
             self._progress(self._done, len(self._keys))
 
 
+def _identity(result):
+    return result
+
+
 def compute(
     tasks: Sequence[Delayed],
     *,
@@ -39,19 +44,43 @@ def compute(
     ``scheduler`` is the address of a ``dask.distributed`` scheduler (``tcp://host:port``);
     without it the local threaded scheduler runs with ``workers`` threads (default: all cores).
     """
+    return compute_each(tasks, _identity, workers=workers, scheduler=scheduler, progress=progress)
+
+
+def compute_each(
+    tasks: Sequence[Delayed],
+    consume: Callable[[Any], Any],
+    *,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    progress: Progress | None = None,
+) -> list[Any]:
+    """Compute ``tasks``, handing each result to ``consume`` as soon as it is ready.
+
+    ``consume`` runs in this process, one call at a time (a single writer); each task's result
+    is dropped once consumed, so memory holds only the tasks in flight. Returns what
+    ``consume`` returned, in the order of ``tasks``.
+    """
     if workers is not None and scheduler is not None:
         raise ParameterError("give either --workers or --scheduler, not both")
     if workers is not None and workers < 1:
         raise ParameterError(f"--workers must be at least 1, got {workers}")
     if scheduler is not None:
-        return _compute_distributed(tasks, scheduler, progress)
+        return _compute_distributed(tasks, consume, scheduler, progress)
+    lock = threading.Lock()
+
+    def consume_locked(result):
+        with lock:
+            return consume(result)
+
+    wrapped = [delayed(consume_locked, pure=False)(task) for task in tasks]
     if progress is None:
-        return list(dask.compute(*tasks, scheduler="threads", num_workers=workers))
-    with _CountFinished({t.key for t in tasks}, progress):
-        return list(dask.compute(*tasks, scheduler="threads", num_workers=workers))
+        return list(dask.compute(*wrapped, scheduler="threads", num_workers=workers))
+    with _CountFinished({t.key for t in wrapped}, progress):
+        return list(dask.compute(*wrapped, scheduler="threads", num_workers=workers))
 
 
-def _compute_distributed(tasks: Sequence[Delayed], address: str, progress: Progress | None):
+def _compute_distributed(tasks, consume, address: str, progress: Progress | None) -> list[Any]:
     from distributed import Client, as_completed
 
     if not re.fullmatch(r"([a-z]+://)?[^\s:/]+:\d+", address):
@@ -63,9 +92,15 @@ def _compute_distributed(tasks: Sequence[Delayed], address: str, progress: Progr
     try:
         with client.as_current():
             futures = client.compute(list(tasks))
-            for done, _ in enumerate(as_completed(futures), start=1):
+            index = {future.key: i for i, future in enumerate(futures)}
+            finished = as_completed(futures, with_results=True)
+            del futures  # a result is released once consumed
+            outputs: list[Any] = [None] * len(index)
+            for done, (future, result) in enumerate(finished, start=1):
+                outputs[index[future.key]] = consume(result)
+                del future, result
                 if progress:
-                    progress(done, len(futures))
-            return client.gather(futures)
+                    progress(done, len(index))
+            return outputs
     finally:
         client.close()

@@ -101,3 +101,16 @@ def tiny_chips(tmp_path_factory) -> Path:
         workers=1,
     )
     return root / "chips"
+
+
+TINY_TRAINING = dict(base_filters=4, depth=2, batch_size=8, mixed_precision="off")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_chips, tmp_path_factory) -> Path:
+    """A tiny U-Net trained for 2 epochs on ``tiny_chips`` (64 px chips, parcels + boundary)."""
+    from geoseg import train
+
+    out = tmp_path_factory.mktemp("model") / "model"
+    train(tiny_chips, out, epochs=2, seed=5, **TINY_TRAINING)
+    return out

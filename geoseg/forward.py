@@ -1,0 +1,116 @@
+"""The model's forward pass for inference: loaded once per process, compiled, fixed batch shape."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from geoseg.errors import InputFileError, first_line
+from geoseg.modelcard import MODEL_NAME
+
+
+@dataclass(frozen=True)
+class ForwardSpec:
+    """What a worker needs to build the forward pass; small, hashable and picklable."""
+
+    model_dir: str
+    model: tuple[tuple[str, object], ...]  # the card's "model" record, as items
+    chip_size: int
+    bands: int
+    batch_size: int
+    tta: bool = False
+    device: str = "auto"
+    precision: str = "auto"
+
+
+def dihedral(batch: np.ndarray, k: int) -> np.ndarray:
+    """The k-th (0..7) flip/rotation of a (n, h, w, c) batch of square chips."""
+    turned = np.rot90(batch, k % 4, axes=(1, 2))
+    return turned[:, :, ::-1] if k >= 4 else turned
+
+
+def undo_dihedral(batch: np.ndarray, k: int) -> np.ndarray:
+    """Inverse of :func:`dihedral`."""
+    unflipped = batch[:, :, ::-1] if k >= 4 else batch
+    return np.rot90(unflipped, -(k % 4), axes=(1, 2))
+
+
+def load_inference_model(model_dir: str | Path, model_record: dict, policy: str):
+    """The saved float32 model, rebuilt under ``policy`` (e.g. mixed_bfloat16) when asked."""
+    import keras
+
+    from geoseg.model import UNetConfig, build_unet
+
+    path = Path(model_dir) / MODEL_NAME
+    try:
+        saved = keras.models.load_model(path, compile=False)
+    except Exception as exc:  # Keras raises many types for a damaged archive
+        raise InputFileError(f"{path}: cannot load the model ({first_line(exc)})") from None
+    if policy == "float32":
+        return saved
+    config = UNetConfig(**{k: v for k, v in model_record.items() if k != "architecture"})
+    previous = keras.config.dtype_policy().name
+    keras.config.set_dtype_policy(policy)
+    try:
+        model = build_unet(config)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    model.set_weights(saved.get_weights())
+    return model
+
+
+class ForwardPass:
+    """``forward(chips)`` -> probabilities, for (n <= batch_size, size, size, bands) float32.
+
+    The model runs in a ``tf.function`` with a fixed input shape (short batches are padded), so
+    it is traced once. With ``tta`` the 8 flips/rotations of each chip are averaged.
+    """
+
+    def __init__(self, spec: ForwardSpec):
+        import tensorflow as tf
+
+        from geoseg.device import resolve_precision, use_device
+
+        self.spec = spec
+        self.gpu = use_device(spec.device)
+        self.precision = resolve_precision(spec.precision, gpu=self.gpu)
+        self._device = "/GPU:0" if self.gpu else "/CPU:0"
+        with tf.device(self._device):
+            model = load_inference_model(spec.model_dir, dict(spec.model), self.precision)
+        shape = (spec.batch_size, spec.chip_size, spec.chip_size, spec.bands)
+
+        @tf.function(input_signature=[tf.TensorSpec(shape, tf.float32)])
+        def run(x):
+            return tf.cast(model(x, training=False), tf.float32)
+
+        self._run = run
+
+    def _once(self, batch: np.ndarray) -> np.ndarray:
+        import tensorflow as tf
+
+        with tf.device(self._device):
+            return self._run(np.ascontiguousarray(batch)).numpy()
+
+    def __call__(self, chips: np.ndarray) -> np.ndarray:
+        count = len(chips)
+        batch = np.zeros((self.spec.batch_size, *chips.shape[1:]), np.float32)
+        batch[:count] = chips
+        if not self.spec.tta:
+            return self._once(batch)[:count]
+        total = sum(undo_dihedral(self._once(dihedral(batch, k)), k) for k in range(8))
+        return (total / 8.0)[:count]
+
+
+_PASSES: dict[ForwardSpec, ForwardPass] = {}
+_LOCK = threading.Lock()
+
+
+def forward_pass(spec: ForwardSpec) -> ForwardPass:
+    """The process's forward pass for ``spec``: the model is loaded on first use only."""
+    with _LOCK:
+        if spec not in _PASSES:
+            _PASSES[spec] = ForwardPass(spec)
+        return _PASSES[spec]

@@ -1,0 +1,289 @@
+"""Predict class probabilities over a raster of any size.
+
+The raster is cut into blocks, one Dask task each. A task reads its block with a halo, runs every
+chip of a raster-wide grid of overlapping chips that touches the block, and blends their outputs
+with a smooth window (highest at the chip centre). Chip positions depend on the raster only, so
+the result does not depend on the block size. Blocks go to one writer as they complete.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from dask import delayed
+from rasterio.windows import Window
+
+from geoseg.cog import staged_cog
+from geoseg.errors import ParameterError, RasterError
+from geoseg.forward import ForwardSpec, forward_pass
+from geoseg.modelcard import read_model_card
+from geoseg.outputs import check_output
+from geoseg.parallel import Progress, compute_each
+from geoseg.raster import chip_windows, normalize, open_raster_info, read_padded
+from geoseg.scoring import quantize
+
+WEIGHT_FLOOR = 1e-3
+"""Smallest blending weight, so that pixels seen only by chip edges still get a value."""
+
+
+@dataclass(frozen=True)
+class ChipGrid:
+    """Chips of ``size`` every ``size - overlap`` pixels, starting half an overlap before 0."""
+
+    size: int
+    overlap: int
+
+    @property
+    def stride(self) -> int:
+        return self.size - self.overlap
+
+    def origins(self, length: int) -> np.ndarray:
+        """Chip origins along an axis of ``length`` pixels, covering all of it."""
+        start = -(self.overlap // 2)
+        count = max(1, math.ceil((length - start - self.size) / self.stride) + 1)
+        return start + self.stride * np.arange(count)
+
+    def touching(self, length: int, begin: int, end: int) -> np.ndarray:
+        """Origins of the chips that overlap pixels ``begin .. end - 1``."""
+        origins = self.origins(length)
+        return origins[(origins < end) & (origins + self.size > begin)]
+
+
+def blend_window(size: int) -> np.ndarray:
+    """A (size, size) float32 weight: squared sine in each direction, floored above zero."""
+    ramp = np.maximum(np.sin(np.pi * (np.arange(size) + 0.5) / size) ** 2, WEIGHT_FLOOR)
+    return np.outer(ramp, ramp).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class BlockJob:
+    """Everything a block task needs besides its window; small and picklable."""
+
+    image: str
+    width: int
+    height: int
+    grid: ChipGrid
+    classes: int
+    normalization: dict = field(hash=False)
+    forward: ForwardSpec
+
+
+@dataclass
+class BlockResult:
+    window: Window
+    probabilities: np.ndarray  # (classes, h, w) uint8, 0 where invalid
+    valid: np.ndarray  # (h, w) bool
+    chips: int
+
+
+def predict_block(job: BlockJob, window: Window) -> BlockResult:
+    """Blended probabilities of the chips touching ``window``."""
+    size = job.grid.size
+    top, left = int(window.row_off), int(window.col_off)
+    bottom, right = top + int(window.height), left + int(window.width)
+    rows = job.grid.touching(job.height, top, bottom)
+    cols = job.grid.touching(job.width, left, right)
+    r0, c0 = int(rows[0]), int(cols[0])
+    read = Window(c0, r0, int(cols[-1]) + size - c0, int(rows[-1]) + size - r0)
+    with rasterio.open(job.image) as src:
+        data, valid, _ = read_padded(src, read)
+    image = normalize(data, valid, job.normalization)
+    origins = [
+        (int(r), int(c))
+        for r in rows
+        for c in cols
+        if valid[r - r0 : r - r0 + size, c - c0 : c - c0 + size].any()
+    ]
+    forward = forward_pass(job.forward)
+    weight = blend_window(size)
+    height, width = bottom - top, right - left
+    total = np.zeros((height, width, job.classes), np.float32)
+    weights = np.zeros((height, width), np.float32)
+    for start in range(0, len(origins), job.forward.batch_size):
+        batch = origins[start : start + job.forward.batch_size]
+        chips = np.stack([image[r - r0 : r - r0 + size, c - c0 : c - c0 + size] for r, c in batch])
+        outputs = forward(chips)
+        for (r, c), output in zip(batch, outputs):
+            y0, y1 = max(r, top), min(r + size, bottom)
+            x0, x1 = max(c, left), min(c + size, right)
+            w = weight[y0 - r : y1 - r, x0 - c : x1 - c]
+            total[y0 - top : y1 - top, x0 - left : x1 - left] += (
+                w[..., None] * output[y0 - r : y1 - r, x0 - c : x1 - c]
+            )
+            weights[y0 - top : y1 - top, x0 - left : x1 - left] += w
+    inside = valid[top - r0 : bottom - r0, left - c0 : right - c0]
+    probabilities = np.moveaxis(quantize(total / np.maximum(weights, 1e-12)[..., None]), -1, 0)
+    probabilities[:, ~inside] = 0
+    return BlockResult(window, probabilities, inside, len(origins))
+
+
+def block_windows(width: int, height: int, block_size: int) -> list[Window]:
+    """Row-major ``block_size`` windows over the raster, the last ones cut at its edges."""
+    whole = Window(0, 0, width, height)
+    return [w.intersection(whole) for w in chip_windows(width, height, block_size, block_size)]
+
+
+def resolve_thresholds(classes: list[str], card_thresholds: dict, threshold: float | None):
+    """One threshold per class: ``threshold`` for all when given, else the model card's."""
+    if threshold is None:
+        return {name: float(card_thresholds[name]) for name in classes}
+    if not 0.0 < threshold <= 1.0:
+        raise ParameterError(f"--threshold must be in (0, 1], got {threshold}")
+    return {name: float(threshold) for name in classes}
+
+
+@dataclass
+class PredictSummary:
+    """What ``predict`` produced, and how fast."""
+
+    out: Path
+    width: int
+    height: int
+    blocks: int
+    chips: int
+    seconds: float
+    device: str
+    precision: str
+    vectors: object | None = None  # a VectorizeSummary when polygons were written
+
+    @property
+    def chips_per_second(self) -> float:
+        return self.chips / self.seconds if self.seconds > 0 else 0.0
+
+    def describe(self) -> str:
+        lines = [
+            f"predicted {self.width * self.height:,} pixels ({self.width} x {self.height}) in "
+            f"{self.blocks} blocks: {self.chips:,} chips in {self.seconds:.1f} s "
+            f"({self.chips_per_second:.1f} chips/s, {self.precision} on {self.device})",
+            f"probabilities: {self.out}",
+        ]
+        if self.vectors is not None:
+            lines.append(self.vectors.describe())
+        return "\n".join(lines)
+
+
+def predict(
+    image: str | Path,
+    model: str | Path,
+    out: str | Path,
+    *,
+    vectors: str | Path | None = None,
+    threshold: float | None = None,
+    overlap: int = 64,
+    batch_size: int = 32,
+    block_size: int = 2048,
+    tta: bool = False,
+    mode: str = "regions",
+    min_area: float = 0.0,
+    simplify: float = 0.0,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    device: str = "auto",
+    mixed_precision: str = "auto",
+    overwrite: bool = False,
+    progress: Progress | None = None,
+) -> PredictSummary:
+    """Predict every pixel of ``image`` with the model in ``model`` (a ``geoseg train`` folder).
+
+    Writes a Cloud-Optimised GeoTIFF of uint8 probabilities (0..255, one band per class, named
+    after it; nodata where the image is nodata) and, with ``vectors``, a GeoPackage of polygons
+    (see :func:`geoseg.vectorize`). Returns a :class:`PredictSummary`.
+    """
+    card = read_model_card(model)
+    info = open_raster_info(image)
+    classes, chip = list(card["classes"]), int(card["chip_size"])
+    if info.count != card["bands"]["count"]:
+        raise RasterError(
+            f"{image}: {info.count} bands, but the model was trained on {card['bands']['count']}"
+        )
+    if not 0 <= overlap < chip:
+        raise ParameterError(f"--overlap must be in [0, {chip}) for {chip} px chips, not {overlap}")
+    if block_size < chip or block_size % chip:
+        raise ParameterError(f"--block-size must be a multiple of the chip size {chip}")
+    if batch_size < 1:
+        raise ParameterError(f"--batch-size must be at least 1, not {batch_size}")
+    thresholds = resolve_thresholds(classes, card["threshold"], threshold)
+    check_output(out, overwrite)
+    if vectors is not None:
+        check_output(vectors, overwrite)
+        if Path(vectors).resolve() == Path(out).resolve():
+            raise ParameterError("--vectors must differ from --out")
+
+    spec = ForwardSpec(
+        model_dir=str(Path(model).absolute()),
+        model=tuple(card["model"].items()),
+        chip_size=chip,
+        bands=info.count,
+        batch_size=batch_size,
+        tta=tta,
+        device=device,
+        precision=mixed_precision,
+    )
+    local = forward_pass(spec)  # loads the model here: a broken one fails before any work
+    job = BlockJob(
+        image=str(Path(image).absolute()),
+        width=info.width,
+        height=info.height,
+        grid=ChipGrid(chip, overlap),
+        classes=len(classes),
+        normalization=card["normalization"],
+        forward=spec,
+    )
+    windows = block_windows(info.width, info.height, block_size)
+    tasks = [delayed(predict_block)(job, window) for window in windows]
+    profile = dict(
+        width=info.width,
+        height=info.height,
+        count=len(classes),
+        dtype="uint8",
+        crs=info.crs,
+        transform=info.transform,
+    )
+    started = time.perf_counter()
+    with staged_cog(out, profile, overwrite) as dst:
+        for band, name in enumerate(classes, start=1):
+            dst.set_band_description(band, name)
+        dst.update_tags(
+            geoseg_classes=json.dumps(classes),
+            geoseg_thresholds=json.dumps(thresholds),
+            geoseg_model=str(Path(model).absolute()),
+        )
+
+        def write(result: BlockResult) -> int:
+            dst.write(result.probabilities, window=result.window)
+            dst.write_mask(np.where(result.valid, 255, 0).astype(np.uint8), window=result.window)
+            return result.chips
+
+        chips = compute_each(tasks, write, workers=workers, scheduler=scheduler, progress=progress)
+    summary = PredictSummary(
+        out=Path(out),
+        width=info.width,
+        height=info.height,
+        blocks=len(windows),
+        chips=sum(chips),
+        seconds=time.perf_counter() - started,
+        device="GPU" if local.gpu else "CPU",
+        precision=local.precision,
+    )
+    if vectors is not None:
+        from geoseg.vectorizing import vectorize
+
+        summary.vectors = vectorize(
+            out,
+            vectors,
+            threshold=threshold,
+            mode=mode,
+            min_area=min_area,
+            simplify=simplify,
+            workers=workers,
+            scheduler=scheduler,
+            overwrite=overwrite,
+            progress=progress,
+        )
+    return summary
