@@ -11,7 +11,6 @@ import functools
 import os
 import re
 import threading
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,21 +20,11 @@ import rasterio
 import shapely
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
-from rasterio.errors import NotGeoreferencedWarning
 from rasterio.features import rasterize
 from rasterio.warp import reproject, transform_bounds
 
 from geoseg.errors import InputFileError, LabelsError, ParameterError, first_line
 from geoseg.raster import box_bounds
-
-# rasterize() run from several threads at once sometimes warns that its in-memory grid has no
-# geotransform, though the result is correct (checked in tests against serial runs).
-warnings.filterwarnings(
-    "ignore",
-    message="Dataset has no geotransform",
-    category=NotGeoreferencedWarning,
-    module="rasterio.features",
-)
 
 BOUNDARY = "boundary"
 IGNORE = 255

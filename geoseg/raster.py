@@ -17,6 +17,16 @@ from rasterio.windows import Window
 
 from geoseg.errors import InputFileError, RasterError, first_line
 
+# rasterio.features warns about in-memory grids at pixel (0, 0) (an identity transform), and
+# rasterize() run from several threads sometimes warns the same way though its result is correct
+# (checked in tests against serial runs): noise either way.
+warnings.filterwarnings(
+    "ignore",
+    message="Dataset has no geotransform",
+    category=NotGeoreferencedWarning,
+    module="rasterio.features",
+)
+
 
 @dataclass(frozen=True)
 class RasterInfo:
@@ -98,21 +108,24 @@ def chip_windows(width: int, height: int, size: int, stride: int) -> list[Window
     ]
 
 
-def read_padded(src: rasterio.DatasetReader, window: Window) -> tuple[np.ndarray, ...]:
+def read_padded(
+    src: rasterio.DatasetReader, window: Window, indexes: list[int] | None = None
+) -> tuple[np.ndarray, ...]:
     """Read ``window`` (which may extend past the raster) as a full-size array.
 
     Returns ``(data, valid, inside)``: data of shape (bands, h, w) in the source dtype, padded
     with the nodata value (or 0); boolean (h, w) arrays, True where the source has valid data and
-    True inside the raster.
+    True inside the raster. ``indexes`` picks bands (1-based; default all).
     """
     height, width = int(window.height), int(window.width)
     fill = src.nodata if src.nodata is not None else 0
-    data = np.full((src.count, height, width), fill, dtype=src.dtypes[0])
+    indexes = list(indexes or range(1, src.count + 1))
+    data = np.full((len(indexes), height, width), fill, dtype=src.dtypes[0])
     valid = np.zeros((height, width), dtype=bool)
     inner = window.intersection(Window(0, 0, src.width, src.height))
     r0, c0 = int(inner.row_off - window.row_off), int(inner.col_off - window.col_off)
     h, w = int(inner.height), int(inner.width)
-    data[:, r0 : r0 + h, c0 : c0 + w] = src.read(window=inner)
+    data[:, r0 : r0 + h, c0 : c0 + w] = src.read(indexes, window=inner)
     valid[r0 : r0 + h, c0 : c0 + w] = src.dataset_mask(window=inner) > 0
     inside = np.zeros_like(valid)
     inside[r0 : r0 + h, c0 : c0 + w] = True

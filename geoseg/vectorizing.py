@@ -1,0 +1,425 @@
+"""Polygons from a probability raster: per block in parallel, merged across block borders.
+
+Each block is labelled with a small halo (:mod:`geoseg.regions`) and polygonised in pixel
+coordinates, where block edges meet exactly. Polygons that do not reach an inner block edge are
+final and go straight to the GeoPackage. The others are kept with the labels on both sides of
+each block edge; two pieces across an edge are one region when a pair of neighbouring pixels
+has the same label in either block's window. Those pieces are united at the end, so only
+polygons on block borders are ever held in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyogrio
+import rasterio
+import rasterio.features
+import shapely
+from affine import Affine
+from dask import delayed
+from rasterio.windows import Window
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from geoseg.cog import hidden_sibling
+from geoseg.errors import ParameterError, RasterError
+from geoseg.outputs import check_output
+from geoseg.parallel import Progress, compute_each
+from geoseg.raster import open_raster_info, read_padded
+from geoseg.regions import PARCELS_HALO, parcel_labels, region_labels
+
+MODES = ("regions", "parcels")
+SIDES = ("top", "bottom", "left", "right")
+DEFAULT_THRESHOLD = 0.5
+
+
+@dataclass
+class Pieces:
+    """Polygons with their class, label, pixel count and summed score (0..255 per pixel)."""
+
+    classes: np.ndarray
+    labels: np.ndarray
+    geometry: np.ndarray
+    pixels: np.ndarray
+    score: np.ndarray
+
+    @classmethod
+    def concat(cls, parts: list[Pieces]) -> Pieces:
+        if not parts:
+            dtypes = (np.int64, np.int64, object, np.int64, np.float64)
+            return cls(*(np.empty(0, dtype) for dtype in dtypes))
+        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in cls.fields()))
+
+    @staticmethod
+    def fields() -> tuple[str, ...]:
+        return ("classes", "labels", "geometry", "pixels", "score")
+
+    def select(self, keep: np.ndarray) -> Pieces:
+        return Pieces(*(getattr(self, f)[keep] for f in self.fields()))
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass(frozen=True)
+class VectorJob:
+    """What a block task needs; small and picklable."""
+
+    raster: str
+    width: int
+    height: int
+    bands: tuple[int, ...]  # 1-based raster bands, one per output class
+    levels: tuple[int, ...]  # a pixel is positive where its value >= level
+    mode: str
+    transform: Affine
+    min_area: float = 0.0
+    simplify: float = 0.0  # tolerance in CRS units
+    pixel_size: float = 1.0
+    defer_simplify: bool = field(default=False)
+
+    @property
+    def halo(self) -> int:
+        return PARCELS_HALO if self.mode == "parcels" else 1
+
+
+@dataclass
+class BlockPolygons:
+    """One block's output: finished polygons and the pieces that wait for their neighbours."""
+
+    index: tuple[int, int]
+    final: Pieces
+    border: Pieces
+    edges: dict  # (class, side) -> (labels inside the block edge, labels just outside it)
+
+
+def polygonize(labels: np.ndarray, score: np.ndarray, class_index: int, offset) -> Pieces:
+    """One polygon per label of ``labels`` (pixel coordinates shifted by ``offset``)."""
+    shapes = rasterio.features.shapes(
+        labels, mask=labels > 0, connectivity=4, transform=Affine.translation(*offset)
+    )
+    found = [(shapely.geometry.shape(geom), int(value)) for geom, value in shapes]
+    if not found:
+        return Pieces.concat([])
+    geoms, values = np.array([g for g, _ in found], dtype=object), np.array([v for _, v in found])
+    ids, first, counts = np.unique(values, return_index=True, return_counts=True)
+    merged = geoms[first]
+    for i in np.flatnonzero(counts > 1):  # a label split inside the block, joined in the halo
+        merged[i] = shapely.union_all(geoms[values == ids[i]])
+    pixels = np.bincount(labels.ravel(), minlength=int(ids.max()) + 1)[ids]
+    sums = np.bincount(labels.ravel(), weights=score.ravel(), minlength=int(ids.max()) + 1)[ids]
+    return Pieces(np.full(len(ids), class_index), ids.astype(np.int64), merged, pixels, sums)
+
+
+def vectorize_block(job: VectorJob, index: tuple[int, int], window: Window) -> BlockPolygons:
+    """Label and polygonise one block; split its polygons into final ones and border pieces."""
+    halo = job.halo
+    top, left = int(window.row_off), int(window.col_off)
+    height, width = int(window.height), int(window.width)
+    read = Window(left - halo, top - halo, width + 2 * halo, height + 2 * halo)
+    with rasterio.open(job.raster) as src:
+        data, valid, _ = read_padded(src, read, list(job.bands))
+    core = (slice(halo, halo + height), slice(halo, halo + width))
+    inner_sides = [
+        side
+        for side, inner in zip(
+            SIDES, (top > 0, top + height < job.height, left > 0, left + width < job.width)
+        )
+        if inner
+    ]
+    pieces, edges, on_border = [], {}, []
+    for k, level in enumerate(job.levels):
+        positive = data[k] >= level
+        if job.mode == "parcels":
+            labels, score = parcel_labels(positive, valid), 255.0 - data[k]
+        else:
+            labels, score = region_labels(positive & valid), data[k].astype(np.float64)
+        for side in inner_sides:
+            edges[k, side] = edge_lines(labels, halo, height, width, side)
+        found = polygonize(labels[core], score[core], k, (left, top))
+        touching = np.concatenate([edges[k, s][0] for s in inner_sides] + [np.zeros(0, int)])
+        on_border.append(np.isin(found.labels, touching))
+        pieces.append(found)
+    everything = Pieces.concat(pieces)
+    border = np.concatenate(on_border) if on_border else np.zeros(0, bool)
+    final = everything.select(~border)
+    if not job.defer_simplify:
+        final = finish(final, job)
+    return BlockPolygons(index, final, everything.select(border), edges)
+
+
+def edge_lines(labels: np.ndarray, halo: int, height: int, width: int, side: str):
+    """Labels of the block's pixel line along ``side`` and of the halo line just beyond it."""
+    rows, cols = slice(halo, halo + height), slice(halo, halo + width)
+    if side == "top":
+        return labels[halo, cols], labels[halo - 1, cols]
+    if side == "bottom":
+        return labels[halo + height - 1, cols], labels[halo + height, cols]
+    if side == "left":
+        return labels[rows, halo], labels[rows, halo - 1]
+    return labels[rows, halo + width - 1], labels[rows, halo + width]
+
+
+def merge_border_pieces(blocks: dict[tuple[int, int], BlockPolygons], classes: int) -> Pieces:
+    """Unite the border pieces that belong to one region across block edges."""
+    order = sorted(blocks)
+    pieces = Pieces.concat([blocks[i].border for i in order])
+    if not len(pieces):
+        return pieces
+    starts = np.cumsum([0] + [len(blocks[i].border) for i in order])
+    offset = dict(zip(order, starts[:-1]))
+
+    def ids(index, k, labels):
+        block = blocks[index].border
+        keys = block.classes * (1 << 32) + block.labels
+        sorter = np.argsort(keys)
+        found = sorter[np.searchsorted(keys, k * (1 << 32) + labels, sorter=sorter)]
+        return offset[index] + found
+
+    pairs = []
+    for (row, col), block in blocks.items():
+        for neighbour, mine, theirs in (((row, col + 1), "right", "left"),
+                                        ((row + 1, col), "bottom", "top")):  # fmt: skip
+            if neighbour not in blocks:
+                continue
+            for k in range(classes):
+                in_a, out_a = block.edges[k, mine]
+                in_b, out_b = blocks[neighbour].edges[k, theirs]
+                same = (in_a > 0) & (in_b > 0) & ((in_a == out_a) | (in_b == out_b))
+                if same.any():
+                    a, b = np.unique(np.stack([in_a[same], in_b[same]]), axis=1)
+                    pairs.append(np.stack([ids((row, col), k, a), ids(neighbour, k, b)]))
+    n = len(pieces)
+    links = np.concatenate(pairs, axis=1) if pairs else np.zeros((2, 0), int)
+    graph = coo_matrix((np.ones(links.shape[1]), (links[0], links[1])), shape=(n, n))
+    _, group = connected_components(graph, directed=False)
+    order = np.argsort(group, kind="stable")
+    bounds = np.flatnonzero(np.diff(group[order])) + 1
+    members = np.split(order, bounds)
+    geometry = np.array(
+        [pieces.geometry[m[0]] if len(m) == 1 else shapely.union_all(pieces.geometry[m])
+         for m in members],
+        dtype=object,
+    )  # fmt: skip
+    first = np.array([m[0] for m in members])
+    return Pieces(
+        pieces.classes[first],
+        np.arange(len(members), dtype=np.int64),
+        geometry,
+        np.array([pieces.pixels[m].sum() for m in members]),
+        np.array([pieces.score[m].sum() for m in members]),
+    )
+
+
+def finish(pieces: Pieces, job: VectorJob) -> Pieces:
+    """Simplify (in pixel units, per class as a coverage), move to CRS units, drop small ones."""
+    if not len(pieces):
+        return pieces
+    geometry = pieces.geometry
+    if job.simplify > 0:
+        geometry = geometry.copy()
+        tolerance = job.simplify / job.pixel_size
+        for k in np.unique(pieces.classes):
+            chosen = pieces.classes == k
+            # vertices at every pixel corner, so that neighbours share theirs (a valid coverage)
+            dense = shapely.segmentize(geometry[chosen], 1.0)
+            geometry[chosen] = shapely.coverage_simplify(dense, tolerance)
+    t = job.transform
+    matrix, shift = np.array([[t.a, t.b], [t.d, t.e]]), np.array([t.c, t.f])
+    geometry = shapely.transform(geometry, lambda xy: xy @ matrix.T + shift)
+    finished = Pieces(pieces.classes, pieces.labels, geometry, pieces.pixels, pieces.score)
+    if job.min_area > 0:
+        finished = finished.select(shapely.area(geometry) >= job.min_area)
+    return finished
+
+
+class PolygonWriter:
+    """Appends polygons to one GeoPackage layer: class, area, pixels, mean_probability."""
+
+    def __init__(self, path: Path, layer: str, crs, class_names: list[str], pixel_area: float):
+        self.path, self.layer, self.crs = path, layer, crs
+        self.class_names = np.array(class_names, dtype=object)
+        self.pixel_area = pixel_area
+        self.count = 0
+        self.per_class = dict.fromkeys(class_names, 0)
+
+    def write(self, pieces: Pieces) -> None:
+        import geopandas as gpd
+
+        if not len(pieces) and self.count:
+            return
+        parts, parent = shapely.get_parts(pieces.geometry, return_index=True)
+        area = shapely.area(parts)
+        # a region split in parts (rare, parcels only) shares its pixels in proportion to area
+        share = area / np.maximum(shapely.area(pieces.geometry)[parent], 1e-300)
+        pixels = np.rint(pieces.pixels[parent] * share).astype(np.int64)
+        names = self.class_names[pieces.classes[parent]]
+        mean = pieces.score[parent] / np.maximum(pieces.pixels[parent], 1) / 255
+        frame = gpd.GeoDataFrame(
+            {
+                "class": names.astype(str),
+                "area": area,
+                "pixels": pixels,
+                "mean_probability": mean,
+            },
+            geometry=parts,
+            crs=self.crs,
+        )
+        pyogrio.write_dataframe(
+            frame,
+            self.path,
+            layer=self.layer,
+            append=self.path.exists(),
+            geometry_type="Polygon",
+            promote_to_multi=False,
+        )
+        self.count += len(parts)
+        for name, n in zip(*np.unique(names.astype(str), return_counts=True)):
+            self.per_class[name] += int(n)
+
+
+@dataclass
+class VectorizeSummary:
+    """What ``vectorize`` wrote."""
+
+    out: Path
+    mode: str
+    polygons: int
+    per_class: dict
+    blocks: int
+    seconds: float
+
+    def describe(self) -> str:
+        detail = ", ".join(f"{name} {n:,}" for name, n in self.per_class.items())
+        return (
+            f"polygons: {self.out} ({self.polygons:,} {self.mode}: {detail}; "
+            f"{self.blocks} blocks in {self.seconds:.1f} s)"
+        )
+
+
+def probability_bands(path: str) -> tuple[list[str], dict[str, float]]:
+    """Class names (one per band) and stored thresholds of a ``geoseg predict`` raster."""
+    with rasterio.open(path) as src:
+        tags, descriptions = src.tags(), src.descriptions
+    names = [d or f"band_{i}" for i, d in enumerate(descriptions, start=1)]
+    try:
+        stored = json.loads(tags.get("geoseg_thresholds", "{}"))
+    except ValueError:
+        stored = {}
+    return names, {name: float(stored.get(name, DEFAULT_THRESHOLD)) for name in names}
+
+
+def vectorize(
+    raster: str | Path,
+    out: str | Path,
+    *,
+    threshold: float | None = None,
+    mode: str = "regions",
+    min_area: float = 0.0,
+    simplify: float = 0.0,
+    block_size: int = 2048,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+) -> VectorizeSummary:
+    """Polygons of the regions above threshold in a probability raster, to a GeoPackage.
+
+    ``regions``: one polygon per 4-connected region of each class (holes kept), with its class,
+    area in CRS units squared, pixel count and mean probability. ``parcels``: the areas enclosed
+    by the ``boundary`` class, small boundary gaps closed, neighbours sharing their edges.
+    Thresholds default to those stored by ``geoseg predict`` (else 0.5); ``threshold`` sets one
+    for every class. ``min_area`` drops smaller polygons; ``simplify`` is a tolerance in CRS
+    units, applied so that neighbours stay gap-free and geometries valid.
+    """
+    from geoseg.inference import block_windows, resolve_thresholds
+
+    check_vector_options(mode, min_area, simplify, block_size)
+    info = open_raster_info(raster)
+    if info.dtype != "uint8":
+        raise RasterError(f"{raster}: expected uint8 probabilities (0..255), as predict writes")
+    names, stored = probability_bands(str(raster))
+    thresholds = resolve_thresholds(names, stored, threshold)
+    check_parcels_class(mode, names, raster)
+    if mode == "parcels":
+        bands, class_names = (names.index("boundary") + 1,), ["parcel"]
+        levels = (quantized_level(thresholds["boundary"]),)
+    else:
+        bands, class_names = tuple(range(1, len(names) + 1)), names
+        levels = tuple(quantized_level(thresholds[name]) for name in names)
+    out = check_output(out, overwrite).absolute()
+    job = VectorJob(
+        raster=str(Path(raster).absolute()),
+        width=info.width,
+        height=info.height,
+        bands=bands,
+        levels=levels,
+        mode=mode,
+        transform=info.transform,
+        min_area=min_area,
+        simplify=simplify,
+        pixel_size=info.pixel_size,
+        defer_simplify=mode == "parcels" and simplify > 0,
+    )
+    windows = block_windows(info.width, info.height, block_size)
+    per_row = -(-info.width // block_size)
+    tasks = [delayed(vectorize_block)(job, divmod(i, per_row), w) for i, w in enumerate(windows)]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    draft = hidden_sibling(out, ".gpkg")
+    pixel_area = abs(info.transform.determinant)
+    writer = PolygonWriter(draft, mode, info.crs.to_wkt(), class_names, pixel_area)
+    started = time.perf_counter()
+    kept: dict[tuple[int, int], BlockPolygons] = {}
+    deferred: list[Pieces] = []
+
+    def consume(block: BlockPolygons) -> None:
+        if job.defer_simplify:
+            deferred.append(block.final)
+        else:
+            writer.write(block.final)
+        block.final = None
+        kept[block.index] = block
+
+    try:
+        compute_each(tasks, consume, workers=workers, scheduler=scheduler, progress=progress)
+        merged = merge_border_pieces(kept, len(levels))
+        writer.write(finish(Pieces.concat([*deferred, merged]), job))
+        os.replace(draft, out)
+    finally:
+        draft.unlink(missing_ok=True)
+    return VectorizeSummary(
+        out=out,
+        mode=mode,
+        polygons=writer.count,
+        per_class=writer.per_class,
+        blocks=len(windows),
+        seconds=time.perf_counter() - started,
+    )
+
+
+def quantized_level(threshold: float) -> int:
+    """The smallest 0..255 value counted as positive at ``threshold`` (at least 1)."""
+    return max(1, int(round(threshold * 255.0)))
+
+
+def check_vector_options(mode: str, min_area: float, simplify: float, block_size: int) -> None:
+    """Refuse option values ``vectorize`` cannot use (also checked before ``predict`` runs)."""
+    if mode not in MODES:
+        raise ParameterError(f"--mode must be one of {', '.join(MODES)}, not {mode!r}")
+    if min_area < 0 or simplify < 0:
+        raise ParameterError("--min-area and --simplify must not be negative")
+    if block_size < 2 * PARCELS_HALO:
+        raise ParameterError(f"--block-size must be at least {2 * PARCELS_HALO}")
+
+
+def check_parcels_class(mode: str, classes: list[str], source) -> None:
+    """Parcels are enclosed by a class named ``boundary``."""
+    if mode == "parcels" and "boundary" not in classes:
+        raise ParameterError(
+            f"--mode parcels needs a 'boundary' class; {source} has {', '.join(classes)}"
+        )
