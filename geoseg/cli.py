@@ -13,10 +13,13 @@ from geoseg.errors import GeosegError, first_line
 from geoseg.options import (
     LengthType,
     NameListType,
+    block_size_option,
+    file_out_option,
     fraction,
     out_option,
     overwrite_option,
     parallel_options,
+    polygon_options,
     seed_option,
 )
 
@@ -62,6 +65,8 @@ def main(verbose: bool):
       $ geoseg synth --out scene/
       $ geoseg tile scene/image.tif --labels scene/parcels.gpkg --boundary-width 1px --out chips/
       $ geoseg train chips/ --classes boundary --out model/
+      $ geoseg predict scene/image.tif --model model/ --out pred.tif --vectors parcels.gpkg \\
+            --mode parcels
     """
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s")
 
@@ -306,6 +311,95 @@ def train(chips, out, **options):
                 f"interrupted; the run is kept in {work}: add --resume to continue"
             ) from None
         raise click.ClickException("interrupted before the first epoch ended") from None
+    click.echo(summary.describe())
+
+
+@main.command()
+@click.argument("image", type=click.Path())
+@click.option(
+    "--model",
+    "-m",
+    "model",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Model folder written by geoseg train.",
+)
+@file_out_option("Probability GeoTIFF (COG) to write.")
+@click.option(
+    "--vectors",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Also write polygons to this GeoPackage.",
+)
+@polygon_options
+@click.option(
+    "--overlap",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Pixels shared by neighbouring chips, blended smoothly [default: a quarter of the "
+    "chip size, 64 for 256 px chips].",
+)
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@block_size_option
+@click.option("--tta", is_flag=True, help="Average the 8 flips and rotations of each chip.")
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "gpu"]),
+    default="auto",
+    show_default=True,
+    help="auto: a GPU when TensorFlow sees one.",
+)
+@click.option(
+    "--mixed-precision",
+    type=click.Choice(["auto", "on", "off"]),
+    default="auto",
+    show_default=True,
+    help="auto: float16 on a GPU, bfloat16 on CPUs built for it, else float32.",
+)
+@parallel_options
+@overwrite_option
+def predict(image, model, out, **options):
+    """Predict class probabilities over an image of any size.
+
+    Writes a Cloud-Optimised GeoTIFF of probabilities (uint8 0..255, one band per class) and,
+    with --vectors, a GeoPackage of polygons (see geoseg vectorize).
+
+    \b
+    Examples:
+      $ geoseg predict ortho.tif --model model/ --out pred.tif
+      $ geoseg predict ortho.tif -m model/ -o pred.tif --vectors parcels.gpkg --mode parcels \\
+            --min-area 50 --simplify 0.5
+      $ geoseg predict ortho.tif -m model/ -o pred.tif --scheduler tcp://10.0.0.5:8786
+    """
+    from geoseg.inference import predict as run
+
+    with progress_bar("predicting") as progress:
+        summary = run(image, model, out, progress=progress, **options)
+    click.echo(summary.describe())
+
+
+@main.command()
+@click.argument("raster", type=click.Path())
+@file_out_option("GeoPackage to write.")
+@polygon_options
+@block_size_option
+@parallel_options
+@overwrite_option
+def vectorize(raster, out, **options):
+    """Turn a probability GeoTIFF from geoseg predict into polygons in a GeoPackage.
+
+    One layer (named after --mode) with class, area (CRS units squared), pixels and
+    mean_probability per polygon; regions crossing block borders come out whole.
+
+    \b
+    Examples:
+      $ geoseg vectorize pred.tif --out buildings.gpkg --min-area 10
+      $ geoseg vectorize pred.tif --out parcels.gpkg --mode parcels --simplify 0.5
+    """
+    from geoseg.vectorizing import vectorize as run
+
+    with progress_bar("vectorizing") as progress:
+        summary = run(raster, out, progress=progress, **options)
     click.echo(summary.describe())
 
 

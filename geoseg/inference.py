@@ -175,7 +175,7 @@ def predict(
     *,
     vectors: str | Path | None = None,
     threshold: float | None = None,
-    overlap: int = 64,
+    overlap: int | None = None,
     batch_size: int = 32,
     block_size: int = 2048,
     tta: bool = False,
@@ -193,7 +193,8 @@ def predict(
 
     Writes a Cloud-Optimised GeoTIFF of uint8 probabilities (0..255, one band per class, named
     after it; nodata where the image is nodata) and, with ``vectors``, a GeoPackage of polygons
-    (see :func:`geoseg.vectorize`). Returns a :class:`PredictSummary`.
+    (see :func:`geoseg.vectorize`). ``overlap`` defaults to a quarter of the model's chip size
+    (64 px for 256 px chips). Returns a :class:`PredictSummary`.
     """
     card = read_model_card(model)
     info = open_raster_info(image)
@@ -202,6 +203,8 @@ def predict(
         raise RasterError(
             f"{image}: {info.count} bands, but the model was trained on {card['bands']['count']}"
         )
+    if overlap is None:
+        overlap = chip // 4
     if not 0 <= overlap < chip:
         raise ParameterError(f"--overlap must be in [0, {chip}) for {chip} px chips, not {overlap}")
     if block_size < chip or block_size % chip:
@@ -211,6 +214,10 @@ def predict(
     thresholds = resolve_thresholds(classes, card["threshold"], threshold)
     check_output(out, overwrite)
     if vectors is not None:
+        from geoseg.vectorizing import check_parcels_class, check_vector_options
+
+        check_vector_options(mode, min_area, simplify, block_size)
+        check_parcels_class(mode, classes, model)
         check_output(vectors, overwrite)
         if Path(vectors).resolve() == Path(out).resolve():
             raise ParameterError("--vectors must differ from --out")
@@ -281,6 +288,7 @@ def predict(
             mode=mode,
             min_area=min_area,
             simplify=simplify,
+            block_size=block_size,
             workers=workers,
             scheduler=scheduler,
             overwrite=overwrite,

@@ -67,3 +67,55 @@ scheduler_option = click.option(
 def parallel_options(f):
     """``--workers`` and ``--scheduler``, which exclude each other."""
     return workers_option(scheduler_option(f))
+
+
+def file_out_option(help: str):
+    """``--out``/``-o`` naming an output file."""
+    return click.option("--out", "-o", required=True, type=click.Path(dir_okay=False), help=help)
+
+
+block_size_option = click.option(
+    "--block-size",
+    type=click.IntRange(min=64),
+    default=2048,
+    show_default=True,
+    help="Pixels per side of the blocks processed in parallel (memory grows with it).",
+)
+
+
+def polygon_options(f):
+    """``--threshold``, ``--mode``, ``--min-area`` and ``--simplify`` of predict and vectorize."""
+    options = [
+        click.option(
+            "--threshold",
+            type=click.FloatRange(0, 1, min_open=True),
+            default=None,
+            help="Probability above which a pixel is positive, for every class "
+            "[default: the model's per-class thresholds].",
+        ),
+        click.option(
+            "--mode",
+            type=click.Choice(["regions", "parcels"]),
+            default="regions",
+            show_default=True,
+            help="regions: a polygon per connected region of each class; parcels: the areas "
+            "enclosed by the boundary class.",
+        ),
+        click.option(
+            "--min-area",
+            type=click.FloatRange(min=0),
+            default=0.0,
+            show_default=True,
+            help="Drop polygons smaller than this, in CRS units squared.",
+        ),
+        click.option(
+            "--simplify",
+            type=click.FloatRange(min=0),
+            default=0.0,
+            show_default=True,
+            help="Simplification tolerance in CRS units; neighbours stay gap-free.",
+        ),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f

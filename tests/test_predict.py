@@ -1,0 +1,213 @@
+"""geoseg predict: seamless blocks, the COG, nodata, precision, TTA, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import rasterio
+from helpers import assert_one_line_error, run
+
+from geoseg.forward import ForwardPass, ForwardSpec, dihedral, forward_pass, undo_dihedral
+from geoseg.inference import ChipGrid, predict
+from geoseg.modelcard import read_model_card
+
+
+@pytest.fixture(scope="module")
+def scene_image(tiny_chips):
+    return tiny_chips.parent / "scene" / "image.tif"
+
+
+def read(path):
+    with rasterio.open(path) as src:
+        return src.read(), src.dataset_mask()
+
+
+def leftovers(folder):
+    return [p.name for p in folder.iterdir() if p.name.startswith(".")]
+
+
+def spec_for(model_dir, **changes):
+    card = read_model_card(model_dir)
+    options = dict(
+        model_dir=str(model_dir),
+        model=tuple(card["model"].items()),
+        chip_size=card["chip_size"],
+        bands=card["bands"]["count"],
+        batch_size=4,
+        device="cpu",
+        precision="off",
+    )
+    return ForwardSpec(**{**options, **changes})
+
+
+def test_chip_grid_covers_the_raster_and_ignores_blocks():
+    grid = ChipGrid(64, 16)
+    origins = grid.origins(300)
+    assert origins[0] == -8 and np.all(np.diff(origins) == 48) and origins[-1] + 64 >= 300
+    assert set(grid.touching(300, 100, 150)) == {o for o in origins if o < 150 and o + 64 > 100}
+
+
+def test_block_size_does_not_change_the_probabilities(tiny_model, scene_image, tmp_path):
+    small = predict(scene_image, tiny_model, tmp_path / "a.tif", block_size=64, overlap=16)
+    large = predict(scene_image, tiny_model, tmp_path / "b.tif", block_size=512, overlap=16)
+    a, b = read(tmp_path / "a.tif")[0], read(tmp_path / "b.tif")[0]
+    close = np.abs(a.astype(int) - b.astype(int)) <= 1
+    assert close.mean() >= 0.999
+    assert small.blocks == 64 and large.blocks == 1 and small.chips > large.chips
+    assert a.std() > 0  # a real prediction, not a constant
+
+
+def test_output_is_a_valid_cog_on_the_input_grid(tiny_model, make_raster, tmp_path):
+    from rio_cogeo.cogeo import cog_validate
+
+    image = make_raster(width=1100, height=900, count=3)
+    summary = predict(image, tiny_model, tmp_path / "pred.tif", block_size=256, overlap=8)
+    valid, errors, _ = cog_validate(str(tmp_path / "pred.tif"), strict=True)
+    assert valid, errors
+    with rasterio.open(image) as src, rasterio.open(tmp_path / "pred.tif") as pred:
+        assert (pred.crs, pred.transform, pred.shape) == (src.crs, src.transform, src.shape)
+        assert pred.descriptions == ("parcels", "boundary") and pred.dtypes == ("uint8",) * 2
+        assert pred.overviews(1) and pred.compression.name.lower() == "deflate"
+        assert set(eval(pred.tags()["geoseg_thresholds"])) == {"parcels", "boundary"}
+    assert summary.chips > 0 and "chips/s" in summary.describe()
+    assert not leftovers(tmp_path)
+
+
+def test_nodata_stays_nodata_and_is_never_positive(tiny_model, make_raster, tmp_path):
+    data = np.random.default_rng(1).integers(1, 255, (3, 200, 260)).astype("uint8")
+    data[:, 50:120, 30:100] = 0
+    data[:, :, 200:] = 0  # a collar wider than a chip: its chips are skipped
+    image = make_raster(width=260, height=200, count=3, nodata=0, data=data)
+    predict(image, tiny_model, tmp_path / "pred.tif", block_size=128, overlap=16)
+    probabilities, mask = read(tmp_path / "pred.tif")
+    nodata = (data == 0).all(axis=0)
+    assert np.array_equal(mask == 0, nodata)
+    assert not probabilities[:, nodata].any()
+    assert probabilities[:, ~nodata].any()
+
+
+def test_bfloat16_agrees_with_float32(tiny_model, scene_image, tmp_path):
+    fast = predict(scene_image, tiny_model, tmp_path / "bf16.tif", mixed_precision="on")
+    exact = predict(scene_image, tiny_model, tmp_path / "fp32.tif", mixed_precision="off")
+    assert (fast.precision, exact.precision) == ("mixed_bfloat16", "float32")
+    a, b = read(tmp_path / "bf16.tif")[0].astype(int), read(tmp_path / "fp32.tif")[0].astype(int)
+    assert np.abs(a - b).mean() < 2.0  # under 1 % of the 0..255 range on average
+    thresholds = read_model_card(tiny_model)["threshold"]
+    for band, name in enumerate(("parcels", "boundary")):
+        level = round(thresholds[name] * 255)
+        assert ((a[band] >= level) == (b[band] >= level)).mean() > 0.99
+
+
+def test_dihedral_transforms_are_undone():
+    batch = np.random.default_rng(0).random((2, 8, 8, 3))
+    for k in range(8):
+        assert np.array_equal(undo_dihedral(dihedral(batch, k), k), batch)
+    assert len({dihedral(batch, k).tobytes() for k in range(8)}) == 8
+
+
+def test_tta_is_equivariant_to_rotation(tiny_model):
+    forward = ForwardPass(spec_for(tiny_model, tta=True))
+    chips = np.random.default_rng(2).random((3, 64, 64, 3)).astype(np.float32)
+    turned = forward(np.rot90(chips, 1, axes=(1, 2)))
+    np.testing.assert_allclose(turned, np.rot90(forward(chips), 1, axes=(1, 2)), atol=1e-5)
+    plain = ForwardPass(spec_for(tiny_model))(chips)
+    assert not np.allclose(plain, forward(chips), atol=1e-4)
+
+
+def test_forward_pass_is_traced_once_and_cached_per_process(tiny_model):
+    spec = spec_for(tiny_model, batch_size=8)
+    forward = forward_pass(spec)
+    assert forward is forward_pass(spec)
+    for n in (3, 8, 5):
+        assert forward(np.zeros((n, 64, 64, 3), np.float32)).shape == (n, 64, 64, 2)
+    assert forward._run.experimental_get_tracing_count() == 1
+
+
+def test_interrupted_run_leaves_no_output(tiny_model, scene_image, tmp_path, monkeypatch):
+    import geoseg.inference
+
+    calls = []
+    original = geoseg.inference.predict_block
+
+    def failing(job, window):
+        calls.append(window)
+        if len(calls) == 3:
+            raise RuntimeError("worker lost")
+        return original(job, window)
+
+    monkeypatch.setattr(geoseg.inference, "predict_block", failing)
+    with pytest.raises(RuntimeError):
+        predict(scene_image, tiny_model, tmp_path / "pred.tif", block_size=128, workers=1)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_predict_with_parcels(tiny_model, scene_image, tmp_path):
+    import geopandas as gpd
+
+    result = run(
+        "predict", scene_image, "--model", tiny_model, "--out", tmp_path / "pred.tif",
+        "--vectors", tmp_path / "parcels.gpkg", "--mode", "parcels", "--block-size", "128",
+        "--min-area", "4",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "chips/s" in result.output and "parcels" in result.output
+    parcels = gpd.read_file(tmp_path / "parcels.gpkg", layer="parcels")
+    with rasterio.open(scene_image) as src:
+        assert parcels.crs == src.crs
+    assert len(parcels) and parcels.is_valid.all() and (parcels.area >= 4).all()
+    assert not leftovers(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "case, words",
+    [
+        ("bands", ["4 bands", "trained on 3"]),
+        ("no_crs", ["no CRS"]),
+        ("no_model", ["not a geoseg model"]),
+        ("incomplete_model", ["not a geoseg model"]),
+        ("broken_model", ["cannot load the model"]),
+        ("overlap", ["--overlap"]),
+        ("exists", ["already exists"]),
+        ("vectors_exist", ["already exists"]),
+        ("scheduler", ["cannot reach"]),
+        ("block", ["--block-size"]),
+    ],
+)
+def test_bad_input_gives_one_line_and_no_output(
+    case, words, tiny_model, scene_image, make_raster, tmp_path
+):
+    import shutil
+
+    model, image, out = tiny_model, scene_image, tmp_path / "out" / "pred.tif"
+    extra = []
+    if case == "bands":
+        image = make_raster(count=4)
+    elif case == "no_crs":
+        image = make_raster(crs=None)
+    elif case == "no_model":
+        model = tmp_path / "nothing"
+    elif case in ("incomplete_model", "broken_model"):
+        model = tmp_path / "model"
+        shutil.copytree(tiny_model, model)
+        if case == "incomplete_model":
+            (model / "model.keras").unlink()
+        else:
+            (model / "model.keras").write_bytes(b"not a zip")
+    elif case == "overlap":
+        extra = ["--overlap", "64"]  # the tiny model has 64 px chips
+    elif case in ("exists", "vectors_exist"):
+        out.parent.mkdir()
+        target = out if case == "exists" else out.parent / "v.gpkg"
+        target.write_text("keep me")
+        extra = ["--vectors", out.parent / "v.gpkg"]
+    elif case == "scheduler":
+        extra = ["--scheduler", "tcp://127.0.0.1:1"]
+    elif case == "block":
+        extra = ["--block-size", "100"]
+    result = run("predict", image, "--model", model, "--out", out, *extra)
+    assert_one_line_error(result, *words)
+    if case not in ("exists", "vectors_exist"):
+        assert not out.exists()
+    if out.parent.exists():
+        assert not leftovers(out.parent)
+        assert {p.name for p in out.parent.iterdir()} <= {"pred.tif", "v.gpkg"}
