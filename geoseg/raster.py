@@ -22,7 +22,7 @@ from geoseg.errors import InputFileError, RasterError, first_line
 # (checked in tests against serial runs): noise either way.
 warnings.filterwarnings(
     "ignore",
-    message="Dataset has no geotransform",
+    message="(Dataset has no geotransform|The given matrix is equal to Affine.identity)",
     category=NotGeoreferencedWarning,
     module="rasterio.features",
 )

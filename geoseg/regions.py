@@ -37,13 +37,15 @@ def disk(radius: int) -> np.ndarray:
 def parcel_labels(boundary: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """Parcels: the 4-connected areas that the ``boundary`` mask encloses.
 
-    Small gaps in the boundary are closed first; then each boundary pixel (up to
+    Gaps in the boundary up to ``2 * GAP_RADIUS`` pixels are closed first; then each boundary
+    pixel (up to
     :data:`FILL_STEPS` away) goes to its nearest parcel, so that neighbouring parcels share
     their edge instead of being separated by the boundary line.
     """
-    # Beyond the window everything counts as boundary: an edge effect may then split a parcel
-    # near the window edge (the merge across blocks joins it again) but never joins two.
-    closed = ndimage.binary_closing(boundary, structure=disk(GAP_RADIUS), border_value=1)
+    # Thickening the boundary closes its gaps; the growth below gives the pixels back. Beyond
+    # the window everything counts as boundary: that may split a parcel near the window edge
+    # (the merge across blocks joins it again) but never joins two.
+    closed = ndimage.binary_dilation(boundary, structure=disk(GAP_RADIUS), border_value=1)
     labels = region_labels(~closed & valid)
     return grow_labels(labels, valid, FILL_STEPS)
 

@@ -206,6 +206,7 @@ def merge_border_pieces(blocks: dict[tuple[int, int], BlockPolygons], classes: i
          for m in members],
         dtype=object,
     )  # fmt: skip
+    geometry = shapely.simplify(geometry, 0.0)  # drops the vertices left on block edges
     first = np.array([m[0] for m in members])
     return Pieces(
         pieces.classes[first],
