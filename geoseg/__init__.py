@@ -1,12 +1,19 @@
 """geoseg: segment very large satellite and aerial images.
 
-The public functions (``geoseg.tile``, ``geoseg.train``, ``geoseg.synth``) are imported on
+The public functions (``geoseg.tile``, ``geoseg.train``, ``geoseg.predict``,
+``geoseg.vectorize``, ``geoseg.synth``) are imported on
 first use so that ``import geoseg`` and ``geoseg --help`` stay fast.
 """
 
 __version__ = "0.1.0"
 
-_PUBLIC = {"tile": "geoseg.tiling", "synth": "geoseg.synthetic", "train": "geoseg.training"}
+_PUBLIC = {
+    "tile": "geoseg.tiling",
+    "synth": "geoseg.synthetic",
+    "train": "geoseg.training",
+    "predict": "geoseg.inference",
+    "vectorize": "geoseg.vectorizing",
+}
 
 
 def __getattr__(name: str):

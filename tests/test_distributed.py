@@ -51,3 +51,36 @@ def test_cluster_run_equals_threaded_run(make_raster, make_vector, tmp_path):
                 tmp_path / "remote" / folder / f"{chip_id}.tif",
                 shallow=False,
             )
+
+
+@pytest.mark.slow
+def test_cluster_predict_equals_threaded_predict(tiny_model, tiny_chips, tmp_path):
+    import rasterio
+
+    from geoseg.inference import predict
+
+    image = tiny_chips.parent / "scene" / "image.tif"
+    options = dict(block_size=128, overlap=16, vectors=None, mode="parcels", device="cpu")
+    predict(
+        image, tiny_model, tmp_path / "local.tif", **{**options, "vectors": tmp_path / "l.gpkg"}
+    )
+    with distributed.LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
+    ) as cluster:
+        remote = predict(
+            image,
+            tiny_model,
+            tmp_path / "remote.tif",
+            scheduler=cluster.scheduler_address,
+            **{**options, "vectors": tmp_path / "r.gpkg"},
+        )
+    with rasterio.open(tmp_path / "local.tif") as a, rasterio.open(tmp_path / "remote.tif") as b:
+        assert (a.read() == b.read()).all() and (a.dataset_mask() == b.dataset_mask()).all()
+    local_parcels = gpd.read_file(tmp_path / "l.gpkg")
+    remote_parcels = gpd.read_file(tmp_path / "r.gpkg")
+    assert remote.vectors.polygons == len(local_parcels) == len(remote_parcels)
+    assert sorted(local_parcels.area.round(6)) == sorted(remote_parcels.area.round(6))
