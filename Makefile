@@ -27,11 +27,14 @@ demo: $(STAMP)
 		--boundary-width 1.5 --out demo/chips --overwrite
 	$(BIN)/geoseg train demo/chips --classes boundary --base-filters 16 --epochs 15 \
 		--batch-size 8 --out demo/model --overwrite
+	$(BIN)/geoseg predict demo/scene/image.tif --model demo/model --out demo/pred.tif \
+		--vectors demo/parcels.gpkg --mode parcels --min-area 50 --overwrite
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_tile.py
 	$(BIN)/python benchmarks/bench_train_input.py --filters 8
 	$(BIN)/python benchmarks/bench_loss.py --quick
+	$(BIN)/python benchmarks/bench_predict.py
 
 clean:
 	rm -rf demo
