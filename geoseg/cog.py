@@ -17,6 +17,7 @@ import rasterio
 import rasterio.shutil
 
 from geoseg.outputs import check_output
+from geoseg.raster import GDAL_CACHE_BYTES
 
 COG_OPTIONS = dict(
     compress="DEFLATE",
@@ -52,7 +53,7 @@ def staged_cog(path: str | os.PathLike, profile: dict, overwrite: bool) -> Itera
         bigtiff="IF_SAFER",
     )
     try:
-        with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
+        with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True, GDAL_CACHEMAX=GDAL_CACHE_BYTES):
             with rasterio.open(draft, "w", **{**options, **profile}) as dst:
                 yield dst
             rasterio.shutil.copy(draft, final, driver="COG", **COG_OPTIONS)

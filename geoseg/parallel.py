@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from typing import Any
 
 import dask
@@ -67,17 +68,23 @@ def compute_each(
         raise ParameterError(f"--workers must be at least 1, got {workers}")
     if scheduler is not None:
         return _compute_distributed(tasks, consume, scheduler, progress)
-    lock = threading.Lock()
+    lock, failed = threading.Lock(), threading.Event()
 
     def consume_locked(result):
         with lock:
+            if failed.is_set():  # dask does not wait for running tasks when one fails
+                return None
             return consume(result)
 
     wrapped = [delayed(consume_locked, pure=False)(task) for task in tasks]
-    if progress is None:
-        return list(dask.compute(*wrapped, scheduler="threads", num_workers=workers))
-    with _CountFinished({t.key for t in wrapped}, progress):
-        return list(dask.compute(*wrapped, scheduler="threads", num_workers=workers))
+    counting = _CountFinished({t.key for t in wrapped}, progress) if progress else nullcontext()
+    try:
+        with counting:
+            return list(dask.compute(*wrapped, scheduler="threads", num_workers=workers))
+    except BaseException:
+        with lock:  # waits for a write in progress; no other starts after this
+            failed.set()
+        raise
 
 
 def _compute_distributed(tasks, consume, address: str, progress: Progress | None) -> list[Any]:

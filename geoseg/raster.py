@@ -186,6 +186,12 @@ def band_statistics(samples: list[np.ndarray]) -> list[dict[str, float]]:
     ]
 
 
+GDAL_CACHE_BYTES = 256 * 2**20
+"""GDAL's block cache while predict and vectorize stream a raster. GDAL's default (5 % of the
+machine's memory) fills with written and read blocks, so the resident memory of a long run grows
+with the raster up to that size."""
+
+
 NORMALIZED_RANGE = (-1.0, 2.0)
 """Normalised values are clipped to this range: p2 maps to 0, p98 to 1, outliers stay bounded."""
 

@@ -31,7 +31,7 @@ from geoseg.cog import hidden_sibling
 from geoseg.errors import ParameterError, RasterError
 from geoseg.outputs import check_output
 from geoseg.parallel import Progress, compute_each
-from geoseg.raster import open_raster_info, read_padded
+from geoseg.raster import GDAL_CACHE_BYTES, open_raster_info, read_padded
 from geoseg.regions import PARCELS_HALO, parcel_labels, region_labels
 
 MODES = ("regions", "parcels")
@@ -174,12 +174,14 @@ def merge_border_pieces(blocks: dict[tuple[int, int], BlockPolygons], classes: i
     starts = np.cumsum([0] + [len(blocks[i].border) for i in order])
     offset = dict(zip(order, starts[:-1]))
 
+    def key(classes, labels):
+        return (np.asarray(classes, np.int64) << 32) + np.asarray(labels, np.int64)
+
     def ids(index, k, labels):
         block = blocks[index].border
-        keys = block.classes * (1 << 32) + block.labels
+        keys = key(block.classes, block.labels)
         sorter = np.argsort(keys)
-        found = sorter[np.searchsorted(keys, k * (1 << 32) + labels, sorter=sorter)]
-        return offset[index] + found
+        return offset[index] + sorter[np.searchsorted(keys, key(k, labels), sorter=sorter)]
 
     pairs = []
     for (row, col), block in blocks.items():
@@ -217,6 +219,21 @@ def merge_border_pieces(blocks: dict[tuple[int, int], BlockPolygons], classes: i
     )
 
 
+def single_parts(pieces: Pieces) -> Pieces:
+    """Split multi-part polygons (rare, parcels only); parts share pixels and score by area."""
+    parts, parent = shapely.get_parts(pieces.geometry, return_index=True)
+    if len(parts) == len(pieces):
+        return pieces
+    share = shapely.area(parts) / np.maximum(shapely.area(pieces.geometry)[parent], 1e-300)
+    return Pieces(
+        pieces.classes[parent],
+        pieces.labels[parent],
+        parts,
+        np.rint(pieces.pixels[parent] * share).astype(np.int64),
+        pieces.score[parent] * share,
+    )
+
+
 def finish(pieces: Pieces, job: VectorJob) -> Pieces:
     """Simplify (in pixel units, per class as a coverage), move to CRS units, drop small ones."""
     if not len(pieces):
@@ -234,6 +251,7 @@ def finish(pieces: Pieces, job: VectorJob) -> Pieces:
     matrix, shift = np.array([[t.a, t.b], [t.d, t.e]]), np.array([t.c, t.f])
     geometry = shapely.transform(geometry, lambda xy: xy @ matrix.T + shift)
     finished = Pieces(pieces.classes, pieces.labels, geometry, pieces.pixels, pieces.score)
+    finished = single_parts(finished)
     if job.min_area > 0:
         finished = finished.select(shapely.area(geometry) >= job.min_area)
     return finished
@@ -242,45 +260,40 @@ def finish(pieces: Pieces, job: VectorJob) -> Pieces:
 class PolygonWriter:
     """Appends polygons to one GeoPackage layer: class, area, pixels, mean_probability."""
 
-    def __init__(self, path: Path, layer: str, crs, class_names: list[str], pixel_area: float):
+    def __init__(self, path: Path, layer: str, crs, class_names: list[str]):
         self.path, self.layer, self.crs = path, layer, crs
         self.class_names = np.array(class_names, dtype=object)
-        self.pixel_area = pixel_area
-        self.count = 0
+        self.count, self.started = 0, False
         self.per_class = dict.fromkeys(class_names, 0)
 
     def write(self, pieces: Pieces) -> None:
+        """Append ``pieces`` (single polygons in CRS units); the first call creates the layer."""
         import geopandas as gpd
 
-        if not len(pieces) and self.count:
+        if not len(pieces) and self.started:
             return
-        parts, parent = shapely.get_parts(pieces.geometry, return_index=True)
-        area = shapely.area(parts)
-        # a region split in parts (rare, parcels only) shares its pixels in proportion to area
-        share = area / np.maximum(shapely.area(pieces.geometry)[parent], 1e-300)
-        pixels = np.rint(pieces.pixels[parent] * share).astype(np.int64)
-        names = self.class_names[pieces.classes[parent]]
-        mean = pieces.score[parent] / np.maximum(pieces.pixels[parent], 1) / 255
+        names = self.class_names[pieces.classes].astype(str)
         frame = gpd.GeoDataFrame(
             {
-                "class": names.astype(str),
-                "area": area,
-                "pixels": pixels,
-                "mean_probability": mean,
+                "class": names,
+                "area": shapely.area(pieces.geometry),
+                "pixels": pieces.pixels,
+                "mean_probability": pieces.score / np.maximum(pieces.pixels, 1) / 255,
             },
-            geometry=parts,
+            geometry=pieces.geometry,
             crs=self.crs,
         )
         pyogrio.write_dataframe(
             frame,
             self.path,
             layer=self.layer,
-            append=self.path.exists(),
+            append=self.started,
             geometry_type="Polygon",
             promote_to_multi=False,
         )
-        self.count += len(parts)
-        for name, n in zip(*np.unique(names.astype(str), return_counts=True)):
+        self.started = True
+        self.count += len(pieces)
+        for name, n in zip(*np.unique(names, return_counts=True)):
             self.per_class[name] += int(n)
 
 
@@ -372,8 +385,7 @@ def vectorize(
     tasks = [delayed(vectorize_block)(job, divmod(i, per_row), w) for i, w in enumerate(windows)]
     out.parent.mkdir(parents=True, exist_ok=True)
     draft = hidden_sibling(out, ".gpkg")
-    pixel_area = abs(info.transform.determinant)
-    writer = PolygonWriter(draft, mode, info.crs.to_wkt(), class_names, pixel_area)
+    writer = PolygonWriter(draft, mode, info.crs.to_wkt(), class_names)
     started = time.perf_counter()
     kept: dict[tuple[int, int], BlockPolygons] = {}
     deferred: list[Pieces] = []
@@ -387,7 +399,8 @@ def vectorize(
         kept[block.index] = block
 
     try:
-        compute_each(tasks, consume, workers=workers, scheduler=scheduler, progress=progress)
+        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):
+            compute_each(tasks, consume, workers=workers, scheduler=scheduler, progress=progress)
         merged = merge_border_pieces(kept, len(levels))
         writer.write(finish(Pieces.concat([*deferred, merged]), job))
         os.replace(draft, out)

@@ -191,3 +191,17 @@ def test_bad_input(case, words, mask_raster, make_raster, tmp_path):
         assert not out.exists()
     if out.parent.exists():
         assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_several_classes_each_merged_across_blocks(make_raster, tmp_path):
+    mask = hand_made_mask()
+    data = np.stack([mask, mask[::-1]])  # the second class upside down
+    path = make_raster(width=150, height=120, count=2, data=data)
+    with rasterio.open(path, "r+") as dst:
+        dst.set_band_description(1, "house")
+        dst.set_band_description(2, "shed")
+    summary = vectorize(path, tmp_path / "v.gpkg", block_size=32)
+    regions = gpd.read_file(tmp_path / "v.gpkg")
+    count = components(mask)[0]
+    assert summary.per_class == {"house": count, "shed": count}
+    assert (regions.groupby("class").pixels.sum() == (mask > 0).sum()).all()
