@@ -28,7 +28,7 @@ demo: $(STAMP)
 	$(BIN)/geoseg train demo/chips --classes boundary --base-filters 16 --epochs 15 \
 		--batch-size 8 --out demo/model --overwrite
 	$(BIN)/geoseg predict demo/scene/image.tif --model demo/model --out demo/pred.tif \
-		--vectors demo/parcels.gpkg --mode parcels --min-area 50 --overwrite
+		--vectors demo/parcels.gpkg --mode parcels --threshold 0.5 --min-area 50 --overwrite
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_tile.py
