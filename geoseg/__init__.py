@@ -13,6 +13,7 @@ _PUBLIC = {
     "train": "geoseg.training",
     "predict": "geoseg.inference",
     "vectorize": "geoseg.vectorizing",
+    "evaluate": "geoseg.evaluation",
 }
 
 

@@ -403,5 +403,59 @@ def vectorize(raster, out, **options):
     click.echo(summary.describe())
 
 
+@main.command()
+@click.argument("prediction", type=click.Path())
+@click.option(
+    "--truth",
+    required=True,
+    type=click.Path(),
+    help="True labels: a vector file (any CRS) or a label raster (any grid).",
+)
+@click.option("--class-field", default=None, help="Attribute holding each true feature's class.")
+@click.option(
+    "--boundary-tolerance",
+    type=LengthType(),
+    default="2px",
+    show_default=True,
+    help="A boundary pixel this close to a true one counts as found (CRS units or px).",
+)
+@click.option(
+    "--boundary-width",
+    type=LengthType(),
+    default="1px",
+    show_default=True,
+    help="Width of the true boundaries burned from polygon outlines.",
+)
+@click.option(
+    "--threshold",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=None,
+    help="Probability threshold for every class [default: those stored by predict].",
+)
+@block_size_option
+@click.option(
+    "--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Also write JSON."
+)
+@parallel_options
+def evaluate(prediction, **options):
+    """Score a prediction (PRED.tif or PRED.gpkg) against true labels.
+
+    For a probability GeoTIFF: IoU, F1, precision and recall per class, and a boundary F1 that
+    forgives small offsets. For a GeoPackage of polygons: objects matched one to one at
+    IoU >= 0.5 (for parcels, recall is the share of true parcels recovered).
+
+    \b
+    Examples:
+      $ geoseg evaluate pred.tif --truth parcels.gpkg --boundary-width 1.5
+      $ geoseg evaluate parcels_pred.gpkg --truth parcels.gpkg --json scores.json
+      $ geoseg evaluate pred.tif --truth roofs.shp --class-field type
+    """
+    from geoseg.evaluation import evaluate as run
+
+    with progress_bar("evaluating") as progress:
+        result = run(prediction, progress=progress, **options)
+    click.echo(result.describe())
+
+
 if __name__ == "__main__":
     main()

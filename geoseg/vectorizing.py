@@ -260,8 +260,8 @@ def finish(pieces: Pieces, job: VectorJob) -> Pieces:
 class PolygonWriter:
     """Appends polygons to one GeoPackage layer: class, area, pixels, mean_probability."""
 
-    def __init__(self, path: Path, layer: str, crs, class_names: list[str]):
-        self.path, self.layer, self.crs = path, layer, crs
+    def __init__(self, path: Path, layer: str, crs, class_names: list[str], metadata: dict):
+        self.path, self.layer, self.crs, self.metadata = path, layer, crs, metadata
         self.class_names = np.array(class_names, dtype=object)
         self.count, self.started = 0, False
         self.per_class = dict.fromkeys(class_names, 0)
@@ -288,6 +288,7 @@ class PolygonWriter:
             self.path,
             layer=self.layer,
             append=self.started,
+            layer_metadata=None if self.started else self.metadata,
             geometry_type="Polygon",
             promote_to_multi=False,
         )
@@ -385,7 +386,8 @@ def vectorize(
     tasks = [delayed(vectorize_block)(job, divmod(i, per_row), w) for i, w in enumerate(windows)]
     out.parent.mkdir(parents=True, exist_ok=True)
     draft = hidden_sibling(out, ".gpkg")
-    writer = PolygonWriter(draft, mode, info.crs.to_wkt(), class_names)
+    metadata = {"geoseg_source": str(raster), "geoseg_extent": json.dumps(info.bounds)}
+    writer = PolygonWriter(draft, mode, info.crs.to_wkt(), class_names, metadata)
     started = time.perf_counter()
     kept: dict[tuple[int, int], BlockPolygons] = {}
     deferred: list[Pieces] = []

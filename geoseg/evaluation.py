@@ -1,0 +1,302 @@
+"""Scores of a prediction against ground truth: pixels, boundaries within a tolerance, objects.
+
+A probability raster (``geoseg predict``) is scored block by block against vector or raster truth
+burned on its grid (reprojected as in ``geoseg tile``): per-class IoU, F1, precision and recall,
+and for the ``boundary`` class an F1 that counts a boundary pixel as found when the other side has
+one within the tolerance. A GeoPackage (``geoseg vectorize``) is scored per object: predicted and
+true polygons are matched one to one at IoU >= 0.5 (as in SpaceNet).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import shapely
+from dask import delayed
+from rasterio.windows import Window
+from scipy import ndimage
+
+from geoseg.errors import InputFileError, LabelsError, ParameterError
+from geoseg.labels import BOUNDARY, IGNORE, LabelSpec, Length, is_raster_path, open_labels
+from geoseg.parallel import Progress, compute_each
+from geoseg.raster import open_raster_info, read_padded
+from geoseg.regions import disk
+from geoseg.scoring import scores
+
+MATCH_IOU = 0.5
+
+
+@dataclass
+class Evaluation:
+    """Scores by class: ``pixels``, ``boundary`` (tolerant F1) and ``objects``; plus notes."""
+
+    prediction: str
+    truth: str
+    pixels: dict = field(default_factory=dict)
+    boundary: dict = field(default_factory=dict)
+    objects: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {
+            "prediction": self.prediction,
+            "truth": self.truth,
+            "pixels": self.pixels,
+            "boundary": self.boundary,
+            "objects": self.objects,
+            "notes": self.notes,
+        }
+
+    def describe(self) -> str:
+        lines = [*self.notes]
+        if self.pixels:
+            lines.append(f"{'pixels':<16}{'iou':>8}{'f1':>8}{'precision':>11}{'recall':>8}")
+            for name, s in self.pixels.items():
+                lines.append(
+                    f"{name:<16}{s['iou']:8.3f}{s['f1']:8.3f}{s['precision']:11.3f}"
+                    f"{s['recall']:8.3f}"
+                )
+        if self.boundary:
+            b = self.boundary
+            lines.append(
+                f"boundary F1 within {b['tolerance_px']:g} px: {b['f1']:.3f} "
+                f"(precision {b['precision']:.3f}, recall {b['recall']:.3f})"
+            )
+        if self.objects:
+            lines.append(f"{'objects':<16}{'pred':>7}{'true':>7}{'match':>7}{'f1':>8}"
+                         f"{'precision':>11}{'recall':>8}")  # fmt: skip
+            for name, s in self.objects.items():
+                lines.append(
+                    f"{name:<16}{s['predicted']:7d}{s['true']:7d}{s['matched']:7d}{s['f1']:8.3f}"
+                    f"{s['precision']:11.3f}{s['recall']:8.3f}"
+                )
+        return "\n".join(lines)
+
+
+def evaluate(
+    prediction: str | Path,
+    truth: str | Path,
+    *,
+    class_field: str | None = None,
+    boundary_tolerance: str | Length = "2px",
+    boundary_width: str | Length = "1px",
+    threshold: float | None = None,
+    block_size: int = 2048,
+    json_out: str | Path | None = None,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    progress: Progress | None = None,
+) -> Evaluation:
+    """Score ``prediction`` (a probability GeoTIFF or a polygon GeoPackage) against ``truth``.
+
+    ``truth`` is a vector file (any CRS; ``class_field`` names the class attribute) or a label
+    raster (any grid; resampled to the prediction's with nearest neighbour). Boundary truth is
+    burned from polygon outlines ``boundary_width`` wide; ``boundary_tolerance`` is the distance
+    within which a boundary pixel counts as found. Writes the scores as JSON to ``json_out``.
+    """
+    if not Path(truth).exists():
+        raise InputFileError(f"{truth}: no such file")
+    if is_raster_path(prediction):
+        result = _evaluate_raster(
+            str(prediction), str(truth), class_field, _length(boundary_tolerance),
+            _length(boundary_width), threshold, block_size, workers, scheduler, progress,
+        )  # fmt: skip
+    else:
+        result = _evaluate_polygons(str(prediction), str(truth), class_field)
+    if json_out is not None:
+        Path(json_out).write_text(json.dumps(result.to_json(), indent=2) + "\n")
+    return result
+
+
+def _length(value: str | Length) -> Length:
+    return value if isinstance(value, Length) else Length.parse(str(value))
+
+
+@dataclass(frozen=True)
+class _RasterJob:
+    prediction: str
+    labels: LabelSpec
+    bands: tuple[int, ...]  # prediction bands scored, 1-based
+    truth_index: tuple[int, ...]  # the truth class of each
+    levels: tuple[int, ...]
+    boundary: int | None  # position in ``bands`` of the boundary class
+    tolerance_px: int
+    halo: int
+
+
+def _evaluate_raster(prediction, truth, class_field, tolerance, width, threshold, block_size,
+                     workers, scheduler, progress) -> Evaluation:  # fmt: skip
+    from geoseg.inference import block_windows, resolve_thresholds
+    from geoseg.vectorizing import probability_bands, quantized_level
+
+    info = open_raster_info(prediction)
+    names, stored = probability_bands(prediction)
+    thresholds = resolve_thresholds(names, stored, threshold)
+    has_boundary = BOUNDARY in names
+    spec = LabelSpec(
+        truth,
+        class_field=class_field,
+        boundary_width=width if has_boundary and not is_raster_path(truth) else None,
+    )
+    labels = open_labels(spec)
+    result = Evaluation(prediction, truth)
+    if not labels.overlaps(info.crs, info.bounds):
+        raise LabelsError(f"{truth}: no truth inside the prediction's extent")
+    if is_raster_path(truth):
+        with rasterio.open(truth) as src:
+            same_grid = (src.crs, src.transform, src.shape) == (
+                info.crs, info.transform, (info.height, info.width)
+            )  # fmt: skip
+        if not same_grid:
+            result.notes.append("truth raster resampled to the prediction's grid (nearest)")
+    pairs = _pair_classes(names, labels, result.notes)
+    tolerance_px = max(0, math.ceil(tolerance.in_crs_units(info.pixel_size) / info.pixel_size))
+    job = _RasterJob(
+        prediction=prediction,
+        labels=spec,
+        bands=tuple(names.index(p) + 1 for p, _ in pairs),
+        truth_index=tuple(t for _, t in pairs),
+        levels=tuple(quantized_level(thresholds[p]) for p, _ in pairs),
+        boundary=next((i for i, (p, _) in enumerate(pairs) if p == BOUNDARY), None),
+        tolerance_px=tolerance_px,
+        halo=tolerance_px + 1,
+    )
+    windows = block_windows(info.width, info.height, block_size)
+    totals = np.zeros((len(pairs), 3), np.int64)
+    tolerant = np.zeros(4, np.int64)
+
+    def add(counts):
+        nonlocal totals, tolerant
+        totals += counts[0]
+        tolerant += counts[1]
+
+    tasks = [delayed(_score_block)(job, w) for w in windows]
+    compute_each(tasks, add, workers=workers, scheduler=scheduler, progress=progress)
+    result.pixels = {p: scores(*map(int, totals[i])) for i, (p, _) in enumerate(pairs)}
+    if job.boundary is not None:
+        found_predicted, predicted, found_true, true = (int(x) for x in tolerant)
+        precision = found_predicted / predicted if predicted else 0.0
+        recall = found_true / true if true else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        result.boundary = {
+            "tolerance_px": tolerance_px,
+            "precision": precision,
+            "recall": recall,
+            "f1": f1,
+        }
+    return result
+
+
+def _pair_classes(names: list[str], labels, notes: list[str]) -> list[tuple[str, int]]:
+    """(prediction class, truth class index) pairs: by name, or the only class of each."""
+    truth = list(labels.classes)
+    pairs = [(name, truth.index(name)) for name in names if name in truth]
+    plain = [n for n in names if n != BOUNDARY and n not in truth]
+    feature_classes = [c for c in truth if c != BOUNDARY]
+    if (
+        len(plain) == 1
+        and len(feature_classes) == 1
+        and not any(p == feature_classes[0] for p, _ in pairs)
+    ):
+        pairs.append((plain[0], truth.index(feature_classes[0])))
+        notes.append(f"prediction class {plain[0]!r} scored against truth {feature_classes[0]!r}")
+        plain = []
+    if plain:
+        raise LabelsError(
+            f"prediction classes {', '.join(plain)} not in the truth ({', '.join(truth)}); "
+            "use --class-field"
+        )
+    return sorted(pairs, key=lambda pair: names.index(pair[0]))
+
+
+def _score_block(job: _RasterJob, window: Window):
+    """(tp, fp, fn) per scored class and the tolerant boundary counts, for one block."""
+    halo = job.halo
+    read = Window(window.col_off - halo, window.row_off - halo,
+                  window.width + 2 * halo, window.height + 2 * halo)  # fmt: skip
+    with rasterio.open(job.prediction) as src:
+        data, valid, _ = read_padded(src, read, list(job.bands))
+        transform, crs = src.window_transform(read), src.crs
+        pixel_size = (abs(transform.a) + abs(transform.e)) / 2
+    truth = open_labels(job.labels).burn(crs, transform, data.shape[1:], pixel_size)
+    core = (slice(halo, halo + int(window.height)), slice(halo, halo + int(window.width)))
+    counts = np.zeros((len(job.bands), 3), np.int64)
+    tolerant = np.zeros(4, np.int64)
+    for i, (j, level) in enumerate(zip(job.truth_index, job.levels)):
+        labelled = valid & (truth[j] != IGNORE)
+        predicted, true = (data[i] >= level) & labelled, (truth[j] == 1) & labelled
+        p, t, inside = predicted[core], true[core], labelled[core]
+        counts[i] = [(p & t).sum(), (p & ~t & inside).sum(), (~p & t).sum()]
+        if i == job.boundary:
+            near = disk(job.tolerance_px) if job.tolerance_px else np.ones((1, 1), bool)
+            near_true = ndimage.binary_dilation(true, structure=near)[core]
+            near_predicted = ndimage.binary_dilation(predicted, structure=near)[core]
+            tolerant[:] = [(p & near_true).sum(), p.sum(), (t & near_predicted).sum(), t.sum()]
+    return counts, tolerant
+
+
+def _evaluate_polygons(prediction: str, truth: str, class_field: str | None) -> Evaluation:
+    import geopandas as gpd
+    import pyogrio
+
+    try:
+        info = pyogrio.read_info(prediction)
+        predicted = gpd.read_file(prediction)
+    except Exception as exc:  # pyogrio raises its own DataSourceError and friends
+        raise InputFileError(f"{prediction}: not a readable GeoPackage ({exc})") from None
+    if "class" not in predicted.columns:
+        raise ParameterError(f"{prediction}: no 'class' column (not written by geoseg?)")
+    result = Evaluation(prediction, truth)
+    try:
+        true = gpd.read_file(truth)
+    except Exception as exc:
+        raise InputFileError(f"{truth}: not a readable vector file ({exc})") from None
+    if true.crs is None:
+        raise LabelsError(f"{truth}: labels have no CRS")
+    if true.crs != predicted.crs:
+        result.notes.append(f"truth reprojected from {true.crs.to_string()} to the prediction's")
+        true = true.to_crs(predicted.crs)
+    true = true.explode(index_parts=False)
+    true = true[true.geom_type == "Polygon"]
+    extent = (info.get("layer_metadata") or {}).get("geoseg_extent")
+    if extent:  # truth outside the predicted raster was never predicted: leave it out
+        true = true[true.intersects(shapely.box(*json.loads(extent)))]
+    for name in sorted(set(predicted["class"])):
+        mine = predicted[predicted["class"] == name].geometry.to_numpy()
+        if class_field and name != "parcel":
+            theirs = true[true[class_field].astype(str) == name].geometry.to_numpy()
+        else:
+            theirs = true.geometry.to_numpy()
+        result.objects[name] = match_objects(mine, theirs)
+    return result
+
+
+def match_objects(predicted: np.ndarray, true: np.ndarray) -> dict:
+    """One-to-one matches at IoU >= 0.5: counts, precision, recall and F1."""
+    matched = 0
+    if len(predicted) and len(true):
+        i, j = shapely.STRtree(true).query(predicted, predicate="intersects")
+        inter = shapely.area(shapely.intersection(predicted[i], true[j]))
+        iou = inter / np.maximum(shapely.area(predicted[i]) + shapely.area(true[j]) - inter, 1e-12)
+        used_p, used_t = set(), set()
+        for k in np.argsort(-iou):
+            if iou[k] < MATCH_IOU:
+                break
+            if i[k] not in used_p and j[k] not in used_t:
+                used_p.add(i[k])
+                used_t.add(j[k])
+        matched = len(used_p)
+    s = scores(matched, len(predicted) - matched, len(true) - matched)
+    return {
+        "predicted": len(predicted),
+        "true": len(true),
+        "matched": matched,
+        "precision": s["precision"],
+        "recall": s["recall"],
+        "f1": s["f1"],
+    }
