@@ -1,0 +1,145 @@
+"""geoseg evaluate: exact pixel scores, tolerant boundary F1, object matching, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import rasterio
+import shapely
+from helpers import assert_one_line_error, run
+
+from geoseg.evaluation import evaluate, match_objects
+
+X0, Y0, PIXEL = 500_000.0, 5_300_000.0, 0.5  # make_raster's grid
+
+
+def pixel_box(row0, col0, row1, col1):
+    """The CRS box of pixel rows row0..row1-1 and columns col0..col1-1."""
+    return shapely.box(X0 + col0 * PIXEL, Y0 - row1 * PIXEL, X0 + col1 * PIXEL, Y0 - row0 * PIXEL)
+
+
+@pytest.fixture
+def prediction(make_raster):
+    def factory(values: dict, size=(100, 100), nodata=None):
+        names = list(values)
+        data = np.stack([values[n] for n in names]).astype(np.uint8)
+        path = make_raster(width=size[1], height=size[0], count=len(names), data=data)
+        with rasterio.open(path, "r+") as dst:
+            for band, name in enumerate(names, start=1):
+                dst.set_band_description(band, name)
+            if nodata is not None:
+                dst.write_mask(np.where(nodata, 0, 255).astype(np.uint8))
+        return path
+
+    return factory
+
+
+def square(rows, cols, size=(100, 100), value=255):
+    out = np.zeros(size, np.uint8)
+    out[rows[0] : rows[1], cols[0] : cols[1]] = value
+    return out
+
+
+def test_pixel_scores_are_exact_across_blocks(prediction, make_vector, tmp_path):
+    pred = prediction({"building": square((15, 35), (10, 30))})
+    truth = make_vector([pixel_box(10, 10, 30, 30)], name="building.gpkg")
+    result = evaluate(pred, truth, block_size=32, json_out=tmp_path / "s.json")
+    scores = result.pixels["building"]
+    assert scores["iou"] == pytest.approx(300 / 500) and scores["f1"] == pytest.approx(0.75)
+    assert scores["precision"] == pytest.approx(0.75) and scores["recall"] == pytest.approx(0.75)
+    assert json.loads((tmp_path / "s.json").read_text())["pixels"]["building"] == scores
+
+
+def test_nodata_is_not_scored(prediction, make_vector):
+    nodata = np.zeros((100, 100), bool)
+    nodata[30:35, :] = True  # hides the 100 false positive pixels
+    pred = prediction({"building": square((15, 35), (10, 30))}, nodata=nodata)
+    truth = make_vector([pixel_box(10, 10, 30, 30)], name="building.gpkg")
+    assert evaluate(pred, truth, block_size=32).pixels["building"]["precision"] == 1.0
+
+
+def test_truth_in_another_crs_gives_the_same_scores(prediction, make_vector):
+    pred = prediction({"building": square((15, 35), (10, 30))})
+    box = gpd.GeoSeries([pixel_box(10, 10, 30, 30)], crs="EPSG:32633").to_crs("EPSG:4326")
+    truth = make_vector(box.values, crs="EPSG:4326", name="building.gpkg")
+    assert evaluate(pred, truth).pixels["building"]["iou"] == pytest.approx(0.6, abs=0.02)
+
+
+def test_label_raster_on_another_grid_is_resampled(prediction, make_raster):
+    pred = prediction({"class_1": square((10, 30), (10, 30))})
+    coarse = np.zeros((1, 50, 50), np.uint8)
+    coarse[0, 5:15, 5:15] = 1  # 1 m pixels: the same square
+    truth = make_raster(
+        width=50, height=50, count=1, data=coarse, name="truth.tif",
+        transform=rasterio.Affine(1.0, 0, X0, 0, -1.0, Y0),
+    )  # fmt: skip
+    result = evaluate(pred, truth)
+    assert result.pixels["class_1"]["iou"] == 1.0
+    assert any("resampled" in note for note in result.notes)
+
+
+def test_boundary_f1_forgives_small_offsets(prediction, make_vector):
+    boundary = np.zeros((100, 100), np.uint8)
+    boundary[22:79, 22] = boundary[22:79, 78] = boundary[22, 22:79] = boundary[78, 22:79] = 255
+    pred = prediction({"boundary": boundary})  # the outline 2 px inside the true one
+    truth = make_vector([pixel_box(20, 20, 80, 80)], name="parcels.gpkg")
+    result = evaluate(pred, truth, boundary_tolerance="2px", block_size=32)
+    assert result.pixels["boundary"]["f1"] < 0.2  # no pixel on the exact line
+    assert result.boundary["precision"] == 1.0 and result.boundary["tolerance_px"] == 2
+    # true lines burned on a pixel edge are 2 px wide there; their far row is 3 px away
+    assert result.boundary["recall"] > 0.75
+    assert result.boundary["f1"] > 3 * result.pixels["boundary"]["f1"]
+
+
+def test_object_matching_one_to_one_at_iou_half():
+    truth = np.array(
+        [shapely.box(0, 0, 10, 10), shapely.box(20, 0, 30, 10), shapely.box(40, 0, 50, 10)]
+    )
+    predicted = np.array([
+        shapely.box(0, 0, 10, 10),  # exact
+        shapely.box(22, 0, 32, 10),  # IoU 8/12
+        shapely.box(45, 0, 55, 10),  # IoU 5/15
+        shapely.box(0, 0, 10, 9),  # a duplicate of the first: only one may match
+        shapely.box(90, 90, 95, 95),  # nothing there
+    ])  # fmt: skip
+    scores = match_objects(predicted, truth)
+    assert (scores["matched"], scores["predicted"], scores["true"]) == (2, 5, 3)
+    assert scores["precision"] == pytest.approx(0.4) and scores["recall"] == pytest.approx(2 / 3)
+
+
+def test_cli_scores_parcels_polygons(tmp_path, make_vector):
+    from geoseg.vectorizing import vectorize
+
+    truth_boxes = [pixel_box(0, 0, 20, 20), pixel_box(0, 20, 20, 40)]
+    truth = make_vector(truth_boxes, name="parcels.gpkg")
+    boundary = np.zeros((1, 20, 40), np.uint8)
+    boundary[0, :, 19:21] = 230
+    import rasterio as rio
+
+    path = tmp_path / "pred.tif"
+    profile = dict(driver="GTiff", width=40, height=20, count=1, dtype="uint8",
+                   crs="EPSG:32633", transform=rio.Affine(PIXEL, 0, X0, 0, -PIXEL, Y0))  # fmt: skip
+    with rio.open(path, "w", **profile) as dst:
+        dst.write(boundary)
+        dst.set_band_description(1, "boundary")
+    vectorize(path, tmp_path / "pred.gpkg", mode="parcels", block_size=32)
+    result = run("evaluate", tmp_path / "pred.gpkg", "--truth", truth, "--json",
+                 tmp_path / "s.json")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "parcel" in result.output
+    objects = json.loads((tmp_path / "s.json").read_text())["objects"]["parcel"]
+    assert (objects["matched"], objects["true"], objects["predicted"]) == (2, 2, 2)
+
+
+@pytest.mark.parametrize("case, words", [("missing", ["no such file"]),
+                                         ("classes", ["not in the truth"])])  # fmt: skip
+def test_bad_input(case, words, prediction, make_vector, tmp_path):
+    pred = prediction({"house": square((0, 5), (0, 5)), "shed": square((0, 5), (0, 5))})
+    truth = make_vector([pixel_box(0, 0, 5, 5)] * 2, kind=["a", "b"], name="t.gpkg")
+    if case == "missing":
+        truth = tmp_path / "nothing.gpkg"
+    result = run("evaluate", pred, "--truth", truth, "--class-field", "kind")
+    assert_one_line_error(result, *words)
