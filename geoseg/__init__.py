@@ -14,6 +14,7 @@ _PUBLIC = {
     "predict": "geoseg.inference",
     "vectorize": "geoseg.vectorizing",
     "evaluate": "geoseg.evaluation",
+    "quicklook": "geoseg.quicklooks",
 }
 
 

@@ -457,5 +457,25 @@ def evaluate(prediction, **options):
     click.echo(result.describe())
 
 
+@main.command()
+@click.argument("prediction", type=click.Path())
+@file_out_option("PNG to write.")
+@click.option("--image", type=click.Path(), default=None, help="The predicted image, underneath.")
+@click.option("--vectors", type=click.Path(), default=None, help="Polygons to outline.")
+@click.option("--class", "class_name", default=None, help="Class to show [default: last band].")
+@click.option("--max-size", type=click.IntRange(min=64), default=1024, show_default=True)
+@overwrite_option
+def quicklook(prediction, out, **options):
+    """Write a PNG preview: image, probabilities as a colour overlay, polygon outlines.
+
+    \b
+    Examples:
+      $ geoseg quicklook pred.tif --image ortho.tif --vectors parcels.gpkg --out preview.png
+    """
+    from geoseg.quicklooks import quicklook as run
+
+    click.echo(f"preview: {run(prediction, out, **options)}")
+
+
 if __name__ == "__main__":
     main()

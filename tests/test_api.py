@@ -9,7 +9,9 @@ import pytest
 import geoseg
 
 
-@pytest.mark.parametrize("name", ["tile", "synth", "train", "predict", "vectorize", "evaluate"])
+@pytest.mark.parametrize(
+    "name", ["tile", "synth", "train", "predict", "vectorize", "evaluate", "quicklook"]
+)
 def test_public_function_is_not_shadowed_by_a_module(name):
     importlib.import_module(geoseg._PUBLIC[name])
     assert callable(getattr(geoseg, name))

@@ -143,3 +143,20 @@ def test_bad_input(case, words, prediction, make_vector, tmp_path):
         truth = tmp_path / "nothing.gpkg"
     result = run("evaluate", pred, "--truth", truth, "--class-field", "kind")
     assert_one_line_error(result, *words)
+
+
+def test_quicklook_png(prediction, make_raster, make_vector, tmp_path):
+    from PIL import Image
+
+    pred = prediction({"building": square((15, 35), (10, 30))}, size=(100, 100))
+    image = make_raster(width=100, height=100, count=3)
+    vectors = make_vector([pixel_box(10, 10, 30, 30)], name="b.gpkg")
+    result = run("quicklook", pred, "--image", image, "--vectors", vectors, "--out",
+                 tmp_path / "q.png", "--max-size", "200")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    with Image.open(tmp_path / "q.png") as png:
+        assert png.size == (200, 200)
+        pixels = np.asarray(png.convert("RGB")).astype(int)
+    assert pixels.std() > 10  # not blank
+    assert_one_line_error(run("quicklook", pred, "--class", "road", "--out", tmp_path / "r.png"),
+                          "road")  # fmt: skip

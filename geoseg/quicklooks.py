@@ -1,0 +1,82 @@
+"""A PNG preview of a prediction: the image, the probabilities as a colour overlay, outlines."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.enums import Resampling
+from rasterio.windows import from_bounds
+
+from geoseg.errors import ParameterError
+from geoseg.outputs import check_output
+from geoseg.raster import open_raster_info
+
+
+def quicklook(
+    prediction: str | Path,
+    out: str | Path,
+    *,
+    image: str | Path | None = None,
+    vectors: str | Path | None = None,
+    class_name: str | None = None,
+    max_size: int = 1024,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``out`` (PNG): ``image`` (if given) under the probabilities of ``class_name``
+    (default: the last band) and the outlines of the polygons in ``vectors``.
+
+    Everything is read decimated to at most ``max_size`` pixels a side (from the COG's
+    overviews), so any raster size previews in little memory and time.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = check_output(out, overwrite)
+    info = open_raster_info(prediction)
+    scale = max(info.width, info.height) / max_size
+    shape = (max(1, round(info.height / scale)), max(1, round(info.width / scale)))
+    with rasterio.open(prediction) as src:
+        names = [d or f"band_{i}" for i, d in enumerate(src.descriptions, start=1)]
+        name = class_name or names[-1]
+        if name not in names:
+            raise ParameterError(f"--class {name!r} is not in {prediction} ({', '.join(names)})")
+        band = names.index(name) + 1
+        probability = src.read(band, out_shape=shape, resampling=Resampling.average) / 255.0
+        valid = src.dataset_mask(out_shape=shape) > 0
+    left, bottom, right, top = info.bounds
+    figure = plt.figure(figsize=(shape[1] / 100, shape[0] / 100), dpi=100)
+    axes = figure.add_axes((0, 0, 1, 1))
+    axes.set_axis_off()
+    extent = (left, right, bottom, top)
+    if image is not None:
+        axes.imshow(_display_image(image, info, shape), extent=extent, interpolation="nearest")
+    overlay = plt.get_cmap("magma")(probability)
+    overlay[..., 3] = np.where(valid, 0.75 * probability, 0.0) if image else valid * 1.0
+    axes.imshow(overlay, extent=extent, interpolation="nearest")
+    if vectors is not None:
+        import geopandas as gpd
+
+        polygons = gpd.read_file(vectors).to_crs(info.crs)
+        polygons.boundary.plot(ax=axes, color="cyan", linewidth=0.8)
+    axes.set_xlim(left, right)
+    axes.set_ylim(bottom, top)
+    figure.savefig(out, dpi=100)
+    plt.close(figure)
+    return out
+
+
+def _display_image(path, info, shape) -> np.ndarray:
+    """The image over the prediction's extent as RGB in 0..1, stretched from 2 to 98 %."""
+    with rasterio.open(path) as src:
+        if src.crs != info.crs:
+            raise ParameterError(f"{path}: image CRS differs from the prediction's")
+        window = from_bounds(*info.bounds, transform=src.transform)
+        bands = [1, 2, 3] if src.count >= 3 else [1, 1, 1]
+        data = src.read(bands, window=window, out_shape=(3, *shape), boundless=True,
+                        resampling=Resampling.average).astype(np.float32)  # fmt: skip
+    low, high = np.percentile(data, [2, 98], axis=(1, 2), keepdims=True)
+    return np.moveaxis(np.clip((data - low) / np.maximum(high - low, 1e-6), 0, 1), 0, -1)
