@@ -22,13 +22,9 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check geoseg tests benchmarks
 
 demo: $(STAMP)
-	$(BIN)/geoseg synth --out demo/scene --size 2048 --seed 0 --overwrite
-	$(BIN)/geoseg tile demo/scene/image.tif --labels demo/scene/parcels.gpkg \
-		--boundary-width 1.5 --out demo/chips --overwrite
-	$(BIN)/geoseg train demo/chips --classes boundary --base-filters 16 --epochs 15 \
-		--batch-size 8 --out demo/model --overwrite
-	$(BIN)/geoseg predict demo/scene/image.tif --model demo/model --out demo/pred.tif \
-		--vectors demo/parcels.gpkg --mode parcels --threshold 0.5 --min-area 50 --overwrite
+	$(BIN)/geoseg run pipelines/demo.yaml
+	@echo "outputs in demo/: pred.tif (probabilities, COG), parcels.gpkg, preview.png," \
+		"scores-pixels.json, scores-parcels.json, model/, chips/, scene/"
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_tile.py

@@ -477,5 +477,30 @@ def quicklook(prediction, out, **options):
     click.echo(f"preview: {run(prediction, out, **options)}")
 
 
+@main.command(name="run")
+@click.argument("pipeline", type=click.Path(dir_okay=False))
+@click.option("--force", is_flag=True, help="Run every stage, even when up to date.")
+@click.option("--from", "start", metavar="STAGE", default=None, help="Run from this stage on.")
+def run_pipeline(pipeline, force, start):
+    """Run the stages of a pipeline YAML file (see pipelines/README.md).
+
+    A stage whose outputs are newer than its inputs and the file is skipped.
+
+    \b
+    Examples:
+      $ geoseg run pipelines/demo.yaml
+      $ geoseg run pipelines/demo.yaml --from predict
+    """
+    from geoseg.pipeline import run_pipeline as run
+
+    def report(stage, status):
+        if status == "skipped":
+            click.echo(f"[{stage.name}] up to date, skipped (--force to run it)")
+        else:
+            click.echo(f"[{stage.name}] geoseg {stage.name} {' '.join(stage.args)}")
+
+    run(pipeline, force=force, start=start, report=report)
+
+
 if __name__ == "__main__":
     main()

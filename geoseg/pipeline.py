@@ -1,0 +1,138 @@
+"""Run a pipeline file: geoseg commands in order, each skipped while its outputs are up to date.
+
+A pipeline is YAML::
+
+    workdir: .    # optional; relative paths resolve against it (default: the file's folder)
+    stages:
+      - synth: {out: scene, size: 2048}
+      - tile: {images: [scene/image.tif], labels: scene/parcels.gpkg, out: chips}
+
+Each stage names a ``geoseg`` command; its keys are that command's argument and option names
+(``boundary-width`` or ``boundary_width``), its values what the command line would take.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+from geoseg.errors import InputFileError, ParameterError
+
+STAGES = ("synth", "tile", "train", "predict", "vectorize", "evaluate", "quicklook")
+OUTPUTS = ("out", "vectors", "json_out")
+
+
+@dataclass
+class Stage:
+    """One command of a pipeline, with its arguments as the command line takes them."""
+
+    name: str
+    args: list[str]
+    inputs: list[Path]
+    outputs: list[Path]
+
+
+def load_pipeline(path: str | os.PathLike) -> list[Stage]:
+    """Read and check a pipeline file; paths are resolved against its ``workdir``."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(f"{path}: no such pipeline file")
+    try:
+        document = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ParameterError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(document, dict):
+        raise ParameterError(f"{path}: expected a mapping with a 'stages' list")
+    unknown = set(document) - {"workdir", "stages"}
+    if unknown:
+        raise ParameterError(f"{path}: unknown key {sorted(unknown)[0]!r} (use workdir, stages)")
+    if not isinstance(document.get("stages"), list):
+        raise ParameterError(f"{path}: expected a 'stages' list")
+    workdir = (path.parent / str(document.get("workdir", "."))).resolve()
+    return [_stage(entry, workdir, path) for entry in document["stages"]]
+
+
+def _stage(entry, workdir: Path, source: Path) -> Stage:
+    from geoseg.cli import main
+
+    if not isinstance(entry, dict) or len(entry) != 1:
+        raise ParameterError(f"{source}: each stage is one 'command: {{options}}' mapping")
+    name, options = next(iter(entry.items()))
+    if name not in STAGES:
+        raise ParameterError(f"{source}: unknown stage {name!r} (stages: {', '.join(STAGES)})")
+    command = main.commands[name]
+    params = {p.name: p for p in command.params}
+    params.update({opt.lstrip("-").replace("-", "_"): p for p in command.params for opt in p.opts})
+    args, inputs, outputs = [], [], []
+    for key, value in (options or {}).items():
+        param = params.get(str(key).replace("-", "_"))
+        if param is None or param.name == "help":
+            raise ParameterError(f"{source}: stage {name}: unknown option {key!r}")
+        values = value if isinstance(value, list) else [value]
+        if isinstance(param.type, click.Path):
+            values = [str(workdir / str(v)) for v in values]
+            (outputs if param.name in OUTPUTS else inputs).extend(Path(v) for v in values)
+        if isinstance(param, click.Argument):
+            args.extend(str(v) for v in values)
+        elif param.is_flag:
+            if value or param.secondary_opts:  # --augment / --no-augment
+                args.append(param.opts[0] if value else param.secondary_opts[0])
+        elif len(values) > 1:
+            args += [param.opts[0], ",".join(str(v) for v in values)]  # e.g. --classes a,b
+        else:
+            args += [param.opts[0], str(values[0])]
+    return Stage(name, args, inputs, outputs)
+
+
+def up_to_date(stage: Stage, config: Path) -> bool:
+    """Whether every output exists and is newer than every input and the pipeline file."""
+    if not stage.outputs or not all(p.exists() for p in stage.outputs):
+        return False
+    newest_input = max(
+        [config.stat().st_mtime] + [p.stat().st_mtime for p in stage.inputs if p.exists()]
+    )
+    return min(p.stat().st_mtime for p in stage.outputs) > newest_input
+
+
+def run_pipeline(
+    path: str | os.PathLike,
+    *,
+    force: bool = False,
+    start: str | None = None,
+    report: Callable[[Stage, str], None] | None = None,
+) -> list[tuple[str, str]]:
+    """Run the stages of ``path`` in order; returns (stage, "ran" or "skipped") pairs.
+
+    A stage is skipped while its outputs are newer than its inputs and the file, unless
+    ``force``; ``start`` runs from the first stage of that name on, forced.
+    """
+    from geoseg.cli import main
+
+    stages = load_pipeline(path)
+    names = [s.name for s in stages]
+    if start is not None and start not in names:
+        raise ParameterError(f"--from {start!r}: no such stage in {path} ({', '.join(names)})")
+    first = names.index(start) if start else 0
+    done = []
+    for i, stage in enumerate(stages):
+        if i < first:
+            continue
+        forced = force or (start is not None)
+        if not forced and up_to_date(stage, Path(path)):
+            done.append((stage.name, "skipped"))
+            if report:
+                report(stage, "skipped")
+            continue
+        if report:
+            report(stage, "running")
+        takes_overwrite = any(p.name == "overwrite" for p in main.commands[stage.name].params)
+        overwrite = ["--overwrite"] if takes_overwrite else []  # the pipeline owns its outputs
+        main.main([stage.name, *stage.args, *overwrite], standalone_mode=False)
+        done.append((stage.name, "ran"))
+    return done

@@ -1,0 +1,82 @@
+"""geoseg run: stages in order, up-to-date stages skipped, paths, bad pipeline files."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+from helpers import assert_one_line_error, run
+
+from geoseg.pipeline import load_pipeline, run_pipeline
+
+SMALL = """
+workdir: {workdir}
+stages:
+  - synth: {{out: scene, size: 256, seed: 1, buildings: false}}
+  - tile:
+      images: [scene/image.tif]
+      labels: scene/parcels.gpkg
+      boundary-width: 1px
+      size: 64
+      keep_empty: 1.0
+      out: chips
+"""
+
+
+@pytest.fixture
+def pipeline(tmp_path):
+    path = tmp_path / "conf" / "small.yaml"
+    path.parent.mkdir()
+    path.write_text(SMALL.format(workdir="../work"))
+    return path
+
+
+def test_runs_then_skips_up_to_date_stages(pipeline, tmp_path):
+    assert run_pipeline(pipeline) == [("synth", "ran"), ("tile", "ran")]
+    assert (tmp_path / "work" / "chips" / "dataset.json").is_file()  # workdir resolved
+    assert run_pipeline(pipeline) == [("synth", "skipped"), ("tile", "skipped")]
+    later = time.time() + 5
+    os.utime(tmp_path / "work" / "scene" / "image.tif", (later, later))  # a newer input
+    assert run_pipeline(pipeline) == [("synth", "skipped"), ("tile", "ran")]
+    assert run_pipeline(pipeline, start="tile") == [("tile", "ran")]
+    assert run_pipeline(pipeline, force=True) == [("synth", "ran"), ("tile", "ran")]
+
+
+def test_cli_says_what_it_skips(pipeline):
+    assert run("run", pipeline).exit_code == 0
+    result = run("run", pipeline)
+    assert result.exit_code == 0 and "[tile] up to date, skipped" in result.output
+
+
+def test_option_names_as_on_the_command_line(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        "stages:\n  - evaluate: {prediction: p.tif, truth: t.gpkg, json: s.json,"
+        " boundary_tolerance: 3px}\n  - train: {chips: c, classes: [a, b], augment: false,"
+        " resume: true, out: m}\n"
+    )
+    evaluate, train = load_pipeline(path)
+    assert evaluate.args[-4:] == ["--json", str(tmp_path / "s.json"), "--boundary-tolerance", "3px"]
+    assert "--classes" in train.args and "a,b" in train.args and "--resume" in train.args
+    assert "--augment" not in train.args and "--no-augment" in train.args
+
+
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("stages:\n  - paint: {out: x}\n", ["unknown stage", "paint"]),
+        ("stages:\n  - synth: {out: x, colour: red}\n", ["unknown option", "colour"]),
+        ("workdir: .\nsteps: []\n", ["unknown key", "steps"]),
+        ("stages: [\n", ["not valid YAML"]),
+    ],
+)
+def test_bad_pipeline_files(text, words, tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    assert_one_line_error(run("run", path), *words)
+
+
+def test_missing_file_and_unknown_start(pipeline, tmp_path):
+    assert_one_line_error(run("run", tmp_path / "none.yaml"), "no such pipeline file")
+    assert_one_line_error(run("run", pipeline, "--from", "predict"), "no such stage")
