@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_train_input.py --filters 8
 	$(BIN)/python benchmarks/bench_loss.py --quick
 	$(BIN)/python benchmarks/bench_predict.py
+	$(BIN)/python benchmarks/bench_vectorize.py
 
 clean:
 	rm -rf demo

@@ -14,6 +14,7 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -98,15 +99,33 @@ class BlockPolygons:
     edges: dict  # (class, side) -> (labels inside the block edge, labels just outside it)
 
 
+def polygons_from_geojson(polygons: list[dict]) -> np.ndarray:
+    """Shapely polygons from GeoJSON-like polygon mappings, built in bulk (not one by one)."""
+    rings = [ring for polygon in polygons for ring in polygon["coordinates"]]
+    ring_sizes = np.fromiter(map(len, rings), np.int64, len(rings))
+    rings_per_polygon = np.fromiter(
+        (len(polygon["coordinates"]) for polygon in polygons), np.int64, len(polygons)
+    )
+    coords = np.fromiter(
+        chain.from_iterable(chain.from_iterable(rings)), np.float64, 2 * int(ring_sizes.sum())
+    ).reshape(-1, 2)
+    offsets = (
+        np.concatenate([[0], np.cumsum(ring_sizes)]),
+        np.concatenate([[0], np.cumsum(rings_per_polygon)]),
+    )
+    return shapely.from_ragged_array(shapely.GeometryType.POLYGON, coords, offsets)
+
+
 def polygonize(labels: np.ndarray, score: np.ndarray, class_index: int, offset) -> Pieces:
     """One polygon per label of ``labels`` (pixel coordinates shifted by ``offset``)."""
     shapes = rasterio.features.shapes(
         labels, mask=labels > 0, connectivity=4, transform=Affine.translation(*offset)
     )
-    found = [(shapely.geometry.shape(geom), int(value)) for geom, value in shapes]
+    found = list(shapes)
     if not found:
         return Pieces.concat([])
-    geoms, values = np.array([g for g, _ in found], dtype=object), np.array([v for _, v in found])
+    geoms = polygons_from_geojson([geom for geom, _ in found])
+    values = np.array([value for _, value in found]).astype(np.int64)
     ids, first, counts = np.unique(values, return_index=True, return_counts=True)
     merged = geoms[first]
     for i in np.flatnonzero(counts > 1):  # a label split inside the block, joined in the halo
