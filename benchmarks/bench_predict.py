@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import rasterio
 from rasterio.windows import Window
+from scenes import write_by_blocks
 
 CHILD = """
 import json, resource, sys, time
@@ -74,21 +75,9 @@ def make_model(root: Path, base_filters: int, depth: int = 4, chip: int = 256) -
     return model_dir
 
 
-def make_raster(path: Path, size: int, block: int = 1024) -> Path:
-    """A ``size`` x ``size`` 3-band uint8 GeoTIFF written block by block (bounded memory)."""
-    rng = np.random.default_rng(0)
-    profile = dict(
-        driver="GTiff", width=size, height=size, count=3, dtype="uint8", crs="EPSG:32633",
-        transform=rasterio.Affine(0.5, 0, 500_000, 0, -0.5, 5_300_000), tiled=True,
-        blockxsize=512, blockysize=512, compress="deflate",
-    )  # fmt: skip
-    with rasterio.open(path, "w", **profile) as dst:
-        for row in range(0, size, block):
-            for col in range(0, size, block):
-                h, w = min(block, size - row), min(block, size - col)
-                data = rng.integers(0, 256, (3, h, w), dtype=np.uint8)
-                dst.write(data, window=Window(col, row, w, h))
-    return path
+def make_raster(path: Path, size: int) -> Path:
+    """A ``size`` x ``size`` 3-band uint8 GeoTIFF of noise."""
+    return write_by_blocks(path, size, 3, lambda rng, h, w: rng.integers(0, 256, (3, h, w), "u1"))
 
 
 def speed(root: Path, size: int, base_filters: int, batch: int, naive_chips: int) -> None:
@@ -100,10 +89,7 @@ def speed(root: Path, size: int, base_filters: int, batch: int, naive_chips: int
     model_dir = make_model(root, base_filters)
     image = make_raster(root / f"speed{size}.tif", size)
     card = read_model_card(model_dir)
-    spec = ForwardSpec(
-        model_dir=str(model_dir), model=tuple(card["model"].items()), chip_size=256, bands=3,
-        batch_size=batch, device="cpu", precision="off",
-    )  # fmt: skip
+    spec = ForwardSpec.from_card(model_dir, card, batch_size=batch, device="cpu", precision="off")
     forward = ForwardPass(spec)
     chips = np.random.default_rng(0).random((batch, 256, 256, 3)).astype(np.float32)
     forward(chips)  # trace

@@ -24,26 +24,20 @@ import pyogrio
 import rasterio
 import rasterio.features
 import shapely
-from rasterio.windows import Window
+from scenes import write_by_blocks
 from scipy import ndimage
 
 
-def make_mask(path: Path, size: int, block: int = 1000, seed: int = 0) -> Path:
-    """A 0/255 mask of blobs (about one region per 700 px), written block by block."""
-    rng = np.random.default_rng(seed)
-    profile = dict(
-        driver="GTiff", width=size, height=size, count=1, dtype="uint8", crs="EPSG:32633",
-        transform=rasterio.Affine(0.5, 0, 500_000, 0, -0.5, 5_300_000), tiled=True,
-        blockxsize=512, blockysize=512, compress="deflate",
-    )  # fmt: skip
-    with rasterio.open(path, "w", **profile) as dst:
+def make_mask(path: Path, size: int) -> Path:
+    """A 0/255 mask of blobs (about one 4-connected region per 200 px), named ``building``."""
+
+    def blobs(rng, h, w):
+        smooth = ndimage.gaussian_filter(rng.random((h, w)), 2.0)
+        return np.where(smooth > 0.53, 255, 0).astype(np.uint8)[None]
+
+    write_by_blocks(path, size, 1, blobs, block=1000)
+    with rasterio.open(path, "r+") as dst:
         dst.set_band_description(1, "building")
-        for row in range(0, size, block):
-            for col in range(0, size, block):
-                h, w = min(block, size - row), min(block, size - col)
-                smooth = ndimage.gaussian_filter(rng.random((h, w)), 2.0)
-                dst.write(np.where(smooth > 0.53, 255, 0).astype(np.uint8)[None],
-                          window=Window(col, row, w, h))  # fmt: skip
     return path
 
 

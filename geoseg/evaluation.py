@@ -24,9 +24,9 @@ from scipy import ndimage
 from geoseg.errors import InputFileError, LabelsError, ParameterError
 from geoseg.labels import BOUNDARY, IGNORE, LabelSpec, Length, is_raster_path, open_labels
 from geoseg.parallel import Progress, compute_each
-from geoseg.raster import open_raster_info, read_padded
+from geoseg.raster import block_windows, open_raster_info, read_padded
 from geoseg.regions import disk
-from geoseg.scoring import scores
+from geoseg.scoring import resolve_thresholds, scores
 
 MATCH_IOU = 0.5
 
@@ -131,7 +131,6 @@ class _RasterJob:
 
 def _evaluate_raster(prediction, truth, class_field, tolerance, width, threshold, block_size,
                      workers, scheduler, progress) -> Evaluation:  # fmt: skip
-    from geoseg.inference import block_windows, resolve_thresholds
     from geoseg.vectorizing import probability_bands, quantized_level
 
     info = open_raster_info(prediction)

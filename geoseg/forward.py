@@ -25,6 +25,17 @@ class ForwardSpec:
     device: str = "auto"
     precision: str = "auto"
 
+    @classmethod
+    def from_card(cls, model_dir: str | Path, card: dict, **options) -> ForwardSpec:
+        """The spec of a ``geoseg train`` model folder and its card; ``options`` as fields."""
+        return cls(
+            model_dir=str(Path(model_dir).absolute()),
+            model=tuple(card["model"].items()),
+            chip_size=int(card["chip_size"]),
+            bands=int(card["bands"]["count"]),
+            **options,
+        )
+
 
 def dihedral(batch: np.ndarray, k: int) -> np.ndarray:
     """The k-th (0..7) flip/rotation of a (n, h, w, c) batch of square chips."""

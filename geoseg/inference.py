@@ -25,8 +25,8 @@ from geoseg.forward import ForwardSpec, forward_pass
 from geoseg.modelcard import read_model_card
 from geoseg.outputs import check_output
 from geoseg.parallel import Progress, compute_each
-from geoseg.raster import chip_windows, normalize, open_raster_info, read_padded
-from geoseg.scoring import quantize
+from geoseg.raster import block_windows, normalize, open_raster_info, read_padded
+from geoseg.scoring import quantize, resolve_thresholds
 
 WEIGHT_FLOOR = 1e-3
 """Smallest blending weight, so that pixels seen only by chip edges still get a value."""
@@ -123,21 +123,6 @@ def predict_block(job: BlockJob, window: Window) -> BlockResult:
     return BlockResult(window, probabilities, inside, len(origins))
 
 
-def block_windows(width: int, height: int, block_size: int) -> list[Window]:
-    """Row-major ``block_size`` windows over the raster, the last ones cut at its edges."""
-    whole = Window(0, 0, width, height)
-    return [w.intersection(whole) for w in chip_windows(width, height, block_size, block_size)]
-
-
-def resolve_thresholds(classes: list[str], card_thresholds: dict, threshold: float | None):
-    """One threshold per class: ``threshold`` for all when given, else the model card's."""
-    if threshold is None:
-        return {name: float(card_thresholds[name]) for name in classes}
-    if not 0.0 < threshold <= 1.0:
-        raise ParameterError(f"--threshold must be in (0, 1], got {threshold}")
-    return {name: float(threshold) for name in classes}
-
-
 @dataclass
 class PredictSummary:
     """What ``predict`` produced, and how fast."""
@@ -222,15 +207,8 @@ def predict(
         if Path(vectors).resolve() == Path(out).resolve():
             raise ParameterError("--vectors must differ from --out")
 
-    spec = ForwardSpec(
-        model_dir=str(Path(model).absolute()),
-        model=tuple(card["model"].items()),
-        chip_size=chip,
-        bands=info.count,
-        batch_size=batch_size,
-        tta=tta,
-        device=device,
-        precision=mixed_precision,
+    spec = ForwardSpec.from_card(
+        model, card, batch_size=batch_size, tta=tta, device=device, precision=mixed_precision
     )
     local = forward_pass(spec)  # loads the model here: a broken one fails before any work
     job = BlockJob(

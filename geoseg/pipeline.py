@@ -119,11 +119,9 @@ def run_pipeline(
     if start is not None and start not in names:
         raise ParameterError(f"--from {start!r}: no such stage in {path} ({', '.join(names)})")
     first = names.index(start) if start else 0
+    forced = force or start is not None
     done = []
-    for i, stage in enumerate(stages):
-        if i < first:
-            continue
-        forced = force or (start is not None)
+    for stage in stages[first:]:
         if not forced and up_to_date(stage, Path(path)):
             done.append((stage.name, "skipped"))
             if report:

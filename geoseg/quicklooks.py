@@ -12,6 +12,7 @@ from rasterio.windows import from_bounds
 from geoseg.errors import ParameterError
 from geoseg.outputs import check_output
 from geoseg.raster import open_raster_info
+from geoseg.vectorizing import probability_bands
 
 
 def quicklook(
@@ -39,11 +40,11 @@ def quicklook(
     info = open_raster_info(prediction)
     scale = max(info.width, info.height) / max_size
     shape = (max(1, round(info.height / scale)), max(1, round(info.width / scale)))
+    names, _ = probability_bands(str(prediction))
+    name = class_name or names[-1]
+    if name not in names:
+        raise ParameterError(f"--class {name!r} is not in {prediction} ({', '.join(names)})")
     with rasterio.open(prediction) as src:
-        names = [d or f"band_{i}" for i, d in enumerate(src.descriptions, start=1)]
-        name = class_name or names[-1]
-        if name not in names:
-            raise ParameterError(f"--class {name!r} is not in {prediction} ({', '.join(names)})")
         band = names.index(name) + 1
         probability = src.read(band, out_shape=shape, resampling=Resampling.average) / 255.0
         valid = src.dataset_mask(out_shape=shape) > 0

@@ -108,6 +108,12 @@ def chip_windows(width: int, height: int, size: int, stride: int) -> list[Window
     ]
 
 
+def block_windows(width: int, height: int, block_size: int) -> list[Window]:
+    """Row-major ``block_size`` windows over the raster, the last ones cut at its edges."""
+    whole = Window(0, 0, width, height)
+    return [w.intersection(whole) for w in chip_windows(width, height, block_size, block_size)]
+
+
 def read_padded(
     src: rasterio.DatasetReader, window: Window, indexes: list[int] | None = None
 ) -> tuple[np.ndarray, ...]:

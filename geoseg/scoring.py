@@ -10,6 +10,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from geoseg.errors import ParameterError
+
 LEVELS = 256
 
 
@@ -91,3 +93,12 @@ class ScoreHistogram:
                 "true": int(self.positive[c].sum()) / total if total else 0.0,
             }
         return result
+
+
+def resolve_thresholds(classes: list[str], card_thresholds: dict, threshold: float | None):
+    """One threshold per class: ``threshold`` for all when given, else the model card's."""
+    if threshold is None:
+        return {name: float(card_thresholds[name]) for name in classes}
+    if not 0.0 < threshold <= 1.0:
+        raise ParameterError(f"--threshold must be in (0, 1], got {threshold}")
+    return {name: float(threshold) for name in classes}

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from itertools import chain
 from pathlib import Path
 
@@ -32,8 +32,9 @@ from geoseg.cog import hidden_sibling
 from geoseg.errors import ParameterError, RasterError
 from geoseg.outputs import check_output
 from geoseg.parallel import Progress, compute_each
-from geoseg.raster import GDAL_CACHE_BYTES, open_raster_info, read_padded
+from geoseg.raster import GDAL_CACHE_BYTES, block_windows, open_raster_info, read_padded
 from geoseg.regions import PARCELS_HALO, parcel_labels, region_labels
+from geoseg.scoring import resolve_thresholds
 
 MODES = ("regions", "parcels")
 SIDES = ("top", "bottom", "left", "right")
@@ -55,14 +56,10 @@ class Pieces:
         if not parts:
             dtypes = (np.int64, np.int64, object, np.int64, np.float64)
             return cls(*(np.empty(0, dtype) for dtype in dtypes))
-        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in cls.fields()))
-
-    @staticmethod
-    def fields() -> tuple[str, ...]:
-        return ("classes", "labels", "geometry", "pixels", "score")
+        return cls(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(cls)))
 
     def select(self, keep: np.ndarray) -> Pieces:
-        return Pieces(*(getattr(self, f)[keep] for f in self.fields()))
+        return Pieces(*(getattr(self, f.name)[keep] for f in fields(self)))
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -371,7 +368,6 @@ def vectorize(
     for every class. ``min_area`` drops smaller polygons; ``simplify`` is a tolerance in CRS
     units, applied so that neighbours stay gap-free and geometries valid.
     """
-    from geoseg.inference import block_windows, resolve_thresholds
 
     check_vector_options(mode, min_area, simplify, block_size)
     info = open_raster_info(raster)

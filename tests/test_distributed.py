@@ -13,6 +13,13 @@ from geoseg.tiling import tile
 distributed = pytest.importorskip("distributed")
 
 
+def local_cluster():
+    """Two single-threaded worker processes on 127.0.0.1."""
+    return distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+    )
+
+
 @pytest.mark.slow
 def test_cluster_run_equals_threaded_run(make_raster, make_vector, tmp_path):
     image = make_raster(width=700, height=600, count=3)
@@ -25,13 +32,7 @@ def test_cluster_run_equals_threaded_run(make_raster, make_vector, tmp_path):
     )
     options = dict(labels=labels, class_field="kind", boundary_width="1px", keep_empty=0.5, seed=3)
     local = tile([image], tmp_path / "local", workers=2, **options)
-    with distributed.LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address=None,
-    ) as cluster:
+    with local_cluster() as cluster:
         calls = []
         remote = tile(
             [image],
@@ -64,13 +65,7 @@ def test_cluster_predict_equals_threaded_predict(tiny_model, tiny_chips, tmp_pat
     predict(
         image, tiny_model, tmp_path / "local.tif", **{**options, "vectors": tmp_path / "l.gpkg"}
     )
-    with distributed.LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address=None,
-    ) as cluster:
+    with local_cluster() as cluster:
         remote = predict(
             image,
             tiny_model,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import rasterio
@@ -27,17 +29,8 @@ def leftovers(folder):
 
 
 def spec_for(model_dir, **changes):
-    card = read_model_card(model_dir)
-    options = dict(
-        model_dir=str(model_dir),
-        model=tuple(card["model"].items()),
-        chip_size=card["chip_size"],
-        bands=card["bands"]["count"],
-        batch_size=4,
-        device="cpu",
-        precision="off",
-    )
-    return ForwardSpec(**{**options, **changes})
+    options = dict(batch_size=4, device="cpu", precision="off")
+    return ForwardSpec.from_card(model_dir, read_model_card(model_dir), **{**options, **changes})
 
 
 def test_chip_grid_covers_the_raster_and_ignores_blocks():
@@ -68,7 +61,7 @@ def test_output_is_a_valid_cog_on_the_input_grid(tiny_model, make_raster, tmp_pa
         assert (pred.crs, pred.transform, pred.shape) == (src.crs, src.transform, src.shape)
         assert pred.descriptions == ("parcels", "boundary") and pred.dtypes == ("uint8",) * 2
         assert pred.overviews(1) and pred.compression.name.lower() == "deflate"
-        assert set(eval(pred.tags()["geoseg_thresholds"])) == {"parcels", "boundary"}
+        assert set(json.loads(pred.tags()["geoseg_thresholds"])) == {"parcels", "boundary"}
     assert summary.chips > 0 and "chips/s" in summary.describe()
     assert not leftovers(tmp_path)
 
