@@ -1,15 +1,21 @@
-"""Benchmark ``geoseg tile``: peak memory against raster size, and parallel speed-up.
+"""Benchmark ``geoseg tile`` against ``gdal_retile.py``, with and without a cadastre; memory.
 
 Every figure is a ratio against a baseline measured in the same run; nothing here asserts on
-time. Each tiling run happens in a fresh Python process so that its peak RSS is its own:
+time. Each run happens in a fresh process, so that its time and peak RSS are its own:
 
-* memory: peak RSS of tiling (``workers=2``) scenes of growing size, compared with the peak RSS
-  of a process that only imports ``geoseg.tiling`` (the floor) and with the size of the whole
-  raster array (H x W x 3 bytes, the least a whole-raster tool would hold);
-* speed: chips/s on one scene with ``workers=1`` against ``workers=2``, timing the whole
-  ``tile()`` call and keeping the fastest of ``--repeat`` runs.
+* speed: a ``--size`` px 3-band uint8 raster is chipped into 256 px tiles by GDAL's standard
+  tiler (``gdal_retile.py``, with the same tiled DEFLATE + predictor GeoTIFFs geoseg writes),
+  by ``geoseg tile`` without labels, and by ``geoseg tile`` with a cadastre of ``--parcels``
+  Voronoi parcels (masks of parcels and of 1.5 m boundaries). Runs alternate and the best of
+  ``--repeat`` is kept;
+* memory: peak RSS of ``geoseg tile`` with the cadastre (at the same parcel density) on rasters
+  of ``--memory-sizes``, against a process that only imports ``geoseg.tiling`` (the floor).
 
-Run ``.venv/bin/python benchmarks/bench_tile.py`` (``make bench``); ``--quick`` for a cheap run.
+``gdal_retile.py`` comes from Debian's ``gdal-bin`` and ``python3-gdal`` (``make bench-setup``).
+
+Run ``.venv/bin/python benchmarks/bench_tile.py`` (``make bench``: 6000 px with 36 000 parcels
+and memory at 2000/4000/8000 px); ``--size 10000 --memory-sizes 4000 8000 16000`` for the
+issue's figures.
 """
 
 from __future__ import annotations
@@ -17,34 +23,68 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from geoseg.synthetic import synth
+import geopandas as gpd
+import numpy as np
+import rasterio
+import shapely
+from scenes import write_by_blocks
+from scipy import ndimage
 
 CHILD = """
 import json, resource, sys, time
-from geoseg.tiling import tile
 args = json.loads(sys.argv[1])
-def cpu():
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-written, seconds, cpu_seconds = 0, 0.0, 0.0
+from geoseg.tiling import tile
+start = time.perf_counter()
+written = 0
 if args:
-    start, cpu_start = time.perf_counter(), cpu()
-    summary = tile([args["image"]], args["out"], labels=args["labels"], boundary_width="1.5",
+    summary = tile([args["image"]], args["out"], labels=args["labels"],
+                   boundary_width="1.5" if args["labels"] else None,
                    workers=args["workers"], overwrite=True, keep_empty=1.0)
-    written, seconds, cpu_seconds = summary.written, time.perf_counter() - start, cpu() - cpu_start
-rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    written = summary.written
+seconds = time.perf_counter() - start
 scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
-print(json.dumps({"written": written, "seconds": round(seconds, 3),
-                  "cpu_seconds": round(cpu_seconds, 3), "peak_rss": rss * scale}))
+rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+print(json.dumps({"written": written, "seconds": seconds, "peak_rss": rss}))
 """
 
 MIB = 2**20
+PARCELS_PER_MPX = 1000  # 100 000 parcels on 10 000 x 10 000 px: about 32 x 32 px each
+
+
+def make_image(path: Path, size: int) -> Path:
+    """A ``size`` px 3-band uint8 raster: smooth fields with noise (compresses like imagery)."""
+
+    def fields(rng, h, w):
+        coarse = ndimage.gaussian_filter(rng.random((3, h // 16 + 1, w // 16 + 1)), (0, 1, 1))
+        smooth = np.repeat(np.repeat(coarse, 16, axis=1), 16, axis=2)[:, :h, :w]
+        noise = rng.normal(0, 6, (3, h, w))
+        return np.clip(40 + 400 * (smooth - 0.4) + noise, 0, 255).astype(np.uint8)
+
+    return write_by_blocks(path, size, 3, fields, block=1024)
+
+
+def make_cadastre(path: Path, image: Path, parcels: int, seed: int = 0) -> Path:
+    """``parcels`` Voronoi parcels covering the raster, in the raster's CRS, as a GeoPackage."""
+    with rasterio.open(image) as src:
+        bounds, crs = src.bounds, src.crs
+    rng = np.random.default_rng(seed)
+    xs = rng.uniform(bounds.left, bounds.right, parcels)
+    ys = rng.uniform(bounds.bottom, bounds.top, parcels)
+    extent = shapely.box(*bounds)
+    cells = shapely.voronoi_polygons(
+        shapely.multipoints(np.column_stack([xs, ys])), extend_to=extent
+    )
+    cells = shapely.intersection(np.asarray(shapely.get_parts(cells)), extent)
+    frame = gpd.GeoDataFrame({"parcel": np.arange(len(cells))}, geometry=cells, crs=crs)
+    frame.to_file(path, layer="parcels", driver="GPKG", engine="pyogrio")
+    return path
 
 
 def run_child(args: dict) -> dict:
@@ -58,82 +98,103 @@ def run_child(args: dict) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def make_scene(root: Path, size: int) -> Path:
-    """Write a synthetic scene of ``size`` x ``size`` pixels and return its directory."""
-    scene = root / f"scene{size}"
+def run_geoseg(image: Path, out: Path, labels: Path | None, workers: int = 2) -> dict:
+    shutil.rmtree(out, ignore_errors=True)  # not part of the timing
+    labels = str(labels) if labels else None
+    return run_child({"image": str(image), "out": str(out), "labels": labels, "workers": workers})
+
+
+def run_retile(retile: str, image: Path, out: Path) -> dict:
+    """``gdal_retile.py`` into 256 px tiles with geoseg's creation options: chips, seconds."""
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir()
+    os.sync()
+    creation = ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", "COMPRESS=DEFLATE", "PREDICTOR=2"]
+    creation.append("ZLEVEL=1")
+    command = [retile, "-q", "-ps", "256", "256", "-targetDir", str(out), str(image)]
+    for option in creation:
+        command[1:1] = ["-co", option]
     start = time.perf_counter()
-    synth(str(scene), size=size, seed=0, overwrite=True)
-    print(f"synth {size} px: {time.perf_counter() - start:.1f} s", flush=True)
-    return scene
+    subprocess.run(command, check=True)
+    seconds = time.perf_counter() - start
+    return {"written": len(list(out.glob("*.tif"))), "seconds": seconds}
 
 
-def tile_args(scene: Path, workers: int) -> dict:
-    """The child's arguments for tiling ``scene`` into a directory beside it."""
-    return {
-        "image": str(scene / "image.tif"),
-        "labels": str(scene / "parcels.gpkg"),
-        "out": str(scene.parent / f"chips-{scene.name}-w{workers}"),
-        "workers": workers,
-    }
+def speed(root: Path, size: int, parcels: int, repeat: int, retile: str | None) -> None:
+    image = make_image(root / f"image{size}.tif", size)
+    cadastre = make_cadastre(root / f"cadastre{size}.gpkg", image, parcels)
+    runs: dict[str, list[dict]] = {"gdal_retile.py": [], "geoseg, no labels": []}
+    runs["geoseg, no labels, workers=1"] = []
+    runs[f"geoseg, {parcels} parcels"] = []
+    if retile is None:
+        del runs["gdal_retile.py"]
+    for _ in range(repeat):  # alternate, so that drift in the machine hits every run alike
+        for name, results in runs.items():
+            out = root / "chips"
+            if name == "gdal_retile.py":
+                results.append(run_retile(retile, image, out))
+            else:
+                labels = cadastre if "parcels" in name else None
+                workers = 1 if "workers=1" in name else 2
+                results.append(run_geoseg(image, out, labels, workers))
+            print(f"  {name}: {results[-1]['written']} chips, {results[-1]['seconds']:.1f} s",
+                  flush=True)  # fmt: skip
+    best = {name: min(r["seconds"] for r in results) for name, results in runs.items()}
+    reference = best["geoseg, no labels"]
+    print(f"\nspeed: {size} x {size} px, 3 bands uint8, 256 px chips, best of {repeat}")
+    print("| run | chips | seconds | chips/s | time / geoseg without labels |")
+    print("|---|---|---|---|---|")
+    for name, results in runs.items():
+        chips = results[0]["written"]
+        print(f"| {name} | {chips} | {best[name]:.1f} | {chips / best[name]:.0f} "
+              f"| {best[name] / reference:.2f} |")  # fmt: skip
+    if retile:
+        print(f"geoseg (no labels) vs gdal_retile.py: {best['gdal_retile.py'] / reference:.2f}x")
+    print(f"with {parcels} parcels vs without: {best[f'geoseg, {parcels} parcels'] / reference:.2f}"
+          " of the time")  # fmt: skip
+
+
+def memory(root: Path, sizes: list[int]) -> None:
+    floor = run_child({})["peak_rss"]
+    print(f"\nmemory: geoseg tile with a cadastre of {PARCELS_PER_MPX} parcels/Mpx, 2 workers")
+    print("| raster | pixels | raster array | parcels | chips | seconds | peak RSS | above floor |")
+    print("|---|---|---|---|---|---|---|---|")
+    print(f"| import only | - | - | - | - | - | {floor / MIB:.0f} MiB | 0 MiB |")
+    peaks = []
+    for size in sizes:
+        image = make_image(root / f"mem{size}.tif", size)
+        parcels = round(PARCELS_PER_MPX * size * size / 1e6)
+        cadastre = make_cadastre(root / f"mem{size}.gpkg", image, parcels)
+        result = run_geoseg(image, root / "chips", cadastre)
+        peaks.append(result["peak_rss"])
+        print(f"| {size} px | {size * size / 1e6:.0f} M | {size * size * 3 / MIB:.0f} MiB "
+              f"| {parcels} | {result['written']} | {result['seconds']:.1f} "
+              f"| {result['peak_rss'] / MIB:.0f} MiB "
+              f"| {(result['peak_rss'] - floor) / MIB:.0f} MiB |",
+              flush=True)  # fmt: skip
+        image.unlink()
+        shutil.rmtree(root / "chips")
+    print(f"largest / smallest peak RSS: {peaks[-1] / peaks[0]:.2f} "
+          f"for {(sizes[-1] / sizes[0]) ** 2:.0f}x the pixels and parcels")  # fmt: skip
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0],
-        epilog="defaults: --sizes 2048 4096 8192 --speed-size 4096; --quick: 1024 2048, 2048",
-    )
-    parser.add_argument("--sizes", type=int, nargs="+", metavar="PX", help="memory scenes")
-    parser.add_argument("--speed-size", type=int, metavar="PX", help="speed-up scene")
-    parser.add_argument("--repeat", type=int, default=3, help="speed runs per worker count (best)")
-    parser.add_argument("--quick", action="store_true", help="small scenes, one speed run")
-    opts = parser.parse_args()
-    sizes = opts.sizes or ([1024, 2048] if opts.quick else [2048, 4096, 8192])
-    speed_size = opts.speed_size or (2048 if opts.quick else 4096)
-    repeat = 1 if opts.quick else opts.repeat
-
-    with tempfile.TemporaryDirectory(prefix="geoseg-bench-") as tmp:
-        root = Path(tmp)
-        scenes = {s: make_scene(root, s) for s in sorted({*sizes, speed_size})}
-
-        floor = run_child({})["peak_rss"]
-        print(f"import floor: {floor / MIB:.0f} MiB", flush=True)
-        memory = {}
-        for size in sorted(sizes):
-            memory[size] = run_child(tile_args(scenes[size], workers=2))
-            print(f"tile {size} px: {memory[size]}", flush=True)
-
-        runs = {1: [], 2: []}
-        for _ in range(repeat):  # alternate, so that drift in the machine hits both alike
-            for workers, results in runs.items():
-                results.append(run_child(tile_args(scenes[speed_size], workers)))
-                print(f"tile {speed_size} px, workers={workers}: {results[-1]}", flush=True)
-        best = {w: min(results, key=lambda r: r["seconds"]) for w, results in runs.items()}
-
-    small, large = min(sizes), max(sizes)
-    print("\n| scene | pixels | raster array | chips | peak RSS | above import floor |")
-    print("|---|---|---|---|---|---|")
-    print(f"| import only | - | - | - | {floor / MIB:.0f} MiB | 0 MiB |")
-    for size, r in memory.items():
-        array = size * size * 3
-        print(
-            f"| {size} px | {size * size / 1e6:.1f} M | {array / MIB:.0f} MiB | {r['written']} "
-            f"| {r['peak_rss'] / MIB:.0f} MiB | {(r['peak_rss'] - floor) / MIB:.0f} MiB |"
-        )
-    rss_ratio = memory[large]["peak_rss"] / memory[small]["peak_rss"]
-    above = (memory[large]["peak_rss"] - floor) / max(memory[small]["peak_rss"] - floor, 1)
-    grow = f"{(large / small) ** 2:.0f}x"
-    chips = memory[large]["written"] / memory[small]["written"]
-    print(
-        f"| ratio {large}/{small} | {grow} | {grow} | {chips:.0f}x "
-        f"| {rss_ratio:.2f}x | {above:.2f}x |"
-    )
-    speed = {w: r["written"] / r["seconds"] for w, r in best.items()}
-    print(f"\n| {speed_size} px scene, best of {repeat} | chips/s | CPU s / wall s |")
-    print("|---|---|---|")
-    for workers, r in best.items():
-        usage = r["cpu_seconds"] / r["seconds"]
-        print(f"| workers={workers} | {speed[workers]:.1f} | {usage:.2f} |")
-    print(f"| speed-up 2 vs 1 | {speed[2] / speed[1]:.2f}x | - |")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=6000, help="speed raster side (px)")
+    parser.add_argument("--parcels", type=int, help="parcels on the speed raster "
+                        f"(default {PARCELS_PER_MPX} per Mpx: 100 000 at 10 000 px)")  # fmt: skip
+    parser.add_argument("--repeat", type=int, default=2, help="speed runs per setting (best)")
+    parser.add_argument("--memory-sizes", type=int, nargs="*", default=[2000, 4000, 8000])
+    args = parser.parse_args()
+    parcels = args.parcels or round(PARCELS_PER_MPX * args.size**2 / 1e6)
+    retile = shutil.which("gdal_retile.py") or shutil.which("gdal_retile")
+    if retile is None:
+        print("gdal_retile.py not found (make bench-setup installs gdal-bin): no GDAL baseline")
+    print(f"{os.cpu_count()} cores")
+    with tempfile.TemporaryDirectory(prefix="geoseg-bench-tile-") as tmp:
+        speed(Path(tmp), args.size, parcels, args.repeat, retile)
+        if args.memory_sizes:
+            memory(Path(tmp), sorted(args.memory_sizes))
 
 
 if __name__ == "__main__":

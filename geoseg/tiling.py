@@ -134,11 +134,13 @@ def tile(
             for plan in plans
             for group in plan.groups()
         ]
-        results = [
-            r
-            for batch in compute(tasks, workers=workers, scheduler=scheduler, progress=progress)
-            for r in batch
-        ]
+        # the normalisation sample is read alongside the chips rather than after them
+        sampling_tasks = [dask.delayed(sample_valid_pixels)(info.path, seed=seed) for info in infos]
+        computed = compute(
+            tasks + sampling_tasks, workers=workers, scheduler=scheduler, progress=progress
+        )
+        samples = computed[len(tasks) :]
+        results = [r for batch in computed[: len(tasks)] for r in batch]
         kept = [r for r in results if r.status == "kept"]
         frequencies = _class_frequencies(kept, class_names)
         _write_index(staging / "chips.gpkg", kept, plans, class_names, size)
@@ -162,7 +164,7 @@ def tile(
             "seed": seed,
             "split_block_px": split_block,
         }
-        dataset = _dataset_record(infos, plans, spec, summary, size, stride, sampling)
+        dataset = _dataset_record(infos, plans, spec, summary, size, stride, sampling, samples)
         (staging / "dataset.json").write_text(json.dumps(dataset, indent=2, allow_nan=False) + "\n")
     return summary
 
@@ -240,11 +242,11 @@ class ScenePlan:
     def groups(self) -> list[list[Chip]]:
         """Chips grouped by split block, one Dask task per group."""
         groups: dict[int, list[Chip]] = {}
+        draws = np.random.default_rng([self.seed, self.index]).random(self.split.shape)
         for i, row in enumerate(self.rows):
             for j, col in enumerate(self.cols):
                 if self.split[i, j]:
-                    draw = np.random.default_rng([self.seed, self.index, row, col]).random()
-                    chip = Chip(self.name, row, col, str(self.split[i, j]), float(draw))
+                    chip = Chip(self.name, row, col, str(self.split[i, j]), float(draws[i, j]))
                     groups.setdefault(int(self.block[i, j]), []).append(chip)
         return list(groups.values())
 
@@ -377,8 +379,7 @@ def _json_number(value: float) -> float | str:
     return value if math.isfinite(value) else str(value)
 
 
-def _dataset_record(infos, plans, spec, summary, size, stride, sampling: dict) -> dict:
-    samples = [sample_valid_pixels(info.path, seed=sampling["seed"]) for info in infos]
+def _dataset_record(infos, plans, spec, summary, size, stride, sampling: dict, samples) -> dict:
     first = infos[0]
     return {
         "schema_version": SCHEMA_VERSION,
