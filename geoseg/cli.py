@@ -340,7 +340,7 @@ def train(chips, out, **options):
     "chip size, 64 for 256 px chips].",
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
-@block_size_option
+@block_size_option()
 @click.option("--tta", is_flag=True, help="Average the 8 flips and rotations of each chip.")
 @click.option(
     "--device",
@@ -382,7 +382,7 @@ def predict(image, model, out, **options):
 @click.argument("raster", type=click.Path())
 @file_out_option("GeoPackage to write.")
 @polygon_options
-@block_size_option
+@block_size_option(default=1024)
 @parallel_options
 @overwrite_option
 def vectorize(raster, out, **options):
@@ -432,7 +432,7 @@ def vectorize(raster, out, **options):
     default=None,
     help="Probability threshold for every class [default: those stored by predict].",
 )
-@block_size_option
+@block_size_option()
 @click.option(
     "--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Also write JSON."
 )

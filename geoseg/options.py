@@ -74,13 +74,15 @@ def file_out_option(help: str):
     return click.option("--out", "-o", required=True, type=click.Path(dir_okay=False), help=help)
 
 
-block_size_option = click.option(
-    "--block-size",
-    type=click.IntRange(min=64),
-    default=2048,
-    show_default=True,
-    help="Pixels per side of the blocks processed in parallel (memory grows with it).",
-)
+def block_size_option(default: int = 2048):
+    """``--block-size``: pixels per side of the blocks processed in parallel."""
+    return click.option(
+        "--block-size",
+        type=click.IntRange(min=64),
+        default=default,
+        show_default=True,
+        help="Pixels per side of the blocks processed in parallel (memory grows with it).",
+    )
 
 
 def polygon_options(f):

@@ -1,10 +1,12 @@
-"""Run a list of Dask tasks on the threaded scheduler or a ``dask.distributed`` cluster."""
+"""Run a list of Dask tasks on threads, on local processes or on a ``dask.distributed`` cluster."""
 
 from __future__ import annotations
 
+import multiprocessing
 import re
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from contextlib import nullcontext
 from typing import Any
 
@@ -55,12 +57,14 @@ def compute_each(
     workers: int | None = None,
     scheduler: str | None = None,
     progress: Progress | None = None,
+    processes: bool = False,
 ) -> list[Any]:
     """Compute ``tasks``, handing each result to ``consume`` as soon as it is ready.
 
     ``consume`` runs in this process, one call at a time (a single writer); each task's result
     is dropped once consumed, so memory holds only the tasks in flight. Returns what
-    ``consume`` returned, in the order of ``tasks``.
+    ``consume`` returned, in the order of ``tasks``. ``processes`` runs the tasks in ``workers``
+    local processes instead of threads, for work that holds the GIL.
     """
     if workers is not None and scheduler is not None:
         raise ParameterError("give either --workers or --scheduler, not both")
@@ -68,6 +72,8 @@ def compute_each(
         raise ParameterError(f"--workers must be at least 1, got {workers}")
     if scheduler is not None:
         return _compute_distributed(tasks, consume, scheduler, progress)
+    if processes:
+        return _compute_processes(tasks, consume, workers, progress)
     lock, failed = threading.Lock(), threading.Event()
 
     def consume_locked(result):
@@ -85,6 +91,31 @@ def compute_each(
         with lock:  # waits for a write in progress; no other starts after this
             failed.set()
         raise
+
+
+def _run_task(task: Delayed) -> Any:
+    return dask.compute(task, scheduler="sync")[0]
+
+
+def _compute_processes(tasks, consume, workers: int | None, progress: Progress | None) -> list:
+    # "spawn": forking a process that runs GDAL or TensorFlow threads is unsafe
+    context = multiprocessing.get_context("spawn")
+    outputs: list[Any] = [None] * len(tasks)
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        try:
+            pending = {pool.submit(_run_task, task): i for i, task in enumerate(tasks)}
+            done_count = 0
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_EXCEPTION)
+                for future in done:
+                    outputs[pending.pop(future)] = consume(future.result())
+                    done_count += 1
+                    if progress:
+                        progress(done_count, len(tasks))
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+    return outputs
 
 
 def _compute_distributed(tasks, consume, address: str, progress: Progress | None) -> list[Any]:

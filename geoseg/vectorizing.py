@@ -18,7 +18,7 @@ from itertools import chain
 from pathlib import Path
 
 import numpy as np
-import pyogrio
+import pyarrow as pa
 import rasterio
 import rasterio.features
 import shapely
@@ -30,6 +30,7 @@ from scipy.sparse.csgraph import connected_components
 
 from geoseg.cog import hidden_sibling
 from geoseg.errors import ParameterError, RasterError
+from geoseg.gpkg import LayerWriter
 from geoseg.outputs import check_output
 from geoseg.parallel import Progress, compute_each
 from geoseg.raster import GDAL_CACHE_BYTES, block_windows, open_raster_info, read_padded
@@ -39,6 +40,9 @@ from geoseg.scoring import resolve_thresholds
 MODES = ("regions", "parcels")
 SIDES = ("top", "bottom", "left", "right")
 DEFAULT_THRESHOLD = 0.5
+PROCESS_PIXELS = 4096 * 4096
+"""Rasters of at least this many pixels are vectorised in local processes rather than threads:
+starting them costs about a second, and polygonising in threads gains little."""
 
 
 @dataclass
@@ -138,7 +142,7 @@ def vectorize_block(job: VectorJob, index: tuple[int, int], window: Window) -> B
     top, left = int(window.row_off), int(window.col_off)
     height, width = int(window.height), int(window.width)
     read = Window(left - halo, top - halo, width + 2 * halo, height + 2 * halo)
-    with rasterio.open(job.raster) as src:
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), rasterio.open(job.raster) as src:
         data, valid, _ = read_padded(src, read, list(job.bands))
     core = (slice(halo, halo + height), slice(halo, halo + width))
     inner_sides = [
@@ -274,43 +278,35 @@ def finish(pieces: Pieces, job: VectorJob) -> Pieces:
 
 
 class PolygonWriter:
-    """Appends polygons to one GeoPackage layer: class, area, pixels, mean_probability."""
+    """One GeoPackage layer of polygons with class, area, pixels and mean_probability."""
+
+    COLUMNS = {
+        "class": pa.string(),
+        "area": pa.float64(),
+        "pixels": pa.int64(),
+        "mean_probability": pa.float64(),
+    }
 
     def __init__(self, path: Path, layer: str, crs, class_names: list[str], metadata: dict):
-        self.path, self.layer, self.crs, self.metadata = path, layer, crs, metadata
         self.class_names = np.array(class_names, dtype=object)
-        self.count, self.started = 0, False
+        self.count = 0
         self.per_class = dict.fromkeys(class_names, 0)
+        self.layer = LayerWriter(path, layer, crs, self.COLUMNS, metadata)
 
     def write(self, pieces: Pieces) -> None:
-        """Append ``pieces`` (single polygons in CRS units); the first call creates the layer."""
-        import geopandas as gpd
-
-        if not len(pieces) and self.started:
-            return
-        names = self.class_names[pieces.classes].astype(str)
-        frame = gpd.GeoDataFrame(
-            {
+        """Append ``pieces`` (single polygons in CRS units)."""
+        names = self.class_names[pieces.classes]
+        self.layer.write(
+            pieces.geometry,
+            **{
                 "class": names,
                 "area": shapely.area(pieces.geometry),
                 "pixels": pieces.pixels,
                 "mean_probability": pieces.score / np.maximum(pieces.pixels, 1) / 255,
             },
-            geometry=pieces.geometry,
-            crs=self.crs,
         )
-        pyogrio.write_dataframe(
-            frame,
-            self.path,
-            layer=self.layer,
-            append=self.started,
-            layer_metadata=None if self.started else self.metadata,
-            geometry_type="Polygon",
-            promote_to_multi=False,
-        )
-        self.started = True
         self.count += len(pieces)
-        for name, n in zip(*np.unique(names, return_counts=True)):
+        for name, n in zip(*np.unique(names.astype(str), return_counts=True)):
             self.per_class[name] += int(n)
 
 
@@ -353,7 +349,7 @@ def vectorize(
     mode: str = "regions",
     min_area: float = 0.0,
     simplify: float = 0.0,
-    block_size: int = 2048,
+    block_size: int = 1024,
     workers: int | None = None,
     scheduler: str | None = None,
     overwrite: bool = False,
@@ -415,11 +411,20 @@ def vectorize(
         block.final = None
         kept[block.index] = block
 
+    # shapes() holds the GIL, so threads barely overlap: large rasters go to processes
+    processes = workers != 1 and len(windows) > 1 and info.width * info.height >= PROCESS_PIXELS
     try:
-        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):
-            compute_each(tasks, consume, workers=workers, scheduler=scheduler, progress=progress)
-        merged = merge_border_pieces(kept, len(levels))
-        writer.write(finish(Pieces.concat([*deferred, merged]), job))
+        with writer.layer:
+            compute_each(
+                tasks,
+                consume,
+                workers=workers,
+                scheduler=scheduler,
+                progress=progress,
+                processes=processes,
+            )
+            merged = merge_border_pieces(kept, len(levels))
+            writer.write(finish(Pieces.concat([*deferred, merged]), job))
         os.replace(draft, out)
     finally:
         draft.unlink(missing_ok=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import operator
+import os
 import threading
 import time
 
@@ -44,3 +46,23 @@ def test_a_failure_waits_for_the_write_in_progress():
     with pytest.raises(RuntimeError, match="block failed"):
         compute_each([delayed(lambda: 1)(), delayed(fail)()], consume, workers=2)
     assert finished == [1]  # the write ended before compute_each raised
+
+
+def test_processes_run_tasks_elsewhere_and_consume_here_in_task_order():
+    here = os.getpid()
+    consumed_in = []
+
+    def consume(pid):
+        consumed_in.append(os.getpid())
+        return pid
+
+    tasks = [delayed(os.getpid)() for _ in range(3)]
+    pids = compute_each(tasks, consume, workers=2, processes=True)
+    assert len(pids) == 3 and here not in pids and set(consumed_in) == {here}
+    ordered = [delayed(operator.mul)(i, 10) for i in range(5)]
+    assert compute_each(ordered, lambda x: x, processes=True) == [0, 10, 20, 30, 40]
+
+
+def test_a_failed_process_task_raises_its_error():
+    with pytest.raises(ZeroDivisionError):
+        compute_each([delayed(operator.truediv)(1, 0)], lambda x: x, workers=1, processes=True)

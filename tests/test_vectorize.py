@@ -75,6 +75,28 @@ def test_exact_regions_across_block_borders(block_size, mask_raster, tmp_path):
     assert shapely.equals(regions.geometry.to_numpy()[:, None], truth[None, :]).any(axis=1).all()
 
 
+def test_processes_give_the_threads_polygons_in_an_indexed_layer(
+    mask_raster, tmp_path, monkeypatch
+):
+    import pyogrio
+
+    import geoseg.vectorizing
+
+    path = mask_raster(hand_made_mask())
+    vectorize(path, tmp_path / "threads.gpkg", block_size=32)
+    monkeypatch.setattr(geoseg.vectorizing, "PROCESS_PIXELS", 0)  # as for a large raster
+    vectorize(path, tmp_path / "processes.gpkg", block_size=32, workers=2)
+    threads, processes = (
+        gpd.read_file(tmp_path / f"{name}.gpkg") for name in ("threads", "processes")
+    )
+    assert len(processes) == len(threads) == components(hand_made_mask())[0]
+    key = ["pixels", "area"]
+    threads, processes = threads.sort_values(key), processes.sort_values(key)
+    assert shapely.equals(threads.geometry.values, processes.geometry.values).all()
+    info = pyogrio.read_info(tmp_path / "processes.gpkg", layer="regions")
+    assert info["capabilities"]["fast_spatial_filter"]  # the layer has its R-tree
+
+
 def test_mean_probability_threshold_and_min_area(mask_raster, tmp_path):
     values = np.zeros((64, 64), np.uint8)
     values[10:20, 10:20] = 200
@@ -205,3 +227,15 @@ def test_several_classes_each_merged_across_blocks(make_raster, tmp_path):
     count = components(mask)[0]
     assert summary.per_class == {"house": count, "shed": count}
     assert (regions.groupby("class").pixels.sum() == (mask > 0).sum()).all()
+
+
+def test_layer_writer_raises_what_its_session_raised(tmp_path):
+    import pyarrow as pa
+
+    from geoseg.gpkg import LayerWriter
+
+    writer = LayerWriter(tmp_path / "no-such-dir" / "v.gpkg", "regions", "EPSG:32633",
+                         {"area": pa.float64()})  # fmt: skip
+    with pytest.raises(Exception, match="no-such-dir"):
+        writer.write(np.array([shapely.box(0, 0, 1, 1)]), area=np.array([1.0]))
+        writer.close()
