@@ -3,7 +3,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint demo bench clean
+.PHONY: install test lint demo bench bench-setup clean
 
 install: $(STAMP)
 
@@ -26,12 +26,22 @@ demo: $(STAMP)
 	@echo "outputs in demo/: pred.tif (probabilities, COG), parcels.gpkg, preview.png," \
 		"scores-pixels.json, scores-parcels.json, model/, chips/, scene/"
 
-bench: $(STAMP)
+# Every benchmark prints ratios against a baseline run in the same script (docs/benchmarks.md).
+bench: $(STAMP) bench-setup
 	$(BIN)/python benchmarks/bench_tile.py
 	$(BIN)/python benchmarks/bench_train_input.py --filters 8
 	$(BIN)/python benchmarks/bench_loss.py --quick
 	$(BIN)/python benchmarks/bench_predict.py
 	$(BIN)/python benchmarks/bench_vectorize.py
+	$(BIN)/python benchmarks/bench_precision.py
+	$(BIN)/python benchmarks/bench_gpu.py
+
+# GDAL's own tiler (gdal_retile.py), the baseline of bench_tile.py, from Debian/Ubuntu packages.
+bench-setup:
+	@command -v gdal_retile.py >/dev/null || { \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -q && $$SUDO apt-get install -y -q gdal-bin python3-gdal; \
+	} || echo "gdal-bin not installed: bench_tile.py runs without its gdal_retile.py baseline"
 
 clean:
 	rm -rf demo

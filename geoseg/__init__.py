@@ -7,6 +7,11 @@ first use so that ``import geoseg`` and ``geoseg --help`` stay fast.
 
 __version__ = "0.1.0"
 
+# GDAL's GeoPackage driver (in pyogrio) builds spatial indexes with SQLite's R-tree module, and
+# TensorFlow exports an SQLite built without it: whichever library loads first serves both, so
+# GeoPackages written after TensorFlow loaded silently lacked their index. Load GDAL first.
+import pyogrio  # noqa: E402, F401
+
 _PUBLIC = {
     "tile": "geoseg.tiling",
     "synth": "geoseg.synthetic",

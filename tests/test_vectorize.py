@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import geopandas as gpd
 import numpy as np
 import pytest
@@ -90,11 +93,24 @@ def test_processes_give_the_threads_polygons_in_an_indexed_layer(
         gpd.read_file(tmp_path / f"{name}.gpkg") for name in ("threads", "processes")
     )
     assert len(processes) == len(threads) == components(hand_made_mask())[0]
-    key = ["pixels", "area"]
-    threads, processes = threads.sort_values(key), processes.sort_values(key)
-    assert shapely.equals(threads.geometry.values, processes.geometry.values).all()
+    pairs = shapely.equals(threads.geometry.to_numpy()[:, None], processes.geometry.to_numpy())
+    assert pairs.any(axis=0).all() and pairs.any(axis=1).all()
     info = pyogrio.read_info(tmp_path / "processes.gpkg", layer="regions")
     assert info["capabilities"]["fast_spatial_filter"]  # the layer has its R-tree
+
+
+def test_geopackages_keep_their_index_once_tensorflow_is_loaded(tmp_path):
+    """TensorFlow's SQLite lacks the R-tree module; geoseg loads GDAL's before it."""
+    code = (
+        "import sys, geoseg, tensorflow, pyogrio, numpy as np, pyarrow as pa, shapely\n"
+        "from geoseg.gpkg import LayerWriter\n"
+        "with LayerWriter(sys.argv[1], 'regions', 'EPSG:32633', {'area': pa.float64()}) as w:\n"
+        "    w.write(np.array([shapely.box(0, 0, 1, 1)]), area=np.array([1.0]))\n"
+        "print(pyogrio.read_info(sys.argv[1])['capabilities']['fast_spatial_filter'])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "v.gpkg")],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    assert done.stdout.strip().splitlines()[-1] == "True"
 
 
 def test_mean_probability_threshold_and_min_area(mask_raster, tmp_path):
