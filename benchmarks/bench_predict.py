@@ -8,7 +8,9 @@ time. The model is an untrained U-Net of the chosen width (speed does not depend
   - ``geoseg.predict`` end to end (read, normalise, forward, blend, write the COG), counted two
     ways: chips of the raster's grid per second, and chips run per second (blocks recompute the
     chips that straddle their borders),
-  - a naive loop calling ``model.predict`` on each chip window (how most users start);
+  - a naive loop calling ``model.predict`` on each chip window (how most users start), in
+    float32, against geoseg in float32 and with ``--mixed-precision auto`` (bfloat16 on CPUs
+    with AVX-512 BF16 or AMX);
 * memory: peak RSS of ``geoseg.predict`` in a fresh process on rasters of growing size.
 
 Run ``.venv/bin/python benchmarks/bench_predict.py`` (``make bench``); ``--size`` scales the
@@ -112,6 +114,11 @@ def speed(root: Path, size: int, base_filters: int, batch: int, naive_chips: int
     summary = predict(image, model_dir, root / "pred.tif", batch_size=batch, overwrite=True,
                       device="cpu", mixed_precision="off")  # fmt: skip
     seconds = time.perf_counter() - start
+    auto = dict(batch_size=batch, overwrite=True, device="cpu", mixed_precision="auto")
+    predict(image, model_dir, root / "warm-auto.tif", **auto)
+    start = time.perf_counter()
+    auto_summary = predict(image, model_dir, root / "pred-auto.tif", **auto)
+    auto_seconds = time.perf_counter() - start
     grid = ChipGrid(256, 64)
     grid_chips = len(grid.origins(size)) ** 2
     run_rate, grid_rate = summary.chips / seconds, grid_chips / seconds
@@ -133,6 +140,11 @@ def speed(root: Path, size: int, base_filters: int, batch: int, naive_chips: int
     print(f"  geoseg predict, grid chips/s   {grid_rate:8.1f}   {grid_rate / raw:.3f} of raw")
     print(f"  geoseg predict, chips run/s    {run_rate:8.1f}   {run_rate / raw:.3f} of raw")
     print(f"  naive model.predict per chip   {naive:8.1f}   geoseg is {grid_rate / naive:.2f}x")
+    auto_rate = grid_chips / auto_seconds
+    print(
+        f"  geoseg predict, auto precision {auto_rate:8.1f}   ({auto_summary.precision}): "
+        f"{auto_rate / naive:.2f}x the naive loop"
+    )
 
 
 def memory(root: Path, sizes: list[int], base_filters: int, batch: int) -> None:

@@ -19,18 +19,27 @@ def gpu_available() -> bool:
 
 
 @cache
-def cpu_has_bfloat16_units() -> bool:
-    """Whether the CPU multiplies bfloat16 matrices in hardware (x86 AMX, Arm BF16)."""
+def _cpu_flags() -> frozenset[str]:
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return False
+        return frozenset()
     flags = set()
     for line in text.splitlines():
         if line.startswith(("flags", "Features")):
             flags.update(line.split(":", 1)[1].split())
+    return frozenset(flags)
+
+
+def cpu_has_bfloat16_units() -> bool:
+    """Whether the CPU multiplies bfloat16 matrices in hardware (x86 AMX, Arm BF16)."""
     wanted = "bf16" if platform.machine().lower() in ("aarch64", "arm64") else "amx_bf16"
-    return wanted in flags
+    return wanted in _cpu_flags()
+
+
+def cpu_has_bfloat16_dot_products() -> bool:
+    """Whether the CPU has bfloat16 dot-product instructions (x86 AVX-512 BF16) or better."""
+    return cpu_has_bfloat16_units() or "avx512_bf16" in _cpu_flags()
 
 
 DEVICES = ("auto", "cpu", "gpu")
@@ -63,12 +72,14 @@ def use_device(device: str) -> bool:
     return bool(gpus)
 
 
-def resolve_precision(mode: str, gpu: bool | None = None) -> str:
+def resolve_precision(mode: str, gpu: bool | None = None, inference: bool = False) -> str:
     """``auto``/``on``/``off`` -> a Keras dtype policy name.
 
-    ``auto``: mixed_float16 on a GPU, mixed_bfloat16 on a CPU with bfloat16 matrix units,
-    float32 otherwise. ``on``: mixed_float16 on a GPU, else mixed_bfloat16. ``off``: float32.
-    ``gpu`` says whether a GPU is used (default: whether TensorFlow sees one).
+    ``auto``: mixed_float16 on a GPU, mixed_bfloat16 on a CPU with bfloat16 matrix units (for
+    ``inference`` also with AVX-512 BF16, where benchmarks/bench_precision.py measured a faster
+    forward pass at the same IoU within 0.001), float32 otherwise. ``on``: mixed_float16 on a
+    GPU, else mixed_bfloat16. ``off``: float32. ``gpu`` says whether a GPU is used (default:
+    whether TensorFlow sees one).
     """
     if mode not in PRECISION_MODES:
         raise ParameterError(f"mixed precision must be one of {', '.join(PRECISION_MODES)}")
@@ -78,6 +89,7 @@ def resolve_precision(mode: str, gpu: bool | None = None) -> str:
         gpu = gpu_available()
     if gpu:
         return "mixed_float16"
-    if mode == "on" or cpu_has_bfloat16_units():
+    hardware = cpu_has_bfloat16_dot_products() if inference else cpu_has_bfloat16_units()
+    if mode == "on" or hardware:
         return "mixed_bfloat16"
     return "float32"

@@ -87,7 +87,7 @@ class ForwardPass:
 
         self.spec = spec
         self.gpu = use_device(spec.device)
-        self.precision = resolve_precision(spec.precision, gpu=self.gpu)
+        self.precision = resolve_precision(spec.precision, gpu=self.gpu, inference=True)
         self._device = "/GPU:0" if self.gpu else "/CPU:0"
         with tf.device(self._device):
             model = load_inference_model(spec.model_dir, dict(spec.model), self.precision)

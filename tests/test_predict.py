@@ -204,3 +204,24 @@ def test_bad_input_gives_one_line_and_no_output(
     if out.parent.exists():
         assert not leftovers(out.parent)
         assert {p.name for p in out.parent.iterdir()} <= {"pred.tif", "v.gpkg"}
+
+
+@pytest.mark.parametrize(
+    "flags, inference, expected",
+    [
+        ({"avx2"}, True, "float32"),
+        ({"avx512_bf16"}, True, "mixed_bfloat16"),  # dot products: faster inference, same IoU
+        ({"avx512_bf16"}, False, "float32"),  # training keeps float32 without matrix units
+        ({"amx_bf16", "avx512_bf16"}, False, "mixed_bfloat16"),
+    ],
+)
+def test_auto_precision_follows_the_processor(flags, inference, expected, monkeypatch):
+    import platform
+
+    from geoseg import device
+
+    monkeypatch.setattr(device, "_cpu_flags", lambda: frozenset(flags))
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    assert device.resolve_precision("auto", gpu=False, inference=inference) == expected
+    assert device.resolve_precision("off", gpu=False, inference=inference) == "float32"
+    assert device.resolve_precision("auto", gpu=True, inference=inference) == "mixed_float16"
