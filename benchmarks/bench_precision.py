@@ -93,7 +93,8 @@ def main() -> None:
         f for f in ("amx_bf16", "avx512_bf16") if f in Path("/proc/cpuinfo").read_text()
     )
     print(f"CPU bfloat16 flags: {flags or 'none'}; matrix units: {cpu_has_bfloat16_units()}; "
-          f"--mixed-precision auto gives {resolve_precision('auto', gpu=False)}")  # fmt: skip
+          f"--mixed-precision auto gives {resolve_precision('auto', False, inference=True)} "
+          f"for inference, {resolve_precision('auto', False)} for training")  # fmt: skip
     raw = forward_rates(model, args.batch, args.repeat)
     with tempfile.TemporaryDirectory(prefix="bench-precision-") as tmp:
         runs = {

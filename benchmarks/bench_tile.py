@@ -13,7 +13,7 @@ time. Each run happens in a fresh process, so that its time and peak RSS are its
 
 ``gdal_retile.py`` comes from Debian's ``gdal-bin`` and ``python3-gdal`` (``make bench-setup``).
 
-Run ``.venv/bin/python benchmarks/bench_tile.py`` (``make bench``: 6000 px with 36 000 parcels
+Run ``.venv/bin/python benchmarks/bench_tile.py`` (``make bench``: 8000 px with 64 000 parcels
 and memory at 2000/4000/8000 px); ``--size 10000 --memory-sizes 4000 8000 16000`` for the
 issue's figures.
 """
@@ -180,7 +180,7 @@ def memory(root: Path, sizes: list[int]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=int, default=6000, help="speed raster side (px)")
+    parser.add_argument("--size", type=int, default=8000, help="speed raster side (px)")
     parser.add_argument("--parcels", type=int, help="parcels on the speed raster "
                         f"(default {PARCELS_PER_MPX} per Mpx: 100 000 at 10 000 px)")  # fmt: skip
     parser.add_argument("--repeat", type=int, default=2, help="speed runs per setting (best)")

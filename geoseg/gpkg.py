@@ -23,11 +23,12 @@ _WAIT_S = 0.1
 class LayerWriter:
     """Write polygons with attribute columns to ``path``'s ``layer``; ``close()`` finishes it.
 
-    ``columns`` maps names to Arrow types; each ``write`` gets arrays for all of them.
+    ``columns`` maps names to types ("string", "float64", "int64"); each ``write`` gets arrays
+    for all of them.
     """
 
     def __init__(self, path, layer: str, crs: str, columns: dict, metadata: dict | None = None):
-        fields = [pa.field(name, kind) for name, kind in columns.items()]
+        fields = [pa.field(name, pa.type_for_alias(kind)) for name, kind in columns.items()]
         wkb = pa.field("geometry", pa.binary(), metadata={"ARROW:extension:name": "geoarrow.wkb"})
         self._schema = pa.schema([*fields, wkb])
         self._batches: queue.Queue = queue.Queue(maxsize=4)

@@ -18,7 +18,6 @@ from itertools import chain
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import rasterio
 import rasterio.features
 import shapely
@@ -30,7 +29,6 @@ from scipy.sparse.csgraph import connected_components
 
 from geoseg.cog import hidden_sibling
 from geoseg.errors import ParameterError, RasterError
-from geoseg.gpkg import LayerWriter
 from geoseg.outputs import check_output
 from geoseg.parallel import Progress, compute_each
 from geoseg.raster import GDAL_CACHE_BYTES, block_windows, open_raster_info, read_padded
@@ -281,13 +279,15 @@ class PolygonWriter:
     """One GeoPackage layer of polygons with class, area, pixels and mean_probability."""
 
     COLUMNS = {
-        "class": pa.string(),
-        "area": pa.float64(),
-        "pixels": pa.int64(),
-        "mean_probability": pa.float64(),
+        "class": "string",
+        "area": "float64",
+        "pixels": "int64",
+        "mean_probability": "float64",
     }
 
     def __init__(self, path: Path, layer: str, crs, class_names: list[str], metadata: dict):
+        from geoseg.gpkg import LayerWriter  # Arrow only where polygons are written
+
         self.class_names = np.array(class_names, dtype=object)
         self.count = 0
         self.per_class = dict.fromkeys(class_names, 0)
