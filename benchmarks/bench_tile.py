@@ -8,6 +8,7 @@ time. Each run happens in a fresh process, so that its time and peak RSS are its
   by ``geoseg tile`` without labels, and by ``geoseg tile`` with a cadastre of ``--parcels``
   Voronoi parcels (masks of parcels and of 1.5 m boundaries). Runs alternate and the best of
   ``--repeat`` is kept;
+* chip writes: ms per chip at DEFLATE level 6 (GDAL's default) and level 1 (geoseg's);
 * memory: peak RSS of ``geoseg tile`` with the cadastre (at the same parcel density) on rasters
   of ``--memory-sizes``, against a process that only imports ``geoseg.tiling`` (the floor).
 
@@ -109,11 +110,10 @@ def run_retile(retile: str, image: Path, out: Path) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir()
     os.sync()
-    creation = ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", "COMPRESS=DEFLATE", "PREDICTOR=2"]
-    creation.append("ZLEVEL=1")
-    command = [retile, "-q", "-ps", "256", "256", "-targetDir", str(out), str(image)]
-    for option in creation:
-        command[1:1] = ["-co", option]
+    creation = ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", "COMPRESS=DEFLATE", "PREDICTOR=2",
+                "ZLEVEL=1"]  # fmt: skip
+    options = [arg for option in creation for arg in ("-co", option)]
+    command = [retile, "-q", *options, "-ps", "256", "256", "-targetDir", str(out), str(image)]
     start = time.perf_counter()
     subprocess.run(command, check=True)
     seconds = time.perf_counter() - start
@@ -123,21 +123,20 @@ def run_retile(retile: str, image: Path, out: Path) -> dict:
 def speed(root: Path, size: int, parcels: int, repeat: int, retile: str | None) -> None:
     image = make_image(root / f"image{size}.tif", size)
     cadastre = make_cadastre(root / f"cadastre{size}.gpkg", image, parcels)
-    runs: dict[str, list[dict]] = {"gdal_retile.py": [], "geoseg, no labels": []}
-    runs["geoseg, no labels, workers=1"] = []
-    runs[f"geoseg, {parcels} parcels"] = []
+    out = root / "chips"
+    settings = {
+        "gdal_retile.py": lambda: run_retile(retile, image, out),
+        "geoseg, no labels": lambda: run_geoseg(image, out, None),
+        "geoseg, no labels, workers=1": lambda: run_geoseg(image, out, None, workers=1),
+        f"geoseg, {parcels} parcels": lambda: run_geoseg(image, out, cadastre),
+    }
     if retile is None:
-        del runs["gdal_retile.py"]
+        del settings["gdal_retile.py"]
+    runs: dict[str, list[dict]] = {name: [] for name in settings}
     for _ in range(repeat):  # alternate, so that drift in the machine hits every run alike
-        for name, results in runs.items():
-            out = root / "chips"
-            if name == "gdal_retile.py":
-                results.append(run_retile(retile, image, out))
-            else:
-                labels = cadastre if "parcels" in name else None
-                workers = 1 if "workers=1" in name else 2
-                results.append(run_geoseg(image, out, labels, workers))
-            print(f"  {name}: {results[-1]['written']} chips, {results[-1]['seconds']:.1f} s",
+        for name, run in settings.items():
+            runs[name].append(run())
+            print(f"  {name}: {runs[name][-1]['written']} chips, {runs[name][-1]['seconds']:.1f} s",
                   flush=True)  # fmt: skip
     best = {name: min(r["seconds"] for r in results) for name, results in runs.items()}
     reference = best["geoseg, no labels"]
@@ -152,6 +151,37 @@ def speed(root: Path, size: int, parcels: int, repeat: int, retile: str | None) 
         print(f"geoseg (no labels) vs gdal_retile.py: {best['gdal_retile.py'] / reference:.2f}x")
     print(f"with {parcels} parcels vs without: {best[f'geoseg, {parcels} parcels'] / reference:.2f}"
           " of the time")  # fmt: skip
+
+
+def chip_writes(root: Path, count: int = 400) -> None:
+    """ms per 256 px chip and bytes at DEFLATE level 6 (GDAL's default) and 1 (geoseg's)."""
+    image = make_image(root / "writes.tif", 2048)
+    with rasterio.open(image) as src:
+        chips = [src.read(window=((r, r + 256), (c, c + 256))) for r in range(0, 2048, 256)
+                 for c in range(0, 2048, 256)]  # fmt: skip
+        profile = dict(driver="GTiff", width=256, height=256, count=3, dtype="uint8",
+                       crs=src.crs, transform=src.transform, tiled=True, blockxsize=256,
+                       blockysize=256, compress="deflate", predictor=2)  # fmt: skip
+    levels = {"DEFLATE level 6 (GDAL's default)": 6, "DEFLATE level 1 (geoseg)": 1}
+    best, sizes = dict.fromkeys(levels, float("inf")), {}
+    for _ in range(3):  # alternate, best of 3
+        for name, level in levels.items():
+            folder = root / "writes"
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            start = time.perf_counter()
+            for i in range(count):
+                with rasterio.open(folder / f"{i}.tif", "w", **profile, zlevel=level) as dst:
+                    dst.write(chips[i % len(chips)])
+            best[name] = min(best[name], (time.perf_counter() - start) / count * 1000)
+            sizes[name] = sum(f.stat().st_size for f in folder.iterdir()) / count
+    print(
+        f"\nchip writes: {count} chips of 256 x 256 x 3 uint8, predictor 2, best of 3, one thread"
+    )
+    print("| compression | ms per chip | KiB per chip |")
+    print("|---|---|---|")
+    for name in levels:
+        print(f"| {name} | {best[name]:.2f} | {sizes[name] / 1024:.1f} |")
 
 
 def memory(root: Path, sizes: list[int]) -> None:
@@ -193,6 +223,7 @@ def main() -> None:
     print(f"{os.cpu_count()} cores")
     with tempfile.TemporaryDirectory(prefix="geoseg-bench-tile-") as tmp:
         speed(Path(tmp), args.size, parcels, args.repeat, retile)
+        chip_writes(Path(tmp))
         if args.memory_sizes:
             memory(Path(tmp), sorted(args.memory_sizes))
 

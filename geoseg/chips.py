@@ -11,8 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
-from rasterio.io import MemoryFile
-from rasterio.windows import Window
+from rasterio.windows import Window, union
 from rasterio.windows import transform as window_transform
 
 from geoseg.labels import IGNORE, LabelSpec, open_labels
@@ -64,7 +63,7 @@ def cut_chips(path: str, chips: list[Chip], rules: ChipRules, out_dir: str) -> l
     labels = open_labels(rules.labels) if rules.labels else None
     results = []
     with rasterio.open(path) as src:
-        area = _bounding_window(chips, rules.size)
+        area = union([Window(c.col, c.row, rules.size, rules.size) for c in chips])
         area_transform = window_transform(area, src.transform)
         block, block_valid, block_inside = read_padded(src, area)
         masks = None
@@ -101,13 +100,6 @@ def cut_chips(path: str, chips: list[Chip], rules: ChipRules, out_dir: str) -> l
     return results
 
 
-def _bounding_window(chips: list[Chip], size: int) -> Window:
-    row, col = min(c.row for c in chips), min(c.col for c in chips)
-    height = max(c.row for c in chips) + size - row
-    width = max(c.col for c in chips) + size - col
-    return Window(col, row, width, height)
-
-
 def _profile(src, count: int, dtype: str, transform, size: int, nodata) -> dict:
     block = min(size, 512)
     predictor = 2 if np.issubdtype(np.dtype(dtype), np.integer) else 1
@@ -124,7 +116,7 @@ def _profile(src, count: int, dtype: str, transform, size: int, nodata) -> dict:
         blockxsize=block,
         blockysize=block,
         compress="deflate",
-        zlevel=1,  # within a few % of the default level's size on imagery, a fifth faster
+        zlevel=1,  # the size of the default level 6 on imagery, 10-20 % faster (bench_tile)
         predictor=predictor,
     )
 
@@ -141,12 +133,9 @@ def _write_mask(path: Path, src, mask: np.ndarray, transform, classes: list[str]
 
 
 def _write_tiff(path: Path, profile: dict, data: np.ndarray, descriptions, valid=None) -> None:
-    """Write a GeoTIFF in memory, then to disk in one call (a quarter faster than GDAL's many
-    small writes to the file); ``valid`` becomes an internal mask."""
-    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), MemoryFile() as memory:
-        with memory.open(**profile) as dst:
-            dst.write(data)
-            dst.descriptions = descriptions
-            if valid is not None:
-                dst.write_mask(valid.astype(np.uint8) * 255)
-        path.write_bytes(memory.getbuffer())
+    """Write a GeoTIFF; ``valid`` becomes an internal mask."""
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+        dst.descriptions = descriptions
+        if valid is not None:
+            dst.write_mask(valid.astype(np.uint8) * 255)

@@ -28,9 +28,9 @@ class LayerWriter:
     """
 
     def __init__(self, path, layer: str, crs: str, columns: dict, metadata: dict | None = None):
-        fields = [pa.field(name, pa.type_for_alias(kind)) for name, kind in columns.items()]
+        self._fields = [pa.field(name, pa.type_for_alias(kind)) for name, kind in columns.items()]
         wkb = pa.field("geometry", pa.binary(), metadata={"ARROW:extension:name": "geoarrow.wkb"})
-        self._schema = pa.schema([*fields, wkb])
+        self._schema = pa.schema([*self._fields, wkb])
         self._batches: queue.Queue = queue.Queue(maxsize=4)
         self._error: BaseException | None = None
         self._open = True
@@ -50,9 +50,7 @@ class LayerWriter:
     def write(self, geometry: np.ndarray, **arrays) -> None:
         """Append polygons (shapely, in the layer's CRS) with one array per column."""
         if len(geometry):
-            columns = [
-                pa.array(arrays[field.name], field.type) for field in list(self._schema)[:-1]
-            ]
+            columns = [pa.array(arrays[field.name], field.type) for field in self._fields]
             batch = pa.record_batch([*columns, pa.array(shapely.to_wkb(geometry))], self._schema)
             self._put(batch)
 

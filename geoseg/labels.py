@@ -102,9 +102,9 @@ def geojson_parts(geoms: np.ndarray) -> list[dict]:
     coordinate in Python, which made it most of the time spent burning a cadastre.
     """
     parts = shapely.get_parts(np.asarray(geoms, dtype=object))
-    rings = shapely.get_type_id(parts) == shapely.GeometryType.LINEARRING
-    if rings.any():
-        parts[rings] = shapely.linestrings([shapely.get_coordinates(r) for r in parts[rings]])
+    is_ring = shapely.get_type_id(parts) == shapely.GeometryType.LINEARRING
+    if is_ring.any():
+        parts[is_ring] = shapely.linestrings([shapely.get_coordinates(r) for r in parts[is_ring]])
     parts = parts[~shapely.is_empty(parts)]
     if len(parts) == 0:
         return []

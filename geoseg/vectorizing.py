@@ -309,6 +309,13 @@ class PolygonWriter:
         for name, n in zip(*np.unique(names.astype(str), return_counts=True)):
             self.per_class[name] += int(n)
 
+    def __enter__(self) -> PolygonWriter:
+        self.layer.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.layer.__exit__(*exc)
+
 
 @dataclass
 class VectorizeSummary:
@@ -414,7 +421,7 @@ def vectorize(
     # shapes() holds the GIL, so threads barely overlap: large rasters go to processes
     processes = workers != 1 and len(windows) > 1 and info.width * info.height >= PROCESS_PIXELS
     try:
-        with writer.layer:
+        with writer:
             compute_each(
                 tasks,
                 consume,
