@@ -32,7 +32,7 @@ def demo_outputs(demo: Path) -> tuple[Path, Path]:
     """The demo's model folder and scene, made by the demo pipeline if missing."""
     model, scene = demo / "model", demo / "scene"
     if not (model / "geoseg.json").exists() or not (scene / "image.tif").exists():
-        from geoseg.pipeline import run_pipeline
+        from geoseg.cli.pipeline import run_pipeline
 
         print("running pipelines/demo.yaml for the demo model (about 3 minutes)", flush=True)
         run_pipeline(ROOT / "pipelines" / "demo.yaml")

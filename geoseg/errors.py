@@ -37,3 +37,7 @@ class OutputExistsError(GeosegError, FileExistsError):
 
 class TrainingError(GeosegError, RuntimeError):
     """Training could not produce a model, e.g. the loss diverged."""
+
+
+class NotAPredictionError(GeosegError, ValueError):
+    """A raster or polygon file was not written by ``geoseg predict`` or ``geoseg vectorize``."""

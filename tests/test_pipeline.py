@@ -8,7 +8,7 @@ import time
 import pytest
 from helpers import assert_one_line_error, run
 
-from geoseg.pipeline import load_pipeline, run_pipeline
+from geoseg.cli.pipeline import load_pipeline, run_pipeline
 
 SMALL = """
 workdir: {workdir}

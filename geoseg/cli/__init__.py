@@ -10,7 +10,7 @@ import click
 
 from geoseg import __version__
 from geoseg.errors import GeosegError, first_line
-from geoseg.options import (
+from geoseg.cli.options import (
     LengthType,
     NameListType,
     block_size_option,
@@ -491,7 +491,7 @@ def run_pipeline(pipeline, force, start):
       $ geoseg run pipelines/demo.yaml
       $ geoseg run pipelines/demo.yaml --from predict
     """
-    from geoseg.pipeline import run_pipeline as run
+    from geoseg.cli.pipeline import run_pipeline as run
 
     def report(stage, status):
         if status == "skipped":
