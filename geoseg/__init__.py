@@ -7,28 +7,9 @@ first use so that ``import geoseg`` and ``geoseg --help`` stay fast.
 
 __version__ = "0.1.0"
 
-import importlib.abc  # noqa: E402
-import sys  # noqa: E402
+from geoseg import startup  # noqa: E402
 
-
-class _GdalBeforeTensorFlow(importlib.abc.MetaPathFinder):
-    """Loads pyogrio's GDAL just before TensorFlow (or Keras) is first imported.
-
-    GDAL's GeoPackage driver builds spatial indexes with SQLite's R-tree module, and TensorFlow
-    exports an SQLite built without it: whichever library loads first serves both, so
-    GeoPackages written after TensorFlow loaded silently lacked their index. Loading GDAL at
-    ``import geoseg`` instead would make every command start 0.6 s slower.
-    """
-
-    def find_spec(self, name, path=None, target=None):
-        if name in ("tensorflow", "keras") and self in sys.meta_path:
-            sys.meta_path.remove(self)
-            import pyogrio  # noqa: F401
-        return None
-
-
-if "tensorflow" not in sys.modules:
-    sys.meta_path.insert(0, _GdalBeforeTensorFlow())
+startup.install()
 
 _PUBLIC = {
     "tile": "geoseg.tiling",

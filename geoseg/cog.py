@@ -1,23 +1,33 @@
 """Stream blocks into a GeoTIFF and publish it as a Cloud-Optimised GeoTIFF under its final name.
 
-GDAL's COG driver only copies a finished dataset, so blocks go to a hidden tiled GeoTIFF first;
-once it is complete it is copied to a hidden COG (tiled, compressed, with overviews) which is then
-renamed to the requested path. An interrupted run leaves no file under that name.
+GDAL's COG driver only copies a finished dataset, so blocks go to a hidden tiled GeoTIFF first
+(``.NAME.partial.tif``); once it is complete it is copied to a hidden COG (tiled, compressed,
+with overviews) which is then renamed to the requested path. An interrupted run leaves no file
+under that name.
+
+The hidden draft can be resumed: a journal next to it (``.NAME.partial.json``) records the run's
+identity and the blocks written so far. It is rewritten whenever the draft is closed: at the end
+of a failed or interrupted run and every :data:`CHECKPOINT_SECONDS` (the draft is closed and
+reopened so that the blocks are on disk), so a hard crash loses at most that much work.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import os
+import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import rasterio
 import rasterio.shutil
 
+from geoseg.errors import OutputExistsError, ParameterError
 from geoseg.outputs import check_output
 from geoseg.raster import GDAL_CACHE_BYTES
+
+logger = logging.getLogger(__name__)
 
 COG_OPTIONS = dict(
     compress="DEFLATE",
@@ -26,6 +36,16 @@ COG_OPTIONS = dict(
     overview_resampling="average",
     bigtiff="IF_SAFER",
 )
+DRAFT_OPTIONS = dict(
+    driver="GTiff",
+    tiled=True,
+    blockxsize=512,
+    blockysize=512,
+    compress="DEFLATE",
+    zlevel=1,
+    bigtiff="IF_SAFER",
+)
+CHECKPOINT_SECONDS = 60.0
 
 
 def hidden_sibling(path: Path, suffix: str) -> Path:
@@ -33,31 +53,127 @@ def hidden_sibling(path: Path, suffix: str) -> Path:
     return path.parent / f".{path.name}.partial-{uuid.uuid4().hex[:8]}{suffix}"
 
 
-@contextmanager
-def staged_cog(path: str | os.PathLike, profile: dict, overwrite: bool) -> Iterator:
-    """Yield a writable rasterio dataset; on success it becomes the COG at ``path``.
+def partial_paths(path: str | os.PathLike) -> tuple[Path, Path]:
+    """The resumable draft and its journal for an output at ``path``."""
+    path = Path(path).absolute()
+    return path.parent / f".{path.name}.partial.tif", path.parent / f".{path.name}.partial.json"
 
-    ``profile`` holds width, height, count, dtype, crs and transform. Blocks can be written in
-    any order; a per-dataset mask (``write_mask``) carries nodata into the COG.
+
+class StagedCog:
+    """A COG written block by block under a hidden name; resumable after an interruption.
+
+    ``profile`` holds width, height, count, dtype, crs and transform; ``identity`` is a
+    JSON-able record of everything that decides the pixels: ``resume`` continues a draft only
+    when its identity is the same. Use as a context manager: on success the COG appears at
+    ``path``; on failure the draft and its journal stay for a resume (or go, if no block was
+    written).
     """
-    path = check_output(path, overwrite).absolute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    draft, final = hidden_sibling(path, ".tif"), hidden_sibling(path, ".cog.tif")
-    options = dict(
-        driver="GTiff",
-        tiled=True,
-        blockxsize=512,
-        blockysize=512,
-        compress="DEFLATE",
-        zlevel=1,
-        bigtiff="IF_SAFER",
-    )
-    try:
-        with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True, GDAL_CACHEMAX=GDAL_CACHE_BYTES):
-            with rasterio.open(draft, "w", **{**options, **profile}) as dst:
-                yield dst
-            rasterio.shutil.copy(draft, final, driver="COG", **COG_OPTIONS)
-        os.replace(final, path)
-    finally:
-        for leftover in (draft, final):
-            leftover.unlink(missing_ok=True)
+
+    def __init__(
+        self, path, profile: dict, identity: dict, *, overwrite: bool = False, resume: bool = False
+    ):
+        self.path = Path(path).absolute()
+        self.profile, self.identity = profile, identity
+        self.overwrite, self.resume = overwrite, resume
+        self.draft, self.journal = partial_paths(self.path)
+        self.done: set[int] = set()
+        self.dataset = None
+        self._checkpointed = time.monotonic()
+
+    def __enter__(self) -> StagedCog:
+        check_output(self.path, self.overwrite)
+        if self.journal.is_file() and self.draft.is_file():
+            self._take_over_partial()
+        else:
+            if self.resume:
+                logger.info("nothing to resume for %s: starting from the first block", self.path)
+            self._discard_partial()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._open("r+" if self.done else "w")
+        return self
+
+    def _take_over_partial(self) -> None:
+        record = json.loads(self.journal.read_text())
+        if not self.resume:
+            if not self.overwrite:
+                raise OutputExistsError(
+                    f"an interrupted run towards {self.path} is in {self.draft.name} "
+                    f"({len(record['done'])} blocks): add --resume to continue it or "
+                    "--overwrite to start again"
+                )
+            self._discard_partial()
+            return
+        changed = [k for k in {*record["identity"], *self.identity}
+                   if record["identity"].get(k) != self.identity.get(k)]  # fmt: skip
+        if changed:
+            key = sorted(changed)[0]
+            raise ParameterError(
+                f"--resume needs the interrupted run's inputs and options: {key} was "
+                f"{record['identity'].get(key)!r}, now {self.identity.get(key)!r}"
+            )
+        self.done = set(record["done"])
+        logger.info("resuming %s: %d blocks already written", self.path, len(self.done))
+
+    def _discard_partial(self) -> None:
+        self.draft.unlink(missing_ok=True)
+        self.journal.unlink(missing_ok=True)
+
+    def _open(self, mode: str) -> None:
+        with self._env():
+            if mode == "w":
+                self.dataset = rasterio.open(self.draft, "w", **{**DRAFT_OPTIONS, **self.profile})
+            else:
+                self.dataset = rasterio.open(self.draft, "r+")
+
+    def _env(self) -> rasterio.Env:
+        return rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True, GDAL_CACHEMAX=GDAL_CACHE_BYTES)
+
+    def _close(self) -> None:
+        if self.dataset is not None:
+            with self._env():
+                self.dataset.close()
+            self.dataset = None
+
+    def _write_journal(self) -> None:
+        record = {"identity": self.identity, "done": sorted(self.done)}
+        staging = self.journal.with_suffix(".json.tmp")
+        staging.write_text(json.dumps(record))
+        staging.replace(self.journal)
+
+    def write_block(self, index: int, data, mask, window) -> None:
+        """Write block ``index`` (bands and a 0/255 validity mask) at ``window``."""
+        with self._env():
+            self.dataset.write(data, window=window)
+            self.dataset.write_mask(mask, window=window)
+        self.done.add(index)
+        if time.monotonic() - self._checkpointed > CHECKPOINT_SECONDS:
+            self.checkpoint()
+
+    def checkpoint(self) -> None:
+        """Put the blocks written so far on disk and record them in the journal."""
+        self._close()
+        self._write_journal()
+        self._open("r+")
+        self._checkpointed = time.monotonic()
+
+    def __exit__(self, kind, error, trace) -> None:
+        try:
+            self._close()
+        except Exception:
+            if kind is None:
+                raise
+        if kind is not None:
+            if self.done:
+                self._write_journal()
+                logger.info("kept %d written blocks in %s for --resume", len(self.done), self.draft)
+            else:
+                self._discard_partial()
+            return
+        final = hidden_sibling(self.path, ".cog.tif")
+        try:
+            with self._env():
+                rasterio.shutil.copy(self.draft, final, driver="COG", **COG_OPTIONS)
+            os.replace(final, self.path)
+        finally:
+            final.unlink(missing_ok=True)
+        self._discard_partial()

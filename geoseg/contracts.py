@@ -40,7 +40,7 @@ class PredictionTags:
 
     @classmethod
     def from_tags(cls, tags: dict, descriptions, source: str | os.PathLike) -> PredictionTags:
-        """Parse a raster's tags and band descriptions; refuse a raster ``predict`` did not write."""
+        """Parse tags and band descriptions; refuse a raster that ``predict`` did not write."""
         if "geoseg_classes" not in tags:
             raise NotAPredictionError(
                 f"{source}: not a geoseg prediction (no geoseg tags); give a probability GeoTIFF "

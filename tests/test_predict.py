@@ -116,22 +116,77 @@ def test_forward_pass_is_traced_once_and_cached_per_process(tiny_model):
     assert forward._run.experimental_get_tracing_count() == 1
 
 
-def test_interrupted_run_leaves_no_output(tiny_model, scene_image, tmp_path, monkeypatch):
+def interrupt_after(blocks: int):
+    """A progress callback that stops the run (as Ctrl-C does) after ``blocks`` blocks."""
+
+    def progress(done, total):
+        if done == blocks:
+            raise KeyboardInterrupt
+
+    return progress
+
+
+def test_interrupted_run_leaves_nothing_that_looks_finished(
+    tiny_model, scene_image, tmp_path, monkeypatch
+):
     import geoseg.inference
 
     calls = []
     original = geoseg.inference.predict_block
 
-    def failing(job, window):
+    def failing(job, window, index):
         calls.append(window)
         if len(calls) == 3:
             raise RuntimeError("worker lost")
-        return original(job, window)
+        return original(job, window, index)
 
     monkeypatch.setattr(geoseg.inference, "predict_block", failing)
     with pytest.raises(RuntimeError):
         predict(scene_image, tiny_model, tmp_path / "pred.tif", block_size=128, workers=1)
-    assert list(tmp_path.iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".pred.tif.partial.json", ".pred.tif.partial.tif"
+    ]  # fmt: skip
+    assert len(json.loads((tmp_path / ".pred.tif.partial.json").read_text())["done"]) == 2
+
+
+def test_resumed_run_equals_an_uninterrupted_run(tiny_model, scene_image, tmp_path):
+    options = dict(block_size=128, overlap=16, workers=1)
+    whole = predict(scene_image, tiny_model, tmp_path / "whole.tif", **options)
+    with pytest.raises(KeyboardInterrupt):
+        predict(scene_image, tiny_model, tmp_path / "pred.tif", progress=interrupt_after(5),
+                **options)  # fmt: skip
+    assert not (tmp_path / "pred.tif").exists()
+    again = predict(scene_image, tiny_model, tmp_path / "pred.tif", resume=True, **options)
+    assert again.resumed_blocks == 5 and again.blocks == whole.blocks == 16
+    assert again.chips < whole.chips
+    (a, mask_a), (b, mask_b) = read(tmp_path / "whole.tif"), read(tmp_path / "pred.tif")
+    assert (a == b).all() and (mask_a == mask_b).all()
+    with rasterio.open(tmp_path / "whole.tif") as x, rasterio.open(tmp_path / "pred.tif") as y:
+        assert x.tags() == y.tags() and x.descriptions == y.descriptions
+    assert not leftovers(tmp_path)
+
+
+def test_resume_refuses_other_options_and_a_fresh_run_refuses_to_discard(
+    tiny_model, scene_image, tmp_path
+):
+    out = tmp_path / "pred.tif"
+    with pytest.raises(KeyboardInterrupt):
+        predict(scene_image, tiny_model, out, block_size=128, workers=1,
+                progress=interrupt_after(2))  # fmt: skip
+    result = run("predict", scene_image, "-m", tiny_model, "-o", out, "--block-size", "128",
+                 "--overlap", "8", "--resume")  # fmt: skip
+    assert_one_line_error(result, "--resume", "overlap")
+    result = run("predict", scene_image, "-m", tiny_model, "-o", out, "--block-size", "128")
+    assert_one_line_error(result, "interrupted run", "--resume")
+    assert (tmp_path / ".pred.tif.partial.tif").is_file() and not out.exists()
+
+
+def test_resume_after_the_raster_only_writes_the_polygons(tiny_model, scene_image, tmp_path):
+    options = dict(block_size=128, workers=1, mode="parcels")
+    predict(scene_image, tiny_model, tmp_path / "pred.tif", **options)
+    summary = predict(scene_image, tiny_model, tmp_path / "pred.tif",
+                      vectors=tmp_path / "p.gpkg", resume=True, **options)  # fmt: skip
+    assert summary.chips == 0 and summary.vectors.polygons > 0
 
 
 def test_cli_predict_with_parcels(tiny_model, scene_image, tmp_path):
@@ -164,6 +219,7 @@ def test_cli_predict_with_parcels(tiny_model, scene_image, tmp_path):
         ("vectors_exist", ["already exists"]),
         ("scheduler", ["cannot reach"]),
         ("block", ["--block-size"]),
+        ("out_is_input", ["is the input image"]),
     ],
 )
 def test_bad_input_gives_one_line_and_no_output(
@@ -197,8 +253,17 @@ def test_bad_input_gives_one_line_and_no_output(
         extra = ["--scheduler", "tcp://127.0.0.1:1"]
     elif case == "block":
         extra = ["--block-size", "100"]
+    elif case == "out_is_input":
+        image = tmp_path / "out" / "pred.tif"
+        image.parent.mkdir()
+        shutil.copy(scene_image, image)
+        extra = ["--overwrite"]
     result = run("predict", image, "--model", model, "--out", out, *extra)
     assert_one_line_error(result, *words)
+    if case == "out_is_input":
+        with rasterio.open(out) as src:
+            assert src.count == 3  # the input, untouched
+        return
     if case not in ("exists", "vectors_exist"):
         assert not out.exists()
     if out.parent.exists():
