@@ -41,3 +41,7 @@ class TrainingError(GeosegError, RuntimeError):
 
 class NotAPredictionError(GeosegError, ValueError):
     """A raster or polygon file was not written by ``geoseg predict`` or ``geoseg vectorize``."""
+
+
+class ResourceError(GeosegError, MemoryError):
+    """The run needs more memory than the machine has, e.g. for very large chips."""

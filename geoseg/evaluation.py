@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,8 +22,10 @@ from dask import delayed
 from rasterio.windows import Window
 from scipy import ndimage
 
-from geoseg.errors import InputFileError, LabelsError, ParameterError
+from geoseg.contracts import probability_bands
+from geoseg.errors import InputFileError, LabelsError, NotAPredictionError, ParameterError
 from geoseg.labels import BOUNDARY, IGNORE, LabelSpec, Length, is_raster_path, open_labels
+from geoseg.outputs import check_not_an_input, check_output, write_text_atomically
 from geoseg.parallel import Progress, compute_each
 from geoseg.raster import block_windows, open_raster_info, read_padded
 from geoseg.regions import disk
@@ -86,8 +89,10 @@ def evaluate(
     boundary_tolerance: str | Length = "2px",
     boundary_width: str | Length = "1px",
     threshold: float | None = None,
+    classes: Sequence[str] | None = None,
     block_size: int = 2048,
     json_out: str | Path | None = None,
+    overwrite: bool = False,
     workers: int | None = None,
     scheduler: str | None = None,
     progress: Progress | None = None,
@@ -97,19 +102,25 @@ def evaluate(
     ``truth`` is a vector file (any CRS; ``class_field`` names the class attribute) or a label
     raster (any grid; resampled to the prediction's with nearest neighbour). Boundary truth is
     burned from polygon outlines ``boundary_width`` wide; ``boundary_tolerance`` is the distance
-    within which a boundary pixel counts as found. Writes the scores as JSON to ``json_out``.
+    within which a boundary pixel counts as found. ``classes`` limits the scores to these
+    prediction classes. Writes the scores as JSON to ``json_out`` (an existing file only with
+    ``overwrite``, never one of the inputs).
     """
-    if not Path(truth).exists():
-        raise InputFileError(f"{truth}: no such file")
+    for path in (prediction, truth):
+        if not Path(path).exists():
+            raise InputFileError(f"{path}: no such file")
+    if json_out is not None:
+        check_output(json_out, overwrite)
+        check_not_an_input(json_out, [prediction, truth], "--json")
     if is_raster_path(prediction):
         result = _evaluate_raster(
             str(prediction), str(truth), class_field, _length(boundary_tolerance),
-            _length(boundary_width), threshold, block_size, workers, scheduler, progress,
+            _length(boundary_width), threshold, classes, block_size, workers, scheduler, progress,
         )  # fmt: skip
     else:
-        result = _evaluate_polygons(str(prediction), str(truth), class_field)
+        result = _evaluate_polygons(str(prediction), str(truth), class_field, classes)
     if json_out is not None:
-        Path(json_out).write_text(json.dumps(result.to_json(), indent=2) + "\n")
+        write_text_atomically(json_out, json.dumps(result.to_json(), indent=2) + "\n")
     return result
 
 
@@ -129,13 +140,14 @@ class _RasterJob:
     halo: int
 
 
-def _evaluate_raster(prediction, truth, class_field, tolerance, width, threshold, block_size,
-                     workers, scheduler, progress) -> Evaluation:  # fmt: skip
-    from geoseg.vectorizing import probability_bands, quantized_level
+def _evaluate_raster(prediction, truth, class_field, tolerance, width, threshold, chosen,
+                     block_size, workers, scheduler, progress) -> Evaluation:  # fmt: skip
+    from geoseg.vectorizing import quantized_level
 
     info = open_raster_info(prediction)
     names, stored = probability_bands(prediction)
     thresholds = resolve_thresholds(names, stored, threshold)
+    names = _chosen(names, chosen, prediction)
     has_boundary = BOUNDARY in names
     spec = LabelSpec(
         truth,
@@ -153,7 +165,7 @@ def _evaluate_raster(prediction, truth, class_field, tolerance, width, threshold
             )  # fmt: skip
         if not same_grid:
             result.notes.append("truth raster resampled to the prediction's grid (nearest)")
-    pairs = _pair_classes(names, labels, result.notes)
+    pairs = _pair_classes(names, labels, result.notes, class_field)
     tolerance_px = max(0, math.ceil(tolerance.in_crs_units(info.pixel_size) / info.pixel_size))
     job = _RasterJob(
         prediction=prediction,
@@ -191,7 +203,21 @@ def _evaluate_raster(prediction, truth, class_field, tolerance, width, threshold
     return result
 
 
-def _pair_classes(names: list[str], labels, notes: list[str]) -> list[tuple[str, int]]:
+def _chosen(names: list[str], chosen: Sequence[str] | None, source) -> list[str]:
+    """The prediction classes to score: ``chosen`` (checked against ``names``) or all."""
+    if not chosen:
+        return names
+    unknown = [c for c in chosen if c not in names]
+    if unknown:
+        raise ParameterError(
+            f"--classes: {unknown[0]!r} is not a class of {source} ({', '.join(names)})"
+        )
+    return [n for n in names if n in chosen]
+
+
+def _pair_classes(
+    names: list[str], labels, notes: list[str], class_field: str | None
+) -> list[tuple[str, int]]:
     """(prediction class, truth class index) pairs: by name, or the only class of each."""
     truth = list(labels.classes)
     pairs = [(name, truth.index(name)) for name in names if name in truth]
@@ -206,9 +232,10 @@ def _pair_classes(names: list[str], labels, notes: list[str]) -> list[tuple[str,
         notes.append(f"prediction class {plain[0]!r} scored against truth {feature_classes[0]!r}")
         plain = []
     if plain:
+        advice = "choose classes with --classes" if class_field else "use --class-field"
         raise LabelsError(
             f"prediction classes {', '.join(plain)} not in the truth ({', '.join(truth)}); "
-            "use --class-field"
+            f"{advice}"
         )
     return sorted(pairs, key=lambda pair: names.index(pair[0]))
 
@@ -239,7 +266,9 @@ def _score_block(job: _RasterJob, window: Window):
     return counts, tolerant
 
 
-def _evaluate_polygons(prediction: str, truth: str, class_field: str | None) -> Evaluation:
+def _evaluate_polygons(
+    prediction: str, truth: str, class_field: str | None, chosen: Sequence[str] | None
+) -> Evaluation:
     import geopandas as gpd
     import pyogrio
 
@@ -247,9 +276,11 @@ def _evaluate_polygons(prediction: str, truth: str, class_field: str | None) -> 
         info = pyogrio.read_info(prediction)
         predicted = gpd.read_file(prediction)
     except Exception as exc:  # pyogrio raises its own DataSourceError and friends
-        raise InputFileError(f"{prediction}: not a readable GeoPackage ({exc})") from None
+        raise InputFileError(f"{prediction}: not a readable vector file ({exc})") from None
     if "class" not in predicted.columns:
-        raise ParameterError(f"{prediction}: no 'class' column (not written by geoseg?)")
+        raise NotAPredictionError(
+            f"{prediction}: no 'class' column: not polygons written by geoseg predict or vectorize"
+        )
     result = Evaluation(prediction, truth)
     try:
         true = gpd.read_file(truth)
@@ -257,6 +288,8 @@ def _evaluate_polygons(prediction: str, truth: str, class_field: str | None) -> 
         raise InputFileError(f"{truth}: not a readable vector file ({exc})") from None
     if true.crs is None:
         raise LabelsError(f"{truth}: labels have no CRS")
+    if class_field and class_field not in true.columns:
+        raise LabelsError(f"{truth}: unknown class field {class_field!r}")
     if true.crs != predicted.crs:
         result.notes.append(f"truth reprojected from {true.crs.to_string()} to the prediction's")
         true = true.to_crs(predicted.crs)
@@ -265,14 +298,43 @@ def _evaluate_polygons(prediction: str, truth: str, class_field: str | None) -> 
     extent = (info.get("layer_metadata") or {}).get("geoseg_extent")
     if extent:  # truth outside the predicted raster was never predicted: leave it out
         true = true[true.intersects(shapely.box(*json.loads(extent)))]
-    for name in sorted(set(predicted["class"])):
+    names = _chosen(sorted(set(predicted["class"])), chosen, prediction)
+    for name, selection in _object_pairs(names, true, class_field, truth, result.notes):
         mine = predicted[predicted["class"] == name].geometry.to_numpy()
-        if class_field and name != "parcel":
-            theirs = true[true[class_field].astype(str) == name].geometry.to_numpy()
-        else:
-            theirs = true.geometry.to_numpy()
-        result.objects[name] = match_objects(mine, theirs)
+        result.objects[name] = match_objects(mine, true[selection].geometry.to_numpy())
     return result
+
+
+def _object_pairs(names, true, class_field, truth, notes) -> list[tuple[str, np.ndarray]]:
+    """(prediction class, truth rows) to match as objects: only classes the truth has.
+
+    Parcels match every true polygon; with ``class_field`` other classes match the true
+    polygons of the same name; without it the truth is one class named after its file, matched
+    by name or, failing that, by the one object class of the prediction. Boundary polygons are
+    never objects.
+    """
+    objects = [n for n in names if n != BOUNDARY]
+    everything = np.ones(len(true), bool)
+    if class_field:
+        values = true[class_field].astype(str).to_numpy()
+        pairs = [(n, everything if n == "parcel" else values == n) for n in objects]
+        pairs = [(n, rows) for n, rows in pairs if n == "parcel" or rows.any()]
+    else:
+        stem = Path(truth).stem
+        plain = [n for n in objects if n != "parcel"]
+        pairs = [(n, everything) for n in objects if n in ("parcel", stem)]
+        if not pairs and len(plain) == 1:
+            pairs = [(plain[0], everything)]
+            notes.append(f"prediction class {plain[0]!r} scored against all of {truth}")
+    if not pairs:
+        hint = "" if class_field else "; name the truth's class field with --class-field"
+        raise LabelsError(
+            f"no prediction class of {', '.join(names) or 'none'} is in the truth {truth}{hint}"
+        )
+    skipped = sorted(set(names) - {n for n, _ in pairs})
+    if skipped:
+        notes.append(f"not scored as objects (not in the truth): {', '.join(skipped)}")
+    return pairs
 
 
 def match_objects(predicted: np.ndarray, true: np.ndarray) -> dict:

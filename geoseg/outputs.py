@@ -30,6 +30,25 @@ def check_not_inside(out: str | os.PathLike, inputs: list[str | os.PathLike]) ->
             raise OutputExistsError(f"{out} holds the input {path}: choose another output folder")
 
 
+def check_not_an_input(out: str | os.PathLike, inputs: list, option: str = "--out") -> None:
+    """Refuse an output file that is one of the inputs, whatever ``--overwrite`` says."""
+    target = Path(out).resolve()
+    for path in inputs:
+        if path is not None and Path(path).resolve() == target:
+            raise OutputExistsError(f"{option} {out} is one of the inputs: choose another file")
+
+
+def write_text_atomically(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to a hidden sibling, then rename it to ``path``: complete or absent."""
+    path = Path(path)
+    staging = path.parent / f".{path.name}.partial-{uuid.uuid4().hex[:8]}"
+    try:
+        staging.write_text(text)
+        os.replace(staging, path)
+    finally:
+        staging.unlink(missing_ok=True)
+
+
 @contextmanager
 def staged_directory(path: str | os.PathLike, overwrite: bool) -> Iterator[Path]:
     """Yield a hidden sibling directory to fill; it replaces ``path`` only if the block succeeds."""

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import ast
+import logging
 import multiprocessing
+import multiprocessing.process
+import os
 import re
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import nullcontext
 from typing import Any
 
@@ -15,6 +21,8 @@ from dask.callbacks import Callback
 from dask.delayed import Delayed, delayed
 
 from geoseg.errors import ParameterError
+
+logger = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
 """Called as ``progress(done, total)`` each time a task finishes."""
@@ -98,13 +106,35 @@ def _run_task(task: Delayed) -> Any:
 
 
 def _compute_processes(tasks, consume, workers: int | None, progress: Progress | None) -> list:
+    """Spawned processes, or threads where spawning cannot work (see :func:`unguarded_main`)."""
+    script = unguarded_main()
+    if script is not None:
+        logger.info(
+            'threads instead of processes: %s has no `if __name__ == "__main__":` guard, '
+            "which spawned processes need (they re-run the script)",
+            script,
+        )
+        return compute_each(tasks, consume, workers=workers, progress=progress)
+    try:
+        return _compute_spawned(tasks, consume, workers, progress)
+    except _BrokenBeforeResults as exc:
+        logger.warning("threads instead of processes: the process pool broke (%s)", exc)
+        return compute_each(tasks, consume, workers=workers, progress=progress)
+
+
+class _BrokenBeforeResults(Exception):
+    """The process pool broke before any result was consumed: nothing is lost by a re-run."""
+
+
+def _compute_spawned(tasks, consume, workers: int | None, progress: Progress | None) -> list:
     # "spawn": forking a process that runs GDAL or TensorFlow threads is unsafe
     context = multiprocessing.get_context("spawn")
     outputs: list[Any] = [None] * len(tasks)
+    done_count = 0
+    logger.info("%d tasks in %s spawned processes", len(tasks), workers or os.cpu_count())
     with ProcessPoolExecutor(workers, mp_context=context) as pool:
         try:
             pending = {pool.submit(_run_task, task): i for i, task in enumerate(tasks)}
-            done_count = 0
             while pending:
                 done, _ = wait(pending, return_when=FIRST_EXCEPTION)
                 for future in done:
@@ -112,33 +142,111 @@ def _compute_processes(tasks, consume, workers: int | None, progress: Progress |
                     done_count += 1
                     if progress:
                         progress(done_count, len(tasks))
+        except BrokenProcessPool as exc:
+            pool.shutdown(wait=False, cancel_futures=True)
+            if done_count:
+                raise
+            raise _BrokenBeforeResults(exc) from exc
         except BaseException:
             pool.shutdown(wait=False, cancel_futures=True)
             raise
     return outputs
 
 
-def _compute_distributed(tasks, consume, address: str, progress: Progress | None) -> list[Any]:
-    from distributed import Client, as_completed
+def unguarded_main(main=None) -> str | None:
+    """The script that spawned processes would re-run although it has no ``__main__`` guard.
 
+    Mirrors :func:`multiprocessing.spawn.get_preparation_data`: a child re-runs the main module
+    by name unless it is a package's ``__main__`` (``python -m geoseg``), else by path; there is
+    nothing to re-run from Jupyter, the interactive prompt or ``python -c``. ``main`` defaults
+    to ``sys.modules["__main__"]``. Returns the script's path, or None where spawning is safe.
+    """
+    main = sys.modules["__main__"] if main is None else main
+    name = getattr(getattr(main, "__spec__", None), "name", None)
+    if name is not None:
+        if name == "__main__" or name.endswith(".__main__"):
+            return None
+        path = main.__spec__.origin
+    else:
+        path = getattr(main, "__file__", None)
+        if path and os.path.splitext(os.path.basename(path))[0] == "ipython":
+            return None
+        if path and not os.path.isabs(path) and multiprocessing.process.ORIGINAL_DIR:
+            path = os.path.join(multiprocessing.process.ORIGINAL_DIR, path)
+    if not path or not os.path.isfile(path) or _has_main_guard(path):
+        return None
+    return path
+
+
+def _has_main_guard(path: str) -> bool:
+    """Whether the Python file at ``path`` has a top-level ``if __name__ == "__main__":``."""
+    try:
+        with open(path, "rb") as file:
+            tree = ast.parse(file.read(), path)
+    except (OSError, SyntaxError, ValueError):
+        return True  # cannot tell: try processes, threads follow if the pool breaks
+    guards = {'__name__ == "__main__"', '"__main__" == __name__'}
+    tests = (
+        ast.unparse(node.test).replace("'", '"') for node in tree.body if isinstance(node, ast.If)
+    )
+    return any(test in guards for test in tests)
+
+
+IN_FLIGHT_PER_THREAD = 2
+"""Tasks submitted to a cluster at once, per worker thread: enough to keep every worker busy
+while the single writer catches up, few enough that finished results do not pile up."""
+
+
+def _check_address(address: str) -> None:
     if not re.fullmatch(r"([a-z]+://)?[^\s:/]+:\d+", address):
         raise ParameterError(f"--scheduler {address!r}: expected an address like tcp://host:8786")
+
+
+def _connect(address: str):
+    from distributed import Client
+
+    _check_address(address)
     try:
-        client = Client(address, timeout="10s", set_as_default=False)
+        return Client(address, timeout="10s", set_as_default=False)
     except (OSError, TimeoutError, ValueError) as exc:
         raise ParameterError(f"cannot reach the Dask scheduler at {address} ({exc})") from None
+
+
+def check_scheduler(address: str | None) -> None:
+    """Refuse an unreachable ``--scheduler`` now, before expensive set-up (model loading)."""
+    if address is not None:
+        _connect(address).close()
+
+
+def _compute_distributed(tasks, consume, address: str, progress: Progress | None) -> list[Any]:
+    """Keep a bounded number of tasks in flight; tasks lost with a worker are run again by Dask."""
+    from distributed import as_completed
+
+    client = _connect(address)
     try:
         with client.as_current():
-            futures = client.compute(list(tasks))
-            index = {future.key: i for i, future in enumerate(futures)}
-            finished = as_completed(futures, with_results=True)
-            del futures  # a result is released once consumed
-            outputs: list[Any] = [None] * len(index)
+            threads = sum(client.nthreads().values()) or 1
+            limit = max(2, IN_FLIGHT_PER_THREAD * threads)
+            queue = iter(enumerate(tasks))
+            index: dict[str, int] = {}
+
+            def submit_next(finished) -> None:
+                for i, task in queue:
+                    (future,) = client.compute([task])
+                    index[future.key] = i
+                    finished.add(future)
+                    return
+
+            finished = as_completed([], with_results=True)
+            for _ in range(min(limit, len(tasks))):
+                submit_next(finished)
+            outputs: list[Any] = [None] * len(tasks)
             for done, (future, result) in enumerate(finished, start=1):
-                outputs[index[future.key]] = consume(result)
-                del future, result
+                outputs[index.pop(future.key)] = consume(result)
+                del future, result  # a result is released once consumed
+                submit_next(finished)
                 if progress:
-                    progress(done, len(index))
+                    progress(done, len(tasks))
             return outputs
     finally:
         client.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -9,10 +10,10 @@ import rasterio
 from rasterio.enums import Resampling
 from rasterio.windows import from_bounds
 
+from geoseg.contracts import probability_bands
 from geoseg.errors import ParameterError
-from geoseg.outputs import check_output
+from geoseg.outputs import check_not_an_input, check_output
 from geoseg.raster import open_raster_info
-from geoseg.vectorizing import probability_bands
 
 
 def quicklook(
@@ -37,6 +38,7 @@ def quicklook(
     import matplotlib.pyplot as plt
 
     out = check_output(out, overwrite)
+    check_not_an_input(out, [prediction, image, vectors])
     info = open_raster_info(prediction)
     scale = max(info.width, info.height) / max_size
     shape = (max(1, round(info.height / scale)), max(1, round(info.width / scale)))
@@ -65,8 +67,13 @@ def quicklook(
         polygons.boundary.plot(ax=axes, color="cyan", linewidth=0.8)
     axes.set_xlim(left, right)
     axes.set_ylim(bottom, top)
-    figure.savefig(out, dpi=100)
-    plt.close(figure)
+    staging = out.parent / f".{out.name}.partial.png"
+    try:
+        figure.savefig(staging, dpi=100, format="png")
+        os.replace(staging, out)
+    finally:
+        plt.close(figure)
+        staging.unlink(missing_ok=True)
     return out
 
 

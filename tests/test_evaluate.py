@@ -11,6 +11,7 @@ import rasterio
 import shapely
 from helpers import assert_one_line_error, run
 
+from geoseg.contracts import PredictionTags
 from geoseg.evaluation import evaluate, match_objects
 
 X0, Y0, PIXEL = 500_000.0, 5_300_000.0, 0.5  # make_raster's grid
@@ -30,6 +31,7 @@ def prediction(make_raster):
         with rasterio.open(path, "r+") as dst:
             for band, name in enumerate(names, start=1):
                 dst.set_band_description(band, name)
+            dst.update_tags(**PredictionTags(tuple(names)).to_tags())
             if nodata is not None:
                 dst.write_mask(np.where(nodata, 0, 255).astype(np.uint8))
         return path
@@ -125,6 +127,7 @@ def test_cli_scores_parcels_polygons(tmp_path, make_vector):
     with rio.open(path, "w", **profile) as dst:
         dst.write(boundary)
         dst.set_band_description(1, "boundary")
+        dst.update_tags(**PredictionTags(("boundary",)).to_tags())
     vectorize(path, tmp_path / "pred.gpkg", mode="parcels", block_size=32)
     result = run("evaluate", tmp_path / "pred.gpkg", "--truth", truth, "--json",
                  tmp_path / "s.json")  # fmt: skip
@@ -160,3 +163,69 @@ def test_quicklook_png(prediction, make_raster, make_vector, tmp_path):
     assert pixels.std() > 10  # not blank
     assert_one_line_error(run("quicklook", pred, "--class", "road", "--out", tmp_path / "r.png"),
                           "road")  # fmt: skip
+
+
+def regions_gpkg(tmp_path, prediction, values: dict):
+    """Polygons of a regions-mode vectorisation of a prediction with these classes."""
+    from geoseg.vectorizing import vectorize
+
+    vectorize(prediction(values), tmp_path / "pred.gpkg", block_size=64)
+    return tmp_path / "pred.gpkg"
+
+
+def test_objects_are_scored_only_for_classes_in_the_truth(prediction, make_vector, tmp_path):
+    """A boundary class is not matched against buildings; the one truth class is by name."""
+    pred = regions_gpkg(tmp_path, prediction, {
+        "building": square((10, 30), (10, 30)) | square((50, 60), (50, 60)),
+        "boundary": square((0, 100), (40, 42)),
+    })  # fmt: skip
+    truth = make_vector([pixel_box(10, 10, 30, 30)], name="buildings.gpkg")
+    result = evaluate(pred, truth)
+    assert set(result.objects) == {"building"}
+    assert (result.objects["building"]["matched"], result.objects["building"]["predicted"]) == (
+        1, 2
+    )  # fmt: skip
+    assert any("boundary" in note for note in result.notes)
+    chosen = evaluate(pred, truth, classes=["building"])
+    assert chosen.objects == result.objects
+    kinds = make_vector([pixel_box(10, 10, 30, 30)] * 2, kind=["building", "road"], name="k.gpkg")
+    assert set(evaluate(pred, kinds, class_field="kind").objects) == {"building"}
+
+
+@pytest.mark.parametrize("case", ["json_exists", "json_is_prediction", "json_is_truth"])
+def test_json_never_replaces_a_file_by_accident(case, prediction, make_vector, tmp_path):
+    pred = prediction({"building": square((15, 35), (10, 30))})
+    truth = make_vector([pixel_box(10, 10, 30, 30)], name="building.gpkg")
+    target = {"json_exists": tmp_path / "s.json", "json_is_prediction": pred,
+              "json_is_truth": truth}[case]  # fmt: skip
+    if case == "json_exists":
+        target.write_text("keep me")
+    before = target.read_bytes()
+    extra = [] if case == "json_exists" else ["--overwrite"]
+    result = run("evaluate", pred, "--truth", truth, "--json", target, *extra)
+    assert_one_line_error(result, "one of the inputs" if extra else "already exists")
+    assert target.read_bytes() == before
+    assert run("evaluate", pred, "--truth", truth, "--json", tmp_path / "s.json",
+               "--overwrite").exit_code == 0 or case != "json_exists"  # fmt: skip
+
+
+def test_plain_rasters_are_refused(make_raster, make_vector, tmp_path):
+    image = make_raster(width=64, height=64, count=3)
+    truth = make_vector([pixel_box(0, 0, 5, 5)], name="building.gpkg")
+    for args in (["evaluate", image, "--truth", truth],
+                 ["quicklook", image, "--out", tmp_path / "q.png"],
+                 ["vectorize", image, "--out", tmp_path / "v.gpkg"]):  # fmt: skip
+        result = run(*args)
+        assert_one_line_error(result, "not a geoseg prediction")
+        assert "--class-field" not in result.output
+    assert list(tmp_path.glob("*.png")) == [] and list(tmp_path.glob("*.gpkg")) == [truth]
+
+
+def test_quicklook_never_writes_over_an_input(prediction, make_raster, tmp_path):
+    pred = prediction({"building": square((15, 35), (10, 30))})
+    image = make_raster(width=100, height=100, count=3)
+    for target in (pred, image):
+        before = target.read_bytes()
+        result = run("quicklook", pred, "--image", image, "--out", target, "--overwrite")
+        assert_one_line_error(result, "one of the inputs")
+        assert target.read_bytes() == before

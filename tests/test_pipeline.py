@@ -43,6 +43,18 @@ def test_runs_then_skips_up_to_date_stages(pipeline, tmp_path):
     assert run_pipeline(pipeline, force=True) == [("synth", "ran"), ("tile", "ran")]
 
 
+def test_only_stages_whose_options_or_inputs_changed_run_again(pipeline, tmp_path):
+    assert run_pipeline(pipeline) == [("synth", "ran"), ("tile", "ran")]
+    text = pipeline.read_text()
+    pipeline.write_text("# a comment\n" + text)  # a newer file, the same stages
+    assert run_pipeline(pipeline) == [("synth", "skipped"), ("tile", "skipped")]
+    pipeline.write_text(text.replace("size: 64", "size: 128"))  # only tile's options
+    assert run_pipeline(pipeline) == [("synth", "skipped"), ("tile", "ran")]
+    assert run_pipeline(pipeline) == [("synth", "skipped"), ("tile", "skipped")]
+    record = tmp_path / "work" / ".chips.geoseg-stage.json"
+    assert "128" in record.read_text()
+
+
 def test_cli_says_what_it_skips(pipeline):
     assert run("run", pipeline).exit_code == 0
     result = run("run", pipeline)

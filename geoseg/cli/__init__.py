@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from contextlib import contextmanager
@@ -9,7 +10,6 @@ from contextlib import contextmanager
 import click
 
 from geoseg import __version__
-from geoseg.errors import GeosegError, first_line
 from geoseg.cli.options import (
     LengthType,
     NameListType,
@@ -22,9 +22,7 @@ from geoseg.cli.options import (
     polygon_options,
     seed_option,
 )
-
-# TensorFlow's C++ start-up chatter (CUDA probing, oneDNN notes) is noise on a terminal.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from geoseg.errors import GeosegError, first_line
 
 
 class GeosegGroup(click.Group):
@@ -39,13 +37,34 @@ class GeosegGroup(click.Group):
             raise click.ClickException(first_line(exc)) from None
 
 
+@functools.cache
+def stderr_console():
+    """The one rich console on stderr that progress bars and log lines share."""
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def setup_logging(verbose: int) -> None:
+    """``-v``: geoseg's steps (INFO) and TensorFlow's start-up lines; ``-vv``: DEBUG too."""
+    from rich.logging import RichHandler
+
+    handler = RichHandler(console=stderr_console(), show_path=False, show_time=verbose > 1)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    library = logging.getLogger("geoseg")
+    library.handlers[:] = [handler]
+    # without -v the level is inherited (WARNING unless the caller set the root logger's)
+    library.setLevel({0: logging.NOTSET, 1: logging.INFO}.get(verbose, logging.DEBUG))
+    if not verbose:  # TensorFlow's C++ notes (oneDNN, CUDA probing) are noise on a terminal
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
 @contextmanager
 def progress_bar(description: str):
     """A rich progress bar on a terminal (silent otherwise); yields a ``progress(done, total)``."""
-    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    console = Console(stderr=True)
+    console = stderr_console()
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
     with Progress(
         *columns, console=console, disable=not console.is_terminal, transient=True
@@ -56,8 +75,10 @@ def progress_bar(description: str):
 
 @click.group(cls=GeosegGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="geoseg")
-@click.option("--verbose", "-v", is_flag=True, help="Log what happens, step by step.")
-def main(verbose: bool):
+@click.option(
+    "--verbose", "-v", count=True, help="Log what happens, step by step (-vv: in detail)."
+)
+def main(verbose: int):
     """Segment very large satellite and aerial images.
 
     \b
@@ -68,7 +89,7 @@ def main(verbose: bool):
       $ geoseg predict scene/image.tif --model model/ --out pred.tif --vectors parcels.gpkg \\
             --mode parcels
     """
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s")
+    setup_logging(verbose)
 
 
 @main.command()
@@ -142,6 +163,13 @@ def synth(out, **options):
     help="Also burn outlines as class 'boundary', in CRS units or pixels (2px).",
 )
 @click.option(
+    "--label-nodata",
+    default="file",
+    metavar="VALUE|none",
+    help="Label raster value to ignore; 'none': every value is a label "
+    "[default: the label raster's own nodata].",
+)
+@click.option(
     "--size",
     type=int,
     default=256,
@@ -168,7 +196,22 @@ def synth(out, **options):
     type=fraction,
     default=0.2,
     show_default=True,
-    help="Share of spatial blocks assigned to validation.",
+    help="Share of the chips assigned to validation (by spatial blocks or whole scenes).",
+)
+@click.option(
+    "--test-fraction",
+    type=fraction,
+    default=0.0,
+    show_default=True,
+    help="Share of the chips held out as split 'test', sharing no pixel with train or val.",
+)
+@click.option(
+    "--split-by",
+    type=click.Choice(["auto", "scene", "blocks"]),
+    default="auto",
+    show_default=True,
+    help="Split units: spatial blocks, or whole scenes; auto: by scene for five or more "
+    "small, separate scenes.",
 )
 @seed_option
 @parallel_options
@@ -176,8 +219,8 @@ def synth(out, **options):
 def tile(images, out, **options):
     """Cut rasters into georeferenced chips with masks burned from labels.
 
-    Writes images/, masks/, chips.gpkg (chip footprints and split) and dataset.json
-    (band statistics, classes, class frequencies) into the --out folder.
+    Writes images/, masks/, chips.gpkg (chip footprints and split: train, val, test) and
+    dataset.json (band statistics, classes, class frequencies, counts) into the --out folder.
 
     \b
     Examples:
@@ -185,6 +228,9 @@ def tile(images, out, **options):
       $ geoseg tile a.tif b.tif --labels roofs.shp --class-field type --classes house,shed \\
             --size 512 --stride 256 --out chips/
       $ geoseg tile big.tif --labels parcels.gpkg --scheduler tcp://10.0.0.5:8786 --out chips/
+      $ geoseg tile patch_*.tif --labels fields.gpkg --size 128 --stride 64 \\
+            --val-fraction 0.2 --test-fraction 0.1 --out chips/
+      $ geoseg tile ortho.tif --labels buildings_mask.tif --label-nodata none --out chips/
     """
     from geoseg.tiling import tile as run
 
@@ -298,8 +344,11 @@ def train(chips, out, **options):
     from geoseg.training import LAST, describe_epoch, partial_directory
     from geoseg.training import train as run
 
+    logged = False  # TEMP
+
     def report(epoch, epochs, logs):
-        click.echo(describe_epoch(epoch, epochs, logs))
+        if not logged:  # with --verbose the library logs every epoch already
+            click.echo(describe_epoch(epoch, epochs, logs))
 
     try:
         with progress_bar("training") as progress:
@@ -357,6 +406,9 @@ def train(chips, out, **options):
     help="auto: float16 on a GPU, bfloat16 on CPUs built for it, else float32.",
 )
 @parallel_options
+@click.option(
+    "--resume", is_flag=True, help="Continue an interrupted run from the blocks it wrote."
+)
 @overwrite_option
 def predict(image, model, out, **options):
     """Predict class probabilities over an image of any size.
@@ -370,11 +422,21 @@ def predict(image, model, out, **options):
       $ geoseg predict ortho.tif -m model/ -o pred.tif --vectors parcels.gpkg --mode parcels \\
             --min-area 50 --simplify 0.5
       $ geoseg predict ortho.tif -m model/ -o pred.tif --scheduler tcp://10.0.0.5:8786
+      $ geoseg predict ortho.tif -m model/ -o pred.tif --resume      # after an interruption
     """
+    from geoseg.cog import partial_paths
     from geoseg.inference import predict as run
 
-    with progress_bar("predicting") as progress:
-        summary = run(image, model, out, progress=progress, **options)
+    try:
+        with progress_bar("predicting") as progress:
+            summary = run(image, model, out, progress=progress, **options)
+    except KeyboardInterrupt:
+        draft, journal = partial_paths(out)
+        if journal.is_file():
+            raise click.ClickException(
+                f"interrupted; the blocks written are kept in {draft}: add --resume to continue"
+            ) from None
+        raise click.ClickException("interrupted before any block was written") from None
     click.echo(summary.describe())
 
 
@@ -432,11 +494,18 @@ def vectorize(raster, out, **options):
     default=None,
     help="Probability threshold for every class [default: those stored by predict].",
 )
+@click.option(
+    "--classes",
+    type=NameListType(),
+    default=None,
+    help="Score only these prediction classes, e.g. building [default: those in the truth].",
+)
 @block_size_option()
 @click.option(
     "--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Also write JSON."
 )
 @parallel_options
+@overwrite_option
 def evaluate(prediction, **options):
     """Score a prediction (PRED.tif or PRED.gpkg) against true labels.
 
@@ -484,7 +553,8 @@ def quicklook(prediction, out, **options):
 def run_pipeline(pipeline, force, start):
     """Run the stages of a pipeline YAML file (see pipelines/README.md).
 
-    A stage whose outputs are newer than its inputs and the file is skipped.
+    A stage is skipped while its outputs exist and its options and input files are those of
+    its last run (recorded beside its outputs).
 
     \b
     Examples:

@@ -13,6 +13,8 @@ Each stage names a ``geoseg`` command; its keys are that command's argument and 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -90,14 +92,49 @@ def _stage(entry, workdir: Path, source: Path) -> Stage:
     return Stage(name, args, inputs, outputs)
 
 
-def up_to_date(stage: Stage, config: Path) -> bool:
-    """Whether every output exists and is newer than every input and the pipeline file."""
+def identity(path: Path) -> list:
+    """What tells a changed input: size and modification time of a file, or of every file in a
+    folder (a chips or model folder), hashed."""
+    if path.is_file():
+        stat = path.stat()
+        return [stat.st_size, stat.st_mtime_ns]
+    if path.is_dir():
+        digest = hashlib.sha256()
+        for item in sorted(p for p in path.rglob("*") if p.is_file()):
+            stat = item.stat()
+            digest.update(f"{item.relative_to(path)}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+        return [digest.hexdigest()]
+    return []
+
+
+def record_path(stage: Stage) -> Path:
+    """The record of a stage's last run, a hidden file beside its first output."""
+    first = stage.outputs[0]
+    return first.parent / f".{first.name}.geoseg-stage.json"
+
+
+def stage_record(stage: Stage) -> dict:
+    """The command, its arguments and its inputs' identities: what decides its outputs."""
+    return {
+        "command": stage.name,
+        "args": stage.args,
+        "inputs": {str(p): identity(p) for p in stage.inputs},
+    }
+
+
+def up_to_date(stage: Stage) -> bool:
+    """Whether every output exists and the stage last ran with these arguments and inputs."""
     if not stage.outputs or not all(p.exists() for p in stage.outputs):
         return False
-    newest_input = max(
-        [config.stat().st_mtime] + [p.stat().st_mtime for p in stage.inputs if p.exists()]
-    )
-    return min(p.stat().st_mtime for p in stage.outputs) > newest_input
+    try:
+        return json.loads(record_path(stage).read_text()) == stage_record(stage)
+    except (OSError, ValueError):
+        return False
+
+
+def _record_run(stage: Stage) -> None:
+    if stage.outputs:
+        record_path(stage).write_text(json.dumps(stage_record(stage), indent=1) + "\n")
 
 
 def run_pipeline(
@@ -109,8 +146,9 @@ def run_pipeline(
 ) -> list[tuple[str, str]]:
     """Run the stages of ``path`` in order; returns (stage, "ran" or "skipped") pairs.
 
-    A stage is skipped while its outputs are newer than its inputs and the file, unless
-    ``force``; ``start`` runs from the first stage of that name on, forced.
+    A stage is skipped while its outputs exist and it last ran with the same arguments and the
+    same input files (sizes and times, recorded beside its outputs), unless ``force``;
+    ``start`` runs from the first stage of that name on, forced.
     """
     from geoseg.cli import main
 
@@ -122,7 +160,7 @@ def run_pipeline(
     forced = force or start is not None
     done = []
     for stage in stages[first:]:
-        if not forced and up_to_date(stage, Path(path)):
+        if not forced and up_to_date(stage):
             done.append((stage.name, "skipped"))
             if report:
                 report(stage, "skipped")
@@ -131,6 +169,9 @@ def run_pipeline(
             report(stage, "running")
         takes_overwrite = any(p.name == "overwrite" for p in main.commands[stage.name].params)
         overwrite = ["--overwrite"] if takes_overwrite else []  # the pipeline owns its outputs
+        if stage.outputs:  # a stage that fails midway must not look up to date
+            record_path(stage).unlink(missing_ok=True)
         main.main([stage.name, *stage.args, *overwrite], standalone_mode=False)
+        _record_run(stage)
         done.append((stage.name, "ran"))
     return done
