@@ -341,10 +341,20 @@ def train(chips, out, **options):
       $ geoseg train chips/ --class-weights 20,1 --base-filters 64 --out model/
       $ geoseg train chips/ --out model/ --resume      # after an interruption
     """
+    from geoseg.data import open_chips, select_classes
+    from geoseg.outputs import check_not_inside, check_output
+
+    # what can be checked without TensorFlow fails in a second instead of after its import
+    chips_dir = open_chips(chips)
+    select_classes(chips_dir, options["classes"])
+    check_not_inside(out, [chips_dir.root])
+    if not options["resume"]:
+        check_output(out, options["overwrite"])
+
     from geoseg.training import LAST, describe_epoch, partial_directory
     from geoseg.training import train as run
 
-    logged = False  # TEMP
+    logged = logging.getLogger("geoseg.training").isEnabledFor(logging.INFO)
 
     def report(epoch, epochs, logs):
         if not logged:  # with --verbose the library logs every epoch already
