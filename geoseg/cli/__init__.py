@@ -35,6 +35,10 @@ class GeosegGroup(click.Group):
             return super().invoke(ctx)
         except (GeosegError, RasterioError, OSError) as exc:
             raise click.ClickException(first_line(exc)) from None
+        except MemoryError as exc:
+            raise click.ClickException(
+                f"out of memory ({first_line(exc)}): try a smaller --size or --block-size"
+            ) from None
 
 
 @functools.cache
