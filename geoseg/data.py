@@ -20,7 +20,9 @@ from rasterio.enums import MaskFlags
 from geoseg.errors import InputFileError, ParameterError
 from geoseg.raster import NORMALIZED_RANGE, normalization_constants
 
-SPLITS = ("train", "val")
+SPLITS = ("train", "val", "test")
+"""Splits read from chips.gpkg; ``test`` (held out from training and threshold choice) is
+optional and empty when the chips have none."""
 CACHE_SHARE = 0.25
 """Decoded chips are kept in memory after the first epoch when a split needs less than this
 share of the machine's memory (in their source dtype, as read)."""
@@ -33,7 +35,7 @@ class ChipsDirectory:
     root: Path
     record: dict
     files: dict[str, list[tuple[str, str]]]
-    """(image path, mask path) per split, absolute."""
+    """(image path, mask path) per split of :data:`SPLITS`, absolute (an absent split is [])."""
 
     @property
     def chip_size(self) -> int:

@@ -8,6 +8,7 @@ output, with ``model.keras``, ``geoseg.json``, ``history.csv``, ``training.png``
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -44,6 +45,8 @@ BEST_STAGING = "best.partial.keras"  # ModelCheckpoint writes here; renamed when
 
 EpochReport = Callable[[int, int, dict], None]
 Progress = Callable[[int, int], None]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -97,20 +100,32 @@ class TrainSummary:
     resumed_from: int = 0
 
     def describe(self) -> str:
-        training = self.card["training"]
+        training, metrics = self.card["training"], self.card["metrics"]
         lines = [
             f"trained {self.epochs_run} epochs in {self.seconds:.0f} s "
             f"(best epoch {training['best_epoch']}, {training['precision']}) -> {self.out}",
-            f"{'class':<16}{'threshold':>10}{'IoU':>8}{'F1':>8}{'precision':>11}{'recall':>8}",
+            f"validation, {training['val_chips']} chips, at thresholds tuned on these val chips "
+            "(optimistic):",
+            *self._table(metrics["val"]),
         ]
-        for name, m in self.card["metrics"]["val"].items():
+        if "test" in metrics:
+            lines.append(
+                f"held-out test, {training['test_chips']} test chips, at the val thresholds:"
+            )
+            lines.extend(self._table(metrics["test"]))
+        if training["diverged"]:
+            lines.append("the loss diverged at the end; the model is the best epoch before that")
+        return "\n".join(lines)
+
+    def _table(self, scores: dict) -> list[str]:
+        """A header and one row per class: threshold, IoU, F1, precision, recall."""
+        lines = [f"{'class':<16}{'threshold':>10}{'IoU':>8}{'F1':>8}{'precision':>11}{'recall':>8}"]
+        for name, m in scores.items():
             lines.append(
                 f"{name:<16}{self.card['threshold'][name]:>10.3f}{m['iou']:>8.3f}{m['f1']:>8.3f}"
                 f"{m['precision']:>11.3f}{m['recall']:>8.3f}"
             )
-        if training["diverged"]:
-            lines.append("the loss diverged at the end; the model is the best epoch before that")
-        return "\n".join(lines)
+        return lines
 
 
 def describe_epoch(epoch: int, epochs: int, logs: dict) -> str:
@@ -160,6 +175,7 @@ def train(
         plan = replace(plan, precision=stored_precision)
     else:
         _start_fresh(work, out, overwrite, settings, chips_dir, plan)
+    logger.info(_describe_plan(plan, settings, chips_dir))
 
     started = time.monotonic()
     previous_policy = keras.config.dtype_policy().name
@@ -176,6 +192,11 @@ def train(
         val_data = make_dataset(
             chips_dir, "val", settings.batch_size, plan.class_bands, training=False
         )
+        test_data = None  # the test split is optional
+        if chips_dir.files["test"]:
+            test_data = make_dataset(
+                chips_dir, "test", settings.batch_size, plan.class_bands, training=False
+            )
         model.fit(
             train_data,
             validation_data=val_data,
@@ -185,7 +206,7 @@ def train(
             shuffle=False,  # the dataset reshuffles itself
             verbose=0,
         )
-        card = _finish(work, chips_dir, plan, settings, val_data)
+        card = _finish(work, chips_dir, plan, settings, val_data, test_data)
     except tf.errors.OpError as exc:  # e.g. an unreadable chip, out of memory
         raise TrainingError(f"training failed: {first_line(exc)}") from None
     finally:
@@ -193,8 +214,15 @@ def train(
     for name in (BEST, LAST, STATE, SETTINGS, BEST_STAGING):
         (work / name).unlink(missing_ok=True)
     replace_with(work, out)
-    epochs_run = card["training"]["epochs_run"] - initial_epoch
-    return TrainSummary(out, card, epochs_run, time.monotonic() - started, initial_epoch)
+    summary = TrainSummary(
+        out, card, card["training"]["epochs_run"] - initial_epoch, time.monotonic() - started,
+        initial_epoch,
+    )  # fmt: skip
+    logger.info(
+        "trained %d epochs in %.1f s (best epoch %d) -> %s",
+        summary.epochs_run, summary.seconds, card["training"]["best_epoch"], out,
+    )  # fmt: skip
+    return summary
 
 
 def score_histogram(model, dataset, class_names: Sequence[str]) -> ScoreHistogram:
@@ -249,6 +277,18 @@ def _plan(chips: ChipsDirectory, settings: TrainSettings) -> _Plan:
     return _Plan(class_names, class_bands, weights, source, network, precision)
 
 
+def _describe_plan(plan: _Plan, settings: TrainSettings, chips: ChipsDirectory) -> str:
+    """One line: classes and weights, network, precision, chips per split."""
+    weights = ", ".join(f"{n} {w:.3g}" for n, w in zip(plan.class_names, plan.class_weights))
+    counts = ", ".join(f"{len(chips.files[s])} {s}" for s in ("train", "val", "test"))
+    return (
+        f"plan: classes {', '.join(plan.class_names)}; loss {settings.loss}, class weights "
+        f"{weights} ({plan.weights_source}); U-Net depth {plan.network.depth}, base filters "
+        f"{plan.network.base_filters}; precision {plan.precision}; chips {counts}; "
+        f"{settings.epochs} epochs of batch {settings.batch_size}"
+    )
+
+
 def _start_fresh(
     work: Path, out: Path, overwrite: bool, settings: TrainSettings, chips, plan
 ) -> None:
@@ -267,7 +307,7 @@ def _start_fresh(
 
 def _resumable_settings(work: Path, settings: TrainSettings, chips) -> tuple[TrainSettings, str]:
     """The interrupted run's settings and precision; only ``epochs`` may change on resume."""
-    if not (work / SETTINGS).is_file() or not (work / LAST).is_file():
+    if not all((work / name).is_file() for name in (SETTINGS, LAST, STATE)):
         raise ParameterError(f"nothing to resume: no interrupted run in {work}")
     run = json.loads((work / SETTINGS).read_text())
     if run["chips"] != str(chips.root):
@@ -290,6 +330,7 @@ def _model(work: Path, plan: _Plan, settings: TrainSettings, resume: bool):
         state = json.loads((work / STATE).read_text())
         history = pd.read_csv(work / HISTORY).iloc[: state["epoch"]]
         history.to_csv(work / HISTORY, index=False)
+        logger.info("resuming %s after epoch %d", work, state["epoch"])
         return keras.models.load_model(work / LAST), state["epoch"]
     model = build_unet(plan.network)
     model.compile(
@@ -301,26 +342,41 @@ def _model(work: Path, plan: _Plan, settings: TrainSettings, resume: bool):
 
 
 class _ResumePoint(keras.callbacks.Callback):
-    """Saves the full model and the monitors' state every epoch; restores the state on resume."""
+    """Saves the full model and the monitors' state every epoch; restores the state on resume.
+
+    It must come after the ModelCheckpoint writing :data:`BEST_STAGING`, which saves
+    synchronously in its ``on_epoch_end``: a staging file present here was written this epoch.
+    """
 
     def __init__(self, work: Path, stateful: dict, restore: bool):
         super().__init__()
         self.work, self.stateful, self.restore = work, stateful, restore
+        self.best_epoch = 0
 
     def on_train_begin(self, logs=None):
         if self.restore:
             state = json.loads((self.work / STATE).read_text())
+            self.best_epoch = state.get("best_epoch", 0)
             for name, callback in self.stateful.items():
                 for attribute, value in state[name].items():
                     setattr(callback, attribute, value)
+        self._drop_stale_staging()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._drop_stale_staging()
+
+    def _drop_stale_staging(self):
+        """An older staging file (e.g. half-written when a run crashed) must not become best."""
+        (self.work / BEST_STAGING).unlink(missing_ok=True)
 
     def on_epoch_end(self, epoch, logs=None):
         # Every file is complete or absent: an interruption mid-save cannot break a resume.
         if (self.work / BEST_STAGING).is_file():
             (self.work / BEST_STAGING).replace(self.work / BEST)
+            self.best_epoch = epoch + 1
         self.model.save(self.work / f"{LAST}.partial.keras")
         (self.work / f"{LAST}.partial.keras").replace(self.work / LAST)
-        state = {"epoch": epoch + 1}
+        state = {"epoch": epoch + 1, "best_epoch": self.best_epoch}
         for name, callback in self.stateful.items():
             state[name] = {
                 a: float(getattr(callback, a))
@@ -351,9 +407,10 @@ class _Report(keras.callbacks.Callback):
             self.progress(batch + 1, self.params.get("steps") or 0)
 
     def on_epoch_end(self, epoch, logs=None):
+        logs = dict(logs or {})
+        logs.setdefault("learning_rate", float(self.model.optimizer.learning_rate))
+        logger.info(describe_epoch(epoch + 1, self.params["epochs"], logs))
         if self.on_epoch:
-            logs = dict(logs or {})
-            logs.setdefault("learning_rate", float(self.model.optimizer.learning_rate))
             self.on_epoch(epoch + 1, self.params["epochs"], logs)
 
 
@@ -369,7 +426,7 @@ def _callbacks(work, settings, resume, progress, on_epoch) -> list:
     )
     return [
         _StopOnNaN(),
-        checkpoint,
+        checkpoint,  # before _ResumePoint, which promotes what it wrote this epoch
         stopping,
         plateau,
         keras.callbacks.CSVLogger(str(work / HISTORY), append=resume),
@@ -381,8 +438,13 @@ def _callbacks(work, settings, resume, progress, on_epoch) -> list:
     ]
 
 
-def _finish(work: Path, chips: ChipsDirectory, plan: _Plan, settings, val_data) -> dict:
-    """Pick thresholds on validation with the best checkpoint; write model, card and plot."""
+def _finish(
+    work: Path, chips: ChipsDirectory, plan: _Plan, settings, val_data, test_data=None
+) -> dict:
+    """Pick thresholds on val with the best checkpoint; write model, card and plot.
+
+    Test chips, when there are any, are scored at the val thresholds (an unbiased estimate).
+    """
     history = pd.read_csv(work / HISTORY)
     monitored = history[settings.monitor].where(np.isfinite(history["loss"]))
     if not (work / BEST).is_file() or not np.isfinite(monitored).any():
@@ -398,18 +460,36 @@ def _finish(work: Path, chips: ChipsDirectory, plan: _Plan, settings, val_data) 
     final.save(work / MODEL_NAME)
     histogram = score_histogram(final, val_data, plan.class_names)  # the model as saved
     thresholds = histogram.best_thresholds()
+    scores = {"val": histogram.scores(thresholds)}
+    logger.info("thresholds chosen on val: %s", _describe_scores(thresholds, scores["val"]))
+    if test_data is not None:
+        scores["test"] = score_histogram(final, test_data, plan.class_names).scores(thresholds)
+        logger.info("test scores at them: %s", _describe_scores(thresholds, scores["test"]))
 
     plot_history(history, plan.class_names, work / "training.png")
-    column = history[settings.monitor]
-    best_row = history.loc[
-        column.idxmin() if settings.monitor.endswith("loss") else column.idxmax()
-    ]
-    card = _model_card(chips, plan, settings, thresholds, histogram, best_row, history)
+    best_row = history.iloc[_best_epoch(work, history, settings.monitor) - 1]
+    card = _model_card(chips, plan, settings, thresholds, scores, best_row, history)
     write_model_card(work / CARD_NAME, card)
     return card
 
 
-def _model_card(chips, plan, settings, thresholds, histogram, best_row, history) -> dict:
+def _best_epoch(work: Path, history: pd.DataFrame, monitor: str) -> int:
+    """The epoch (1-based) whose weights are in best.keras."""
+    best_epoch = json.loads((work / STATE).read_text()).get("best_epoch", 0)
+    if best_epoch:
+        return best_epoch
+    column = history[monitor]  # a run resumed from a state without best_epoch
+    return int(column.idxmin() if monitor.endswith("loss") else column.idxmax()) + 1
+
+
+def _describe_scores(thresholds: dict, scores: dict) -> str:
+    """Per class: threshold, F1 and IoU, for the log."""
+    return ", ".join(
+        f"{n} {thresholds[n]:.3f} (F1 {s['f1']:.3f}, IoU {s['iou']:.3f})" for n, s in scores.items()
+    )
+
+
+def _model_card(chips, plan, settings, thresholds, scores, best_row, history) -> dict:
     import tensorflow as tf
 
     weighted = settings.loss == "bce_dice"
@@ -435,10 +515,7 @@ def _model_card(chips, plan, settings, thresholds, histogram, best_row, history)
         "class_weight_cap": WEIGHT_CAP,
         "loss": {"name": settings.loss, "dice_weight": settings.dice_weight},
         "threshold": thresholds,
-        "metrics": {
-            "val": histogram.scores(thresholds),
-            "val_loss": float(best_row["val_loss"]),
-        },
+        "metrics": {**scores, "val_loss": float(best_row["val_loss"])},
         "model": {"architecture": "unet", **plan.network.to_dict()},
         "training": {
             **settings.to_json(),
@@ -450,5 +527,6 @@ def _model_card(chips, plan, settings, thresholds, histogram, best_row, history)
             "chips": str(chips.root),
             "train_chips": len(chips.files["train"]),
             "val_chips": len(chips.files["val"]),
+            "test_chips": len(chips.files["test"]),
         },
     }

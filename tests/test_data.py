@@ -30,6 +30,24 @@ def test_open_chips_lists_both_splits(tiny_chips):
     assert all(p.endswith(".tif") for pair in chips.files["train"] for p in pair)
 
 
+def test_open_chips_reads_an_optional_test_split(tiny_chips, tmp_path):
+    import geopandas as gpd
+
+    assert open_chips(tiny_chips).files["test"] == []
+    chips = tmp_path / "with_test"
+    shutil.copytree(tiny_chips, chips)
+    index = gpd.read_file(chips / "chips.gpkg")
+    index.loc[index.index[:3], "split"] = "test"
+    index.to_file(chips / "chips.gpkg", engine="pyogrio")
+    opened = open_chips(chips)
+    assert len(opened.files["test"]) == 3 and opened.files["train"] and opened.files["val"]
+    assert {p for pair in opened.files["test"] for p in pair}.isdisjoint(
+        p for pair in opened.files["train"] + opened.files["val"] for p in pair
+    )
+    images, masks = next(iter(make_dataset(opened, "test", 8, [1], training=False)))
+    assert images.shape[0] == 3 and masks.shape == (3, 64, 64, 1)
+
+
 def test_not_a_chips_directory(tmp_path, tiny_chips):
     with pytest.raises(InputFileError, match="no such"):
         open_chips(tmp_path / "missing")

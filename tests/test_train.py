@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 
 import keras
@@ -12,9 +13,10 @@ import pytest
 from helpers import assert_one_line_error, run
 
 from geoseg import train
+from geoseg.data import make_dataset, open_chips
 from geoseg.errors import OutputExistsError, ParameterError
 from geoseg.modelcard import read_model_card
-from geoseg.training import partial_directory
+from geoseg.training import partial_directory, score_histogram
 
 TINY = dict(base_filters=4, depth=2, batch_size=8, mixed_precision="off")
 
@@ -87,6 +89,76 @@ def test_interrupted_run_resumes_from_its_last_epoch(tiny_chips, tmp_path):
     assert read_model_card(out)["classes"] == ["boundary"]
 
 
+def test_stale_best_staging_file_never_becomes_the_best_model(tiny_chips, tmp_path):
+    """A crash mid-save leaves a half-written best.partial.keras; a resume must not promote it."""
+    out, tiny = tmp_path / "model", dict(classes=["boundary"], **TINY)
+
+    def interrupt(epoch, epochs, logs):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_chips, out, epochs=3, on_epoch=interrupt, **tiny)
+    work = partial_directory(out)
+    state = json.loads((work / "state.json").read_text())
+    state["checkpoint"]["best"] = -1e9  # no resumed epoch improves, so none writes a checkpoint
+    (work / "state.json").write_text(json.dumps(state))
+    (work / "best.partial.keras").write_bytes(b"PK\x03\x04 half a zip")
+
+    train(tiny_chips, out, epochs=3, resume=True, **tiny)
+    card = read_model_card(out)
+    assert card["training"]["best_epoch"] == 1 and card["training"]["epochs_run"] == 3
+    assert card["metrics"]["val_loss"] == pd.read_csv(out / "history.csv")["val_loss"][0]
+    assert keras.models.load_model(out / "model.keras").output_shape[-1] == 1
+
+
+def with_test_split(tiny_chips, tmp_path, count=6):
+    """A copy of the chips with ``count`` train chips moved to a held-out test split."""
+    import geopandas as gpd
+
+    chips = tmp_path / "with_test"
+    shutil.copytree(tiny_chips, chips)
+    index = gpd.read_file(chips / "chips.gpkg")
+    index.loc[index.index[index["split"] == "train"][:count], "split"] = "test"
+    index.to_file(chips / "chips.gpkg", engine="pyogrio")
+    return chips
+
+
+def test_test_split_is_scored_at_the_validation_thresholds_and_logged(tiny_chips, tmp_path, caplog):
+    chips = with_test_split(tiny_chips, tmp_path)
+    with caplog.at_level(logging.INFO, logger="geoseg.training"):
+        summary = train(chips, tmp_path / "m", epochs=2, **TINY)
+    card = read_model_card(tmp_path / "m")
+    assert card["training"]["test_chips"] == 6 and card["training"]["train_chips"] == 46
+    assert set(card["metrics"]["test"]) == {"parcels", "boundary"}
+
+    # The recorded test scores are those of the saved model at the thresholds chosen on val.
+    model = keras.models.load_model(tmp_path / "m" / "model.keras")
+    test_data = make_dataset(open_chips(chips), "test", 8, [0, 1], training=False)
+    expected = score_histogram(model, test_data, card["classes"]).scores(card["threshold"])
+    for name, record in expected.items():
+        assert card["metrics"]["test"][name] == pytest.approx(record, abs=1e-6)
+
+    text = summary.describe()
+    assert "tuned on these val chips" in text and "6 test chips" in text
+    assert text.count("boundary") == 2
+
+    messages = [r.getMessage() for r in caplog.records]
+    plan = next(m for m in messages if m.startswith("plan:"))
+    assert all(word in plan for word in ("parcels", "boundary", "float32", "46 train, 12 val"))
+    assert "6 test" in plan
+    assert sum(m.startswith("epoch ") for m in messages) == 2
+    assert any(m.startswith("thresholds") and "boundary" in m for m in messages)
+    assert any(m.startswith("trained 2 epochs") for m in messages)
+
+
+def test_without_test_chips_the_card_has_no_test_scores(trained):
+    out, summary = trained
+    card = read_model_card(out)
+    assert "test" not in card["metrics"] and card["training"]["test_chips"] == 0
+    assert "test chips" not in summary.describe() and "tuned on" in summary.describe()
+
+
 def test_explicit_weights_are_recorded_and_the_library_prints_nothing(tiny_chips, tmp_path, capsys):
     train(
         tiny_chips, tmp_path / "m", epochs=1, class_weights="3,2", augment=False, jitter=0.1,
@@ -119,6 +191,18 @@ def test_cli_prints_epochs_and_final_table(tiny_chips, tmp_path):
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "epoch 1/1" in result.output and "threshold" in result.output
+
+
+def test_cli_with_logging_on_shows_each_epoch_once(tiny_chips, tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger="geoseg.training"):
+        result = run(
+            "train", tiny_chips, "--out", tmp_path / "m", "--epochs", "1", "--base-filters",
+            "4", "--depth", "2", "--classes", "boundary", "--mixed-precision", "off",
+        )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "threshold" in result.output
+    assert not any(line.startswith("epoch 1/1") for line in result.output.splitlines())
+    assert [r.getMessage()[:9] for r in caplog.records].count("epoch 1/1") == 1
 
 
 def without_val(tiny_chips, tmp_path):
