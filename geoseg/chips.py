@@ -6,6 +6,8 @@ labels through the per-process cache, so it runs the same on threads or cluster 
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,10 +19,15 @@ from rasterio.windows import transform as window_transform
 from geoseg.labels import IGNORE, LabelSpec, open_labels
 from geoseg.raster import read_padded
 
+logger = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class Chip:
-    """One planned chip: its scene, pixel offsets, split, and its seeded keep-if-empty draw."""
+    """One planned chip: its scene, pixel offsets, split, and its seeded keep-if-empty draw.
+
+    ``split`` is "" until the split is assigned, after cutting (it depends on the kept chips).
+    """
 
     scene: str
     row: int
@@ -48,7 +55,7 @@ class ChipResult:
     """What happened to one chip; kept chips carry their pixel counts."""
 
     chip: Chip
-    status: str  # "kept", "nodata" or "empty"
+    status: str  # "kept", "nodata", "empty"; after the split also "split" (overlaps another)
     nodata_fraction: float
     positives: list[int] = field(default_factory=list)
     labelled: int = 0
@@ -60,6 +67,7 @@ def cut_chips(path: str, chips: list[Chip], rules: ChipRules, out_dir: str) -> l
     The chips' bounding window is read and burned once, so that a feature crossing chips is
     rasterised once; every pixel lies on the raster's grid either way.
     """
+    start = time.perf_counter()
     labels = open_labels(rules.labels) if rules.labels else None
     results = []
     with rasterio.open(path) as src:
@@ -97,6 +105,15 @@ def cut_chips(path: str, chips: list[Chip], rules: ChipRules, out_dir: str) -> l
                     Path(out_dir) / "masks" / f"{chip.id}.tif", src, mask, transform, labels.classes
                 )
             results.append(ChipResult(chip, "kept", nodata_fraction, positives, labelled))
+    logger.debug(
+        "%s: block at row %d, col %d: %d of %d chips kept in %.2f s",
+        Path(path).name,
+        int(area.row_off),
+        int(area.col_off),
+        sum(r.status == "kept" for r in results),
+        len(chips),
+        time.perf_counter() - start,
+    )
     return results
 
 

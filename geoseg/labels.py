@@ -8,6 +8,7 @@ resampled with nearest onto the chip grid by GDAL's warper, window by window.
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import os
 import re
@@ -17,18 +18,26 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import rasterio
 import shapely
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
+from rasterio.errors import WindowError
 from rasterio.features import rasterize
 from rasterio.warp import reproject, transform_bounds
+from rasterio.windows import Window, from_bounds
 
 from geoseg.errors import InputFileError, LabelsError, ParameterError, first_line
-from geoseg.raster import box_bounds
+from geoseg.raster import box_bounds, reading
+
+logger = logging.getLogger(__name__)
 
 BOUNDARY = "boundary"
 IGNORE = 255
+MAX_CLASSES = 255
+FILE_NODATA = "file"
+"""``LabelSpec.nodata`` default: a label raster's own nodata value (if it declares one)."""
 RASTER_SUFFIXES = {".tif", ".tiff", ".vrt", ".img", ".jp2"}
 _LINE_TYPES = {"LineString", "MultiLineString", "LinearRing"}
 _AREA_TYPES = {"Polygon", "MultiPolygon"}
@@ -67,6 +76,23 @@ class LabelSpec:
     class_field: str | None = None
     classes: tuple[str, ...] | None = None
     boundary_width: Length | None = None
+    nodata: float | str | None = FILE_NODATA  # label raster value to ignore; None: no nodata
+
+
+def parse_label_nodata(value: float | str | None) -> float | str | None:
+    """``--label-nodata``: a number, ``"none"`` (None: every value is a label) or the file's own.
+
+    >>> parse_label_nodata("none"), parse_label_nodata("0"), parse_label_nodata("file")
+    (None, 0.0, 'file')
+    """
+    if value is None or value == FILE_NODATA:
+        return value
+    if isinstance(value, str) and value.strip().lower() == "none":
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ParameterError(f"--label-nodata must be a number or 'none', got {value!r}") from None
 
 
 def is_raster_path(path: str | os.PathLike) -> bool:
@@ -160,6 +186,8 @@ class VectorLabels:
     """Polygons and lines, burned per class; optional ``boundary`` class from their outlines."""
 
     def __init__(self, spec: LabelSpec):
+        if spec.nodata != FILE_NODATA:
+            raise ParameterError("--label-nodata applies to a label raster, not vector labels")
         self.spec = spec
         frame = _read_vector(spec.path).explode(index_parts=False)  # also splits collections
         frame = frame[frame.geometry.geom_type.isin(_AREA_TYPES | _LINE_TYPES)]
@@ -182,6 +210,7 @@ class VectorLabels:
         self._geoms = geoms
         self._indexed: dict[str, _IndexedGeometries] = {}
         self._lock = threading.Lock()
+        logger.info("%s: %d features, classes %s", spec.path, len(geoms), ", ".join(self.classes))
 
     def _in_crs(self, crs: CRS) -> _IndexedGeometries:
         key = crs.to_wkt()
@@ -250,6 +279,20 @@ def _read_vector(path: str) -> gpd.GeoDataFrame:
     return frame
 
 
+def _category_text(column: pd.Series, spec: LabelSpec) -> pd.Series:
+    """A class field as text; floats only when all are whole numbers (3.0 reads as "3")."""
+    if pd.api.types.is_float_dtype(column.dtype):
+        values = column.dropna().to_numpy(dtype=np.float64)
+        if not (np.isfinite(values) & (values == np.round(values))).all():
+            raise LabelsError(
+                f"{spec.path}: class field {spec.class_field!r} holds {column.dtype} values: "
+                "a class field needs categories (text or integers; whole numbers stored as "
+                "floats, such as 3.0, are read as integers)"
+            )
+        column = column.astype("Int64")
+    return column.astype("string")
+
+
 def _class_codes(frame: gpd.GeoDataFrame, spec: LabelSpec) -> tuple[list[str], np.ndarray]:
     """Class names in band order and each feature's class index (-1: not a wanted class)."""
     if spec.class_field is None:
@@ -262,8 +305,13 @@ def _class_codes(frame: gpd.GeoDataFrame, spec: LabelSpec) -> tuple[list[str], n
         raise LabelsError(
             f"{spec.path}: unknown class field {spec.class_field!r} (fields: {fields})"
         )
-    values = frame[spec.class_field].astype("string")
+    values = _category_text(frame[spec.class_field], spec)
     present = sorted(set(values.dropna()), key=_natural_key)
+    if not spec.classes and len(present) > MAX_CLASSES:
+        raise LabelsError(
+            f"{spec.path}: class field {spec.class_field!r} holds {len(present)} distinct values, "
+            f"more than {MAX_CLASSES} classes: pick some with --classes"
+        )
     if spec.classes:
         missing = [c for c in spec.classes if c not in present]
         if missing:
@@ -280,7 +328,10 @@ def _class_codes(frame: gpd.GeoDataFrame, spec: LabelSpec) -> tuple[list[str], n
 
 
 class RasterLabels:
-    """A single-band label raster of integer class codes (0 = background, nodata = ignore)."""
+    """A single-band label raster of integer class codes (0 = background, nodata = ignore).
+
+    ``spec.nodata`` overrides the file's nodata value; None makes every value a label.
+    """
 
     def __init__(self, spec: LabelSpec):
         if spec.boundary_width:
@@ -292,14 +343,21 @@ class RasterLabels:
             if src.crs is None:
                 raise LabelsError(f"{spec.path}: label raster has no CRS")
             self._crs, self._bounds = src.crs, src.bounds
+            self.nodata = src.nodata if spec.nodata == FILE_NODATA else spec.nodata
             if spec.classes:
                 self.codes = list(range(1, len(spec.classes) + 1))
                 self.classes = list(spec.classes)
             else:
-                self.codes = _unique_codes(src)
+                self.codes = _unique_codes(src, self.nodata)
                 self.classes = [f"class_{c}" for c in self.codes]
         if not self.codes:
             raise LabelsError(f"{spec.path}: label raster holds no non-zero class codes")
+        logger.info(
+            "%s: label raster, nodata %s, classes %s",
+            spec.path,
+            self.nodata,
+            ", ".join(self.classes),
+        )
 
     def overlaps(self, crs: CRS, bounds: tuple[float, float, float, float]) -> bool:
         """Whether the label raster meets the box ``bounds`` given in ``crs``."""
@@ -310,25 +368,52 @@ class RasterLabels:
         """Masks for a grid: 0/1 per class, 255 where the label raster has no data."""
         values = np.full(shape, np.nan, dtype=np.float64)
         with rasterio.open(self.spec.path) as src:
-            reproject(
-                rasterio.band(src, 1),
-                values,
-                src_nodata=src.nodata,
-                dst_transform=transform,
-                dst_crs=crs,
-                dst_nodata=np.nan,
-                resampling=Resampling.nearest,
-            )
+            window = _source_window(src, crs, transform, shape)
+            if window is not None:
+                with reading(self.spec.path):
+                    source = src.read(1, window=window)
+                # an array source: GDAL then uses no nodata but ours (the file's, or none)
+                reproject(
+                    source,
+                    values,
+                    src_transform=src.window_transform(window),
+                    src_crs=src.crs,
+                    src_nodata=self.nodata,
+                    dst_transform=transform,
+                    dst_crs=crs,
+                    dst_nodata=np.nan,
+                    resampling=Resampling.nearest,
+                )
         out = np.stack([(values == code) for code in self.codes]).astype(np.uint8)
         out[:, np.isnan(values)] = IGNORE
         return out
 
 
-def _unique_codes(src) -> list[int]:
-    """Distinct non-zero, non-nodata values of band 1, read block by block."""
+def _source_window(src, crs: CRS, transform, shape: tuple[int, int]) -> Window | None:
+    """The label raster's window under a grid, with a margin; None where they do not meet."""
+    bounds = transform_bounds(crs, src.crs, *box_bounds(transform, *shape), densify_pts=21)
+    window = from_bounds(*bounds, transform=src.transform)
+    col0, row0 = math.floor(window.col_off) - 2, math.floor(window.row_off) - 2
+    col1 = math.ceil(window.col_off + window.width) + 2
+    row1 = math.ceil(window.row_off + window.height) + 2
+    try:
+        return Window(col0, row0, col1 - col0, row1 - row0).intersection(
+            Window(0, 0, src.width, src.height)
+        )
+    except WindowError:  # no overlap
+        return None
+
+
+def _unique_codes(src, nodata: float | None) -> list[int]:
+    """Distinct non-zero values of band 1 other than ``nodata``, read block by block."""
     codes: set[int] = set()
-    for _, window in src.block_windows(1):
-        values = src.read(1, window=window, masked=True).compressed()
-        codes.update(int(v) for v in np.unique(values[np.isfinite(values)]))
+    with reading(src.name):
+        for _, window in src.block_windows(1):
+            values = src.read(1, window=window).ravel()
+            keep = np.isfinite(values) if values.dtype.kind == "f" else slice(None)
+            values = np.unique(values[keep])
+            if nodata is not None:
+                values = values[(values != nodata) & ~(np.isnan(nodata) & np.isnan(values))]
+            codes.update(int(v) for v in values)
     codes.discard(0)
     return sorted(codes)

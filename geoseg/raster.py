@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +29,8 @@ warnings.filterwarnings(
     category=NotGeoreferencedWarning,
     module="rasterio.features",
 )
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,24 @@ def open_raster_info(path: str | os.PathLike) -> RasterInfo:
         raise InputFileError(f"{path}: not a readable raster ({first_line(exc)})") from None
 
 
+def gdal_reason(exc: BaseException) -> str:
+    """GDAL's own message behind a rasterio error: the last cause in its chain."""
+    for _ in range(10):  # a chain is short; this only guards against a cycle
+        if (exc.__cause__ or exc.__context__) is None:
+            break
+        exc = exc.__cause__ or exc.__context__
+    return first_line(exc)
+
+
+@contextmanager
+def reading(path: str) -> Iterator[None]:
+    """Turn a failed pixel read (a truncated or corrupt file) into a one-line error naming it."""
+    try:
+        yield
+    except RasterioIOError as exc:
+        raise RasterError(f"{path}: cannot read pixels ({gdal_reason(exc)})") from None
+
+
 def box_bounds(transform: Affine, height: int, width: int) -> tuple[float, float, float, float]:
     """(left, bottom, right, top) of a grid, whatever the signs of its pixel sizes."""
     xs, ys = transform @ (np.array([0, width, width, 0]), np.array([0, 0, height, height]))
@@ -131,8 +154,9 @@ def read_padded(
     inner = window.intersection(Window(0, 0, src.width, src.height))
     r0, c0 = int(inner.row_off - window.row_off), int(inner.col_off - window.col_off)
     h, w = int(inner.height), int(inner.width)
-    data[:, r0 : r0 + h, c0 : c0 + w] = src.read(indexes, window=inner)
-    valid[r0 : r0 + h, c0 : c0 + w] = src.dataset_mask(window=inner) > 0
+    with reading(src.name):
+        data[:, r0 : r0 + h, c0 : c0 + w] = src.read(indexes, window=inner)
+        valid[r0 : r0 + h, c0 : c0 + w] = src.dataset_mask(window=inner) > 0
     inside = np.zeros_like(valid)
     inside[r0 : r0 + h, c0 : c0 + w] = True
     return data, valid, inside
@@ -158,11 +182,12 @@ def sample_valid_pixels(
     """A random sample of valid pixels, shape (bands, n), read from a few spread-out windows."""
     rng = np.random.default_rng(seed)
     chunks = []
-    with rasterio.open(path) as src:
+    with rasterio.open(path) as src, reading(path):
         for window in sample_windows(src.width, src.height, window_size, max_windows):
             data = src.read(window=window)
             valid = src.dataset_mask(window=window) > 0
             chunks.append(data[:, valid])
+    logger.debug("%s: %d valid pixels sampled", path, sum(c.shape[1] for c in chunks))
     pixels = np.concatenate(chunks, axis=1) if chunks else np.empty((0, 0))
     if pixels.shape[1] > max_pixels:
         pixels = pixels[:, rng.choice(pixels.shape[1], max_pixels, replace=False)]

@@ -1,13 +1,14 @@
-"""``geoseg tile``: plan the chip grid and the spatial split, cut chips with Dask, index them."""
+"""``geoseg tile``: plan the chip grid, cut chips with Dask, split them spatially, index them."""
 
 from __future__ import annotations
 
-import json
+import logging
 import math
 import re
+import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,11 +16,20 @@ import dask
 import geopandas as gpd
 import numpy as np
 import shapely
+from rasterio.warp import transform_bounds
 
 from geoseg import __version__
 from geoseg.chips import Chip, ChipResult, ChipRules, cut_chips
-from geoseg.errors import LabelsError, ParameterError, RasterError
-from geoseg.labels import LabelSpec, Length, open_labels
+from geoseg.contracts import DATASET_NAME, DATASET_SCHEMA, DatasetRecord
+from geoseg.errors import LabelsError, ParameterError, RasterError, ResourceError, first_line
+from geoseg.labels import (
+    FILE_NODATA,
+    LabelSpec,
+    Length,
+    RasterLabels,
+    open_labels,
+    parse_label_nodata,
+)
 from geoseg.outputs import check_not_inside, check_output, staged_directory
 from geoseg.parallel import Progress, compute
 from geoseg.raster import (
@@ -30,22 +40,36 @@ from geoseg.raster import (
     window_offsets,
 )
 
-SCHEMA_VERSION = 1
+logger = logging.getLogger(__name__)
+
 MIN_SPLIT_BLOCKS = 10
+BLOCK_CHIPS = 4
+"""Split blocks are about this many chips a side."""
+SPLIT_BY = ("auto", "scene", "blocks")
+MIN_SCENES_TO_SPLIT_BY_SCENE = 5
+SCENE_AT_MOST_BLOCKS = 1.5
+"""With ``split_by="auto"``, scenes whose larger side is at most this many split blocks are
+split whole (by scene), when there are enough of them and they do not overlap."""
+SPLITS = ("train", "val", "test")
+"""In order of precedence: a chip sharing pixels with a chip of a later split is dropped."""
+DOMINANT_CLASS = 0.95
+"""A class positive on more of the labelled pixels than this gets a warning."""
 COUNTS = (
     "candidates",
     "written",
     "train",
     "val",
+    "test",
     "dropped_nodata",
     "dropped_empty",
     "dropped_split_buffer",
+    "dropped_unlabelled",
 )
 
 
 @dataclass
 class TileSummary:
-    """Counts of a tiling run, as also written to ``dataset.json``."""
+    """Counts of a tiling run, as also written to ``dataset.json``, and its warnings."""
 
     out: Path
     candidates: int
@@ -55,21 +79,32 @@ class TileSummary:
     dropped_nodata: int
     dropped_empty: int
     dropped_split_buffer: int
+    test: int = 0
+    dropped_unlabelled: int = 0
+    split_by: str = "blocks"
+    val_fraction_reached: float = 0.0
+    test_fraction_reached: float = 0.0
     classes: list[str] = field(default_factory=list)
     class_frequencies: dict[str, float] = field(default_factory=dict)
     chips_per_scene: dict[str, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     def describe(self) -> str:
-        """One line for a terminal."""
+        """A line for a terminal, then one line per warning."""
+        splits = f"{self.train} train, {self.val} val = {self.val_fraction_reached:.1%}"
+        if self.test:
+            splits += f", {self.test} test = {self.test_fraction_reached:.1%}"
         line = (
-            f"wrote {self.written} chips to {self.out} ({self.train} train, {self.val} val) "
+            f"wrote {self.written} chips to {self.out} ({splits}; split by {self.split_by}) "
             f"from {self.candidates} candidates; dropped {self.dropped_nodata} for nodata, "
             f"{self.dropped_empty} empty, {self.dropped_split_buffer} at split borders"
         )
+        if self.dropped_unlabelled:
+            line += f", {self.dropped_unlabelled} in images without labels"
         if self.class_frequencies:
             shares = ", ".join(f"{k} {v:.1%}" for k, v in self.class_frequencies.items())
             line += f"; positive pixels: {shares}"
-        return line
+        return "\n".join([line] + [f"warning: {w}" for w in self.warnings])
 
 
 def tile(
@@ -80,11 +115,14 @@ def tile(
     class_field: str | None = None,
     classes: Sequence[str] | None = None,
     boundary_width: str | float | Length | None = None,
+    label_nodata: float | str | None = FILE_NODATA,
     size: int = 256,
     stride: int | None = None,
     keep_empty: float = 0.1,
     max_nodata: float = 0.5,
     val_fraction: float = 0.2,
+    test_fraction: float = 0.0,
+    split_by: str = "auto",
     seed: int = 0,
     workers: int | None = None,
     scheduler: str | None = None,
@@ -94,36 +132,69 @@ def tile(
     """Cut rasters into ``size`` x ``size`` georeferenced chips with masks burned from labels.
 
     Writes ``images/``, ``masks/`` (with labels), ``chips.gpkg`` and ``dataset.json`` into
-    ``out``, which appears only once everything is written.
+    ``out``, which appears only once everything is written. ``label_nodata`` is the label
+    raster's value to ignore: its own nodata by default (``"file"``), or None (``"none"``) for
+    none. ``val_fraction`` and ``test_fraction`` are shares of the written chips, assigned by
+    spatial blocks or whole scenes (``split_by``: ``"auto"``, ``"scene"``, ``"blocks"``).
     """
+    started = time.perf_counter()
     stride = size if stride is None else stride
-    _check_parameters(images, size, stride, keep_empty, max_nodata, val_fraction)
+    _check_parameters(images, size, stride, keep_empty, max_nodata, val_fraction, test_fraction)
+    if split_by not in SPLIT_BY:
+        raise ParameterError(f"--split-by must be one of {', '.join(SPLIT_BY)}, got {split_by!r}")
     check_output(out, overwrite)
     images = [str(Path(p).absolute()) for p in images]
     labels = None if labels is None else str(Path(labels).absolute())
     check_not_inside(out, images + ([labels] if labels else []))
     if boundary_width is not None and not isinstance(boundary_width, Length):
         boundary_width = Length.parse(str(boundary_width))
+    label_nodata = parse_label_nodata(label_nodata)
     infos = [open_raster_info(p) for p in images]
     _check_consistent(infos)
+    _check_size(infos, size)
     spec = None
     if labels is not None:
         spec = LabelSpec(
-            str(labels), class_field, tuple(classes) if classes else None, boundary_width
+            str(labels),
+            class_field,
+            tuple(classes) if classes else None,
+            boundary_width,
+            label_nodata,
         )
-        _check_overlap(spec, infos)
-    elif class_field or classes or boundary_width:
-        raise ParameterError("--class-field, --classes and --boundary-width need --labels")
-    class_names = open_labels(spec).classes if spec else []
+    elif class_field or classes or boundary_width or label_nodata != FILE_NODATA:
+        raise ParameterError(
+            "--class-field, --classes, --boundary-width and --label-nodata need --labels"
+        )
+    loaded = open_labels(spec) if spec else None
+    covered = [loaded is None or loaded.overlaps(i.crs, i.bounds) for i in infos]
+    if not any(covered):
+        raise LabelsError(f"{spec.path}: labels do not overlap any input raster")
+    class_names = loaded.classes if loaded else []
 
     names = scene_names([i.path for i in infos])
     plans = [
         plan_scene(info, name, size, stride, i, seed)
         for i, (info, name) in enumerate(zip(infos, names))
     ]
-    split_block = _assign_splits(plans, size, stride, val_fraction, seed)
-    rules = ChipRules(size, keep_empty, max_nodata, spec)
+    mode = _split_mode(split_by, plans, size, stride)
+    block_px = _group_blocks(plans, size, stride, mode)
     candidates = sum(p.count for p in plans)
+    logger.info(
+        "plan: %d scenes, %d candidate chips of %d px every %d px; split by %s%s",
+        len(plans),
+        candidates,
+        size,
+        stride,
+        mode,
+        f" of {block_px} px" if mode == "blocks" else "",
+    )
+    unlabelled = [p for p, c in zip(plans, covered) if not c]
+    warnings = [
+        f"labels do not cover {p.name} ({p.info.path}): its {p.count} chips were dropped"
+        for p in unlabelled
+    ]
+    labelled = [p for p, c in zip(plans, covered) if c]
+    rules = ChipRules(size, keep_empty, max_nodata, spec)
 
     with staged_directory(out, overwrite) as staging:
         (staging / "images").mkdir()
@@ -131,45 +202,85 @@ def tile(
             (staging / "masks").mkdir()
         tasks = [
             dask.delayed(cut_chips, pure=False)(plan.info.path, group, rules, str(staging))
-            for plan in plans
+            for plan in labelled
             for group in plan.groups()
         ]
         # the normalisation sample is read alongside the chips rather than after them
-        sampling_tasks = [dask.delayed(sample_valid_pixels)(info.path, seed=seed) for info in infos]
-        computed = compute(
-            tasks + sampling_tasks, workers=workers, scheduler=scheduler, progress=progress
-        )
+        sampling_tasks = [
+            dask.delayed(sample_valid_pixels)(p.info.path, seed=seed) for p in labelled
+        ]
+        cut_start = time.perf_counter()
+        computed = _compute(tasks + sampling_tasks, size, workers, scheduler, progress)
         samples = computed[len(tasks) :]
         results = [r for batch in computed[: len(tasks)] for r in batch]
+        logger.info(
+            "cut %d chips in %d blocks in %.1f s",
+            len(results),
+            len(tasks),
+            time.perf_counter() - cut_start,
+        )
         kept = [r for r in results if r.status == "kept"]
+        footprints = _footprints(kept, plans, size)
+        kept, footprints = _split(
+            kept, footprints, plans, stride, mode, (val_fraction, test_fraction), seed, staging
+        )
         frequencies = _class_frequencies(kept, class_names)
-        _write_index(staging / "chips.gpkg", kept, plans, class_names, size)
+        warnings += _class_warnings(frequencies, loaded, spec)
+        for warning in warnings:
+            logger.warning(warning)
+        _write_index(staging / "chips.gpkg", kept, footprints, plans, class_names, size)
+        written = len(kept)
+        by_split = Counter(r.chip.split for r in kept)
         summary = TileSummary(
             out=Path(out),
             candidates=candidates,
-            written=len(kept),
-            train=sum(r.chip.split == "train" for r in kept),
-            val=sum(r.chip.split == "val" for r in kept),
+            written=written,
+            train=by_split["train"],
+            val=by_split["val"],
+            test=by_split["test"],
             dropped_nodata=sum(r.status == "nodata" for r in results),
             dropped_empty=sum(r.status == "empty" for r in results),
-            dropped_split_buffer=candidates - len(results),
+            dropped_split_buffer=sum(r.status == "split" for r in results),
+            dropped_unlabelled=sum(p.count for p in unlabelled),
+            split_by=mode,
+            val_fraction_reached=by_split["val"] / written if written else 0.0,
+            test_fraction_reached=by_split["test"] / written if written else 0.0,
             classes=class_names,
             class_frequencies=frequencies,
             chips_per_scene=dict(Counter(r.chip.scene for r in kept)),
+            warnings=warnings,
         )
         sampling = {
             "keep_empty": keep_empty,
             "max_nodata": max_nodata,
             "val_fraction": val_fraction,
+            "test_fraction": test_fraction,
             "seed": seed,
-            "split_block_px": split_block,
+            "split_by": mode,
+            "split_block_px": block_px if mode == "blocks" else None,
+            "val_fraction_reached": round(summary.val_fraction_reached, 6),
+            "test_fraction_reached": round(summary.test_fraction_reached, 6),
         }
-        dataset = _dataset_record(infos, plans, spec, summary, size, stride, sampling, samples)
-        (staging / "dataset.json").write_text(json.dumps(dataset, indent=2, allow_nan=False) + "\n")
+        dataset = _dataset_record(infos, plans, loaded, summary, size, stride, sampling, samples)
+        DatasetRecord(dataset, staging / DATASET_NAME).write(staging / DATASET_NAME)
+    logger.info("tiled in %.1f s: %d chips written", time.perf_counter() - started, written)
     return summary
 
 
-def _check_parameters(images, size, stride, keep_empty, max_nodata, val_fraction) -> None:
+def _compute(tasks, size: int, workers, scheduler, progress) -> list:
+    """Run the tasks; running out of memory (huge chips) becomes a one-line error."""
+    try:
+        return compute(tasks, workers=workers, scheduler=scheduler, progress=progress)
+    except MemoryError as exc:
+        raise ResourceError(
+            f"out of memory cutting {size} px chips ({first_line(exc)}): "
+            "give a smaller --size, or fewer --workers"
+        ) from None
+
+
+def _check_parameters(
+    images, size, stride, keep_empty, max_nodata, val_fraction, test_fraction
+) -> None:
     if not images:
         raise ParameterError("give at least one image")
     if size <= 0 or size % 32:
@@ -182,9 +293,27 @@ def _check_parameters(images, size, stride, keep_empty, max_nodata, val_fraction
         ("--keep-empty", keep_empty),
         ("--max-nodata", max_nodata),
         ("--val-fraction", val_fraction),
+        ("--test-fraction", test_fraction),
     ]:
         if not 0.0 <= value <= 1.0:
             raise ParameterError(f"{name} must be between 0 and 1, got {value}")
+    if val_fraction + test_fraction > 1.0:
+        raise ParameterError(
+            f"--val-fraction ({val_fraction}) and --test-fraction ({test_fraction}) "
+            "together must not exceed 1"
+        )
+
+
+def _check_size(infos: list[RasterInfo], size: int) -> None:
+    """Refuse chips larger than the largest raster needs: they would be all padding."""
+    largest = max(infos, key=lambda i: max(i.width, i.height))
+    side = max(largest.width, largest.height)
+    enough = 32 * math.ceil(side / 32)
+    if size > enough:
+        raise ParameterError(
+            f"--size {size} is larger than every input raster (the largest side is {side} px, "
+            f"in {largest.path}): give --size {enough} or less"
+        )
 
 
 def _check_consistent(infos: list[RasterInfo]) -> None:
@@ -195,12 +324,6 @@ def _check_consistent(infos: list[RasterInfo]) -> None:
                 f"{info.path}: {info.count} bands of {info.dtype}, but {first.path} has "
                 f"{first.count} bands of {first.dtype}; all images must match"
             )
-
-
-def _check_overlap(spec: LabelSpec, infos: list[RasterInfo]) -> None:
-    labels = open_labels(spec)
-    if not any(labels.overlaps(info.crs, info.bounds) for info in infos):
-        raise LabelsError(f"{spec.path}: labels do not overlap any input raster")
 
 
 def scene_names(paths: Sequence[str]) -> list[str]:
@@ -224,7 +347,7 @@ def scene_names(paths: Sequence[str]) -> list[str]:
 
 @dataclass
 class ScenePlan:
-    """A scene's chip grid (row and column offsets) and per-chip split labels."""
+    """A scene's chip grid (row and column offsets) and the block of each grid cell."""
 
     info: RasterInfo
     name: str
@@ -232,23 +355,25 @@ class ScenePlan:
     rows: list[int]
     cols: list[int]
     seed: int
-    block: np.ndarray | None = None  # split-block id per grid cell
-    split: np.ndarray | None = None  # "train"/"val"/"" (dropped at a split border) per cell
+    block: np.ndarray | None = None  # block id per grid cell: one Dask task per block
 
     @property
     def count(self) -> int:
         return len(self.rows) * len(self.cols)
 
     def groups(self) -> list[list[Chip]]:
-        """Chips grouped by split block, one Dask task per group."""
+        """Chips grouped by block, one Dask task per group; their split is assigned later."""
         groups: dict[int, list[Chip]] = {}
-        draws = np.random.default_rng([self.seed, self.index]).random(self.split.shape)
+        draws = np.random.default_rng([self.seed, self.index]).random(self.block.shape)
         for i, row in enumerate(self.rows):
             for j, col in enumerate(self.cols):
-                if self.split[i, j]:
-                    chip = Chip(self.name, row, col, str(self.split[i, j]), float(draws[i, j]))
-                    groups.setdefault(int(self.block[i, j]), []).append(chip)
+                chip = Chip(self.name, row, col, "", float(draws[i, j]))
+                groups.setdefault(int(self.block[i, j]), []).append(chip)
         return list(groups.values())
+
+    def block_of(self, row: int, col: int) -> int:
+        """The block id of the chip at pixel offsets ``row``, ``col``."""
+        return int(self.block[self.rows.index(row), self.cols.index(col)])
 
 
 def plan_scene(
@@ -260,31 +385,47 @@ def plan_scene(
     return ScenePlan(info, name, index, rows, cols, seed)
 
 
-def _assign_splits(
-    plans: list[ScenePlan], size: int, stride: int, val_fraction: float, seed: int
-) -> int:
-    """Split by square blocks of chips so that neighbours share a split; return the block side (px).
+def _block_steps(size: int, stride: int) -> int:
+    """Grid steps a side of a split block of about :data:`BLOCK_CHIPS` chips."""
+    return max(1, round(BLOCK_CHIPS * size / stride))
 
-    Blocks are about four chips wide, smaller when that leaves fewer than ten blocks. They lie on
-    one map grid per CRS, so scenes that overlap (a time series) share their split. Train chips
-    that overlap a val chip (``stride < size``) are dropped so no pixel is in both splits.
+
+def _split_mode(split_by: str, plans: list[ScenePlan], size: int, stride: int) -> str:
+    """``"scene"`` or ``"blocks"``; auto: by scene when there are enough small, separate scenes."""
+    if split_by != "auto":
+        return split_by
+    block = _block_steps(size, stride) * stride
+    small = all(max(p.info.width, p.info.height) <= SCENE_AT_MOST_BLOCKS * block for p in plans)
+    if len(plans) >= MIN_SCENES_TO_SPLIT_BY_SCENE and small and not _scenes_overlap(plans):
+        return "scene"
+    return "blocks"
+
+
+def _scenes_overlap(plans: list[ScenePlan]) -> bool:
+    """Whether any two scenes share ground (compared in the first scene's CRS)."""
+    target = plans[0].info.crs
+    boxes = np.array(
+        [shapely.box(*transform_bounds(p.info.crs, target, *p.info.bounds)) for p in plans]
+    )
+    first, second = shapely.STRtree(boxes).query(boxes, predicate="intersects")
+    pairs = first < second
+    overlap = shapely.area(shapely.intersection(boxes[first[pairs]], boxes[second[pairs]]))
+    return bool((overlap > 1e-9 * shapely.area(boxes[first[pairs]])).any())
+
+
+def _group_blocks(plans: list[ScenePlan], size: int, stride: int, mode: str) -> int:
+    """Number each chip's block; return the block side (px).
+
+    Blocks are about four chips wide, smaller when that leaves fewer than ten blocks (when they
+    are the split's units). They lie on one map grid per CRS, so scenes that overlap (a time
+    series) share their blocks, and their split.
     """
-    steps = max(1, round(4 * size / stride))
+    steps = _block_steps(size, stride)
     while True:
         n_blocks = _number_blocks(plans, steps * stride)
-        if n_blocks >= MIN_SPLIT_BLOCKS or steps == 1:
-            break
+        if mode != "blocks" or n_blocks >= MIN_SPLIT_BLOCKS or steps == 1:
+            return steps * stride
         steps //= 2
-    n_val = round(val_fraction * n_blocks)
-    if n_blocks > 1 and 0 < val_fraction < 1:
-        n_val = min(max(n_val, 1), n_blocks - 1)
-    val_blocks = np.random.default_rng(seed).permutation(n_blocks)[:n_val]
-    reach = math.ceil(size / stride) - 1
-    for plan in plans:
-        is_val = np.isin(plan.block, val_blocks)
-        plan.split = np.where(is_val, "val", "train").astype(object)
-        plan.split[~is_val & _near(is_val, reach)] = ""
-    return steps * stride
 
 
 def _number_blocks(plans: list[ScenePlan], block_px: int) -> int:
@@ -306,17 +447,158 @@ def _number_blocks(plans: list[ScenePlan], block_px: int) -> int:
     return len(ids)
 
 
-def _near(grid: np.ndarray, reach: int) -> np.ndarray:
-    """True where a True cell lies within ``reach`` grid steps (a square neighbourhood)."""
-    if reach == 0:
-        return np.zeros_like(grid)
-    padded = np.pad(grid, reach)
-    out = np.zeros_like(grid)
-    h, w = grid.shape
-    for di in range(2 * reach + 1):
-        for dj in range(2 * reach + 1):
-            out |= padded[di : di + h, dj : dj + w]
+def _footprints(kept: list[ChipResult], plans: list[ScenePlan], size: int) -> np.ndarray:
+    """Chip footprints in the first scene's CRS, in the order of ``kept``."""
+    target = plans[0].info.crs
+    out = np.empty(len(kept), dtype=object)
+    scenes = np.array([r.chip.scene for r in kept])
+    for plan in plans:
+        at = np.flatnonzero(scenes == plan.name)
+        if not len(at):
+            continue
+        rows = np.array([kept[i].chip.row for i in at])[:, None] + [0, 0, size, size]
+        cols = np.array([kept[i].chip.col for i in at])[:, None] + [0, size, size, 0]
+        xs, ys = plan.info.transform @ (cols, rows)
+        polygons = shapely.polygons(np.stack([xs, ys], axis=-1))
+        if plan.info.crs != target:
+            polygons = gpd.GeoSeries(polygons, crs=plan.info.crs).to_crs(target).values
+        out[at] = np.asarray(polygons, dtype=object)
     return out
+
+
+def _split(
+    kept: list[ChipResult],
+    footprints: np.ndarray,
+    plans: list[ScenePlan],
+    stride: int,
+    mode: str,
+    fractions: tuple[float, float],
+    seed: int,
+    staging: Path,
+) -> tuple[list[ChipResult], np.ndarray]:
+    """Assign train/val/test to the kept chips by scene or by block.
+
+    Chips that share pixels with a chip of another split are dropped and their files deleted.
+    Returns the chips left and their footprints.
+    """
+    if not kept:
+        return kept, footprints
+    start = time.perf_counter()
+    by_name = {p.name: p for p in plans}
+    if mode == "scene":
+        units = [by_name[r.chip.scene].index for r in kept]
+    else:
+        units = [by_name[r.chip.scene].block_of(r.chip.row, r.chip.col) for r in kept]
+    _, unit_of = np.unique(units, return_inverse=True)
+    search = _SplitSearch(unit_of, _overlap_pairs(footprints, unit_of), fractions)
+    search.run(seed)
+    codes = search.code[unit_of]
+    for r, code, alive in zip(kept, codes, search.alive):
+        r.chip = replace(r.chip, split=SPLITS[code])
+        if not alive:
+            r.status = "split"
+            for folder in ("images", "masks"):
+                (staging / folder / f"{r.chip.id}.tif").unlink(missing_ok=True)
+    logger.info(
+        "split by %s: %d units; %d train, %d val, %d test chips, %d dropped at borders (%.2f s)",
+        mode,
+        search.code.size,
+        *search.counts,
+        int((~search.alive).sum()),
+        time.perf_counter() - start,
+    )
+    return [r for r in kept if r.status == "kept"], footprints[search.alive]
+
+
+def _overlap_pairs(footprints: np.ndarray, unit_of: np.ndarray) -> np.ndarray:
+    """Pairs (2, n) of chips of different units whose footprints share pixels (not only edges)."""
+    first, second = shapely.STRtree(footprints).query(footprints, predicate="intersects")
+    candidate = (first < second) & (unit_of[first] != unit_of[second])
+    first, second = first[candidate], second[candidate]
+    shared = shapely.area(shapely.intersection(footprints[first], footprints[second]))
+    real = shared > 1e-6 * shapely.area(footprints[first])  # touching edges share no pixel
+    return np.stack([first[real], second[real]])
+
+
+class _SplitSearch:
+    """A greedy split of units (scenes or blocks) that reaches target shares of the chips.
+
+    Units are visited in a seeded random order; each goes to val or test when that brings the
+    shares of the chips closer to the targets. A chip that shares pixels with a chip of a later
+    split in :data:`SPLITS` is dropped, so the shares are those of the chips that remain.
+    """
+
+    def __init__(self, unit_of: np.ndarray, pairs: np.ndarray, fractions: tuple[float, float]):
+        n = len(unit_of)
+        self.unit_of = unit_of
+        self.targets = np.array([1.0 - sum(fractions), *fractions])
+        self.code = np.zeros(int(unit_of.max()) + 1, dtype=np.int64)
+        self.alive = np.ones(n, dtype=bool)
+        self.counts = np.array([n, 0, 0])
+        chips, neighbours = np.concatenate(pairs), np.concatenate(pairs[::-1])
+        order = np.argsort(chips, kind="stable")
+        self.neighbours = neighbours[order]
+        self.starts = np.searchsorted(chips[order], np.arange(n + 1))
+        # a unit's move decides the fate of its own chips and of those that overlap them
+        owner = np.concatenate([unit_of, unit_of[chips]])
+        member = np.concatenate([np.arange(n), neighbours])
+        order = np.lexsort((member, owner))
+        bounds = np.searchsorted(owner[order], np.arange(1, self.code.size))
+        self.affected = [np.unique(m) for m in np.split(member[order], bounds)]
+
+    def run(self, seed: int) -> None:
+        """Assign every unit, then make sure each asked-for split has at least one unit."""
+        options = [s for s in (1, 2) if self.targets[s] > 0]
+        for unit in np.random.default_rng(seed).permutation(self.code.size):
+            trials = [(*self._trial(unit, s), s) for s in options]
+            if trials:
+                error, counts, alive, split = min(trials, key=lambda t: t[0])
+                if error < self._error(self.counts) - 1e-12:
+                    self._commit(unit, split, counts, alive)
+        for split in options:
+            if self.counts[split] == 0:
+                trials = [(*self._trial(u, split), u) for u in np.flatnonzero(self.code == 0)]
+                trials = [t for t in trials if t[1][0] > 0]  # keep some train chips
+                if trials:
+                    _, counts, alive, unit = min(trials, key=lambda t: t[0])
+                    self._commit(unit, split, counts, alive)
+
+    def _error(self, counts: np.ndarray) -> float:
+        total = counts.sum()
+        if total == 0 or (counts[0] == 0 and self.targets[0] > 0):
+            return math.inf
+        return float(np.abs(counts[1:] / total - self.targets[1:]).sum())
+
+    def _trial(self, unit: int, split: int) -> tuple[float, np.ndarray, np.ndarray]:
+        """The error, split counts and survival of the affected chips were ``unit`` moved."""
+        chips = self.affected[unit]
+        before_codes, before_alive = self.code[self.unit_of[chips]], self.alive[chips]
+        old, self.code[unit] = self.code[unit], split
+        alive = self._survives(chips)
+        after_codes = self.code[self.unit_of[chips]]
+        self.code[unit] = old
+        counts = (
+            self.counts
+            - np.bincount(before_codes[before_alive], minlength=3)
+            + np.bincount(after_codes[alive], minlength=3)
+        )
+        return self._error(counts), counts, alive
+
+    def _commit(self, unit: int, split: int, counts: np.ndarray, alive: np.ndarray) -> None:
+        self.code[unit] = split
+        self.alive[self.affected[unit]] = alive
+        self.counts = counts
+
+    def _survives(self, chips: np.ndarray) -> np.ndarray:
+        """Whether no chip overlapping each of ``chips`` is in a later split than its own."""
+        lengths = self.starts[chips + 1] - self.starts[chips]
+        offsets = np.repeat(self.starts[chips] - (np.cumsum(lengths) - lengths), lengths)
+        neighbours = self.neighbours[np.arange(lengths.sum()) + offsets]
+        highest = np.full(len(chips), -1)
+        np.maximum.at(
+            highest, np.repeat(np.arange(len(chips)), lengths), self.code[self.unit_of[neighbours]]
+        )
+        return self.code[self.unit_of[chips]] >= highest
 
 
 def _class_frequencies(kept: list[ChipResult], classes: list[str]) -> dict[str, float]:
@@ -328,50 +610,55 @@ def _class_frequencies(kept: list[ChipResult], classes: list[str]) -> dict[str, 
     return {c: float(n) / labelled for c, n in zip(classes, totals)}
 
 
+def _class_warnings(frequencies: dict[str, float], labels, spec: LabelSpec | None) -> list[str]:
+    """Classes positive nearly everywhere, with the likely cause for a label raster."""
+    warnings = []
+    for name, share in frequencies.items():
+        if share <= DOMINANT_CLASS:
+            continue
+        text = f"class {name!r} is positive on {share:.1%} of the labelled pixels"
+        if isinstance(labels, RasterLabels) and spec.nodata == FILE_NODATA and labels.nodata == 0:
+            text += (
+                f": {Path(spec.path).name} declares nodata 0, so its background (0) is ignored;"
+                " give --label-nodata none if 0 means background"
+            )
+        warnings.append(text)
+    return warnings
+
+
 def _write_index(
-    path: Path, kept: list[ChipResult], plans: list[ScenePlan], classes: list[str], size: int
+    path: Path,
+    kept: list[ChipResult],
+    footprints: np.ndarray,
+    plans: list[ScenePlan],
+    classes: list[str],
+    size: int,
 ) -> None:
     """``chips.gpkg``: one footprint per kept chip, in the first scene's CRS."""
-    by_scene = {p.name: p.info for p in plans}
+    crs_of = {p.name: p.info.crs.to_string() for p in plans}
+    pixels = size * size
+    rows = [
+        {
+            "id": r.chip.id,
+            "scene": r.chip.scene,
+            "row": r.chip.row,
+            "col": r.chip.col,
+            "split": r.chip.split,
+            "nodata_fraction": round(r.nodata_fraction, 6),
+            **{f"positive_{c}": round(n / pixels, 6) for c, n in zip(classes, r.positives)},
+            "image": f"images/{r.chip.id}.tif",
+            "mask": f"masks/{r.chip.id}.tif" if classes else None,
+            "crs": crs_of[r.chip.scene],
+        }
+        for r in kept
+    ]
     target = plans[0].info.crs
-    rows, geoms = [], []
-    for r in kept:
-        info = by_scene[r.chip.scene]
-        footprint = _footprint(info, r.chip, size)
-        if info.crs != target:
-            footprint = gpd.GeoSeries([footprint], crs=info.crs).to_crs(target).iloc[0]
-        geoms.append(footprint)
-        pixels = size * size
-        rows.append(
-            {
-                "id": r.chip.id,
-                "scene": r.chip.scene,
-                "row": r.chip.row,
-                "col": r.chip.col,
-                "split": r.chip.split,
-                "nodata_fraction": round(r.nodata_fraction, 6),
-                **{f"positive_{c}": round(n / pixels, 6) for c, n in zip(classes, r.positives)},
-                "image": f"images/{r.chip.id}.tif",
-                "mask": f"masks/{r.chip.id}.tif" if classes else None,
-                "crs": info.crs.to_string(),
-            }
-        )
     frame = (
-        gpd.GeoDataFrame(rows, geometry=geoms, crs=target)
+        gpd.GeoDataFrame(rows, geometry=list(footprints), crs=target)
         if rows
         else gpd.GeoDataFrame({"id": [], "split": []}, geometry=[], crs=target)
     )
     frame.to_file(path, layer="chips", driver="GPKG", engine="pyogrio")
-
-
-def _footprint(info: RasterInfo, chip: Chip, size: int) -> shapely.Polygon:
-    corners = [
-        (chip.col, chip.row),
-        (chip.col + size, chip.row),
-        (chip.col + size, chip.row + size),
-        (chip.col, chip.row + size),
-    ]
-    return shapely.Polygon([info.transform @ c for c in corners])
 
 
 def _json_number(value: float) -> float | str:
@@ -379,10 +666,24 @@ def _json_number(value: float) -> float | str:
     return value if math.isfinite(value) else str(value)
 
 
-def _dataset_record(infos, plans, spec, summary, size, stride, sampling: dict, samples) -> dict:
+def _labels_record(labels) -> dict | None:
+    if labels is None:
+        return None
+    spec = labels.spec
+    record = {
+        "path": str(Path(spec.path).absolute()),
+        "class_field": spec.class_field,
+        "boundary_width": str(spec.boundary_width) if spec.boundary_width else None,
+    }
+    if isinstance(labels, RasterLabels):
+        record["nodata"] = None if labels.nodata is None else _json_number(labels.nodata)
+    return record
+
+
+def _dataset_record(infos, plans, labels, summary, size, stride, sampling: dict, samples) -> dict:
     first = infos[0]
     return {
-        "schema_version": SCHEMA_VERSION,
+        "schema_version": DATASET_SCHEMA,
         "geoseg_version": __version__,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "chip_size": size,
@@ -401,15 +702,10 @@ def _dataset_record(infos, plans, spec, summary, size, stride, sampling: dict, s
         },
         "classes": summary.classes,
         "class_frequencies": summary.class_frequencies,
-        "labels": None
-        if spec is None
-        else {
-            "path": str(Path(spec.path).absolute()),
-            "class_field": spec.class_field,
-            "boundary_width": str(spec.boundary_width) if spec.boundary_width else None,
-        },
+        "labels": _labels_record(labels),
         "sampling": sampling,
         "counts": {name: getattr(summary, name) for name in COUNTS},
+        "warnings": summary.warnings,
         "scenes": [
             {
                 "name": plan.name,

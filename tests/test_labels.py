@@ -1,15 +1,18 @@
-"""Burning vector labels: the fast GeoJSON path, the outline band, and block-wise burning."""
+"""Labels: the fast GeoJSON path, the outline band, block-wise burning, class fields."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import rasterio
 import shapely
+from helpers import assert_one_line_error, run
 from rasterio.features import rasterize
 from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
-from geoseg.labels import LabelSpec, Length, burn_lines, burn_shapes, open_labels
+from geoseg.errors import LabelsError
+from geoseg.labels import IGNORE, LabelSpec, Length, burn_lines, burn_shapes, open_labels
 
 GRID = rasterio.Affine(0.5, 0, 500_000, 0, -0.5, 5_300_000)
 SHAPE = (120, 160)
@@ -71,3 +74,58 @@ def test_a_block_burned_at_once_equals_its_chips_burned_alone(make_raster, make_
             alone = burned.burn(src.crs, window_transform(window, src.transform), (56, 64), 0.5)
             np.testing.assert_array_equal(alone, block[:, row : row + 56, col : col + 64])
     assert block[0].any() and block[1].any()
+
+
+def test_float_class_field_is_refused_with_its_name_and_type(make_raster, make_vector, tmp_path):
+    boxes = [shapely.box(500_000 + i, 5_299_950, 500_001 + i, 5_299_951) for i in range(4)]
+    labels = make_vector(boxes, area_m2=[12.5, 3.25, 40.0, 7.1])
+    with pytest.raises(LabelsError, match="field 'area_m2' holds float64 values: a class field"):
+        open_labels(LabelSpec(str(labels), class_field="area_m2"))
+    image = make_raster(width=256, height=256)
+    result = run(
+        "tile", image, "--labels", labels, "--class-field", "area_m2", "--out", tmp_path / "c"
+    )
+    assert_one_line_error(result, "'area_m2'", "float64", "text or integers")
+
+
+def test_whole_number_floats_are_integer_classes(make_vector):
+    """Shapefiles often store integer codes as floats (3.0): those are read as "3"."""
+    boxes = [shapely.box(500_000 + i, 5_299_950, 500_001 + i, 5_299_951) for i in range(4)]
+    labels = make_vector(boxes, name="codes.shp", code=[3.0, 10.0, 3.0, np.nan])
+    burned = open_labels(LabelSpec(str(labels), class_field="code"))
+    assert burned.classes == ["3", "10"]
+    chosen = open_labels(LabelSpec(str(labels), class_field="code", classes=("10",)))
+    assert chosen.classes == ["10"]
+
+
+def test_a_class_field_with_more_than_255_values_is_refused(make_vector):
+    boxes = [shapely.box(500_000 + i, 5_299_950, 500_001 + i, 5_299_951) for i in range(300)]
+    labels = make_vector(boxes, parcel_id=list(range(300)))
+    with pytest.raises(LabelsError, match="'parcel_id' holds 300 distinct values.*--classes"):
+        open_labels(LabelSpec(str(labels), class_field="parcel_id"))
+    some = open_labels(LabelSpec(str(labels), class_field="parcel_id", classes=("7", "250")))
+    assert some.classes == ["7", "250"]
+
+
+def test_label_raster_in_another_crs_burns_the_same_in_blocks_and_at_once(make_raster):
+    """Label rasters are read window by window: a window burns like its part of the whole."""
+    codes = np.zeros((1, 80, 90), dtype="uint8")
+    codes[0, 10:50, 20:70] = 1
+    codes[0, 55:75, 5:40] = 2
+    utm32 = rasterio.Affine(0.6, 0, 900_000, 0, -0.6, 5_310_000)  # EPSG:32632
+    labels = make_raster(
+        width=90, height=80, count=1, data=codes, crs="EPSG:32632", transform=utm32, nodata=0
+    )
+    burned = open_labels(LabelSpec(str(labels), nodata=None))
+    assert burned.classes == ["class_1", "class_2"] and burned.nodata is None
+    crs = rasterio.crs.CRS.from_epsg(32633)
+    from rasterio.warp import transform as warp
+
+    (x,), (y,) = warp("EPSG:32632", crs, [900_000], [5_310_000])
+    grid = rasterio.Affine(0.5, 0, x - 10, 0, -0.5, y + 10)
+    whole = burned.burn(crs, grid, (140, 150), 0.5)
+    assert (whole == 1).any() and (whole == IGNORE).any() and (whole == 0).any()
+    for row, col in [(0, 0), (30, 47), (70, 100)]:
+        window = Window(col, row, 50, 40)
+        part = burned.burn(crs, window_transform(window, grid), (40, 50), 0.5)
+        np.testing.assert_array_equal(part, whole[:, row : row + 40, col : col + 50])

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import geopandas as gpd
 import numpy as np
 import pytest
 import rasterio
 import shapely
-from helpers import mask_agreement
+from conftest import shared_sample
+from helpers import assert_one_line_error, mask_agreement, run
 from rasterio.windows import Window
 from scipy import ndimage
 
+import geoseg.tiling
 from geoseg.chips import Chip
+from geoseg.errors import LabelsError, ParameterError, RasterError
+from geoseg.raster import read_padded, sample_valid_pixels
 from geoseg.tiling import tile
 
 ORIGIN_X, ORIGIN_Y, RES = 500_000.0, 5_300_000.0, 0.5
@@ -38,7 +43,9 @@ def test_chip_grid_counts_and_padding_is_not_nodata(make_raster, tmp_path):
     overlapping = tile([image], tmp_path / "overlap", stride=128, val_fraction=0)
     assert overlapping.written == 4 * 3
     assert sorted(index(tmp_path / "overlap").col.unique()) == [0, 128, 256, 384]
-    tiny = tile([make_raster(width=100, height=70)], tmp_path / "tiny")
+    # a raster smaller than a chip gives one padded chip (--size 256, more than the 128 px this
+    # raster needs, is refused: test_chip_size_larger_than_every_raster_is_refused)
+    tiny = tile([make_raster(width=100, height=70)], tmp_path / "tiny", size=128)
     assert (tiny.written, tiny.train) == (1, 1)
 
 
@@ -66,7 +73,7 @@ def test_chips_equal_source_pixels_and_georeferencing(make_raster, tmp_path):
 
 def test_padding_without_nodata_is_masked_in_chip(make_raster, tmp_path):
     image = make_raster(width=200, height=200)
-    tile([image], tmp_path / "chips", max_nodata=1.0)
+    tile([image], tmp_path / "chips", size=224, max_nodata=1.0)
     with rasterio.open(tmp_path / "chips" / "images" / f"{image.stem}_0_0.tif") as chip:
         valid = chip.dataset_mask()
     assert valid[:200, :200].all() and not valid[200:, :].any() and not valid[:, 200:].any()
@@ -277,3 +284,312 @@ def test_south_up_raster_and_geometry_collections(make_raster, make_vector, tmp_
 
 def test_chip_ids_name_scene_row_and_col():
     assert Chip("scene", 256, 512, "train", 0.3).id == "scene_256_512"
+
+
+# --- label rasters with nodata 0, images the labels do not cover ---------------------------
+
+
+def building_mask(make_raster, nodata):
+    """A 0/1 building mask on the test grid, 1 in a quarter of the pixels."""
+    codes = np.zeros((1, 256, 256), dtype="uint8")
+    codes[0, :128, :128] = 1
+    return make_raster(width=256, height=256, count=1, data=codes, nodata=nodata, name="mask.tif")
+
+
+def test_label_raster_with_nodata_0_warns_and_label_nodata_none_keeps_background(
+    make_raster, tmp_path
+):
+    image = make_raster(width=256, height=256)
+    labels = building_mask(make_raster, nodata=0)
+    own = tile([image], tmp_path / "own", labels=labels, val_fraction=0)
+    assert own.class_frequencies == {"class_1": 1.0}  # the background is read as nodata
+    assert len(own.warnings) == 1 and "--label-nodata none" in own.warnings[0]
+    assert "warning: class 'class_1' is positive on 100.0%" in own.describe()
+
+    none = tile([image], tmp_path / "none", labels=labels, label_nodata="none", val_fraction=0)
+    assert none.class_frequencies == {"class_1": pytest.approx(0.25)} and not none.warnings
+    with rasterio.open(tmp_path / "none" / "masks" / f"{image.stem}_0_0.tif") as chip:
+        mask = chip.read(1)
+    assert (mask[:128, :128] == 1).all() and (mask[128:] == 0).all() and (mask[:, 128:] == 0).all()
+    dataset = json.loads((tmp_path / "none" / "dataset.json").read_text())
+    assert dataset["labels"]["nodata"] is None and dataset["class_frequencies"]["class_1"] == 0.25
+
+    # an explicit value: 1 becomes the ignored value, and 0 is then no class at all
+    with pytest.raises(LabelsError, match="no non-zero class codes"):
+        tile([image], tmp_path / "one", labels=labels, label_nodata=1)
+
+
+def test_label_nodata_needs_a_label_raster(make_raster, make_vector, tmp_path):
+    image = make_raster(width=256, height=256)
+    labels = make_vector([pixel_box(0, 0, 100, 100)])
+    with pytest.raises(ParameterError, match="label raster"):
+        tile([image], tmp_path / "a", labels=labels, label_nodata="none")
+    with pytest.raises(ParameterError, match="need --labels"):
+        tile([image], tmp_path / "b", label_nodata=0)
+    with pytest.raises(ParameterError, match="a number or 'none'"):
+        tile([image], tmp_path / "c", labels=building_mask(make_raster, 0), label_nodata="zero")
+
+
+def test_cli_label_nodata_none(make_raster, tmp_path):
+    image = make_raster(width=256, height=256)
+    labels = building_mask(make_raster, nodata=0)
+    result = run(
+        "tile", image, "--labels", labels, "--label-nodata", "none", "--out", tmp_path / "c"
+    )
+    assert result.exit_code == 0, result.output
+    assert "class_1 25.0%" in result.output and "warning" not in result.output
+
+
+@pytest.mark.parametrize("kind", ["vector", "raster"])
+def test_images_the_labels_do_not_cover_are_dropped_and_reported(
+    make_raster, make_vector, tmp_path, kind
+):
+    covered = make_raster(width=256, height=256, name="covered.tif")
+    far = rasterio.Affine(RES, 0, ORIGIN_X + 10_000, 0, -RES, ORIGIN_Y)
+    elsewhere = make_raster(width=512, height=256, transform=far, name="elsewhere.tif")
+    if kind == "vector":
+        labels = make_vector([pixel_box(0, 0, 100, 100)])
+    else:
+        labels = building_mask(make_raster, nodata=None)
+    summary = tile([covered, elsewhere], tmp_path / "chips", labels=labels, val_fraction=0)
+    assert (summary.candidates, summary.written, summary.dropped_unlabelled) == (3, 1, 2)
+    assert set(index(tmp_path / "chips").scene) == {"covered"}
+    assert any("do not cover elsewhere" in w and "2 chips" in w for w in summary.warnings)
+    assert "2 in images without labels" in summary.describe()
+    dataset = json.loads((tmp_path / "chips" / "dataset.json").read_text())
+    assert dataset["counts"]["dropped_unlabelled"] == 2
+    assert dataset["counts"]["candidates"] == sum(
+        dataset["counts"][k]
+        for k in ("written", "dropped_nodata", "dropped_empty")
+        + ("dropped_split_buffer", "dropped_unlabelled")
+    )
+
+
+# --- one-line errors: chip size, memory, truncated files ------------------------------------
+
+
+def test_chip_size_larger_than_every_raster_is_refused(make_raster, tmp_path):
+    small, large = make_raster(width=300, height=200), make_raster(width=250, height=260)
+    result = run("tile", small, large, "--size", "100000", "--out", tmp_path / "chips")
+    assert_one_line_error(result, "--size 100000", "largest side is 300 px", small.name, "320")
+    assert not (tmp_path / "chips").exists()
+    assert run("tile", small, large, "--size", "320", "--out", tmp_path / "ok").exit_code == 0
+
+
+def test_running_out_of_memory_is_one_line(make_raster, tmp_path, monkeypatch):
+    image = make_raster(width=300, height=200)
+
+    def huge(*args, **kwargs):
+        raise MemoryError("Unable to allocate 27.9 GiB for an array with shape (3, 1e5, 1e5)")
+
+    monkeypatch.setattr(geoseg.tiling, "cut_chips", huge)
+    result = run("tile", image, "--out", tmp_path / "chips")
+    assert_one_line_error(result, "out of memory", "27.9 GiB", "smaller --size")
+    with pytest.raises(MemoryError):  # a ResourceError is also a MemoryError for callers
+        tile([image], tmp_path / "lib")
+
+
+def truncated_raster(make_raster, tmp_path):
+    """A tiled, compressed GeoTIFF whose header is intact but whose pixel data is cut short."""
+    image = make_raster(width=300, height=300, name="source.tif")
+    cut = tmp_path / "truncated.tif"
+    with rasterio.open(image) as src:
+        profile = src.profile | {"compress": "deflate"}
+        with rasterio.open(cut, "w", **profile) as dst:
+            dst.write(src.read())
+    data = cut.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    return cut
+
+
+def test_truncated_geotiff_names_the_file_and_gdal_reason(make_raster, tmp_path):
+    image = truncated_raster(make_raster, tmp_path)
+    with rasterio.open(image) as src:  # the header is fine: only reading pixels fails
+        assert src.width == 300
+        with pytest.raises(RasterError, match=r"truncated\.tif: cannot read pixels \(.*TIFF"):
+            read_padded(src, Window(0, 0, 300, 300))
+    with pytest.raises(RasterError, match="cannot read pixels"):
+        sample_valid_pixels(str(image))
+    result = run("tile", image, "--out", tmp_path / "chips")
+    assert_one_line_error(result, str(image), "cannot read pixels (", "bytes")
+    assert not (tmp_path / "chips").exists()
+
+
+# --- the split: fractions of chips, scenes, real overlap, test ------------------------------
+
+
+def nine_scenes(make_raster, make_vector, side=256):
+    """Nine separate ``side`` px scenes 1 km apart, each covered by fields (every chip positive)."""
+    images, fields = [], []
+    for k in range(9):
+        x0, y0 = ORIGIN_X + 1000.0 * k, ORIGIN_Y
+        t = rasterio.Affine(RES, 0, x0, 0, -RES, y0)
+        images.append(make_raster(width=side, height=side, transform=t, name=f"patch_{k}.tif"))
+        step = side * RES / 4
+        fields += [
+            shapely.box(
+                x0 + i * step + 1,
+                y0 - (j + 1) * step + 1,
+                x0 + (i + 1) * step - 1,
+                y0 - j * step - 1,
+            )
+            for i in range(4)
+            for j in range(4)
+        ]
+    return images, make_vector(fields, name="fields.gpkg")
+
+
+def test_nine_small_scenes_are_split_by_scene_at_the_asked_fraction(
+    make_raster, make_vector, tmp_path
+):
+    images, fields = nine_scenes(make_raster, make_vector)
+    summary = tile(images, tmp_path / "chips", labels=fields, size=128, stride=64, val_fraction=0.2)
+    chips = index(tmp_path / "chips")
+    assert summary.candidates == 81 and len(chips) == 81  # none dropped at split borders
+    assert (chips.split == "val").mean() == pytest.approx(0.2, abs=0.06)  # 2 scenes of 9: 22%
+    assert (chips.groupby("scene").split.nunique() == 1).all()
+    assert summary.split_by == "scene" and summary.val_fraction_reached == 2 / 9
+    dataset = json.loads((tmp_path / "chips" / "dataset.json").read_text())
+    assert dataset["sampling"]["split_by"] == "scene"
+    assert dataset["sampling"]["val_fraction_reached"] == pytest.approx(summary.val / 81, abs=1e-6)
+    blocks = tile(
+        images, tmp_path / "blocks", labels=fields, size=128, stride=64, split_by="blocks"
+    )
+    assert blocks.split_by == "blocks" and blocks.dropped_split_buffer > 0
+
+
+def test_nine_real_sentinel2_patches_keep_their_chips(tmp_path):
+    """The issue's case at half scale: nine 128 px patches of the Danish scene, 64 px chips."""
+    source = shared_sample("denmark_s2_parcels", "image.tif")
+    parcels = shared_sample("denmark_s2_parcels", "parcels.shp")
+    patches = []
+    with rasterio.open(source) as src:
+        for row in (0, 140, 280):
+            for col in (0, 150, 300):
+                window = Window(col, row, 128, 128)
+                profile = src.profile | {
+                    "width": 128,
+                    "height": 128,
+                    "transform": src.window_transform(window),
+                }
+                patches.append(tmp_path / f"patch_{row}_{col}.tif")
+                with rasterio.open(patches[-1], "w", **profile) as dst:
+                    dst.write(src.read(window=window))
+    summary = tile(
+        patches, tmp_path / "chips", labels=parcels, size=64, stride=32, val_fraction=0.2
+    )
+    chips = index(tmp_path / "chips")
+    assert summary.candidates == 81 and len(chips) >= 0.9 * 81
+    assert (chips.split == "val").mean() == pytest.approx(0.2, abs=0.06)
+    assert summary.dropped_split_buffer == 0 and summary.split_by == "scene"
+    with pytest.raises(LabelsError, match="'GB' holds float64 values"):
+        tile(patches, tmp_path / "gb", labels=parcels, class_field="GB", size=64)
+
+
+def test_blocks_are_chosen_for_the_fraction_of_chips_not_of_blocks(
+    make_raster, make_vector, tmp_path
+):
+    """Labels on a fifth of the scene: most blocks keep no chip, so counting blocks misleads."""
+    image = make_raster(width=2048, height=2048, count=1)
+    labels = make_vector([pixel_box(0, 0, 2048, 400)])
+    for seed in range(3):
+        summary = tile(
+            [image],
+            tmp_path / f"s{seed}",
+            labels=labels,
+            keep_empty=0,
+            seed=seed,
+            val_fraction=0.25,
+        )
+        chips = index(tmp_path / f"s{seed}")
+        assert summary.written == len(chips) == 16
+        assert (chips.split == "val").mean() == pytest.approx(0.25, abs=0.07), seed
+        assert summary.split_by == "blocks" and summary.val_fraction_reached == 4 / 16
+
+
+def test_chips_are_dropped_only_where_they_share_pixels_with_another_split(make_raster, tmp_path):
+    """Two overlapping scenes, the second shifted by 100 px: chips at block borders overlap
+    chips of the other scene in the neighbouring block."""
+    shifted = rasterio.Affine(RES, 0, ORIGIN_X + 100 * RES, 0, -RES, ORIGIN_Y - 60 * RES)
+    scenes = [
+        make_raster(width=2048, height=2048, count=1, name="a.tif"),
+        make_raster(width=2048, height=2048, count=1, transform=shifted, name="b.tif"),
+    ]
+    summary = tile(scenes, tmp_path / "chips", max_nodata=1.0, val_fraction=0.3, seed=2)
+    chips = index(tmp_path / "chips")
+    val, train = chips[chips.split == "val"], chips[chips.split == "train"]
+    shared = shapely.intersection(
+        shapely.union_all(val.geometry.values), shapely.union_all(train.geometry.values)
+    )
+    assert shapely.area(shared) == 0
+    assert 0 < summary.dropped_split_buffer < 0.2 * summary.candidates
+    assert (chips.split == "val").mean() == pytest.approx(0.3, abs=0.05)
+    # every dropped chip shares pixels with a val chip
+    grid = [(s, r, c) for s in ("a", "b") for r in range(0, 2048, 256) for c in range(0, 2048, 256)]
+    written = set(zip(chips.scene, chips.row, chips.col))
+    transforms = {"a": rasterio.Affine(RES, 0, ORIGIN_X, 0, -RES, ORIGIN_Y), "b": shifted}
+    val_union = shapely.union_all(val.geometry.values)
+    for scene, row, col in grid:
+        if (scene, row, col) not in written:
+            t = transforms[scene]
+            x0, y0 = t @ (col, row)
+            x1, y1 = t @ (col + 256, row + 256)
+            box = shapely.box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
+            assert shapely.area(shapely.intersection(box, val_union)) > 0
+
+
+def test_test_split_shares_no_pixel_with_train_or_val(make_raster, tmp_path):
+    image = make_raster(width=2048, height=2048, count=1)
+    summary = tile(
+        [image], tmp_path / "chips", stride=128, val_fraction=0.2, test_fraction=0.1, seed=4
+    )
+    chips = index(tmp_path / "chips")
+    assert set(chips.split) == {"train", "val", "test"}
+    assert (
+        summary.test == (chips.split == "test").sum()
+        and summary.train + summary.val + summary.test == summary.written
+    )
+    unions = {
+        s: shapely.union_all(chips[chips.split == s].geometry.values)
+        for s in ("train", "val", "test")
+    }
+    for a, b in [("train", "val"), ("train", "test"), ("val", "test")]:
+        assert shapely.area(shapely.intersection(unions[a], unions[b])) == 0, (a, b)
+    assert summary.val_fraction_reached == pytest.approx(0.2, abs=0.05)
+    assert summary.test_fraction_reached == pytest.approx(0.1, abs=0.05)
+    dataset = json.loads((tmp_path / "chips" / "dataset.json").read_text())
+    sampling = dataset["sampling"]
+    assert (sampling["val_fraction"], sampling["test_fraction"]) == (0.2, 0.1)
+    assert sampling["test_fraction_reached"] == pytest.approx(
+        summary.test / summary.written, abs=1e-6
+    )
+    assert dataset["counts"]["test"] == summary.test
+    assert f"{summary.test} test" in summary.describe()
+    with pytest.raises(ParameterError, match="together must not exceed 1"):
+        tile([image], tmp_path / "bad", val_fraction=0.6, test_fraction=0.5)
+
+
+def test_test_split_by_scene_holds_out_whole_scenes(make_raster, make_vector, tmp_path):
+    images, fields = nine_scenes(make_raster, make_vector)
+    summary = tile(
+        images, tmp_path / "chips", labels=fields, size=128, val_fraction=0.2, test_fraction=0.1
+    )
+    chips = index(tmp_path / "chips")
+    per_scene = chips.groupby("scene").split.agg(set)
+    assert (per_scene.map(len) == 1).all()
+    assert sum(s == {"test"} for s in per_scene) == 1 and sum(s == {"val"} for s in per_scene) == 2
+    assert summary.test == 4 and summary.val == 8
+
+
+def test_tiling_logs_its_plan_timings_and_blocks(make_raster, tmp_path, caplog):
+    image = make_raster(width=600, height=500)
+    with caplog.at_level(logging.DEBUG, logger="geoseg"):
+        tile([image], tmp_path / "chips", size=128)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(
+        m.startswith("plan: 1 scenes, 20 candidate chips") and "blocks of" in m for m in messages
+    )
+    assert any(m.startswith("cut 20 chips in") and m.endswith(" s") for m in messages)
+    assert any(m.startswith("split by blocks") for m in messages)
+    assert any("block at row" in m for m in messages if "chips kept" in m)
+    assert all(r.levelno < logging.WARNING for r in caplog.records)
