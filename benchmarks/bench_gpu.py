@@ -94,9 +94,9 @@ def predict_fraction(root: Path, size: int, batch: int) -> tuple[float, float]:
     """End-to-end predict chips/s and geoseg's own raw forward chips/s (base 32, float16)."""
     from bench_predict import make_model, make_raster
 
+    from geoseg.contracts import read_model_card
     from geoseg.forward import ForwardPass, ForwardSpec
     from geoseg.inference import predict
-    from geoseg.modelcard import read_model_card
 
     model_dir = make_model(root, 32)
     image = make_raster(root / "image.tif", size)

@@ -21,8 +21,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 from scenes import synthetic_chips  # noqa: E402
 
+from geoseg.contracts import read_model_card  # noqa: E402
 from geoseg.data import make_dataset, open_chips  # noqa: E402
-from geoseg.modelcard import read_model_card  # noqa: E402
 from geoseg.training import score_histogram, train  # noqa: E402
 
 

@@ -40,8 +40,8 @@ def demo_outputs(demo: Path) -> tuple[Path, Path]:
 
 
 def forward_rates(model: Path, batch: int, repeat: int) -> dict[str, float]:
+    from geoseg.contracts import read_model_card
     from geoseg.forward import ForwardPass, ForwardSpec
-    from geoseg.modelcard import read_model_card
 
     card = read_model_card(model)
     chips = np.random.default_rng(0).random((batch, 256, 256, card["bands"]["count"]))

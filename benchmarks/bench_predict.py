@@ -51,8 +51,8 @@ def make_model(root: Path, base_filters: int, depth: int = 4, chip: int = 256) -
     """An untrained U-Net saved with a model card, as ``geoseg train`` would write it."""
     import keras
 
+    from geoseg.contracts import CARD_NAME, MODEL_NAME, write_model_card
     from geoseg.model import UNetConfig, build_unet
-    from geoseg.modelcard import CARD_NAME, MODEL_NAME, write_model_card
 
     config = UNetConfig(bands=3, classes=2, depth=depth, base_filters=base_filters)
     keras.utils.set_random_seed(0)
@@ -83,9 +83,9 @@ def make_raster(path: Path, size: int) -> Path:
 
 
 def speed(root: Path, size: int, base_filters: int, batch: int, naive_chips: int) -> None:
+    from geoseg.contracts import read_model_card
     from geoseg.forward import ForwardPass, ForwardSpec
     from geoseg.inference import ChipGrid, predict
-    from geoseg.modelcard import read_model_card
     from geoseg.raster import normalize, read_padded
 
     model_dir = make_model(root, base_filters)

@@ -1,21 +1,176 @@
 """The file contracts between geoseg's commands, each read and written in one place.
 
+- ``dataset.json`` of a chips folder (``geoseg tile`` -> ``train``): :class:`DatasetRecord`;
+- ``geoseg.json``, the model card (``geoseg train`` -> ``predict``): :class:`ModelCard`;
 - the prediction's GeoTIFF tags (``geoseg predict`` -> ``vectorize``, ``evaluate``,
   ``quicklook``): :class:`PredictionTags`.
 
-A file that does not fit its contract gets one clear error naming the file.
+Each carries a schema version. The records are read-only mappings over their JSON (so
+``card["classes"]`` works) with typed properties for what the commands use; a file that does
+not fit its contract gets one clear error naming the file.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
-from geoseg.errors import NotAPredictionError
+from geoseg.errors import InputFileError, NotAPredictionError
 
+DATASET_NAME = "dataset.json"
+DATASET_SCHEMA = 1
+CARD_NAME = "geoseg.json"
+MODEL_NAME = "model.keras"
+CARD_SCHEMA = 1
 PREDICTION_SCHEMA = 1
 DEFAULT_THRESHOLD = 0.5
+
+
+def write_json(path: str | os.PathLike, record: Mapping) -> None:
+    """Write strict JSON (no NaN or infinity, which other tools cannot read)."""
+    Path(path).write_text(json.dumps(dict(record), indent=2, allow_nan=False) + "\n")
+
+
+class _Record(Mapping):
+    """A JSON object read from ``path``, checked for its required keys and schema version."""
+
+    REQUIRED: tuple[str, ...] = ()
+    SCHEMA = 1
+    KIND = "record"
+
+    def __init__(self, record: dict, path: str | os.PathLike | None = None):
+        self._record, self.path = record, path
+        self._check()
+
+    def _fail(self, reason: str):
+        return InputFileError(f"{self.path or self.KIND}: not a geoseg {self.KIND} ({reason})")
+
+    def _check(self) -> None:
+        if not isinstance(self._record, dict):
+            raise self._fail("not a JSON object")
+        missing = [key for key in self.REQUIRED if key not in self._record]
+        if missing:
+            raise self._fail(f"missing {', '.join(missing)}")
+        version = self._record.get("schema_version", 1)
+        if not isinstance(version, int) or version > self.SCHEMA:
+            raise self._fail(f"schema version {version!r}; this geoseg reads up to {self.SCHEMA}")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike):
+        try:
+            record = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as exc:
+            raise InputFileError(f"{path}: not valid JSON ({exc})") from None
+        return cls(record, path)
+
+    def write(self, path: str | os.PathLike) -> None:
+        write_json(path, self._record)
+
+    def to_json(self) -> dict:
+        return json.loads(json.dumps(self._record))
+
+    def __getitem__(self, key: str) -> Any:
+        return self._record[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._record)
+
+    def __len__(self) -> int:
+        return len(self._record)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.path or ''})"
+
+
+class DatasetRecord(_Record):
+    """``dataset.json``: chip size, bands and their normalisation, classes and their pixel
+    frequencies, sampling settings, counts and source scenes of a chips folder."""
+
+    REQUIRED = ("chip_size", "classes", "bands", "normalization")
+    SCHEMA = DATASET_SCHEMA
+    KIND = "dataset.json"
+
+    def _check(self) -> None:
+        super()._check()
+        if not isinstance(self["classes"], list) or not isinstance(self["bands"], dict):
+            raise self._fail("classes must be a list and bands an object")
+        if "count" not in self["bands"] or "bands" not in self["normalization"]:
+            raise self._fail("bands without a count or normalisation without bands")
+
+    @classmethod
+    def read(cls, root: str | os.PathLike) -> DatasetRecord:
+        """The record of the chips folder ``root``."""
+        return cls.load(Path(root) / DATASET_NAME)
+
+    @property
+    def chip_size(self) -> int:
+        return int(self["chip_size"])
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self["classes"])
+
+    @property
+    def band_count(self) -> int:
+        return int(self["bands"]["count"])
+
+    @property
+    def class_frequencies(self) -> dict[str, float]:
+        return dict(self.get("class_frequencies", {}))
+
+
+class ModelCard(_Record):
+    """``geoseg.json`` next to ``model.keras``: the contract a model was trained under (bands,
+    normalisation, chip size, classes, class weights, thresholds) and how it was trained."""
+
+    REQUIRED = ("classes", "bands", "chip_size", "normalization", "class_weights", "threshold")
+    SCHEMA = CARD_SCHEMA
+    KIND = "model card"
+
+    def _check(self) -> None:
+        super()._check()
+        if set(self["threshold"]) != set(self["classes"]):
+            raise self._fail("thresholds do not match the classes")
+
+    @classmethod
+    def read(cls, model_dir: str | os.PathLike) -> ModelCard:
+        """The card of a model folder written by ``geoseg train``."""
+        model_dir = Path(model_dir)
+        if not (model_dir / MODEL_NAME).is_file() or not (model_dir / CARD_NAME).is_file():
+            raise InputFileError(
+                f"{model_dir} is not a geoseg model directory (needs {MODEL_NAME} and {CARD_NAME})"
+            )
+        return cls.load(model_dir / CARD_NAME)
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self["classes"])
+
+    @property
+    def chip_size(self) -> int:
+        return int(self["chip_size"])
+
+    @property
+    def band_count(self) -> int:
+        return int(self["bands"]["count"])
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        return {name: float(self["threshold"][name]) for name in self.classes}
+
+
+def read_model_card(model_dir: str | os.PathLike) -> ModelCard:
+    """Read and check the card of a model directory written by ``geoseg train``."""
+    return ModelCard.read(model_dir)
+
+
+def write_model_card(path: str | os.PathLike, card: Mapping) -> None:
+    """Check ``card`` against the contract and write it as strict JSON to ``path``."""
+    ModelCard(dict(card), path).write(path)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,6 @@ with the statistics in dataset.json and prefetched.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ import numpy as np
 import rasterio
 from rasterio.enums import MaskFlags
 
+from geoseg.contracts import DATASET_NAME, DatasetRecord
 from geoseg.errors import InputFileError, ParameterError
 from geoseg.raster import NORMALIZED_RANGE, normalization_constants
 
@@ -33,21 +33,21 @@ class ChipsDirectory:
     """A validated chips directory: its dataset.json record and chip files per split."""
 
     root: Path
-    record: dict
+    record: DatasetRecord
     files: dict[str, list[tuple[str, str]]]
     """(image path, mask path) per split of :data:`SPLITS`, absolute (an absent split is [])."""
 
     @property
     def chip_size(self) -> int:
-        return int(self.record["chip_size"])
+        return self.record.chip_size
 
     @property
     def classes(self) -> list[str]:
-        return list(self.record["classes"])
+        return self.record.classes
 
     @property
     def band_count(self) -> int:
-        return int(self.record["bands"]["count"])
+        return self.record.band_count
 
 
 def open_chips(path: str | Path) -> ChipsDirectory:
@@ -57,22 +57,16 @@ def open_chips(path: str | Path) -> ChipsDirectory:
     root = Path(path).absolute()
     if not root.is_dir():
         raise InputFileError(f"{path}: no such chips directory")
-    record_path, index_path = root / "dataset.json", root / "chips.gpkg"
-    if not record_path.is_file() or not index_path.is_file():
+    if not (root / DATASET_NAME).is_file() or not (root / "chips.gpkg").is_file():
         raise InputFileError(
             f"{path} is not a chips directory (no dataset.json and chips.gpkg; make one with "
             "geoseg tile)"
         )
-    try:
-        record = json.loads(record_path.read_text())
-        for key in ("chip_size", "classes", "bands", "normalization"):
-            record[key]  # noqa: B018 (a missing key is the error)
-    except (ValueError, KeyError, TypeError) as exc:
-        raise InputFileError(f"{record_path}: not a geoseg dataset.json ({exc!r})") from None
-    if not record["classes"]:
+    record = DatasetRecord.read(root)
+    if not record.classes:
         raise InputFileError(f"{path}: the chips have no masks (tile them with --labels)")
     index = pyogrio.read_dataframe(
-        index_path, columns=["id", "split", "image", "mask"], read_geometry=False
+        root / "chips.gpkg", columns=["id", "split", "image", "mask"], read_geometry=False
     )
     files = {split: [] for split in SPLITS}
     for split, image, mask in zip(index["split"], index["image"], index["mask"]):

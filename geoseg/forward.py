@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from geoseg.contracts import MODEL_NAME, ModelCard
 from geoseg.errors import InputFileError, first_line
-from geoseg.modelcard import MODEL_NAME
 
 
 @dataclass(frozen=True)
@@ -26,13 +26,13 @@ class ForwardSpec:
     precision: str = "auto"
 
     @classmethod
-    def from_card(cls, model_dir: str | Path, card: dict, **options) -> ForwardSpec:
+    def from_card(cls, model_dir: str | Path, card: ModelCard, **options) -> ForwardSpec:
         """The spec of a ``geoseg train`` model folder and its card; ``options`` as fields."""
         return cls(
             model_dir=str(Path(model_dir).absolute()),
             model=tuple(card["model"].items()),
-            chip_size=int(card["chip_size"]),
-            bands=int(card["bands"]["count"]),
+            chip_size=card.chip_size,
+            bands=card.band_count,
             **options,
         )
 

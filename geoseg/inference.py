@@ -22,10 +22,9 @@ from dask import delayed
 from rasterio.windows import Window
 
 from geoseg.cog import StagedCog
-from geoseg.contracts import PredictionTags
+from geoseg.contracts import CARD_NAME, MODEL_NAME, PredictionTags, read_model_card
 from geoseg.errors import ParameterError, RasterError
 from geoseg.forward import ForwardSpec, forward_pass
-from geoseg.modelcard import CARD_NAME, MODEL_NAME, read_model_card
 from geoseg.outputs import check_output
 from geoseg.parallel import Progress, check_scheduler, compute_each
 from geoseg.raster import block_windows, normalize, open_raster_info, read_padded
@@ -199,15 +198,15 @@ def predict(
     """
     card = read_model_card(model)
     info = open_raster_info(image)
-    classes, chip = list(card["classes"]), int(card["chip_size"])
-    if info.count != card["bands"]["count"]:
+    classes, chip = card.classes, card.chip_size
+    if info.count != card.band_count:
         raise RasterError(
-            f"{image}: {info.count} bands, but the model was trained on {card['bands']['count']}"
+            f"{image}: {info.count} bands, but the model was trained on {card.band_count}"
         )
     if overlap is None:
         overlap = chip // 4
     _check_options(chip, overlap, block_size, batch_size)
-    thresholds = resolve_thresholds(classes, card["threshold"], threshold)
+    thresholds = resolve_thresholds(classes, card.thresholds, threshold)
     _check_outputs(image, model, out, vectors, mode, min_area, simplify, block_size, classes)
     identity = run_identity(
         image, model, overlap=overlap, block_size=block_size, batch_size=batch_size, tta=tta,
@@ -309,7 +308,7 @@ def _predict_raster(
     image, model, out, card, info, thresholds, identity, grid, block_size, batch_size, tta,
     device, mixed_precision, workers, scheduler, resume, overwrite, progress,
 ) -> PredictSummary:  # fmt: skip
-    classes = list(card["classes"])
+    classes = card.classes
     spec = ForwardSpec.from_card(
         model, card, batch_size=batch_size, tta=tta, device=device, precision=mixed_precision
     )

@@ -22,6 +22,7 @@ import pandas as pd
 import tensorflow as tf
 
 from geoseg import __version__
+from geoseg.contracts import CARD_NAME, CARD_SCHEMA, MODEL_NAME, write_model_card
 from geoseg.data import ChipsDirectory, make_dataset, open_chips, select_classes
 from geoseg.device import resolve_precision
 from geoseg.errors import OutputExistsError, ParameterError, TrainingError, first_line
@@ -34,7 +35,6 @@ from geoseg.losses import (
     training_metrics,
 )
 from geoseg.model import UNetConfig, build_unet
-from geoseg.modelcard import CARD_NAME, MODEL_NAME, SCHEMA_VERSION, write_model_card
 from geoseg.outputs import check_not_inside, check_output, replace_with
 from geoseg.plots import plot_history
 from geoseg.scoring import ScoreHistogram
@@ -498,7 +498,7 @@ def _model_card(chips, plan, settings, thresholds, scores, best_row, history) ->
     )
     record = chips.record
     return {
-        "schema_version": SCHEMA_VERSION,
+        "schema_version": CARD_SCHEMA,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "versions": {
             "geoseg": __version__,

@@ -6,8 +6,8 @@ import keras
 import pytest
 
 from geoseg import train
+from geoseg.contracts import read_model_card
 from geoseg.data import make_dataset, open_chips
-from geoseg.modelcard import read_model_card
 from geoseg.training import score_histogram
 
 

@@ -9,9 +9,9 @@ import pytest
 import rasterio
 from helpers import assert_one_line_error, run
 
+from geoseg.contracts import read_model_card
 from geoseg.forward import ForwardPass, ForwardSpec, dihedral, forward_pass, undo_dihedral
 from geoseg.inference import ChipGrid, predict
-from geoseg.modelcard import read_model_card
 
 
 @pytest.fixture(scope="module")

@@ -13,9 +13,9 @@ import pytest
 from helpers import assert_one_line_error, run
 
 from geoseg import train
+from geoseg.contracts import read_model_card
 from geoseg.data import make_dataset, open_chips
 from geoseg.errors import OutputExistsError, ParameterError
-from geoseg.modelcard import read_model_card
 from geoseg.training import partial_directory, score_histogram
 
 TINY = dict(base_filters=4, depth=2, batch_size=8, mixed_precision="off")

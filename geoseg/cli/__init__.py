@@ -14,13 +14,17 @@ from geoseg.cli.options import (
     LengthType,
     NameListType,
     block_size_option,
+    class_field_option,
+    classes_option,
     file_out_option,
     fraction,
+    mixed_precision_option,
     out_option,
     overwrite_option,
     parallel_options,
     polygon_options,
     seed_option,
+    threshold_option,
 )
 from geoseg.errors import GeosegError, first_line
 
@@ -412,13 +416,7 @@ def train(chips, out, **options):
     show_default=True,
     help="auto: a GPU when TensorFlow sees one.",
 )
-@click.option(
-    "--mixed-precision",
-    type=click.Choice(["auto", "on", "off"]),
-    default="auto",
-    show_default=True,
-    help="auto: float16 on a GPU, bfloat16 on CPUs built for it, else float32.",
-)
+@mixed_precision_option("auto: float16 on a GPU, bfloat16 on CPUs built for it, else float32.")
 @parallel_options
 @click.option(
     "--resume", is_flag=True, help="Continue an interrupted run from the blocks it wrote."
@@ -487,7 +485,7 @@ def vectorize(raster, out, **options):
     type=click.Path(),
     help="True labels: a vector file (any CRS) or a label raster (any grid).",
 )
-@click.option("--class-field", default=None, help="Attribute holding each true feature's class.")
+@class_field_option("Attribute holding each true feature's class.")
 @click.option(
     "--boundary-tolerance",
     type=LengthType(),
@@ -502,18 +500,8 @@ def vectorize(raster, out, **options):
     show_default=True,
     help="Width of the true boundaries burned from polygon outlines.",
 )
-@click.option(
-    "--threshold",
-    type=click.FloatRange(0, 1, min_open=True),
-    default=None,
-    help="Probability threshold for every class [default: those stored by predict].",
-)
-@click.option(
-    "--classes",
-    type=NameListType(),
-    default=None,
-    help="Score only these prediction classes, e.g. building [default: those in the truth].",
-)
+@threshold_option("Probability threshold for every class [default: those stored by predict].")
+@classes_option("Score only these prediction classes, e.g. building [default: those in the truth].")
 @block_size_option()
 @click.option(
     "--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Also write JSON."

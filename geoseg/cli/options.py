@@ -85,15 +85,40 @@ def block_size_option(default: int = 2048):
     )
 
 
+def classes_option(help: str):
+    """``--classes a,b``: class names, in order."""
+    return click.option("--classes", type=NameListType(), default=None, help=help)
+
+
+def class_field_option(help: str = "Attribute holding each feature's class."):
+    """``--class-field NAME``: the vector attribute that holds classes."""
+    return click.option("--class-field", default=None, help=help)
+
+
+def threshold_option(help: str):
+    """``--threshold P``: one probability threshold for every class."""
+    return click.option(
+        "--threshold", type=click.FloatRange(0, 1, min_open=True), default=None, help=help
+    )
+
+
+def mixed_precision_option(help: str):
+    """``--mixed-precision auto|on|off``."""
+    return click.option(
+        "--mixed-precision",
+        type=click.Choice(["auto", "on", "off"]),
+        default="auto",
+        show_default=True,
+        help=help,
+    )
+
+
 def polygon_options(f):
     """``--threshold``, ``--mode``, ``--min-area`` and ``--simplify`` of predict and vectorize."""
     options = [
-        click.option(
-            "--threshold",
-            type=click.FloatRange(0, 1, min_open=True),
-            default=None,
-            help="Probability above which a pixel is positive, for every class "
-            "[default: the model's per-class thresholds].",
+        threshold_option(
+            "Probability above which a pixel is positive, for every class "
+            "[default: the model's per-class thresholds]."
         ),
         click.option(
             "--mode",
