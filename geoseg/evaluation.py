@@ -234,8 +234,7 @@ def _pair_classes(
     if plain:
         advice = "choose classes with --classes" if class_field else "use --class-field"
         raise LabelsError(
-            f"prediction classes {', '.join(plain)} not in the truth ({', '.join(truth)}); "
-            f"{advice}"
+            f"prediction classes {', '.join(plain)} not in the truth ({', '.join(truth)}); {advice}"
         )
     return sorted(pairs, key=lambda pair: names.index(pair[0]))
 

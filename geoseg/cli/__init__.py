@@ -12,7 +12,6 @@ import click
 from geoseg import __version__
 from geoseg.cli.options import (
     LengthType,
-    NameListType,
     block_size_option,
     class_field_option,
     classes_option,
@@ -157,13 +156,8 @@ def synth(out, **options):
     default=None,
     help="Vector labels (GeoPackage, Shapefile, GeoJSON; any CRS) or a label raster.",
 )
-@click.option("--class-field", default=None, help="Attribute holding each feature's class.")
-@click.option(
-    "--classes",
-    type=NameListType(),
-    default=None,
-    help="Classes to keep, in band order, e.g. building,road.",
-)
+@class_field_option()
+@classes_option("Classes to keep, in band order, e.g. building,road.")
 @click.option(
     "--boundary-width",
     type=LengthType(),
@@ -294,12 +288,7 @@ def tile(images, out, **options):
     help="Positive weight per class: auto (from class frequencies) or W1,W2,...",
 )
 @click.option("--dice-weight", type=click.FloatRange(min=0), default=1.0, show_default=True)
-@click.option(
-    "--classes",
-    type=NameListType(),
-    default=None,
-    help="Train on these classes of the chips only, in this order [default: all].",
-)
+@classes_option("Train on these classes of the chips only, in this order [default: all].")
 @click.option(
     "--augment/--no-augment",
     default=True,
@@ -326,13 +315,7 @@ def tile(images, out, **options):
     show_default=True,
     help="What picks the best epoch: val_loss, val_iou, val_iou_CLASS or val_f1_CLASS.",
 )
-@click.option(
-    "--mixed-precision",
-    type=click.Choice(["auto", "on", "off"]),
-    default="auto",
-    show_default=True,
-    help="auto: float16 on a GPU, bfloat16 on CPUs built for it.",
-)
+@mixed_precision_option("auto: float16 on a GPU, bfloat16 on CPUs built for it.")
 @seed_option
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its last epoch.")
 @overwrite_option
