@@ -10,7 +10,9 @@ true polygons are matched one to one at IoU >= 0.5 (as in SpaceNet).
 from __future__ import annotations
 
 import json
+import logging
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +32,8 @@ from geoseg.parallel import Progress, compute_each
 from geoseg.raster import block_windows, open_raster_info, read_padded
 from geoseg.regions import disk
 from geoseg.scoring import resolve_thresholds, scores
+
+logger = logging.getLogger(__name__)
 
 MATCH_IOU = 0.5
 
@@ -187,7 +191,11 @@ def _evaluate_raster(prediction, truth, class_field, tolerance, width, threshold
         tolerant += counts[1]
 
     tasks = [delayed(_score_block)(job, w) for w in windows]
+    scored = ", ".join(p for p, _ in pairs)
+    logger.info("scoring %s against %s in %d blocks", scored, truth, len(windows))
+    started = time.perf_counter()
     compute_each(tasks, add, workers=workers, scheduler=scheduler, progress=progress)
+    logger.info("scored in %.1f s", time.perf_counter() - started)
     result.pixels = {p: scores(*map(int, totals[i])) for i, (p, _) in enumerate(pairs)}
     if job.boundary is not None:
         found_predicted, predicted, found_true, true = (int(x) for x in tolerant)
@@ -301,6 +309,7 @@ def _evaluate_polygons(
     for name, selection in _object_pairs(names, true, class_field, truth, result.notes):
         mine = predicted[predicted["class"] == name].geometry.to_numpy()
         result.objects[name] = match_objects(mine, true[selection].geometry.to_numpy())
+        logger.info("%s: %d predicted, %d true objects", name, len(mine), int(selection.sum()))
     return result
 
 
