@@ -277,12 +277,13 @@ def _evaluate_polygons(
     prediction: str, truth: str, class_field: str | None, chosen: Sequence[str] | None
 ) -> Evaluation:
     import geopandas as gpd
-    import pyogrio
+
+    from geoseg.gpkg import read_layer_metadata, read_polygons
 
     try:
-        info = pyogrio.read_info(prediction)
-        predicted = gpd.read_file(prediction)
-    except Exception as exc:  # pyogrio raises its own DataSourceError and friends
+        metadata = read_layer_metadata(prediction)
+        predicted = read_polygons(prediction)
+    except Exception as exc:  # pyogrio and pyarrow raise their own types
         raise InputFileError(f"{prediction}: not a readable vector file ({exc})") from None
     if "class" not in predicted.columns:
         raise NotAPredictionError(
@@ -302,7 +303,7 @@ def _evaluate_polygons(
         true = true.to_crs(predicted.crs)
     true = true.explode(index_parts=False)
     true = true[true.geom_type == "Polygon"]
-    extent = (info.get("layer_metadata") or {}).get("geoseg_extent")
+    extent = metadata.get("geoseg_extent")
     if extent:  # truth outside the predicted raster was never predicted: leave it out
         true = true[true.intersects(shapely.box(*json.loads(extent)))]
     names = _chosen(sorted(set(predicted["class"])), chosen, prediction)

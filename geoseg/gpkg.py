@@ -1,40 +1,107 @@
-"""Stream polygons into one GeoPackage layer in a single GDAL session.
+"""Stream polygons into one layer of a GeoPackage, a FlatGeobuf or a GeoParquet file.
 
-Appending to a layer call by call makes GDAL update the layer's R-tree row by row through
-triggers (three times slower than the writing itself); one session builds it once at the end.
-The session runs in a background thread that reads record batches from a bounded queue, so
-callers push batches as they come and memory holds only a few of them.
+The format is the one the file's suffix names: ``.gpkg``, ``.fgb`` or ``.parquet``.
+
+Appending to a GeoPackage layer call by call makes GDAL update the layer's R-tree row by row
+through triggers (three times slower than the writing itself); one session builds it once at the
+end. The session runs in a background thread that reads record batches from a bounded queue, so
+callers push batches as they come and memory holds only a few of them. FlatGeobuf goes through
+the same session; GeoParquet (which pyogrio's GDAL may lack) is written with pyarrow, one row
+group per batch.
+
+Layer metadata (``geoseg_source``, ``geoseg_extent``) are GDAL layer metadata in a GeoPackage or
+a FlatGeobuf and schema metadata in a GeoParquet file; :func:`read_layer_metadata` reads either.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import queue
 import threading
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyogrio
 import shapely
 
+_DRIVERS = {".gpkg": "GPKG", ".fgb": "FlatGeobuf"}  # and .parquet, written with pyarrow
 _END = None
 _WAIT_S = 0.1
+_WKB = {"ARROW:extension:name": "geoarrow.wkb"}
 
 
-class LayerWriter:
+def _is_parquet(path) -> bool:
+    return Path(path).suffix.lower() == ".parquet"
+
+
+def open_layer(path, layer: str, crs: str, columns: dict, metadata: dict | None = None):
+    """A writer of polygons to ``path`` in the format its suffix names (see :class:`LayerWriter`).
+
+    ``path`` may be a staging name; it must end with ``.gpkg``, ``.fgb`` or ``.parquet``.
+    """
+    if _is_parquet(path):
+        return GeoParquetWriter(path, layer, crs, columns, metadata)
+    driver = _DRIVERS.get(Path(path).suffix.lower())
+    if driver is None:
+        raise ValueError(f"{path}: no polygon format for this suffix")
+    return LayerWriter(path, layer, crs, columns, metadata, driver=driver)
+
+
+def read_layer_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The layer metadata ``open_layer`` wrote (empty when there are none)."""
+    if _is_parquet(path):
+        import pyarrow.parquet as pq
+
+        stored = pq.read_schema(path).metadata or {}
+        return {k.decode(): v.decode() for k, v in stored.items() if k.startswith(b"geoseg_")}
+    return pyogrio.read_info(path).get("layer_metadata") or {}
+
+
+def read_polygons(path: str | os.PathLike, **options):
+    """A GeoDataFrame of the polygon file at ``path``; ``options`` go to the geopandas reader."""
+    import geopandas as gpd
+
+    if _is_parquet(path):
+        return gpd.read_parquet(path, **options)
+    return gpd.read_file(path, **options)
+
+
+class _Batches:
+    """Attribute columns and a WKB geometry column as Arrow record batches."""
+
+    def __init__(self, columns: dict, metadata: dict | None = None):
+        self._fields = [pa.field(name, pa.type_for_alias(kind)) for name, kind in columns.items()]
+        wkb = pa.field("geometry", pa.binary(), metadata=_WKB)
+        self._schema = pa.schema([*self._fields, wkb], metadata=metadata)
+
+    def _batch(self, geometry: np.ndarray, arrays: dict) -> pa.RecordBatch:
+        columns = [pa.array(arrays[field.name], field.type) for field in self._fields]
+        return pa.record_batch([*columns, pa.array(shapely.to_wkb(geometry))], self._schema)
+
+
+class LayerWriter(_Batches):
     """Write polygons with attribute columns to ``path``'s ``layer``; ``close()`` finishes it.
 
     ``columns`` maps names to types ("string", "float64", "int64"); each ``write`` gets arrays
-    for all of them.
+    for all of them. ``driver`` is a GDAL vector driver that takes Arrow streams.
     """
 
-    def __init__(self, path, layer: str, crs: str, columns: dict, metadata: dict | None = None):
-        self._fields = [pa.field(name, pa.type_for_alias(kind)) for name, kind in columns.items()]
-        wkb = pa.field("geometry", pa.binary(), metadata={"ARROW:extension:name": "geoarrow.wkb"})
-        self._schema = pa.schema([*self._fields, wkb])
+    def __init__(
+        self,
+        path,
+        layer: str,
+        crs: str,
+        columns: dict,
+        metadata: dict | None = None,
+        driver: str = "GPKG",
+    ):
+        super().__init__(columns)
         self._batches: queue.Queue = queue.Queue(maxsize=4)
         self._error: BaseException | None = None
         self._open = True
-        options = dict(layer=layer, driver="GPKG", crs=crs, layer_metadata=metadata)
+        options = dict(layer=layer, driver=driver, crs=crs, layer_metadata=metadata)
         self._thread = threading.Thread(target=self._session, args=(path, options), daemon=True)
         self._thread.start()
 
@@ -50,9 +117,7 @@ class LayerWriter:
     def write(self, geometry: np.ndarray, **arrays) -> None:
         """Append polygons (shapely, in the layer's CRS) with one array per column."""
         if len(geometry):
-            columns = [pa.array(arrays[field.name], field.type) for field in self._fields]
-            batch = pa.record_batch([*columns, pa.array(shapely.to_wkb(geometry))], self._schema)
-            self._put(batch)
+            self._put(self._batch(geometry, arrays))
 
     def close(self) -> None:
         """Finish the layer (building its spatial index); raise what the session raised."""
@@ -86,3 +151,46 @@ class LayerWriter:
             except BaseException:
                 pass
             self._thread.join()
+
+
+class GeoParquetWriter(_Batches):
+    """:class:`LayerWriter`'s interface for a GeoParquet file (WKB geometry, GeoParquet 1.1).
+
+    The CRS goes into the ``geo`` metadata as PROJJSON and ``metadata`` into the schema metadata,
+    where :func:`read_layer_metadata` finds it; a Parquet file has no layers, so ``layer`` is
+    not stored.
+    """
+
+    def __init__(self, path, layer: str, crs: str, columns: dict, metadata: dict | None = None):
+        import pyarrow.parquet as pq
+        import pyproj
+
+        geo = {
+            "version": "1.1.0",
+            "primary_column": "geometry",
+            "columns": {
+                "geometry": {
+                    "encoding": "WKB",
+                    "geometry_types": ["Polygon"],
+                    "crs": pyproj.CRS.from_user_input(crs).to_json_dict(),
+                }
+            },
+        }
+        stored = {"geo": json.dumps(geo), **(metadata or {})}
+        super().__init__(columns, stored)
+        self._writer = pq.ParquetWriter(path, self._schema, compression="zstd")
+
+    def write(self, geometry: np.ndarray, **arrays) -> None:
+        """Append polygons (shapely, in the file's CRS) with one array per column."""
+        if len(geometry):
+            self._writer.write_batch(self._batch(geometry, arrays))
+
+    def close(self) -> None:
+        """Write the file's footer."""
+        self._writer.close()
+
+    def __enter__(self) -> GeoParquetWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

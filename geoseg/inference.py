@@ -263,8 +263,9 @@ def _check_outputs(image, model, out, vectors, mode, min_area, simplify, block_s
             raise ParameterError(f"{option} {path} is {inputs[Path(path).resolve()]}")
     if vectors is None:
         return
-    from geoseg.vectorizing import check_parcels_class, check_vector_options
+    from geoseg.vectorizing import check_parcels_class, check_vector_options, check_vector_path
 
+    check_vector_path(vectors)
     check_vector_options(mode, min_area, simplify, block_size)
     check_parcels_class(mode, classes, model)
     if Path(vectors).resolve() == Path(out).resolve():

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import nullcontext
+from itertools import islice
 from typing import Any
 
 import dask
@@ -126,15 +127,28 @@ class _BrokenBeforeResults(Exception):
     """The process pool broke before any result was consumed: nothing is lost by a re-run."""
 
 
+_IN_FLIGHT_PER_PROCESS = 2
+"""Tasks handed to the pool at once, per process: enough to keep each busy while the single
+writer catches up, few enough that results waiting for it do not pile up in memory."""
+
+
 def _compute_spawned(tasks, consume, workers: int | None, progress: Progress | None) -> list:
     # "spawn": forking a process that runs GDAL or TensorFlow threads is unsafe
     context = multiprocessing.get_context("spawn")
+    workers = workers or os.cpu_count() or 1
+    logger.info("%d tasks in %d spawned processes", len(tasks), workers)
     outputs: list[Any] = [None] * len(tasks)
+    waiting = iter(enumerate(tasks))
     done_count = 0
-    logger.info("%d tasks in %s spawned processes", len(tasks), workers or os.cpu_count())
     with ProcessPoolExecutor(workers, mp_context=context) as pool:
         try:
-            pending = {pool.submit(_run_task, task): i for i, task in enumerate(tasks)}
+            pending = {}
+
+            def submit(count: int) -> None:
+                for i, task in islice(waiting, count):
+                    pending[pool.submit(_run_task, task)] = i
+
+            submit(_IN_FLIGHT_PER_PROCESS * workers)
             while pending:
                 done, _ = wait(pending, return_when=FIRST_EXCEPTION)
                 for future in done:
@@ -142,6 +156,7 @@ def _compute_spawned(tasks, consume, workers: int | None, progress: Progress | N
                     done_count += 1
                     if progress:
                         progress(done_count, len(tasks))
+                submit(len(done))
         except BrokenProcessPool as exc:
             pool.shutdown(wait=False, cancel_futures=True)
             if done_count:

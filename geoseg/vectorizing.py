@@ -2,15 +2,18 @@
 
 Each block is labelled with a small halo (:mod:`geoseg.regions`) and polygonised in pixel
 coordinates, where block edges meet exactly. Polygons that do not reach an inner block edge are
-final and go straight to the GeoPackage. The others are kept with the labels on both sides of
+final and go straight to the output file. The others are kept with the labels on both sides of
 each block edge; two pieces across an edge are one region when a pair of neighbouring pixels
 has the same label in either block's window. Those pieces are united at the end, so only
 polygons on block borders are ever held in memory.
+
+Polygons go to a GeoPackage, a FlatGeobuf or a GeoParquet file, as the output's suffix names.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from dataclasses import dataclass, field, fields
@@ -28,6 +31,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from geoseg.cog import hidden_sibling
+from geoseg.contracts import probability_bands
 from geoseg.errors import ParameterError, RasterError
 from geoseg.outputs import check_output
 from geoseg.parallel import Progress, compute_each
@@ -35,9 +39,12 @@ from geoseg.raster import GDAL_CACHE_BYTES, block_windows, open_raster_info, rea
 from geoseg.regions import PARCELS_HALO, parcel_labels, region_labels
 from geoseg.scoring import resolve_thresholds
 
+logger = logging.getLogger(__name__)
+
 MODES = ("regions", "parcels")
 SIDES = ("top", "bottom", "left", "right")
-DEFAULT_THRESHOLD = 0.5
+VECTOR_FORMATS = {".gpkg": "GeoPackage", ".fgb": "FlatGeobuf", ".parquet": "GeoParquet"}
+"""Polygon file suffixes (any case) and the format each names."""
 PROCESS_PIXELS = 4096 * 4096
 """Rasters of at least this many pixels are vectorised in local processes rather than threads:
 starting them costs about a second, and polygonising in threads gains little."""
@@ -172,15 +179,20 @@ def vectorize_block(job: VectorJob, index: tuple[int, int], window: Window) -> B
 
 
 def edge_lines(labels: np.ndarray, halo: int, height: int, width: int, side: str):
-    """Labels of the block's pixel line along ``side`` and of the halo line just beyond it."""
+    """Labels of the block's pixel line along ``side`` and of the halo line just beyond it.
+
+    Copies: they are kept until the end of the run, and a view would keep the whole label image.
+    """
     rows, cols = slice(halo, halo + height), slice(halo, halo + width)
     if side == "top":
-        return labels[halo, cols], labels[halo - 1, cols]
-    if side == "bottom":
-        return labels[halo + height - 1, cols], labels[halo + height, cols]
-    if side == "left":
-        return labels[rows, halo], labels[rows, halo - 1]
-    return labels[rows, halo + width - 1], labels[rows, halo + width]
+        lines = labels[halo, cols], labels[halo - 1, cols]
+    elif side == "bottom":
+        lines = labels[halo + height - 1, cols], labels[halo + height, cols]
+    elif side == "left":
+        lines = labels[rows, halo], labels[rows, halo - 1]
+    else:
+        lines = labels[rows, halo + width - 1], labels[rows, halo + width]
+    return tuple(line.copy() for line in lines)
 
 
 def merge_border_pieces(blocks: dict[tuple[int, int], BlockPolygons], classes: int) -> Pieces:
@@ -270,13 +282,16 @@ def finish(pieces: Pieces, job: VectorJob) -> Pieces:
     geometry = shapely.transform(geometry, lambda xy: xy @ matrix.T + shift)
     finished = Pieces(pieces.classes, pieces.labels, geometry, pieces.pixels, pieces.score)
     finished = single_parts(finished)
-    if job.min_area > 0:
-        finished = finished.select(shapely.area(geometry) >= job.min_area)
+    if job.min_area > 0:  # per part: single_parts may have split a polygon
+        finished = finished.select(shapely.area(finished.geometry) >= job.min_area)
     return finished
 
 
 class PolygonWriter:
-    """One GeoPackage layer of polygons with class, area, pixels and mean_probability."""
+    """One layer of polygons with class, area, pixels and mean_probability.
+
+    A GeoPackage, FlatGeobuf or GeoParquet file, as the suffix of ``path`` names.
+    """
 
     COLUMNS = {
         "class": "string",
@@ -286,12 +301,12 @@ class PolygonWriter:
     }
 
     def __init__(self, path: Path, layer: str, crs, class_names: list[str], metadata: dict):
-        from geoseg.gpkg import LayerWriter  # Arrow only where polygons are written
+        from geoseg.gpkg import open_layer  # Arrow only where polygons are written
 
         self.class_names = np.array(class_names, dtype=object)
         self.count = 0
         self.per_class = dict.fromkeys(class_names, 0)
-        self.layer = LayerWriter(path, layer, crs, self.COLUMNS, metadata)
+        self.layer = open_layer(path, layer, crs, self.COLUMNS, metadata)
 
     def write(self, pieces: Pieces) -> None:
         """Append ``pieces`` (single polygons in CRS units)."""
@@ -336,18 +351,6 @@ class VectorizeSummary:
         )
 
 
-def probability_bands(path: str) -> tuple[list[str], dict[str, float]]:
-    """Class names (one per band) and stored thresholds of a ``geoseg predict`` raster."""
-    with rasterio.open(path) as src:
-        tags, descriptions = src.tags(), src.descriptions
-    names = [d or f"band_{i}" for i, d in enumerate(descriptions, start=1)]
-    try:
-        stored = json.loads(tags.get("geoseg_thresholds", "{}"))
-    except ValueError:
-        stored = {}
-    return names, {name: float(stored.get(name, DEFAULT_THRESHOLD)) for name in names}
-
-
 def vectorize(
     raster: str | Path,
     out: str | Path,
@@ -362,16 +365,17 @@ def vectorize(
     overwrite: bool = False,
     progress: Progress | None = None,
 ) -> VectorizeSummary:
-    """Polygons of the regions above threshold in a probability raster, to a GeoPackage.
+    """Polygons of the regions above threshold in a probability raster, to a vector file.
 
     ``regions``: one polygon per 4-connected region of each class (holes kept), with its class,
     area in CRS units squared, pixel count and mean probability. ``parcels``: the areas enclosed
     by the ``boundary`` class, small boundary gaps closed, neighbours sharing their edges.
     Thresholds default to those stored by ``geoseg predict`` (else 0.5); ``threshold`` sets one
     for every class. ``min_area`` drops smaller polygons; ``simplify`` is a tolerance in CRS
-    units, applied so that neighbours stay gap-free and geometries valid.
+    units, applied so that neighbours stay gap-free and geometries valid. The suffix of ``out``
+    names the format: ``.gpkg`` GeoPackage, ``.fgb`` FlatGeobuf, ``.parquet`` GeoParquet.
     """
-
+    check_vector_path(out)
     check_vector_options(mode, min_area, simplify, block_size)
     info = open_raster_info(raster)
     if info.dtype != "uint8":
@@ -403,7 +407,7 @@ def vectorize(
     per_row = -(-info.width // block_size)
     tasks = [delayed(vectorize_block)(job, divmod(i, per_row), w) for i, w in enumerate(windows)]
     out.parent.mkdir(parents=True, exist_ok=True)
-    draft = hidden_sibling(out, ".gpkg")
+    draft = hidden_sibling(out, out.suffix)
     metadata = {"geoseg_source": str(raster), "geoseg_extent": json.dumps(info.bounds)}
     writer = PolygonWriter(draft, mode, info.crs.to_wkt(), class_names, metadata)
     started = time.perf_counter()
@@ -420,6 +424,7 @@ def vectorize(
 
     # shapes() holds the GIL, so threads barely overlap: large rasters go to processes
     processes = workers != 1 and len(windows) > 1 and info.width * info.height >= PROCESS_PIXELS
+    logger.info("vectorizing %s (%s): %d blocks of %d px", raster, mode, len(windows), block_size)
     try:
         with writer:
             compute_each(
@@ -435,6 +440,7 @@ def vectorize(
         os.replace(draft, out)
     finally:
         draft.unlink(missing_ok=True)
+    logger.info("%s: %d polygons in %.1f s", out, writer.count, time.perf_counter() - started)
     return VectorizeSummary(
         out=out,
         mode=mode,
@@ -448,6 +454,13 @@ def vectorize(
 def quantized_level(threshold: float) -> int:
     """The smallest 0..255 value counted as positive at ``threshold`` (at least 1)."""
     return max(1, int(round(threshold * 255.0)))
+
+
+def check_vector_path(path: str | os.PathLike) -> None:
+    """Refuse an output whose suffix names no polygon format ``vectorize`` writes."""
+    if Path(path).suffix.lower() not in VECTOR_FORMATS:
+        names = ", ".join(f"{suffix} ({name})" for suffix, name in VECTOR_FORMATS.items())
+        raise ParameterError(f"{path}: polygons are written as {names}; choose one of these")
 
 
 def check_vector_options(mode: str, min_area: float, simplify: float, block_size: int) -> None:

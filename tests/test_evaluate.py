@@ -229,3 +229,16 @@ def test_quicklook_never_writes_over_an_input(prediction, make_raster, tmp_path)
         result = run("quicklook", pred, "--image", image, "--out", target, "--overwrite")
         assert_one_line_error(result, "one of the inputs")
         assert target.read_bytes() == before
+
+
+@pytest.mark.parametrize("suffix", [".fgb", ".parquet"])
+def test_objects_from_flatgeobuf_and_geoparquet(suffix, prediction, make_vector, tmp_path):
+    from geoseg.vectorizing import vectorize
+
+    pred = prediction({"building": square((10, 30), (10, 30))})
+    truth = make_vector([pixel_box(10, 10, 30, 30), pixel_box(200, 200, 210, 210)],
+                        name="building.gpkg")  # fmt: skip
+    vectorize(pred, tmp_path / f"pred{suffix}", block_size=64)
+    objects = evaluate(tmp_path / f"pred{suffix}", truth).objects["building"]
+    # the second true box lies outside the predicted raster: left out by the recorded extent
+    assert (objects["matched"], objects["true"], objects["predicted"]) == (1, 1, 1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -10,10 +11,17 @@ import numpy as np
 import pytest
 import rasterio
 import shapely
+from affine import Affine
 from helpers import assert_one_line_error, run
+from rasterio.windows import Window
 from scipy import ndimage
 
-from geoseg.vectorizing import vectorize
+import geoseg.vectorizing
+from geoseg.contracts import PredictionTags
+from geoseg.errors import ParameterError
+from geoseg.gpkg import read_layer_metadata, read_polygons
+from geoseg.regions import PARCELS_HALO
+from geoseg.vectorizing import Pieces, VectorJob, finish, vectorize, vectorize_block
 
 PIXEL_AREA = 0.25  # make_raster's 0.5 m pixels
 
@@ -36,14 +44,20 @@ def hand_made_mask() -> np.ndarray:
     return mask
 
 
+def tag_prediction(path, names, thresholds=None):
+    """Band descriptions and the tags ``geoseg predict`` writes."""
+    with rasterio.open(path, "r+") as dst:
+        for band, name in enumerate(names, start=1):
+            dst.set_band_description(band, name)
+        dst.update_tags(**PredictionTags(tuple(names), thresholds or {}).to_tags())
+    return path
+
+
 @pytest.fixture
 def mask_raster(make_raster):
-    def factory(mask, name="building", tags=None, **options):
+    def factory(mask, name="building", thresholds=None, **options):
         path = make_raster(width=mask.shape[1], height=mask.shape[0], count=1, data=mask[None])
-        with rasterio.open(path, "r+") as dst:
-            dst.set_band_description(1, name)
-            dst.update_tags(**(tags or {}))
-        return path
+        return tag_prediction(path, [name], thresholds)
 
     return factory
 
@@ -119,7 +133,7 @@ def test_mean_probability_threshold_and_min_area(mask_raster, tmp_path):
     values[10:20, 20:30] = 250  # one region of two levels
     values[40:42, 40:42] = 250  # 4 pixels = 1 m2
     values[50:60, 50:60] = 100  # below 0.5
-    path = mask_raster(values, tags={"geoseg_thresholds": '{"building": 0.6}'})
+    path = mask_raster(values, thresholds={"building": 0.6})
     vectorize(path, tmp_path / "a.gpkg", block_size=32, min_area=1.5)
     regions = gpd.read_file(tmp_path / "a.gpkg")
     assert len(regions) == 1 and regions.area[0] == 200 * PIXEL_AREA
@@ -131,7 +145,7 @@ def test_mean_probability_threshold_and_min_area(mask_raster, tmp_path):
 def test_nodata_is_never_a_region(make_raster, tmp_path):
     values = np.full((1, 64, 64), 255, np.uint8)
     values[0, :, 30:34] = 0  # nodata splits the region in two
-    path = make_raster(width=64, height=64, count=1, data=values, nodata=0)
+    path = tag_prediction(make_raster(width=64, height=64, count=1, data=values, nodata=0), ["x"])
     vectorize(path, tmp_path / "v.gpkg", block_size=32)
     assert len(gpd.read_file(tmp_path / "v.gpkg")) == 2
 
@@ -192,10 +206,13 @@ def test_regions_simplified_stay_valid(mask_raster, tmp_path):
     assert len(regions) == components(hand_made_mask())[0] and regions.is_valid.all()
 
 
-def test_empty_result_is_a_valid_layer(mask_raster, tmp_path):
-    vectorize(mask_raster(np.zeros((40, 40), np.uint8)), tmp_path / "v.gpkg", block_size=32)
-    empty = gpd.read_file(tmp_path / "v.gpkg", layer="regions")
-    assert len(empty) == 0 and empty.crs is not None
+@pytest.mark.parametrize("suffix", [".gpkg", ".fgb", ".parquet"])
+def test_empty_result_is_a_valid_layer(suffix, mask_raster, tmp_path):
+    out = tmp_path / f"v{suffix}"
+    vectorize(mask_raster(np.zeros((40, 40), np.uint8)), out, block_size=32)
+    empty = read_polygons(out) if suffix == ".parquet" else gpd.read_file(out, layer="regions")
+    assert len(empty) == 0 and empty.crs == "EPSG:32633"
+    assert "geoseg_extent" in read_layer_metadata(out)
 
 
 @pytest.mark.parametrize(
@@ -234,10 +251,7 @@ def test_bad_input(case, words, mask_raster, make_raster, tmp_path):
 def test_several_classes_each_merged_across_blocks(make_raster, tmp_path):
     mask = hand_made_mask()
     data = np.stack([mask, mask[::-1]])  # the second class upside down
-    path = make_raster(width=150, height=120, count=2, data=data)
-    with rasterio.open(path, "r+") as dst:
-        dst.set_band_description(1, "house")
-        dst.set_band_description(2, "shed")
+    path = tag_prediction(make_raster(width=150, height=120, count=2, data=data), ["house", "shed"])
     summary = vectorize(path, tmp_path / "v.gpkg", block_size=32)
     regions = gpd.read_file(tmp_path / "v.gpkg")
     count = components(mask)[0]
@@ -253,3 +267,146 @@ def test_layer_writer_raises_what_its_session_raised(tmp_path):
     with pytest.raises(Exception, match="no-such-dir"):
         writer.write(np.array([shapely.box(0, 0, 1, 1)]), area=np.array([1.0]))
         writer.close()
+
+
+def test_min_area_applies_to_each_part_of_a_multi_part_parcel(mask_raster, tmp_path, monkeypatch):
+    """Two cells given one label (as a parcel split inside a block, joined in its halo)."""
+    boundary, expected = parcel_grid()
+    real = geoseg.vectorizing.parcel_labels
+
+    def two_cells_one_label(positive, valid):
+        labels = real(positive, valid)
+        h = PARCELS_HALO  # cells (1, 1) and (1, 3), in window coordinates
+        labels[labels == labels[h + 45, h + 45]] = labels[h + 45, h + 105]
+        return labels
+
+    monkeypatch.setattr(geoseg.vectorizing, "parcel_labels", two_cells_one_label)
+    path = mask_raster(boundary, name="boundary")
+    out = tmp_path / "p.gpkg"
+    vectorize(path, out, mode="parcels", min_area=10.0)  # each cell is about 225 m2
+    parcels = gpd.read_file(out)
+    assert len(parcels) == expected and (parcels.geom_type == "Polygon").all()
+    assert parcels.pixels.sum() == pytest.approx(parcels.area.sum() / PIXEL_AREA, 0.01)
+    vectorize(path, out, mode="parcels", min_area=1000.0, overwrite=True)
+    assert len(gpd.read_file(out)) == 0
+
+
+def test_min_area_with_a_multi_part_polygon():
+    job = VectorJob("r.tif", 10, 10, (1,), (128,), "regions", Affine(0.5, 0, 0, 0, -0.5, 0), 2.0)
+    parts = shapely.multipolygons([shapely.box(0, 0, 4, 4), shapely.box(6, 6, 7, 7)])
+    pieces = Pieces(np.array([0, 0]), np.array([1, 2]), np.array([parts, shapely.box(0, 5, 1, 6)]),
+                    np.array([17, 1]), np.array([17.0, 1.0]))  # fmt: skip
+    kept = finish(pieces, job)
+    assert len(kept) == 1 and shapely.area(kept.geometry[0]) == 4.0 and kept.labels[0] == 1
+
+
+def owner_nbytes(array: np.ndarray) -> int:
+    """Bytes of the memory that ``array`` keeps alive (its base's, for a view)."""
+    while isinstance(array.base, np.ndarray):
+        array = array.base
+    return array.nbytes if array.base is None else -1  # -1: memory held by another object
+
+
+@pytest.mark.parametrize("mode", ["regions", "parcels"])
+def test_kept_blocks_hold_only_their_edges_not_the_label_images(mode, mask_raster, tmp_path):
+    path = mask_raster(parcel_grid(8, 8)[0], name="boundary")
+    info = geoseg.vectorizing.open_raster_info(path)
+    job = VectorJob(str(path), info.width, info.height, (1,), (128,), mode, info.transform)
+    block = vectorize_block(job, (1, 1), Window(64, 64, 64, 64))
+    lines = [line for pair in block.edges.values() for line in pair]
+    assert len(lines) == 8 and all(line.base is None for line in lines)
+    arrays = [*lines, *(getattr(block.border, f) for f in ("classes", "labels", "pixels", "score"))]
+    assert all(owner_nbytes(a) == a.nbytes for a in arrays)
+
+
+@pytest.mark.parametrize("suffix", [".fgb", ".parquet"])
+def test_each_suffix_writes_its_format_with_the_same_polygons(suffix, mask_raster, tmp_path):
+    import pyogrio
+
+    path, out = mask_raster(hand_made_mask()), tmp_path / f"v{suffix}"
+    vectorize(path, tmp_path / "v.gpkg", block_size=32)
+    vectorize(path, out, block_size=32)
+    reference = gpd.read_file(tmp_path / "v.gpkg")
+    assert len(reference) == components(hand_made_mask())[0]
+    if suffix == ".fgb":
+        assert pyogrio.read_info(out)["driver"] == "FlatGeobuf"
+        written = gpd.read_file(out)
+    else:
+        written = gpd.read_parquet(out)
+    with rasterio.open(path) as src:
+        assert written.crs == reference.crs == src.crs
+        extent = list(src.bounds)
+    assert len(written) == len(reference) == len(read_polygons(out))
+    pairs = shapely.equals(reference.geometry.to_numpy()[:, None], written.geometry.to_numpy())
+    assert pairs.any(axis=0).all() and pairs.any(axis=1).all()
+    columns = ["class", "area", "pixels", "mean_probability"]
+    rows = [f.sort_values("area")[columns].reset_index(drop=True) for f in (reference, written)]
+    assert rows[0].equals(rows[1])
+    stored = read_layer_metadata(out)
+    assert stored == read_layer_metadata(tmp_path / "v.gpkg")
+    assert json.loads(stored["geoseg_extent"]) == extent
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_the_draft_has_the_output_suffix(mask_raster, tmp_path, monkeypatch):
+    drafts = []
+    real = geoseg.vectorizing.hidden_sibling
+
+    def recording(path, suffix):
+        drafts.append(real(path, suffix))
+        return drafts[-1]
+
+    monkeypatch.setattr(geoseg.vectorizing, "hidden_sibling", recording)
+    vectorize(mask_raster(hand_made_mask()), tmp_path / "v.fgb", block_size=32)
+    assert len(drafts) == 1 and drafts[0].suffix == ".fgb" and drafts[0].name.startswith(".")
+
+
+def test_an_unknown_suffix_is_refused_before_any_work(mask_raster, tmp_path):
+    out = tmp_path / "out" / "v.shp"
+    result = run("vectorize", mask_raster(hand_made_mask()), "--out", out)
+    assert_one_line_error(result, "v.shp", ".gpkg", ".fgb", ".parquet")
+    assert not out.parent.exists()
+    with pytest.raises(ParameterError, match="GeoParquet"):
+        vectorize(tmp_path / "no-such-raster.tif", tmp_path / "v.geojson")  # before opening it
+    geoseg.vectorizing.check_vector_path("V.GPKG")
+
+
+def test_a_raster_predict_did_not_write_is_refused(make_raster, tmp_path):
+    out = tmp_path / "v.gpkg"
+    result = run("vectorize", make_raster(count=3), "--out", out)
+    assert_one_line_error(result, "not a geoseg prediction")
+    assert not out.exists() and not list(tmp_path.glob(".v.gpkg*"))
+
+
+SCRIPT = """
+import logging
+import sys
+
+import geoseg.vectorizing
+
+
+def main():
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    geoseg.vectorizing.PROCESS_PIXELS = 0  # as for a large raster
+    geoseg.vectorizing.vectorize(sys.argv[1], sys.argv[2], block_size=32, workers=2)
+
+
+"""
+
+
+@pytest.mark.parametrize("guarded", [False, True])
+def test_a_user_script_without_a_main_guard_falls_back_to_threads(guarded, mask_raster, tmp_path):
+    path = mask_raster(hand_made_mask())
+    vectorize(path, tmp_path / "reference.gpkg", block_size=32)
+    script = tmp_path / "user_script.py"
+    script.write_text(
+        SCRIPT + ('if __name__ == "__main__":\n    main()\n' if guarded else "main()\n")
+    )
+    done = subprocess.run([sys.executable, str(script), str(path), str(tmp_path / "v.gpkg")],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert ("20 tasks in 2 spawned processes" in done.stderr) == guarded, done.stderr
+    assert ("threads instead of processes" in done.stderr) != guarded, done.stderr
+    reference, written = (gpd.read_file(tmp_path / f"{n}.gpkg") for n in ("reference", "v"))
+    pairs = shapely.equals(reference.geometry.to_numpy()[:, None], written.geometry.to_numpy())
+    assert len(written) == len(reference) and pairs.any(axis=0).all() and pairs.any(axis=1).all()

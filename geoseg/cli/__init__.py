@@ -379,7 +379,8 @@ def train(chips, out, **options):
     "--vectors",
     type=click.Path(dir_okay=False),
     default=None,
-    help="Also write polygons to this GeoPackage.",
+    help="Also write polygons to this file: .gpkg (GeoPackage), .fgb (FlatGeobuf) or "
+    ".parquet (GeoParquet).",
 )
 @polygon_options
 @click.option(
@@ -437,21 +438,23 @@ def predict(image, model, out, **options):
 
 @main.command()
 @click.argument("raster", type=click.Path())
-@file_out_option("GeoPackage to write.")
+@file_out_option("Polygons to write: .gpkg (GeoPackage), .fgb (FlatGeobuf) or .parquet.")
 @polygon_options
 @block_size_option(default=1024)
 @parallel_options
 @overwrite_option
 def vectorize(raster, out, **options):
-    """Turn a probability GeoTIFF from geoseg predict into polygons in a GeoPackage.
+    """Turn a probability GeoTIFF from geoseg predict into polygons.
 
     One layer (named after --mode) with class, area (CRS units squared), pixels and
-    mean_probability per polygon; regions crossing block borders come out whole.
+    mean_probability per polygon; regions crossing block borders come out whole. The suffix of
+    --out picks the format: .gpkg GeoPackage, .fgb FlatGeobuf, .parquet GeoParquet.
 
     \b
     Examples:
       $ geoseg vectorize pred.tif --out buildings.gpkg --min-area 10
       $ geoseg vectorize pred.tif --out parcels.gpkg --mode parcels --simplify 0.5
+      $ geoseg vectorize pred.tif --out buildings.parquet
     """
     from geoseg.vectorizing import vectorize as run
 
