@@ -86,7 +86,23 @@ class _Record(Mapping):
         return f"{type(self).__name__}({self.path or ''})"
 
 
-class DatasetRecord(_Record):
+class _ChipContract(_Record):
+    """What chips folders and models share: classes, chip size, bands."""
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self["classes"])
+
+    @property
+    def chip_size(self) -> int:
+        return int(self["chip_size"])
+
+    @property
+    def band_count(self) -> int:
+        return int(self["bands"]["count"])
+
+
+class DatasetRecord(_ChipContract):
     """``dataset.json``: chip size, bands and their normalisation, classes and their pixel
     frequencies, sampling settings, counts and source scenes of a chips folder."""
 
@@ -107,23 +123,11 @@ class DatasetRecord(_Record):
         return cls.load(Path(root) / DATASET_NAME)
 
     @property
-    def chip_size(self) -> int:
-        return int(self["chip_size"])
-
-    @property
-    def classes(self) -> list[str]:
-        return list(self["classes"])
-
-    @property
-    def band_count(self) -> int:
-        return int(self["bands"]["count"])
-
-    @property
     def class_frequencies(self) -> dict[str, float]:
         return dict(self.get("class_frequencies", {}))
 
 
-class ModelCard(_Record):
+class ModelCard(_ChipContract):
     """``geoseg.json`` next to ``model.keras``: the contract a model was trained under (bands,
     normalisation, chip size, classes, class weights, thresholds) and how it was trained."""
 
@@ -145,18 +149,6 @@ class ModelCard(_Record):
                 f"{model_dir} is not a geoseg model directory (needs {MODEL_NAME} and {CARD_NAME})"
             )
         return cls.load(model_dir / CARD_NAME)
-
-    @property
-    def classes(self) -> list[str]:
-        return list(self["classes"])
-
-    @property
-    def chip_size(self) -> int:
-        return int(self["chip_size"])
-
-    @property
-    def band_count(self) -> int:
-        return int(self["bands"]["count"])
 
     @property
     def thresholds(self) -> dict[str, float]:
