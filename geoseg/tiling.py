@@ -226,8 +226,8 @@ def tile(
         )
         frequencies = _class_frequencies(kept, class_names)
         warnings += _class_warnings(frequencies, loaded, spec)
-        for warning in warnings:
-            logger.warning(warning)
+        for warning in warnings:  # also in the summary, which the CLI prints
+            logger.info("warning: %s", warning)
         _write_index(staging / "chips.gpkg", kept, footprints, plans, class_names, size)
         written = len(kept)
         by_split = Counter(r.chip.split for r in kept)
@@ -611,12 +611,18 @@ def _class_frequencies(kept: list[ChipResult], classes: list[str]) -> dict[str, 
 
 
 def _class_warnings(frequencies: dict[str, float], labels, spec: LabelSpec | None) -> list[str]:
-    """Classes positive nearly everywhere, with the likely cause for a label raster."""
+    """Classes of a label raster positive nearly everywhere, with the likely cause.
+
+    Vector polygons that cover the whole image (a cadastre) are expected and only logged.
+    """
     warnings = []
     for name, share in frequencies.items():
         if share <= DOMINANT_CLASS:
             continue
         text = f"class {name!r} is positive on {share:.1%} of the labelled pixels"
+        if not isinstance(labels, RasterLabels):
+            logger.info("%s", text)
+            continue
         if isinstance(labels, RasterLabels) and spec.nodata == FILE_NODATA and labels.nodata == 0:
             text += (
                 f": {Path(spec.path).name} declares nodata 0, so its background (0) is ignored;"

@@ -62,8 +62,9 @@ def setup_logging(verbose: int) -> None:
     library.handlers[:] = [handler]
     # without -v the level is inherited (WARNING unless the caller set the root logger's)
     library.setLevel({0: logging.NOTSET, 1: logging.INFO}.get(verbose, logging.DEBUG))
-    if not verbose:  # TensorFlow's C++ notes (oneDNN, CUDA probing) are noise on a terminal
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if not verbose:  # TensorFlow's C++ notes (oneDNN, CUDA probing) are noise on a terminal;
+        # its real errors reach the user as Python exceptions
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 @contextmanager
