@@ -86,8 +86,46 @@ class _Record(Mapping):
         return f"{type(self).__name__}({self.path or ''})"
 
 
+TARGET_KINDS = ("class", "regression")
+ROLES = ("extent", "boundary", "distance")
+DISTANCE_SCALE = 254
+"""A regression target such as ``distance`` is stored in masks as round(value * 254), 0..254."""
+
+
+def default_targets(names) -> dict[str, dict]:
+    """The targets of a file written before targets were recorded: classes; ``boundary``'s role."""
+    return {n: {"kind": "class", "role": "boundary" if n == "boundary" else None} for n in names}
+
+
+def check_targets(targets: Mapping, names, fail) -> dict[str, dict]:
+    """``targets`` for every name in ``names``, with a known kind and role each."""
+    if set(targets) != set(names):
+        raise fail("targets do not match the classes")
+    for name, target in targets.items():
+        if target.get("kind") not in TARGET_KINDS or target.get("role") not in (None, *ROLES):
+            raise fail(f"target {name!r} has an unknown kind or role")
+    return {name: dict(targets[name]) for name in names}
+
+
+def role_names(targets: Mapping) -> dict[str, str]:
+    """Role -> target name, e.g. {"extent": "parcels", "boundary": "boundary"}."""
+    return {t["role"]: name for name, t in targets.items() if t.get("role")}
+
+
 class _ChipContract(_Record):
-    """What chips folders and models share: classes, chip size, bands."""
+    """What chips folders and models share: classes (every target, in band order), chip size,
+    bands, and each target's kind (``class`` 0/1 or ``regression`` 0..1) and role."""
+
+    @property
+    def targets(self) -> dict[str, dict]:
+        """Name -> {"kind": "class" | "regression", "role": "extent" | "boundary" | ...}."""
+        if "targets" not in self:
+            return default_targets(self.classes)
+        return check_targets(self["targets"], self.classes, self._fail)
+
+    @property
+    def roles(self) -> dict[str, str]:
+        return role_names(self.targets)
 
     @property
     def classes(self) -> list[str]:
@@ -173,6 +211,18 @@ class PredictionTags:
     thresholds: dict[str, float] = field(default_factory=dict)
     model: str | None = None
     schema_version: int = PREDICTION_SCHEMA
+    targets: dict[str, dict] = field(default_factory=dict)
+    """Name -> kind and role, as in the model card (default: classes, ``boundary``'s role)."""
+    delineation: dict[str, float] = field(default_factory=dict)
+    """Thresholds of the parcel delineation tuned with the model, if any."""
+
+    def __post_init__(self):
+        if not self.targets:
+            object.__setattr__(self, "targets", default_targets(self.classes))
+
+    @property
+    def roles(self) -> dict[str, str]:
+        return role_names(self.targets)
 
     def to_tags(self) -> dict[str, str]:
         """GDAL metadata items (strings) for ``dataset.update_tags``."""
@@ -180,7 +230,10 @@ class PredictionTags:
             "geoseg_schema": str(self.schema_version),
             "geoseg_classes": json.dumps(list(self.classes)),
             "geoseg_thresholds": json.dumps(self.thresholds),
+            "geoseg_targets": json.dumps(self.targets),
         }
+        if self.delineation:
+            tags["geoseg_delineation"] = json.dumps(self.delineation)
         if self.model is not None:
             tags["geoseg_model"] = self.model
         return tags
@@ -198,8 +251,17 @@ class PredictionTags:
             stored = json.loads(tags.get("geoseg_thresholds", "{}"))
             thresholds = {name: float(stored.get(name, DEFAULT_THRESHOLD)) for name in classes}
             version = int(tags.get("geoseg_schema", PREDICTION_SCHEMA))
+            targets = json.loads(tags.get("geoseg_targets", "{}")) or default_targets(classes)
+            delineation = {
+                k: float(v) for k, v in json.loads(tags.get("geoseg_delineation", "{}")).items()
+            }
         except (ValueError, TypeError, AttributeError) as exc:
             raise NotAPredictionError(f"{source}: damaged geoseg tags ({exc})") from None
+
+        def fail(reason):
+            return NotAPredictionError(f"{source}: damaged geoseg tags ({reason})")
+
+        targets = check_targets(targets, classes, fail)
         if len(classes) != len(descriptions):
             raise NotAPredictionError(
                 f"{source}: geoseg tags name {len(classes)} classes for {len(descriptions)} bands"
@@ -208,7 +270,7 @@ class PredictionTags:
             raise NotAPredictionError(
                 f"{source}: written by a newer geoseg (prediction schema {version})"
             )
-        return cls(classes, thresholds, tags.get("geoseg_model"), version)
+        return cls(classes, thresholds, tags.get("geoseg_model"), version, targets, delineation)
 
     @classmethod
     def read(cls, path: str | os.PathLike) -> PredictionTags:

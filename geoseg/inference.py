@@ -332,7 +332,13 @@ def _predict_raster(
         crs=info.crs,
         transform=info.transform,
     )
-    tags = PredictionTags(tuple(classes), thresholds, str(Path(model).absolute())).to_tags()
+    tags = PredictionTags(
+        tuple(classes),
+        thresholds,
+        str(Path(model).absolute()),
+        targets=card.targets,
+        delineation=dict(card.get("delineation", {}).get("thresholds", {})),
+    ).to_tags()
     started = time.perf_counter()
     with StagedCog(out, profile, identity, overwrite=overwrite, resume=resume) as staged:
         todo = [i for i in range(len(windows)) if i not in staged.done]
