@@ -58,6 +58,7 @@ class ChipResult:
     status: str  # "kept", "nodata", "empty"; after the split also "split" (overlaps another)
     nodata_fraction: float
     positives: list[int] = field(default_factory=list)
+    """Per mask band: a class's positive pixels; a regression target's sum of stored values."""
     labelled: int = 0
 
 
@@ -77,8 +78,11 @@ def cut_chips(path: str, chips: list[Chip], rules: ChipRules, out_dir: str) -> l
         masks = None
         if labels is not None:
             pixel_size = (src.res[0] + src.res[1]) / 2
-            masks = labels.burn(src.crs, area_transform, block_valid.shape, pixel_size)
+            masks = labels.burn(
+                src.crs, area_transform, block_valid.shape, pixel_size, grid=src.transform
+            )
             masks[:, ~block_valid] = IGNORE
+            is_class = [t["kind"] == "class" for t in labels.targets.values()]
         for chip in chips:
             r, c = chip.row - int(area.row_off), chip.col - int(area.col_off)
             view = np.s_[r : r + rules.size, c : c + rules.size]
@@ -93,9 +97,10 @@ def cut_chips(path: str, chips: list[Chip], rules: ChipRules, out_dir: str) -> l
             positives, labelled = [], 0
             if masks is not None:
                 mask = masks[(slice(None), *view)]
-                positives = [int(n) for n in (mask == 1).sum(axis=(1, 2))]
+                positives = band_totals(mask, is_class)
                 labelled = int((mask[0] != IGNORE).sum())
-                if not any(positives) and chip.draw >= rules.keep_empty:
+                empty = not any(n for n, c in zip(positives, is_class) if c)
+                if empty and chip.draw >= rules.keep_empty:
                     results.append(ChipResult(chip, "empty", nodata_fraction))
                     continue
             image = Path(out_dir) / "images" / f"{chip.id}.tif"
@@ -115,6 +120,18 @@ def cut_chips(path: str, chips: list[Chip], rules: ChipRules, out_dir: str) -> l
         time.perf_counter() - start,
     )
     return results
+
+
+def band_totals(mask: np.ndarray, is_class: list[bool]) -> list[int]:
+    """Per band: positive pixels of a class, or the sum of a regression target's stored values
+    over labelled pixels."""
+    totals = []
+    for band, cls in zip(mask, is_class):
+        if cls:
+            totals.append(int((band == 1).sum()))
+        else:
+            totals.append(int(band[band != IGNORE].sum(dtype=np.int64)))
+    return totals
 
 
 def _profile(src, count: int, dtype: str, transform, size: int, nodata) -> dict:

@@ -20,7 +20,7 @@ from rasterio.warp import transform_bounds
 
 from geoseg import __version__
 from geoseg.chips import Chip, ChipResult, ChipRules, cut_chips
-from geoseg.contracts import DATASET_NAME, DATASET_SCHEMA, DatasetRecord
+from geoseg.contracts import DATASET_NAME, DATASET_SCHEMA, DISTANCE_SCALE, DatasetRecord
 from geoseg.errors import LabelsError, ParameterError, RasterError, ResourceError, first_line
 from geoseg.labels import (
     FILE_NODATA,
@@ -86,6 +86,8 @@ class TileSummary:
     test_fraction_reached: float = 0.0
     classes: list[str] = field(default_factory=list)
     class_frequencies: dict[str, float] = field(default_factory=dict)
+    """Classes: share of labelled pixels that are positive; regression targets: mean value."""
+    targets: dict[str, dict] = field(default_factory=dict)
     chips_per_scene: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
@@ -102,8 +104,12 @@ class TileSummary:
         if self.dropped_unlabelled:
             line += f", {self.dropped_unlabelled} in images without labels"
         if self.class_frequencies:
-            shares = ", ".join(f"{k} {v:.1%}" for k, v in self.class_frequencies.items())
-            line += f"; positive pixels: {shares}"
+            regression = {k for k, t in self.targets.items() if t.get("kind") == "regression"}
+            frequencies = self.class_frequencies.items()
+            shares = ", ".join(f"{k} {v:.1%}" for k, v in frequencies if k not in regression)
+            means = ", ".join(f"{k} {v:.2f}" for k, v in frequencies if k in regression)
+            line += f"; positive pixels: {shares}" if shares else ""
+            line += f"; mean {means}" if means else ""
         return "\n".join([line] + [f"warning: {w}" for w in self.warnings])
 
 
@@ -115,6 +121,7 @@ def tile(
     class_field: str | None = None,
     classes: Sequence[str] | None = None,
     boundary_width: str | float | Length | None = None,
+    distance: bool = False,
     label_nodata: float | str | None = FILE_NODATA,
     size: int = 256,
     stride: int | None = None,
@@ -134,8 +141,11 @@ def tile(
     Writes ``images/``, ``masks/`` (with labels), ``chips.gpkg`` and ``dataset.json`` into
     ``out``, which appears only once everything is written. ``label_nodata`` is the label
     raster's value to ignore: its own nodata by default (``"file"``), or None (``"none"``) for
-    none. ``val_fraction`` and ``test_fraction`` are shares of the written chips, assigned by
-    spatial blocks or whole scenes (``split_by``: ``"auto"``, ``"scene"``, ``"blocks"``).
+    none. ``distance`` adds the regression band ``distance``: inside each polygon (a parcel,
+    whatever its class) the distance to its outline over the parcel's largest, 0 outside,
+    stored as 0..254. ``val_fraction`` and ``test_fraction`` are shares of the written chips,
+    assigned by spatial blocks or whole scenes (``split_by``: ``"auto"``, ``"scene"``,
+    ``"blocks"``).
     """
     started = time.perf_counter()
     stride = size if stride is None else stride
@@ -160,16 +170,19 @@ def tile(
             tuple(classes) if classes else None,
             boundary_width,
             label_nodata,
+            distance,
         )
-    elif class_field or classes or boundary_width or label_nodata != FILE_NODATA:
+    elif class_field or classes or boundary_width or distance or label_nodata != FILE_NODATA:
         raise ParameterError(
-            "--class-field, --classes, --boundary-width and --label-nodata need --labels"
+            "--class-field, --classes, --boundary-width, --distance and --label-nodata need "
+            "--labels"
         )
     loaded = open_labels(spec) if spec else None
     covered = [loaded is None or loaded.overlaps(i.crs, i.bounds) for i in infos]
     if not any(covered):
         raise LabelsError(f"{spec.path}: labels do not overlap any input raster")
     class_names = loaded.classes if loaded else []
+    targets = loaded.targets if loaded else {}
 
     names = scene_names([i.path for i in infos])
     plans = [
@@ -224,11 +237,11 @@ def tile(
         kept, footprints = _split(
             kept, footprints, plans, stride, mode, (val_fraction, test_fraction), seed, staging
         )
-        frequencies = _class_frequencies(kept, class_names)
+        frequencies = _class_frequencies(kept, targets)
         warnings += _class_warnings(frequencies, loaded, spec)
         for warning in warnings:  # also in the summary, which the CLI prints
             logger.info("warning: %s", warning)
-        _write_index(staging / "chips.gpkg", kept, footprints, plans, class_names, size)
+        _write_index(staging / "chips.gpkg", kept, footprints, plans, targets, size)
         written = len(kept)
         by_split = Counter(r.chip.split for r in kept)
         summary = TileSummary(
@@ -247,6 +260,7 @@ def tile(
             test_fraction_reached=by_split["test"] / written if written else 0.0,
             classes=class_names,
             class_frequencies=frequencies,
+            targets=targets,
             chips_per_scene=dict(Counter(r.chip.scene for r in kept)),
             warnings=warnings,
         )
@@ -601,13 +615,17 @@ class _SplitSearch:
         return self.code[self.unit_of[chips]] >= highest
 
 
-def _class_frequencies(kept: list[ChipResult], classes: list[str]) -> dict[str, float]:
-    """Share of labelled pixels that are positive, per class, over the kept chips."""
+def _class_frequencies(kept: list[ChipResult], targets: dict[str, dict]) -> dict[str, float]:
+    """Over the kept chips' labelled pixels: each class's share of positive pixels, each
+    regression target's mean value (0..1)."""
     labelled = sum(r.labelled for r in kept)
-    if not classes or not labelled:
-        return {c: 0.0 for c in classes}
+    if not targets or not labelled:
+        return {c: 0.0 for c in targets}
     totals = np.sum([r.positives for r in kept], axis=0)
-    return {c: float(n) / labelled for c, n in zip(classes, totals)}
+    return {
+        name: float(n) / labelled / (1 if t["kind"] == "class" else DISTANCE_SCALE)
+        for (name, t), n in zip(targets.items(), totals)
+    }
 
 
 def _class_warnings(frequencies: dict[str, float], labels, spec: LabelSpec | None) -> list[str]:
@@ -637,10 +655,12 @@ def _write_index(
     kept: list[ChipResult],
     footprints: np.ndarray,
     plans: list[ScenePlan],
-    classes: list[str],
+    targets: dict[str, dict],
     size: int,
 ) -> None:
-    """``chips.gpkg``: one footprint per kept chip, in the first scene's CRS."""
+    """``chips.gpkg``: one footprint per kept chip, in the first scene's CRS; per class its
+    positive share of the chip (``positive_<class>``), per regression target its mean over the
+    labelled pixels (``mean_<target>``)."""
     crs_of = {p.name: p.info.crs.to_string() for p in plans}
     pixels = size * size
     rows = [
@@ -651,9 +671,9 @@ def _write_index(
             "col": r.chip.col,
             "split": r.chip.split,
             "nodata_fraction": round(r.nodata_fraction, 6),
-            **{f"positive_{c}": round(n / pixels, 6) for c, n in zip(classes, r.positives)},
+            **_chip_shares(r, targets, pixels),
             "image": f"images/{r.chip.id}.tif",
-            "mask": f"masks/{r.chip.id}.tif" if classes else None,
+            "mask": f"masks/{r.chip.id}.tif" if targets else None,
             "crs": crs_of[r.chip.scene],
         }
         for r in kept
@@ -665,6 +685,17 @@ def _write_index(
         else gpd.GeoDataFrame({"id": [], "split": []}, geometry=[], crs=target)
     )
     frame.to_file(path, layer="chips", driver="GPKG", engine="pyogrio")
+
+
+def _chip_shares(result: ChipResult, targets: dict[str, dict], pixels: int) -> dict:
+    """A chip's ``positive_<class>`` shares and ``mean_<target>`` values for its index row."""
+    shares = {}
+    for (name, target), n in zip(targets.items(), result.positives):
+        if target["kind"] == "class":
+            shares[f"positive_{name}"] = round(n / pixels, 6)
+        else:
+            shares[f"mean_{name}"] = round(n / DISTANCE_SCALE / max(result.labelled, 1), 6)
+    return shares
 
 
 def _json_number(value: float) -> float | str:
@@ -680,6 +711,7 @@ def _labels_record(labels) -> dict | None:
         "path": str(Path(spec.path).absolute()),
         "class_field": spec.class_field,
         "boundary_width": str(spec.boundary_width) if spec.boundary_width else None,
+        "distance": spec.distance,
     }
     if isinstance(labels, RasterLabels):
         record["nodata"] = None if labels.nodata is None else _json_number(labels.nodata)
@@ -707,6 +739,7 @@ def _dataset_record(infos, plans, labels, summary, size, stride, sampling: dict,
             "bands": band_statistics(samples),
         },
         "classes": summary.classes,
+        "targets": summary.targets,
         "class_frequencies": summary.class_frequencies,
         "labels": _labels_record(labels),
         "sampling": sampling,

@@ -129,3 +129,89 @@ def test_label_raster_in_another_crs_burns_the_same_in_blocks_and_at_once(make_r
         window = Window(col, row, 50, 40)
         part = burned.burn(crs, window_transform(window, grid), (40, 50), 0.5)
         np.testing.assert_array_equal(part, whole[:, row : row + 40, col : col + 50])
+
+
+def exact_distance_band(polygons, grid, shape):
+    """The distance target computed by brute force with GEOS: per polygon (inside the grid)
+    its pixel centres' distance to its outline over their largest, the larger where two meet."""
+    rows, cols = np.mgrid[0 : shape[0], 0 : shape[1]]
+    xs, ys = grid @ (cols + 0.5, rows + 0.5)
+    points = shapely.points(xs, ys)
+    value = np.zeros(shape)
+    for polygon in polygons:
+        inside = shapely.contains_xy(polygon, xs, ys)
+        d = shapely.distance(points[inside], polygon.boundary)
+        value[inside] = np.maximum(value[inside], d / d.max())
+    return np.rint(value * 254)
+
+
+def test_distance_of_a_square_parcel(make_vector):
+    """A 20 px square: 254 at its four centre pixels, 13 (0.5 / 9.5) on its outline, 0 outside."""
+    square = shapely.box(500_005, 5_299_985, 500_015, 5_299_995)  # rows and columns 10..29
+    labels = open_labels(LabelSpec(str(make_vector([square])), distance=True))
+    assert labels.classes == ["labels", "distance"]
+    extent, distance = labels.burn(labels._crs, GRID, (40, 40), 0.5)
+    inner = distance[10:30, 10:30]
+    assert (inner[9:11, 9:11] == 254).all() and (inner == 254).sum() == 4
+    assert (inner[0] == 13).all() and (inner[:, -1] == 13).all() and inner.min() == 13
+    assert not distance[extent == 0].any() and (distance[extent == 1] > 0).all()
+    steps = np.diff(distance[20, 10:20].astype(int))
+    assert (steps > 0).all() and set(steps) <= {26, 27}  # 1 px = 254 / 9.5 levels
+
+
+def test_distance_is_exact_and_the_same_in_any_window(make_vector):
+    """Overlapping parcels with holes and many vertices (pruned per tile) against GEOS, and
+    every window of the grid burns the same values as the whole."""
+    rng = np.random.default_rng(11)
+    centres = rng.uniform([500_020, 5_299_960], [500_060, 5_299_980], (6, 2))
+    blobs = shapely.buffer(shapely.points(centres), rng.uniform(4, 12, 6), quad_segs=16)
+    holes = shapely.buffer(shapely.points(centres + 1.5), 1.2)
+    parcels = list(shapely.difference(blobs, holes)) + [
+        shapely.box(500_002, 5_299_942, 500_030, 5_299_990),  # overlaps some blobs
+        shapely.Polygon([(500_040, 5_299_945), (500_075, 5_299_950), (500_044, 5_299_941)]),
+        shapely.Point(500_045, 5_299_970).buffer(24, quad_segs=40),  # big: pruned per tile
+    ]
+    labels = open_labels(LabelSpec(str(make_vector(parcels)), distance=True))
+    whole = labels.burn(labels._crs, GRID, SHAPE, 0.5, grid=GRID)[-1]
+    expected = exact_distance_band(parcels, GRID, SHAPE)
+    assert np.abs(whole.astype(int) - expected).max() <= 1  # ties of rounding only
+    assert (whole == expected).mean() > 0.999
+    fresh = open_labels(LabelSpec(str(make_vector(parcels, name="again.gpkg")), distance=True))
+    for burned, (row, col) in [(labels, (0, 0)), (labels, (37, 53)), (fresh, (64, 96))]:
+        window = Window(col, row, 64, 56)
+        transform = window_transform(window, GRID)
+        alone = burned.burn(burned._crs, transform, (56, 64), 0.5, grid=GRID)[-1]
+        np.testing.assert_array_equal(alone, whole[row : row + 56, col : col + 64])
+
+
+def test_distance_targets_and_roles(make_vector):
+    boxes = [shapely.box(500_000 + 3 * i, 5_299_950, 500_002 + 3 * i, 5_299_952) for i in range(3)]
+    path = make_vector(boxes, crop=["wheat", "maize", "wheat"])
+    one = open_labels(LabelSpec(str(path), boundary_width=Length.parse("1px"), distance=True))
+    assert one.classes == ["labels", "boundary", "distance"]
+    assert one.targets == {
+        "labels": {"kind": "class", "role": "extent"},
+        "boundary": {"kind": "class", "role": "boundary"},
+        "distance": {"kind": "regression", "role": "distance"},
+    }
+    # several classes: every polygon is a parcel for the distance, no class is the extent
+    crops = open_labels(LabelSpec(str(path), class_field="crop", distance=True))
+    assert [t["role"] for t in crops.targets.values()] == [None, None, "distance"]
+    band = crops.burn(crops._crs, GRID, SHAPE, 0.5)[-1]
+    assert band[96:100, 0:4].max() == 254 and band[96:100, 6:10].max() == 254
+
+
+def test_distance_needs_parcel_polygons(make_raster, make_vector, tmp_path):
+    image = make_raster(width=256, height=256)
+    lines = make_vector([shapely.LineString([(500_001, 5_299_999), (500_060, 5_299_950)])])
+    with pytest.raises(LabelsError, match="lines only"):
+        open_labels(LabelSpec(str(lines), distance=True))
+    result = run("tile", image, "--labels", lines, "--distance", "--out", tmp_path / "a")
+    assert_one_line_error(result, "lines only", "--distance", "polygons")
+    codes = np.zeros((1, 256, 256), dtype="uint8")
+    codes[0, 10:50, 10:50] = 1
+    mask = make_raster(width=256, height=256, count=1, data=codes, name="mask.tif")
+    result = run("tile", image, "--labels", mask, "--distance", "--out", tmp_path / "b")
+    assert_one_line_error(result, "--distance", "label raster")
+    result = run("tile", image, "--distance", "--out", tmp_path / "c")
+    assert_one_line_error(result, "--distance", "need --labels")

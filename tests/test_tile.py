@@ -593,3 +593,71 @@ def test_tiling_logs_its_plan_timings_and_blocks(make_raster, tmp_path, caplog):
     assert any(m.startswith("split by blocks") for m in messages)
     assert any("block at row" in m for m in messages if "chips kept" in m)
     assert all(r.levelno < logging.WARNING for r in caplog.records)
+
+
+def distance_at_map_pixels(out):
+    """The ``distance`` band of every chip placed on the raster's grid (row, col -> value)."""
+    values = {}
+    for record in index(out).itertuples():
+        with rasterio.open(out / record.mask) as chip:
+            band = chip.read(chip.descriptions.index("distance") + 1)
+        rows, cols = np.nonzero(band != 255)
+        for r, c, v in zip(rows + record.row, cols + record.col, band[rows, cols]):
+            values.setdefault((int(r), int(c)), set()).add(int(v))
+    return values
+
+
+def test_distance_does_not_depend_on_chips_or_blocks(make_raster, make_vector, tmp_path):
+    """Two chip grids (and so two block groupings) give the same distance at every map pixel;
+    a parcel cut by chip edges keeps its whole-parcel normalisation."""
+    image = make_raster(width=320, height=288)
+    rng = np.random.default_rng(4)
+    xs, ys, radii = rng.uniform(175, 300, 10), rng.uniform(20, 270, 10), rng.uniform(8, 20, 10)
+    blobs = [  # some overlap, none meets the box
+        shapely.Point(ORIGIN_X + x * RES, ORIGIN_Y - y * RES).buffer(r * RES, quad_segs=12)
+        for x, y, r in zip(xs, ys, radii)
+    ]
+    big = pixel_box(40, 30, 150, 170)  # cut by the edges of 64 px chips at 64 and 128
+    labels = make_vector([big, *blobs], name="parcels.gpkg")
+    settings = dict(labels=labels, distance=True, keep_empty=1.0, max_nodata=1.0, val_fraction=0)
+    tile([image], tmp_path / "a", size=64, **settings)
+    tile([image], tmp_path / "b", size=96, stride=80, workers=1, **settings)
+    a, b = distance_at_map_pixels(tmp_path / "a"), distance_at_map_pixels(tmp_path / "b")
+    assert all(len(v) == 1 for v in b.values())  # overlapping chips agree
+    assert len(a) == 320 * 288 and set(b) == set(a) and all(a[k] == b[k] for k in a)
+    # the box is 110 x 140 px: its largest pixel distance is 54.5 px, whichever chip holds it
+    assert a[(100, 95)] == {254} and a[(64, 64)] == {round(254 * 24.5 / 54.5)}
+    assert a[(30, 90)] == {round(254 * 0.5 / 54.5)} and a[(5, 5)] == {0}
+
+
+def test_dataset_json_records_targets_and_distance_mean(make_raster, make_vector, tmp_path):
+    image = make_raster(width=256, height=256)
+    labels = make_vector([pixel_box(20, 20, 120, 120), pixel_box(150, 150, 250, 200)])
+    summary = tile(
+        [image], tmp_path / "c", labels=labels, boundary_width="1px", distance=True, size=64
+    )
+    record = json.loads((tmp_path / "c" / "dataset.json").read_text())
+    assert record["classes"] == ["labels", "boundary", "distance"]
+    assert record["targets"] == {
+        "labels": {"kind": "class", "role": "extent"},
+        "boundary": {"kind": "class", "role": "boundary"},
+        "distance": {"kind": "regression", "role": "distance"},
+    }
+    assert geoseg.contracts.DatasetRecord.read(tmp_path / "c").roles["distance"] == "distance"
+    kept = index(tmp_path / "c")
+    with rasterio.open(tmp_path / "c" / kept["mask"][0]) as chip:
+        assert chip.descriptions == ("labels", "boundary", "distance")
+    stored = np.concatenate(
+        [rasterio.open(tmp_path / "c" / m).read(3).ravel() for m in kept["mask"]]
+    )
+    mean = record["class_frequencies"]["distance"]
+    assert 0 < mean < 1 and mean == pytest.approx(stored[stored != 255].mean() / 254)
+    assert "mean_distance" in kept.columns and "positive_distance" not in kept.columns
+    assert "mean distance" in summary.describe()
+    assert record["labels"]["distance"] is True
+    # "empty" chips are those without a positive pixel of any class (the 8 without a parcel)
+    none_empty = tile(
+        [image], tmp_path / "d", labels=labels, distance=True, size=64, keep_empty=0.0
+    )
+    assert (none_empty.written, none_empty.dropped_empty) == (8, 8)
+    assert (index(tmp_path / "d").positive_labels > 0).all()
