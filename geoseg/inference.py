@@ -177,6 +177,8 @@ def predict(
     block_size: int = 2048,
     tta: bool = False,
     mode: str = "regions",
+    extent_threshold: float | None = None,
+    marker_threshold: float | None = None,
     min_area: float = 0.0,
     simplify: float = 0.0,
     workers: int | None = None,
@@ -207,7 +209,7 @@ def predict(
         overlap = chip // 4
     _check_options(chip, overlap, block_size, batch_size)
     thresholds = resolve_thresholds(classes, card.thresholds, threshold)
-    _check_outputs(image, model, out, vectors, mode, min_area, simplify, block_size, classes)
+    _check_outputs(image, model, out, vectors, mode, min_area, simplify, block_size, card)
     identity = run_identity(
         image, model, overlap=overlap, block_size=block_size, batch_size=batch_size, tta=tta,
         device=device, mixed_precision=mixed_precision, threshold=threshold,
@@ -235,6 +237,8 @@ def predict(
             vectors,
             threshold=threshold,
             mode=mode,
+            extent_threshold=extent_threshold,
+            marker_threshold=marker_threshold,
             min_area=min_area,
             simplify=simplify,
             block_size=block_size,
@@ -255,7 +259,7 @@ def _check_options(chip: int, overlap: int, block_size: int, batch_size: int) ->
         raise ParameterError(f"--batch-size must be at least 1, not {batch_size}")
 
 
-def _check_outputs(image, model, out, vectors, mode, min_area, simplify, block_size, classes):
+def _check_outputs(image, model, out, vectors, mode, min_area, simplify, block_size, card):
     """Outputs must differ from the inputs and each other; polygon options must fit the model."""
     inputs = {Path(image).resolve(): "the input image", Path(model).resolve(): "the model"}
     for option, path in (("--out", out), ("--vectors", vectors)):
@@ -267,7 +271,7 @@ def _check_outputs(image, model, out, vectors, mode, min_area, simplify, block_s
 
     check_vector_path(vectors)
     check_vector_options(mode, min_area, simplify, block_size)
-    check_parcels_class(mode, classes, model)
+    check_parcels_class(mode, card.classes, model, card.roles)
     if Path(vectors).resolve() == Path(out).resolve():
         raise ParameterError("--vectors must differ from --out")
 

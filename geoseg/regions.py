@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 FOUR_CONNECTED = ndimage.generate_binary_structure(2, 1)
 
@@ -73,3 +75,195 @@ def grow_labels(labels: np.ndarray, allowed: np.ndarray, steps: int) -> np.ndarr
             taken[pick] = neighbour[pick]
         labels = np.where(open_, taken, labels)
     return labels
+
+
+# Parcels from field extent, boundary and distance: a watershed of the distance with a bounded
+# reach, so that every pixel's label depends only on the pixels around it (and on components,
+# which the merge across blocks makes exact).
+
+REACH_LEVELS = 8
+"""Descending levels of the watershed (from the marker level down to 0)."""
+
+REACH_STEPS = 8
+"""Growth steps per level: markers reach ``REACH_LEVELS * REACH_STEPS`` pixels."""
+
+REACH = REACH_LEVELS * REACH_STEPS
+"""Pixels beyond a marker that the watershed of the distance decides (64: a field up to about
+``2 * REACH / marker`` = 256 px across is grown from its marker alone at marker 0.5). Farther
+field pixels join the parcel they touch unless the (gap-closed) boundary separates them."""
+
+_SETTLED = REACH + GAP_RADIUS + 1
+"""Pixels this far inside a window have their watershed state as in the whole raster."""
+
+DELINEATION_HALO = _SETTLED + FILL_STEPS + 2
+"""Pixels around a block that decide its parcel labels (extent mode)."""
+
+SADDLE = 0.5
+"""Parcels meeting where the elevation is at least this share of the marker level are one."""
+
+NO_LEVEL = 256
+"""A level no uint8 value reaches: the band is absent."""
+
+
+def quantized_level(threshold: float) -> int:
+    """The smallest 0..255 value counted as positive at ``threshold`` (at least 1)."""
+    return max(1, int(round(threshold * 255.0)))
+
+
+def as_levels(values: np.ndarray | None) -> np.ndarray | None:
+    """uint8 0..255 as in prediction rasters; floats in 0..1 are quantised like them."""
+    if values is None or values.dtype == np.uint8:
+        return values
+    return np.clip(np.rint(np.asarray(values, np.float32) * 255.0), 0, 255).astype(np.uint8)
+
+
+def delineate_parcels(
+    extent: np.ndarray,
+    boundary: np.ndarray | None,
+    distance: np.ndarray | None,
+    valid: np.ndarray | None,
+    thresholds: dict[str, float],
+) -> np.ndarray:
+    """Parcel labels (int32, 0 = none) of whole arrays, exactly as ``vectorize`` finds them.
+
+    ``extent``, ``boundary`` and ``distance`` are uint8 0..255 or floats 0..1 (``boundary`` or
+    ``distance`` may be None); ``thresholds`` has "extent", "boundary" and "marker" in 0..1.
+    """
+    extent, boundary, distance = as_levels(extent), as_levels(boundary), as_levels(distance)
+    valid = np.ones(extent.shape, bool) if valid is None else np.asarray(valid, bool)
+    pad = DELINEATION_HALO  # as a block's halo beyond the raster: nothing there
+    bands = [np.pad(b, pad) if b is not None else None for b in (extent, boundary, distance)]
+    levels = tuple(quantized_level(thresholds[k]) for k in ("extent", "boundary", "marker"))
+    if boundary is None:
+        levels = (levels[0], NO_LEVEL, levels[2])
+    labels = extent_parcel_labels(*bands, np.pad(valid, pad), levels)
+    return labels[pad:-pad, pad:-pad]
+
+
+def extent_parcel_labels(extent, boundary, distance, valid, levels) -> np.ndarray:
+    """Parcels of one window: markers grown into the field extent, then the far field pixels.
+
+    ``levels`` (extent, boundary, marker) are 0..255 levels (boundary :data:`NO_LEVEL` when
+    absent). Markers: 4-connected field pixels with distance >= marker and boundary below its
+    level. They grow by a discrete watershed of the elevation (distance, lowered where the
+    boundary is likely; ``255 - boundary`` without distance) reaching :data:`REACH` pixels,
+    entering boundary pixels but never crossing them; field pixels beyond join the parcels
+    they touch through the gap-closed boundary's gaps, and the boundary pixels left go to their
+    nearest parcel. Outside the extent: 0.
+    """
+    e_level, b_level, m_level = levels
+    field = valid & (extent >= e_level)
+    on_boundary = boundary >= b_level if boundary is not None else np.zeros_like(field)
+    if distance is None and boundary is None:
+        elevation, m_level = extent, e_level  # markers: the field itself
+    elif distance is None:
+        elevation, m_level = 255 - boundary.astype(np.int16), 256 - b_level
+    elif boundary is None:
+        elevation = distance.astype(np.int16)
+    else:
+        elevation = np.minimum(distance, 255 - boundary.astype(np.int16))
+    markers = field & ~on_boundary & (elevation >= m_level)
+    steps = np.round(np.linspace(m_level, 0, REACH_LEVELS)).astype(int)
+    labels = region_labels(markers)
+    labels = grow_by_levels(labels, field, elevation, steps, REACH_STEPS, on_boundary)
+    labels = join_parcels(labels, field, on_boundary, elevation >= m_level * SADDLE)
+    return grow_by_levels(labels, field, elevation, [0], FILL_STEPS, on_boundary)
+
+
+def grow_by_levels(labels, allowed, elevation, levels, steps: int, walls=None) -> np.ndarray:
+    """For each level (descending), ``steps`` times give unlabelled ``allowed`` pixels at or
+    above it the label of a labelled 4-neighbour (first in N, W, S, E order), as
+    :func:`grow_labels` does; only the growing front is visited. Labels enter ``walls``
+    pixels (the boundary) but do not leave them: a parcel takes its share of the boundary
+    without crossing it."""
+    height, width = labels.shape
+    stride = width + 2
+    out = np.pad(labels, 1).ravel()  # a zero ring: no wrapping across rows
+    allowed, elevation = np.pad(allowed, 1).ravel(), np.pad(elevation, 1).ravel()
+    walls = np.pad(np.zeros(labels.shape, bool) if walls is None else walls, 1).ravel()
+    offsets = np.array([-stride, -1, stride, 1])  # N, W, S, E
+    for level in levels:
+        open_ = allowed & (out == 0) & (elevation >= level)
+        front = np.flatnonzero(open_ & _touches_labels(out, height, width))
+        for _ in range(steps):
+            if not front.size:
+                break
+            around = out[front[:, None] + offsets]
+            around[walls[front[:, None] + offsets] & ~walls[front, None]] = 0
+            taken = around[np.arange(front.size), np.argmax(around > 0, axis=1)]
+            front, taken = front[taken > 0], taken[taken > 0]
+            out[front] = taken
+            if not front.size:
+                break
+            near = np.sort((front[:, None] + offsets).ravel())
+            near = near[np.r_[True, near[1:] != near[:-1]]]
+            front = near[open_[near] & (out[near] == 0)]
+    return out.reshape(height + 2, width + 2)[1:-1, 1:-1]
+
+
+def _touches_labels(padded_flat: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Flat mask (padded shape) of pixels with a labelled 4-neighbour."""
+    grid = padded_flat.reshape(height + 2, width + 2) > 0
+    touch = np.zeros_like(grid)
+    inner = touch[1:-1, 1:-1]
+    inner |= grid[:-2, 1:-1] | grid[2:, 1:-1] | grid[1:-1, :-2] | grid[1:-1, 2:]
+    return touch.ravel()
+
+
+def join_parcels(labels, field, on_boundary, high) -> np.ndarray:
+    """Join parcels that meet on ``high`` pixels off the boundary (a high saddle: one field
+    with two markers), and the field pixels the watershed did not reach: 4-connected areas of
+    them between the gap-closed boundaries, each with the parcels it touches (or alone).
+
+    Near the window's edge (where the watershed state may differ from the whole raster's)
+    nothing joins: that may split a parcel there, which the merge joins again, never join two.
+    """
+    cut = ndimage.binary_dilation(on_boundary, structure=disk(GAP_RADIUS), border_value=1)
+    free = field & (labels == 0) & ~cut
+    margin = min(_SETTLED, *free.shape)
+    ridge = high & (labels > 0) & ~on_boundary
+    for mask in (free, ridge):
+        mask[:margin], mask[-margin:], mask[:, :margin], mask[:, -margin:] = (False,) * 4
+    areas = region_labels(free)
+    first = int(labels.max())
+    nodes = np.where(free, areas + first, labels)
+    links = np.concatenate(
+        [
+            _touching_pairs(nodes[:-1], nodes[1:], free[:-1] | free[1:] | ridge[:-1] & ridge[1:]),
+            _touching_pairs(
+                nodes[:, :-1],
+                nodes[:, 1:],
+                free[:, :-1] | free[:, 1:] | ridge[:, :-1] & ridge[:, 1:],
+            ),
+        ],
+        axis=1,
+    )
+    n = first + int(areas.max()) + 1
+    graph = coo_matrix((np.ones(links.shape[1]), (links[0], links[1])), shape=(n, n))
+    _, group = connected_components(graph, directed=False)
+    group = (group + 1).astype(np.int32)
+    group[0] = 0  # node 0 (no parcel) is alone in its group
+    return group[nodes]
+
+
+def _touching_pairs(a: np.ndarray, b: np.ndarray, where: np.ndarray) -> np.ndarray:
+    """(2, n) nodes of neighbouring pixels ``a`` and ``b``, both > 0, that differ ``where``."""
+    touch = where & (a > 0) & (b > 0) & (a != b)
+    return np.stack([a[touch], b[touch]])
+
+
+def instance_labels_from_masks(
+    extent_mask: np.ndarray, boundary_mask: np.ndarray | None, valid: np.ndarray | None = None
+) -> np.ndarray:
+    """True parcels of a chip from its 0/1 masks: 4-connected areas of extent and not
+    boundary, each boundary pixel of the extent given to the nearest one (int32 labels)."""
+    field = np.asarray(extent_mask) == 1
+    if valid is not None:
+        field &= np.asarray(valid, bool)
+    inside = field if boundary_mask is None else field & (np.asarray(boundary_mask) != 1)
+    labels = region_labels(inside)
+    if not labels.any() or (inside == field).all():
+        return labels
+    _, nearest = ndimage.distance_transform_edt(labels == 0, return_indices=True)
+    grown = labels[nearest[0], nearest[1]]
+    return np.where(field, grown, 0).astype(np.int32)

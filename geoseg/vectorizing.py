@@ -31,12 +31,20 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from geoseg.cog import hidden_sibling
-from geoseg.contracts import probability_bands
+from geoseg.contracts import DEFAULT_THRESHOLD, PredictionTags
 from geoseg.errors import ParameterError, RasterError
 from geoseg.outputs import check_output
 from geoseg.parallel import Progress, compute_each
 from geoseg.raster import GDAL_CACHE_BYTES, block_windows, open_raster_info, read_padded
-from geoseg.regions import PARCELS_HALO, parcel_labels, region_labels
+from geoseg.regions import (
+    DELINEATION_HALO,
+    NO_LEVEL,
+    PARCELS_HALO,
+    extent_parcel_labels,
+    parcel_labels,
+    quantized_level,
+    region_labels,
+)
 from geoseg.scoring import resolve_thresholds
 
 logger = logging.getLogger(__name__)
@@ -89,10 +97,20 @@ class VectorJob:
     simplify: float = 0.0  # tolerance in CRS units
     pixel_size: float = 1.0
     defer_simplify: bool = field(default=False)
+    roles: tuple[str, ...] = ()
+    """Parcels from the extent: the role of each band read (extent first); ``levels`` are then
+    the extent, boundary and marker levels."""
 
     @property
     def halo(self) -> int:
-        return PARCELS_HALO if self.mode == "parcels" else 1
+        if self.mode != "parcels":
+            return 1
+        return DELINEATION_HALO if self.roles else PARCELS_HALO
+
+    @property
+    def outputs(self) -> int:
+        """Classes of polygons made: one per band, one (the parcels) from the extent."""
+        return 1 if self.roles else len(self.levels)
 
 
 @dataclass
@@ -158,12 +176,7 @@ def vectorize_block(job: VectorJob, index: tuple[int, int], window: Window) -> B
         if inner
     ]
     pieces, edges, on_border = [], {}, []
-    for k, level in enumerate(job.levels):
-        positive = data[k] >= level
-        if job.mode == "parcels":
-            labels, score = parcel_labels(positive, valid), 255.0 - data[k]
-        else:
-            labels, score = region_labels(positive & valid), data[k].astype(np.float64)
+    for k, (labels, score) in enumerate(block_labels(job, data, valid)):
         for side in inner_sides:
             edges[k, side] = edge_lines(labels, halo, height, width, side)
         found = polygonize(labels[core], score[core], k, (left, top))
@@ -176,6 +189,22 @@ def vectorize_block(job: VectorJob, index: tuple[int, int], window: Window) -> B
     if not job.defer_simplify:
         final = finish(final, job)
     return BlockPolygons(index, final, everything.select(border), edges)
+
+
+def block_labels(job: VectorJob, data: np.ndarray, valid: np.ndarray):
+    """Label image and per-pixel score (0..255) of each output class of a window."""
+    if job.roles:
+        bands = dict(zip(job.roles, data))
+        labels = extent_parcel_labels(
+            bands["extent"], bands.get("boundary"), bands.get("distance"), valid, job.levels
+        )
+        return [(labels, bands["extent"].astype(np.float64))]
+    if job.mode == "parcels":
+        return [(parcel_labels(data[0] >= job.levels[0], valid), 255.0 - data[0])]
+    return [
+        (region_labels((data[k] >= level) & valid), data[k].astype(np.float64))
+        for k, level in enumerate(job.levels)
+    ]
 
 
 def edge_lines(labels: np.ndarray, halo: int, height: int, width: int, side: str):
@@ -357,6 +386,8 @@ def vectorize(
     *,
     threshold: float | None = None,
     mode: str = "regions",
+    extent_threshold: float | None = None,
+    marker_threshold: float | None = None,
     min_area: float = 0.0,
     simplify: float = 0.0,
     block_size: int = 1024,
@@ -368,27 +399,43 @@ def vectorize(
     """Polygons of the regions above threshold in a probability raster, to a vector file.
 
     ``regions``: one polygon per 4-connected region of each class (holes kept), with its class,
-    area in CRS units squared, pixel count and mean probability. ``parcels``: the areas enclosed
-    by the ``boundary`` class, small boundary gaps closed, neighbours sharing their edges.
-    Thresholds default to those stored by ``geoseg predict`` (else 0.5); ``threshold`` sets one
-    for every class. ``min_area`` drops smaller polygons; ``simplify`` is a tolerance in CRS
-    units, applied so that neighbours stay gap-free and geometries valid. The suffix of ``out``
-    names the format: ``.gpkg`` GeoPackage, ``.fgb`` FlatGeobuf, ``.parquet`` GeoParquet.
+    area in CRS units squared, pixel count and mean probability (regression bands such as
+    ``distance`` are skipped). ``parcels``, with a field extent band: markers where the
+    distance is at least ``marker_threshold`` and the boundary below its threshold, grown by a
+    watershed of the distance (of ``1 - boundary`` without it) into the extent, never beyond;
+    mean probability is then the extent's. Without an extent band: the areas enclosed by the
+    ``boundary`` class, small boundary gaps closed. Parcels share their edges.
+    Thresholds default to the delineation thresholds stored by ``geoseg predict``, else the
+    class thresholds (else 0.5); ``threshold`` sets one for every class, ``extent_threshold``
+    and ``marker_threshold`` the extent's and the markers'. ``min_area`` drops smaller
+    polygons; ``simplify`` is a tolerance in CRS units, applied so that neighbours stay gap-free
+    and geometries valid. The suffix of ``out`` names the format: ``.gpkg`` GeoPackage,
+    ``.fgb`` FlatGeobuf, ``.parquet`` GeoParquet.
     """
     check_vector_path(out)
     check_vector_options(mode, min_area, simplify, block_size)
     info = open_raster_info(raster)
     if info.dtype != "uint8":
         raise RasterError(f"{raster}: expected uint8 probabilities (0..255), as predict writes")
-    names, stored = probability_bands(str(raster))
-    thresholds = resolve_thresholds(names, stored, threshold)
-    check_parcels_class(mode, names, raster)
-    if mode == "parcels":
-        bands, class_names = (names.index("boundary") + 1,), ["parcel"]
-        levels = (quantized_level(thresholds["boundary"]),)
+    tags = PredictionTags.read(str(raster))
+    names, roles = list(tags.classes), tags.roles
+    thresholds = resolve_thresholds(names, tags.thresholds, threshold)
+    check_parcels_class(mode, names, raster, roles)
+    delineated: tuple[str, ...] = ()
+    if mode == "parcels" and "extent" in roles:
+        delineated = tuple(r for r in ("extent", "boundary", "distance") if r in roles)
+        bands, class_names = tuple(names.index(roles[r]) + 1 for r in delineated), ["parcel"]
+        chosen = delineation_thresholds(tags, threshold, extent_threshold, marker_threshold)
+        levels = tuple(quantized_level(chosen[k]) for k in ("extent", "boundary", "marker"))
+        levels = levels if "boundary" in roles else (levels[0], NO_LEVEL, levels[2])
+        logger.info("delineating parcels from %s at %s", ", ".join(delineated), chosen)
+    elif mode == "parcels":
+        bands, class_names = (names.index(roles["boundary"]) + 1,), ["parcel"]
+        levels = (quantized_level(thresholds[roles["boundary"]]),)
     else:
-        bands, class_names = tuple(range(1, len(names) + 1)), names
-        levels = tuple(quantized_level(thresholds[name]) for name in names)
+        class_names = [n for n in names if tags.targets[n]["kind"] == "class"] or names
+        bands = tuple(names.index(n) + 1 for n in class_names)
+        levels = tuple(quantized_level(thresholds[name]) for name in class_names)
     out = check_output(out, overwrite).absolute()
     job = VectorJob(
         raster=str(Path(raster).absolute()),
@@ -402,6 +449,7 @@ def vectorize(
         simplify=simplify,
         pixel_size=info.pixel_size,
         defer_simplify=mode == "parcels" and simplify > 0,
+        roles=delineated,
     )
     windows = block_windows(info.width, info.height, block_size)
     per_row = -(-info.width // block_size)
@@ -435,7 +483,7 @@ def vectorize(
                 progress=progress,
                 processes=processes,
             )
-            merged = merge_border_pieces(kept, len(levels))
+            merged = merge_border_pieces(kept, job.outputs)
             writer.write(finish(Pieces.concat([*deferred, merged]), job))
         os.replace(draft, out)
     finally:
@@ -451,9 +499,28 @@ def vectorize(
     )
 
 
-def quantized_level(threshold: float) -> int:
-    """The smallest 0..255 value counted as positive at ``threshold`` (at least 1)."""
-    return max(1, int(round(threshold * 255.0)))
+def delineation_thresholds(
+    tags: PredictionTags,
+    threshold: float | None = None,
+    extent_threshold: float | None = None,
+    marker_threshold: float | None = None,
+) -> dict[str, float]:
+    """Extent, boundary and marker thresholds: the options, else the tuned delineation ones,
+    else the bands' class thresholds (the marker: the distance band's), else 0.5."""
+    roles, tuned = tags.roles, tags.delineation
+    band = {"extent": "extent", "boundary": "boundary", "marker": "distance"}
+    chosen = {}
+    for key, role in band.items():
+        stored = tags.thresholds.get(roles.get(role), DEFAULT_THRESHOLD)
+        chosen[key] = float(tuned.get(key, stored))
+    if threshold is not None:
+        chosen["extent"] = chosen["boundary"] = float(threshold)
+    for key, value in (("extent", extent_threshold), ("marker", marker_threshold)):
+        if value is not None:
+            if not 0.0 < value <= 1.0:
+                raise ParameterError(f"--{key}-threshold must be in (0, 1], got {value}")
+            chosen[key] = float(value)
+    return chosen
 
 
 def check_vector_path(path: str | os.PathLike) -> None:
@@ -473,9 +540,12 @@ def check_vector_options(mode: str, min_area: float, simplify: float, block_size
         raise ParameterError(f"--block-size must be at least {2 * PARCELS_HALO}")
 
 
-def check_parcels_class(mode: str, classes: list[str], source) -> None:
-    """Parcels are enclosed by a class named ``boundary``."""
-    if mode == "parcels" and "boundary" not in classes:
+def check_parcels_class(mode: str, classes: list[str], source, roles=None) -> None:
+    """Parcels come from a band with role ``extent`` or ``boundary`` (``roles``: role -> name;
+    default: a class named ``boundary``)."""
+    roles = {"boundary": "boundary"} if roles is None and "boundary" in classes else roles or {}
+    if mode == "parcels" and not {"extent", "boundary"} & set(roles):
         raise ParameterError(
-            f"--mode parcels needs a 'boundary' class; {source} has {', '.join(classes)}"
+            f"--mode parcels needs a field extent or a 'boundary' band; {source} has "
+            f"{', '.join(classes)}"
         )

@@ -114,7 +114,8 @@ def mixed_precision_option(help: str):
 
 
 def polygon_options(f):
-    """``--threshold``, ``--mode``, ``--min-area`` and ``--simplify`` of predict and vectorize."""
+    """``--threshold``, ``--mode``, ``--extent-threshold``, ``--marker-threshold``,
+    ``--min-area`` and ``--simplify`` of predict and vectorize."""
     options = [
         threshold_option(
             "Probability above which a pixel is positive, for every class "
@@ -125,8 +126,23 @@ def polygon_options(f):
             type=click.Choice(["regions", "parcels"]),
             default="regions",
             show_default=True,
-            help="regions: a polygon per connected region of each class; parcels: the areas "
-            "enclosed by the boundary class.",
+            help="regions: a polygon per connected region of each class; parcels: a polygon "
+            "per field, grown from markers inside the field extent by a watershed of the "
+            "distance (without an extent band: the areas enclosed by the boundary class).",
+        ),
+        click.option(
+            "--extent-threshold",
+            type=click.FloatRange(0, 1, min_open=True),
+            default=None,
+            help="Parcels: extent probability above which a pixel is in a field "
+            "[default: the model's delineation threshold].",
+        ),
+        click.option(
+            "--marker-threshold",
+            type=click.FloatRange(0, 1, min_open=True),
+            default=None,
+            help="Parcels: distance (0 on outlines, 1 at field centres) above which a field "
+            "pixel seeds its parcel [default: the model's delineation threshold, else 0.5].",
         ),
         click.option(
             "--min-area",

@@ -1,0 +1,220 @@
+"""Parcels from field extent, boundary and distance: watershed, extent, block invariance."""
+
+from __future__ import annotations
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import rasterio
+import shapely
+from helpers import assert_one_line_error, run
+from scipy import ndimage
+
+from geoseg.contracts import PredictionTags
+from geoseg.objects import match_label_images
+from geoseg.regions import (
+    REACH,
+    delineate_parcels,
+    instance_labels_from_masks,
+    parcel_labels,
+)
+from geoseg.vectorizing import delineation_thresholds, vectorize
+
+PIXEL_AREA = 0.25  # make_raster's 0.5 m pixels
+THRESHOLDS = {"extent": 0.5, "boundary": 0.5, "marker": 0.5}
+TARGETS = {
+    "parcels": {"kind": "class", "role": "extent"},
+    "boundary": {"kind": "class", "role": "boundary"},
+    "distance": {"kind": "regression", "role": "distance"},
+}
+
+
+def field_grid(noise=0.0, seed=0):
+    """Extent, boundary and distance (uint8, 3 x 372 x 437) of 12 cells of varied sizes, one a
+    wood (not field); a 10 px gap in the boundary between cells 5 and 6; and the cell ids."""
+    widths, heights, line = (30, 60, 300, 45), (40, 280, 50), 2
+    xs, ys = np.r_[0, np.cumsum(widths)], np.r_[0, np.cumsum(heights)]
+    cells = np.zeros((ys[-1] + line, xs[-1] + line), np.int32)
+    for r in range(len(heights)):
+        for c in range(len(widths)):
+            cells[ys[r] + line : ys[r + 1], xs[c] + line : xs[c + 1]] = r * len(widths) + c + 1
+    wood = 2  # the cell in row 0, column 1
+    fields = (cells > 0) & (cells != wood)
+    extent = ndimage.binary_dilation(fields, iterations=2)  # outlines of fields are field
+    edt = ndimage.distance_transform_edt(cells > 0)
+    largest = np.r_[1.0, ndimage.maximum(edt, cells, np.arange(1, cells.max() + 1))]
+    distance = np.where(fields, edt / largest[cells], 0.0)
+    boundary = (cells == 0).astype(float)
+    boundary[ys[1] + 100 : ys[1] + 110, xs[1] : xs[1] + line] = 0  # the gap
+    bands = np.stack([0.9 * extent, 0.9 * boundary, distance])
+    if noise:  # smooth noise, as a model's outputs have
+        rough = np.random.default_rng(seed).normal(0, 1, bands.shape)
+        smooth = ndimage.gaussian_filter(rough, (0, 3, 3))
+        bands = bands + noise * smooth / smooth.std()
+    return np.clip(np.rint(bands * 255), 0, 255).astype(np.uint8), cells, wood
+
+
+@pytest.fixture
+def prediction(make_raster):
+    """A 3-band prediction GeoTIFF with the tags ``geoseg predict`` writes."""
+
+    def factory(bands, names=("parcels", "boundary", "distance"), targets=None, **tags):
+        path = make_raster(width=bands.shape[2], height=bands.shape[1], count=len(names),
+                           data=bands)  # fmt: skip
+        targets = targets or {name: TARGETS[name] for name in names}
+        with rasterio.open(path, "r+") as dst:
+            for band, name in enumerate(names, start=1):
+                dst.set_band_description(band, name)
+            dst.update_tags(**PredictionTags(tuple(names), targets=targets, **tags).to_tags())
+        return path
+
+    return factory
+
+
+def purity(labels, cells):
+    """Per parcel, the share of its cell pixels (outlines aside) in its main cell."""
+    shares = []
+    for label in np.unique(labels[labels > 0]):
+        counts = np.bincount(cells[(labels == label) & (cells > 0)])
+        shares.append(counts.max() / counts.sum())
+    return np.array(shares)
+
+
+def test_a_boundary_gap_keeps_two_parcels_where_the_distance_separates_them():
+    bands, cells, wood = field_grid()
+    labels = delineate_parcels(*bands, None, THRESHOLDS)
+    assert labels.dtype == np.int32
+    assert len(np.unique(labels[labels > 0])) == cells.max() - 1  # every field, not the wood
+    assert (purity(labels, cells) == 1).all()
+    fields = (cells > 0) & (cells != wood)
+    assert (labels[fields] > 0).all()  # the large cell (beyond the watershed's reach) is whole
+    assert np.ptp(ndimage.distance_transform_edt(cells > 0)) / 2 > REACH  # ... it is large
+    # today's algorithm (boundary only) fuses the two cells across the gap
+    old = parcel_labels(bands[1] >= 128, np.ones(cells.shape, bool))
+    assert len(np.unique(old[old > 0])) == cells.max() - 1  # the wood, but two cells as one
+    assert (purity(old, cells) < 1).any()
+
+
+def test_pixels_outside_the_field_extent_are_never_in_a_parcel():
+    bands, cells, wood = field_grid(noise=0.1)
+    bands[2][cells == wood] = 255  # a confident distance in the wood changes nothing
+    labels = delineate_parcels(*bands, None, THRESHOLDS)
+    assert not labels[bands[0] < 128].any() and not labels[cells == wood].any()
+    valid = np.ones(cells.shape, bool)
+    valid[:, :50] = False
+    assert not delineate_parcels(*bands, valid, THRESHOLDS)[:, :50].any()
+
+
+def test_probabilities_in_0_1_give_the_labels_of_their_uint8_levels():
+    bands, _, _ = field_grid(noise=0.1)
+    as_float = [b.astype(np.float32) / 255 for b in bands]
+    expected = delineate_parcels(*bands, None, THRESHOLDS)
+    assert np.array_equal(delineate_parcels(*as_float, None, THRESHOLDS), expected)
+
+
+def test_without_distance_the_watershed_of_one_minus_boundary():
+    bands, cells, wood = field_grid()
+    labels = delineate_parcels(bands[0], bands[1], None, None, THRESHOLDS)
+    assert not labels[bands[0] < 128].any()
+    assert len(np.unique(labels[labels > 0])) == cells.max() - 2  # the gap fuses two
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.12])
+def test_parcels_do_not_depend_on_the_block_size(noise, prediction, tmp_path):
+    bands, cells, _ = field_grid(noise=noise, seed=3)
+    path = prediction(bands)
+    found = {}
+    for size in (64, 150, 4096):
+        vectorize(path, tmp_path / f"p{size}.gpkg", mode="parcels", block_size=size)
+        found[size] = gpd.read_file(tmp_path / f"p{size}.gpkg", layer="parcels")
+    whole = delineate_parcels(*bands, None, THRESHOLDS)
+    sizes = sorted(np.bincount(whole.ravel())[1:][np.bincount(whole.ravel())[1:] > 0].tolist())
+    for size, parcels in found.items():
+        assert len(parcels) == len(found[4096]), size
+        assert sorted(parcels.pixels.tolist()) == sizes, size
+        assert sorted(np.rint(parcels.area / PIXEL_AREA).astype(int).tolist()) == sizes, size
+        assert parcels.is_valid.all() and (parcels.geom_type == "Polygon").all()
+        pairs = shapely.equals(parcels.geometry.to_numpy()[:, None], found[4096].geometry.values)
+        assert pairs.any(axis=0).all() and pairs.any(axis=1).all(), size
+    if not noise:
+        assert len(found[4096]) == cells.max() - 1
+        np.testing.assert_allclose(found[4096].mean_probability, 0.9, atol=0.01)  # extent's
+
+
+def test_delineation_thresholds_from_the_tags_and_the_options(prediction, tmp_path):
+    bands, cells, _ = field_grid()
+    tuned = {"extent": 0.4, "boundary": 0.6, "marker": 0.3}
+    path = prediction(bands, delineation=tuned, thresholds={"boundary": 0.7, "distance": 0.2})
+    tags = PredictionTags.read(path)
+    assert delineation_thresholds(tags) == tuned
+    assert delineation_thresholds(tags, 0.2, marker_threshold=0.8) == {
+        "extent": 0.2, "boundary": 0.2, "marker": 0.8}  # fmt: skip
+    assert delineation_thresholds(tags, extent_threshold=0.7)["extent"] == 0.7
+    stored = {"boundary": 0.7, "distance": 0.2}
+    untuned = PredictionTags.read(prediction(bands, thresholds=stored))
+    assert delineation_thresholds(untuned) == {"extent": 0.5, "boundary": 0.7, "marker": 0.2}
+    # the extent (0.9) below its threshold: no field, no parcel
+    summary = vectorize(path, tmp_path / "p.gpkg", mode="parcels", extent_threshold=0.95)
+    assert summary.polygons == 0
+    result = run("vectorize", path, "--out", tmp_path / "q.gpkg", "--mode", "parcels",
+                 "--marker-threshold", "0.5", "--extent-threshold", "0.5")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert len(gpd.read_file(tmp_path / "q.gpkg")) == cells.max() - 1
+
+
+def test_a_prediction_without_extent_keeps_the_boundary_algorithm(prediction, tmp_path):
+    bands, cells, _ = field_grid()
+    path = prediction(bands[1:], names=("boundary", "distance"))
+    vectorize(path, tmp_path / "p.gpkg", mode="parcels", block_size=64)
+    parcels = gpd.read_file(tmp_path / "p.gpkg")
+    old = parcel_labels(bands[1] >= 128, np.ones(cells.shape, bool))
+    assert sorted(parcels.pixels.tolist()) == sorted(np.bincount(old.ravel())[1:].tolist())
+
+
+def test_parcels_need_an_extent_or_a_boundary(prediction, tmp_path):
+    bands, _, _ = field_grid()
+    targets = {"building": {"kind": "class", "role": None}}
+    path = prediction(bands[:1], names=("building",), targets=targets)
+    result = run("vectorize", path, "--out", tmp_path / "p.gpkg", "--mode", "parcels")
+    assert_one_line_error(result, "--mode parcels needs", "extent", "boundary", "building")
+    assert not (tmp_path / "p.gpkg").exists()
+
+
+def test_regions_mode_skips_the_distance_band(prediction, tmp_path):
+    bands, _, _ = field_grid()
+    summary = vectorize(prediction(bands), tmp_path / "r.gpkg", block_size=128)
+    assert set(summary.per_class) == {"parcels", "boundary"}
+
+
+def test_true_parcels_from_masks():
+    extent = np.zeros((10, 12), np.uint8)
+    extent[1:9, 1:11] = 1
+    boundary = np.zeros_like(extent)
+    boundary[1:9, 6] = 1  # two parcels sharing an outline
+    boundary[1, 1:11] = 1
+    labels = instance_labels_from_masks(extent, boundary)
+    assert len(np.unique(labels[labels > 0])) == 2
+    assert (labels > 0).sum() == extent.sum() and not labels[extent == 0].any()
+    assert set(np.unique(labels[2:9, 1:6])) == {labels[4, 3]} != {labels[4, 9]}
+    valid = np.ones_like(extent, bool)
+    valid[:, 9:] = False
+    assert not instance_labels_from_masks(extent, boundary, valid)[:, 9:].any()
+    assert len(np.unique(instance_labels_from_masks(extent, None))) == 2  # one and none
+
+
+def test_object_matching_one_to_one_at_an_iou():
+    true = np.zeros((10, 20), np.int32)
+    true[0:5, 0:5], true[0:5, 10:20], true[6:10, 0:4], true[6:10, 10:12] = 1, 2, 3, 4
+    predicted = np.zeros_like(true)
+    predicted[0:5, 0:4] = 7  # IoU 0.8 with 1
+    predicted[0:5, 10:15] = 8  # IoU 0.5 with 2 (counts at >= 0.5)
+    predicted[0:5, 15:20] = 9  # IoU 0.5 with 2 too: one-to-one, only one of them
+    predicted[6:10, 0:1] = 5  # IoU 0.25 with 3
+    predicted[6:10, 6:8] = 6  # nothing true there
+    assert match_label_images(predicted, true) == (2, 5, 4)
+    assert match_label_images(predicted, true, iou=0.6) == (1, 5, 4)
+    assert match_label_images(true, true) == (4, 4, 4)
+    assert match_label_images(np.zeros_like(true), true) == (0, 0, 4)
+    valid = np.ones(true.shape, bool)
+    valid[:, 15:] = False  # ignored: 2 is then 10:15, matched by 8 exactly
+    assert match_label_images(predicted, true, valid=valid) == (2, 4, 4)
