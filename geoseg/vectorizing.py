@@ -431,7 +431,10 @@ def vectorize(
         logger.info("delineating parcels from %s at %s", ", ".join(delineated), chosen)
     elif mode == "parcels":
         bands, class_names = (names.index(roles["boundary"]) + 1,), ["parcel"]
-        levels = (quantized_level(thresholds[roles["boundary"]]),)
+        tuned = tags.delineation.get("boundary") if threshold is None else None
+        level = thresholds[roles["boundary"]] if tuned is None else tuned
+        levels = (quantized_level(level),)
+        logger.info("parcels enclosed by %s at %s", roles["boundary"], level)
     else:
         class_names = [n for n in names if tags.targets[n]["kind"] == "class"] or names
         bands = tuple(names.index(n) + 1 for n in class_names)

@@ -1,0 +1,55 @@
+"""Delineation thresholds tuned for object F1 on validation chips."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from geoseg.tuning import tune_delineation, tunable
+
+
+def grid_chip(cells: int = 4, size: int = 64):
+    """A chip tiled by ``cells`` x ``cells`` square parcels with 1 px outlines: (extent, boundary)."""
+    extent = np.ones((size, size), np.uint8)
+    boundary = np.zeros((size, size), np.uint8)
+    step = size // cells
+    boundary[::step, :] = boundary[:, ::step] = 1
+    boundary[-1, :] = boundary[:, -1] = 1
+    return extent, boundary
+
+
+def chips_with_faint_boundaries(strength: float, n: int = 3):
+    """Chips whose predicted boundary is ``strength`` on the outlines and 0 elsewhere."""
+    extent, boundary = grid_chip()
+    mask = np.stack([extent, boundary], axis=-1)
+    image = np.stack([extent * 1.0, boundary * strength], axis=-1).astype(np.float32)
+    valid = np.ones(extent.shape, bool)
+    return [(image, valid, mask) for _ in range(n)]
+
+
+def test_boundary_only_threshold_is_tuned_below_a_faint_boundary():
+    chips = chips_with_faint_boundaries(0.35)
+    record = tune_delineation(
+        lambda image: image[..., 1:], chips, {"boundary": 0}, {"extent": 0, "boundary": 1},
+        {"boundary": 0.5},
+    )  # fmt: skip
+    assert record["tuned_for"] == "object_f1"
+    assert record["val_objects_untuned"]["f1"] < 0.5  # at 0.5 the outlines vanish: one parcel
+    assert record["thresholds"]["boundary"] <= 0.3
+    assert record["val_objects"]["f1"] > 0.9 and record["val_objects"]["true"] == 3 * 16
+
+
+def test_extent_and_boundary_are_tuned_together():
+    chips = chips_with_faint_boundaries(0.35)
+    record = tune_delineation(
+        lambda image: image, chips, {"extent": 0, "boundary": 1}, {"extent": 0, "boundary": 1},
+        {"extent": 0.5, "boundary": 0.5},
+    )  # fmt: skip
+    assert set(record["thresholds"]) == {"extent", "boundary"}
+    assert record["val_objects"]["f1"] > record["val_objects_untuned"]["f1"]
+    assert record["val_objects"]["f1"] > 0.9
+
+
+def test_nothing_to_tune_without_extent_truth_or_parcel_outputs():
+    chips = chips_with_faint_boundaries(0.9)
+    assert tune_delineation(lambda i: i, chips, {"boundary": 1}, {"boundary": 1}, {}) is None
+    assert tunable(["distance"]) == [] and tunable(["extent", "distance"]) == ["extent", "marker"]
