@@ -16,7 +16,7 @@ import numpy as np
 import rasterio
 from rasterio.enums import MaskFlags
 
-from geoseg.contracts import DATASET_NAME, DatasetRecord
+from geoseg.contracts import DATASET_NAME, DISTANCE_SCALE, DatasetRecord
 from geoseg.errors import InputFileError, ParameterError
 from geoseg.raster import NORMALIZED_RANGE, normalization_constants
 
@@ -48,6 +48,16 @@ class ChipsDirectory:
     @property
     def band_count(self) -> int:
         return self.record.band_count
+
+    @property
+    def targets(self) -> dict[str, dict]:
+        """Name -> kind (``class`` or ``regression``) and role, for every mask band."""
+        return self.record.targets
+
+    def kinds(self, class_bands: Sequence[int]) -> list[str]:
+        """The kind of each of the mask bands ``class_bands``."""
+        targets = self.targets
+        return [targets[self.classes[b]]["kind"] for b in class_bands]
 
 
 def open_chips(path: str | Path) -> ChipsDirectory:
@@ -107,6 +117,19 @@ def read_chip(
     return np.moveaxis(data, 0, -1).copy(), valid, np.moveaxis(mask, 0, -1).copy()
 
 
+def decode_targets(mask, kinds: Sequence[str]):
+    """Float32 targets from uint8 masks (..., targets): classes stay 0/1, regression values
+    0..254 become value / 254, and 255 (ignore) stays 255."""
+    import tensorflow as tf
+
+    mask = tf.cast(mask, tf.float32)
+    if "regression" not in kinds:
+        return mask
+    regression = tf.constant([k == "regression" for k in kinds])
+    scaled = tf.where(mask <= DISTANCE_SCALE, mask / DISTANCE_SCALE, mask)
+    return tf.where(regression, scaled, mask)
+
+
 def scale_batch(data, normalization: dict):
     """TensorFlow version of :func:`geoseg.raster.normalize` before masking: (n, h, w, bands)."""
     import tensorflow as tf
@@ -161,7 +184,8 @@ def make_dataset(
     seed: int = 0,
     cache: bool | None = None,
 ):
-    """A ``tf.data.Dataset`` of (image, mask) batches; masks are float32 with 255 = ignore.
+    """A ``tf.data.Dataset`` of (image, mask) batches; masks are float32 with 255 = ignore
+    (regression targets as 0..1, see :func:`decode_targets`).
 
     With ``training``, chips are reshuffled every epoch and augmented (when ``augment_chips``).
     ``cache`` keeps decoded chips in memory after the first pass; by default it does so when
@@ -174,6 +198,7 @@ def make_dataset(
         raise ParameterError(f"{chips.root}: the {split} split has no chips")
     size, bands, classes = chips.chip_size, chips.band_count, len(class_bands)
     normalization = chips.record["normalization"]
+    kinds = chips.kinds(class_bands)
 
     dtype = tf.as_dtype(np.dtype(chips.record["bands"]["dtype"]))
 
@@ -220,7 +245,7 @@ def make_dataset(
             lambda batch, s: (jitter_batch(batch[0], s, jitter), *batch[1:])
         )
     dataset = dataset.map(
-        lambda image, valid, mask: (mask_invalid(image, valid), tf.cast(mask, tf.float32)),
+        lambda image, valid, mask: (mask_invalid(image, valid), decode_targets(mask, kinds)),
         num_parallel_calls=tf.data.AUTOTUNE,
     )
     return dataset.prefetch(tf.data.AUTOTUNE)

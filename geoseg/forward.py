@@ -30,11 +30,16 @@ class ForwardSpec:
         """The spec of a ``geoseg train`` model folder and its card; ``options`` as fields."""
         return cls(
             model_dir=str(Path(model_dir).absolute()),
-            model=tuple(card["model"].items()),
+            model=tuple((k, _hashable(v)) for k, v in card["model"].items()),
             chip_size=card.chip_size,
             bands=card.band_count,
             **options,
         )
+
+
+def _hashable(value):
+    """Lists of the card (e.g. the model's head names) as tuples, so the spec can be a key."""
+    return tuple(_hashable(v) for v in value) if isinstance(value, list) else value
 
 
 def dihedral(batch: np.ndarray, k: int) -> np.ndarray:

@@ -1,6 +1,8 @@
-"""Class-weighted binary cross-entropy, soft Dice, their sum, and masked per-class metrics.
+"""Class-weighted binary cross-entropy, soft Dice, their sum, a bounded regression loss for
+targets such as ``distance``, and masked per-target metrics.
 
-Masks hold 0 or 1 per class and 255 where a pixel is to be ignored; ignored pixels count in
+Masks hold 0 or 1 per class target, a value in 0..1 per regression target (the data pipeline
+decodes the stored 0..254), and 255 where a pixel is to be ignored; ignored pixels count in
 neither the loss nor the metrics. Everything is computed in float32, also under mixed precision.
 """
 
@@ -15,6 +17,10 @@ from keras import ops
 from geoseg.errors import ParameterError
 
 LOSSES = ("bce_dice", "bce", "dice")
+REGRESSION_LOSS = "tanimoto"
+"""The loss of regression targets: 1 - Tanimoto with complement (DECODE / ResUNet-a), in 0..1
+like the Dice term, so a distance head stays balanced against the class heads."""
+KINDS = ("class", "regression")
 WEIGHT_CAP = 50.0
 """Largest automatic positive-class weight, so a very rare class does not swamp the loss."""
 
@@ -42,10 +48,13 @@ def _valid_and_target(y_true):
 
 @keras.saving.register_keras_serializable(package="geoseg")
 class SegmentationLoss(keras.losses.Loss):
-    """``bce_dice``: mean over classes of weighted BCE + ``dice_weight`` x (1 - soft Dice).
+    """Mean over target channels of each channel's loss.
 
-    ``bce`` is unweighted binary cross-entropy alone, ``dice`` soft Dice alone. BCE is averaged
-    over the valid pixels of the batch; Dice is computed over the whole batch per class.
+    Class targets: ``bce_dice``, weighted BCE + ``dice_weight`` x (1 - soft Dice); ``bce``,
+    unweighted binary cross-entropy alone; ``dice``, soft Dice alone. Regression targets
+    (``kinds``, one of :data:`KINDS` per channel; default all ``class``): 1 - Tanimoto with
+    complement, whatever ``kind``. BCE is averaged over the valid pixels of the batch; Dice and
+    Tanimoto are computed over the whole batch per channel.
     """
 
     def __init__(
@@ -53,6 +62,7 @@ class SegmentationLoss(keras.losses.Loss):
         kind: str = "bce_dice",
         pos_weights: Sequence[float] | None = None,
         dice_weight: float = 1.0,
+        kinds: Sequence[str] | None = None,
         name: str = "segmentation_loss",
         **kwargs,
     ):
@@ -60,20 +70,32 @@ class SegmentationLoss(keras.losses.Loss):
             raise ParameterError(f"unknown loss {kind!r}; choose one of {', '.join(LOSSES)}")
         if dice_weight < 0:
             raise ParameterError(f"dice weight must be >= 0, not {dice_weight}")
+        if kinds is not None and any(k not in KINDS for k in kinds):
+            raise ParameterError(f"target kinds must be {' or '.join(KINDS)}, not {list(kinds)}")
         super().__init__(name=name, **kwargs)
         self.kind = kind
         self.pos_weights = None if pos_weights is None else [float(w) for w in pos_weights]
         self.dice_weight = float(dice_weight)
+        self.kinds = None if kinds is None else [str(k) for k in kinds]
 
     def call(self, y_true, y_pred):
         valid, target = _valid_and_target(y_true)
         prob = ops.clip(ops.cast(y_pred, "float32"), _EPSILON, 1.0 - _EPSILON)
-        total = ops.zeros((), "float32")
+        per_channel = self._class_losses(valid, target, prob)
+        if self.kinds and "regression" in self.kinds:
+            regression = ops.convert_to_tensor([k == "regression" for k in self.kinds], "float32")
+            loss = 1.0 - tanimoto_with_complement(valid, target, prob)
+            per_channel = regression * loss + (1.0 - regression) * per_channel
+        return ops.mean(per_channel)
+
+    def _class_losses(self, valid, target, prob):
+        """Per channel: BCE and/or the Dice term, as chosen by ``kind``."""
+        total = ops.zeros((prob.shape[-1],), "float32")
         if self.kind in ("bce_dice", "bce"):
-            total = total + ops.mean(self._bce(valid, target, prob))
+            total = total + self._bce(valid, target, prob)
         if self.kind in ("bce_dice", "dice"):
             weight = self.dice_weight if self.kind == "bce_dice" else 1.0
-            total = total + weight * ops.mean(1.0 - soft_dice(valid, target, prob))
+            total = total + weight * (1.0 - soft_dice(valid, target, prob))
         return total
 
     def _bce(self, valid, target, prob):
@@ -87,7 +109,12 @@ class SegmentationLoss(keras.losses.Loss):
 
     def get_config(self):
         config = super().get_config()
-        config.update(kind=self.kind, pos_weights=self.pos_weights, dice_weight=self.dice_weight)
+        config.update(
+            kind=self.kind,
+            pos_weights=self.pos_weights,
+            dice_weight=self.dice_weight,
+            kinds=self.kinds,
+        )
         return config
 
 
@@ -99,12 +126,33 @@ def soft_dice(valid, target, prob):
     return (2.0 * intersection + _DICE_SMOOTH) / (sizes + _DICE_SMOOTH)
 
 
+def tanimoto(valid, target, prob):
+    """Tanimoto coefficient per channel over the valid pixels of the batch (1 = perfect)."""
+    axes = tuple(range(len(prob.shape) - 1))
+    product = ops.sum(valid * prob * target, axis=axes)
+    squares = ops.sum(valid * ops.square(prob), axis=axes) + ops.sum(ops.square(target), axis=axes)
+    return (product + _DICE_SMOOTH) / (squares - product + _DICE_SMOOTH)
+
+
+def tanimoto_with_complement(valid, target, prob):
+    """Mean of the Tanimoto coefficients of the values and of their complements (DECODE).
+
+    ``target`` is 0 where not ``valid``; so is the complement's, and ignored pixels count in
+    neither term.
+    """
+    complement = tanimoto(valid, valid * (1.0 - target), 1.0 - prob)
+    return 0.5 * (tanimoto(valid, target, prob) + complement)
+
+
 METRICS = ("iou", "f1", "precision", "recall")
 
 
 @keras.saving.register_keras_serializable(package="geoseg")
 class MaskedScore(keras.metrics.Metric):
-    """IoU, F1, precision or recall of one class (or their mean over classes) at a threshold."""
+    """IoU, F1, precision or recall of one class (or their mean over classes) at a threshold.
+
+    ``mean_of`` restricts the mean to some channels (the class targets of a multi-task model).
+    """
 
     def __init__(
         self,
@@ -113,6 +161,7 @@ class MaskedScore(keras.metrics.Metric):
         class_index: int | None = None,
         threshold: float = 0.5,
         name: str | None = None,
+        mean_of: Sequence[int] | None = None,
         **kwargs,
     ):
         if kind not in METRICS:
@@ -120,6 +169,7 @@ class MaskedScore(keras.metrics.Metric):
         super().__init__(name=name or kind, **kwargs)
         self.kind, self.classes, self.class_index = kind, classes, class_index
         self.threshold = float(threshold)
+        self.mean_of = None if mean_of is None else [int(c) for c in mean_of]
         self.counts = {
             c: self.add_variable(shape=(classes,), initializer="zeros", name=c, dtype="float32")
             for c in ("tp", "fp", "fn")
@@ -142,9 +192,11 @@ class MaskedScore(keras.metrics.Metric):
             "recall": (tp, tp + fn),
         }[self.kind]
         per_class = ops.divide_no_nan(numerator, denominator)
-        if self.class_index is None:
-            return ops.mean(per_class)
-        return per_class[self.class_index]
+        if self.class_index is not None:
+            return per_class[self.class_index]
+        if self.mean_of is not None:
+            return ops.mean(ops.take(per_class, self.mean_of))
+        return ops.mean(per_class)
 
     def reset_state(self):
         for variable in self.counts.values():
@@ -157,7 +209,37 @@ class MaskedScore(keras.metrics.Metric):
             classes=self.classes,
             class_index=self.class_index,
             threshold=self.threshold,
+            mean_of=self.mean_of,
         )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="geoseg")
+class MaskedMAE(keras.metrics.Metric):
+    """Mean absolute error of one regression channel over its valid pixels."""
+
+    def __init__(self, channel: int, name: str = "mae", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.channel = int(channel)
+        self.total = self.add_variable(shape=(), initializer="zeros", name="total")
+        self.count = self.add_variable(shape=(), initializer="zeros", name="count")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        valid, target = _valid_and_target(y_true[..., self.channel])
+        error = ops.abs(ops.cast(y_pred[..., self.channel], "float32") - target) * valid
+        self.total.assign_add(ops.sum(error))
+        self.count.assign_add(ops.sum(valid))
+
+    def result(self):
+        return ops.divide_no_nan(self.total, self.count)
+
+    def reset_state(self):
+        self.total.assign(0.0)
+        self.count.assign(0.0)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(channel=self.channel)
         return config
 
 
@@ -166,20 +248,40 @@ def metric_key(kind: str, class_name: str) -> str:
     return f"{kind}_{re.sub(r'[^A-Za-z0-9_.-]', '_', class_name)}"
 
 
-def training_metrics(class_names: Sequence[str]) -> list[MaskedScore]:
-    """Mean IoU plus IoU and F1 per class, at threshold 0.5 (logged every epoch)."""
+def training_metrics(
+    class_names: Sequence[str], kinds: Sequence[str] | None = None
+) -> list[keras.metrics.Metric]:
+    """Logged every epoch: mean IoU of the class targets and IoU and F1 of each, at threshold
+    0.5; ``mae_NAME`` of each regression target (``kinds``: one per channel, default classes)."""
     n = len(class_names)
-    metrics = [MaskedScore("iou", n, name="iou")]
+    kinds = list(kinds or ["class"] * n)
+    classes = [i for i, k in enumerate(kinds) if k == "class"]
+    metrics = []
+    if classes:
+        mean_of = None if len(classes) == n else classes
+        metrics.append(MaskedScore("iou", n, name="iou", mean_of=mean_of))
     for i, name in enumerate(class_names):
+        if kinds[i] == "regression":
+            metrics.append(MaskedMAE(i, name=metric_key("mae", name)))
+            continue
         metrics.append(MaskedScore("iou", n, i, name=metric_key("iou", name)))
         metrics.append(MaskedScore("f1", n, i, name=metric_key("f1", name)))
     return metrics
 
 
+def channel_weights(kinds: Sequence[str], class_weights: Sequence[float]) -> list[float]:
+    """One positive weight per channel: the class targets' in order, 1 for regression ones."""
+    weights = iter(class_weights)
+    return [next(weights) if k == "class" else 1.0 for k in kinds]
+
+
 def resolve_class_weights(
     spec: str | Sequence[float], class_names: Sequence[str], frequencies: Mapping[str, float]
 ) -> tuple[list[float], str]:
-    """``auto`` or explicit weights -> (one weight per class, how they were chosen)."""
+    """``auto`` or explicit weights -> (one weight per class, how they were chosen).
+
+    ``class_names`` are the class targets only: regression targets have no class weight.
+    """
     if isinstance(spec, str) and spec.strip().lower() == "auto":
         return auto_class_weights([frequencies[c] for c in class_names]), "auto"
     if isinstance(spec, str):
@@ -193,7 +295,7 @@ def resolve_class_weights(
     if len(weights) != len(class_names):
         raise ParameterError(
             f"{len(weights)} class weights given for {len(class_names)} classes "
-            f"({', '.join(class_names)})"
+            f"({', '.join(class_names) or 'none'}; regression targets take none)"
         )
     if any(not w > 0 for w in weights):
         raise ParameterError("class weights must be positive")

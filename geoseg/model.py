@@ -7,6 +7,7 @@ are multiples of ``2 ** depth`` runs through it.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 
 from geoseg.errors import ParameterError
@@ -16,19 +17,36 @@ BN_MOMENTUM = 0.9
 steps of a small training set, and the model then predicts poorly in inference mode."""
 
 
+def head_key(name: str) -> str:
+    """A target name made safe for layer and metric names, e.g. ``head_{key}``."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+
+
 @dataclass(frozen=True)
 class UNetConfig:
-    """Shape of the network: input bands, output classes, levels and width."""
+    """Shape of the network: input bands, output classes, levels and width.
+
+    ``heads`` names the targets (one output channel each, in order); with more than one, each
+    target gets its own 1x1 sigmoid head ``head_{name}``. Without names (models written before
+    heads existed) one 1x1 convolution gives every channel.
+    """
 
     bands: int
     classes: int
     depth: int = 4
     base_filters: int = 32
     dropout: float = 0.0
+    heads: tuple[str, ...] = ()
 
     def __post_init__(self):
+        object.__setattr__(self, "heads", tuple(str(h) for h in self.heads or ()))
         if self.bands < 1 or self.classes < 1:
             raise ParameterError("a U-Net needs at least one input band and one class")
+        if self.heads and len(self.heads) != self.classes:
+            raise ParameterError(f"{len(self.heads)} head names for {self.classes} outputs")
+        keys = [head_key(h) for h in self.heads]
+        if len(set(keys)) != len(keys):
+            raise ParameterError(f"head names {', '.join(self.heads)} are too alike; rename one")
         if not 1 <= self.depth <= 8:
             raise ParameterError(f"depth must be between 1 and 8, not {self.depth}")
         if self.base_filters < 1:
@@ -42,7 +60,9 @@ class UNetConfig:
         return 2**self.depth
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        record = asdict(self)
+        record["heads"] = list(self.heads)
+        return record
 
 
 def _conv_block(x, filters: int, name: str):
@@ -58,11 +78,38 @@ def _conv_block(x, filters: int, name: str):
     return x
 
 
-def build_unet(config: UNetConfig, name: str = "geoseg_unet"):
-    """Build the U-Net for ``config``; the output is float32 sigmoid probabilities per class.
+def _heads(x, config: UNetConfig):
+    """Float32 sigmoid outputs, one channel per target, as the layer named ``head``.
 
-    Layers are named ``down{level}_*``, ``bottom_*``, ``up{level}_*`` and ``head``, so weights
-    and activations can be looked up by name.
+    One target (or unnamed targets): a 1x1 convolution ``head_logits`` and the sigmoid
+    ``head``. Several named targets: each its own 3x3 Conv-BatchNorm-ReLU block
+    ``head_{name}_*`` (so a regression target does not pull the features of the others) and a
+    1x1 sigmoid convolution ``head_{name}``, concatenated in order into ``head``.
+    """
+    import keras
+
+    if len(config.heads) < 2:
+        logits = keras.layers.Conv2D(config.classes, 1, name="head_logits", dtype="float32")(x)
+        return keras.layers.Activation("sigmoid", name="head", dtype="float32")(logits)
+    outputs = []
+    for head in config.heads:
+        key = f"head_{head_key(head)}"
+        y = keras.layers.Conv2D(
+            config.base_filters, 3, padding="same", use_bias=False, name=f"{key}_conv"
+        )(x)
+        y = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{key}_bn")(y)
+        y = keras.layers.Activation("relu", name=f"{key}_relu")(y)
+        outputs.append(
+            keras.layers.Conv2D(1, 1, activation="sigmoid", name=key, dtype="float32")(y)
+        )
+    return keras.layers.Concatenate(name="head", dtype="float32")(outputs)
+
+
+def build_unet(config: UNetConfig, name: str = "geoseg_unet"):
+    """Build the U-Net for ``config``; the output is float32 sigmoid values per target.
+
+    Layers are named ``down{level}_*``, ``bottom_*``, ``up{level}_*`` and ``head`` (the output,
+    (n, h, w, targets) in band order), so weights and activations can be looked up by name.
     """
     import keras
 
@@ -80,6 +127,4 @@ def build_unet(config: UNetConfig, name: str = "geoseg_unet"):
         x = keras.layers.UpSampling2D(2, interpolation="bilinear", name=f"up{level}_upsample")(x)
         x = keras.layers.Concatenate(name=f"up{level}_concat")([x, skips[level]])
         x = _conv_block(x, config.base_filters * 2**level, f"up{level}")
-    logits = keras.layers.Conv2D(config.classes, 1, name="head_logits", dtype="float32")(x)
-    outputs = keras.layers.Activation("sigmoid", name="head", dtype="float32")(logits)
-    return keras.Model(inputs, outputs, name=name)
+    return keras.Model(inputs, _heads(x, config), name=name)

@@ -95,6 +95,41 @@ class ScoreHistogram:
         return result
 
 
+class RegressionErrors:
+    """Absolute and squared errors per regression target over its valid pixels.
+
+    Values are quantised to 0..255 first, as in the prediction rasters.
+    """
+
+    def __init__(self, targets: Sequence[str]):
+        self.targets = list(targets)
+        self.absolute = np.zeros(len(self.targets))
+        self.squared = np.zeros(len(self.targets))
+        self.count = np.zeros(len(self.targets), np.int64)
+
+    def add(self, values: np.ndarray, truth: np.ndarray) -> None:
+        """Add a batch: values (..., targets) in 0..1, truth (..., targets) 0..1 or 255."""
+        values = quantize(values).reshape(-1, len(self.targets)) / 255.0
+        truth = np.asarray(truth, np.float64).reshape(-1, len(self.targets))
+        for c in range(len(self.targets)):
+            valid = truth[:, c] <= 1.0
+            error = values[valid, c] - truth[valid, c]
+            self.absolute[c] += np.abs(error).sum()
+            self.squared[c] += np.square(error).sum()
+            self.count[c] += int(valid.sum())
+
+    def scores(self) -> dict[str, dict[str, float]]:
+        """MAE and RMSE per target (0 without valid pixels)."""
+        result = {}
+        for c, name in enumerate(self.targets):
+            n = max(int(self.count[c]), 1)
+            result[name] = {
+                "mae": float(self.absolute[c] / n),
+                "rmse": float(np.sqrt(self.squared[c] / n)),
+            }
+        return result
+
+
 def resolve_thresholds(classes: list[str], card_thresholds: dict, threshold: float | None):
     """One threshold per class: ``threshold`` for all when given, else the model card's."""
     if threshold is None:

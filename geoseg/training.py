@@ -22,14 +22,22 @@ import pandas as pd
 import tensorflow as tf
 
 from geoseg import __version__
-from geoseg.contracts import CARD_NAME, CARD_SCHEMA, MODEL_NAME, write_model_card
+from geoseg.contracts import (
+    CARD_NAME,
+    CARD_SCHEMA,
+    DEFAULT_THRESHOLD,
+    MODEL_NAME,
+    write_model_card,
+)
 from geoseg.data import ChipsDirectory, make_dataset, open_chips, select_classes
 from geoseg.device import resolve_precision
 from geoseg.errors import OutputExistsError, ParameterError, TrainingError, first_line
 from geoseg.losses import (
     LOSSES,
+    REGRESSION_LOSS,
     WEIGHT_CAP,
     SegmentationLoss,
+    channel_weights,
     metric_key,
     resolve_class_weights,
     training_metrics,
@@ -37,11 +45,14 @@ from geoseg.losses import (
 from geoseg.model import UNetConfig, build_unet
 from geoseg.outputs import check_not_inside, check_output, replace_with
 from geoseg.plots import plot_history
-from geoseg.scoring import ScoreHistogram
+from geoseg.scoring import RegressionErrors, ScoreHistogram
 
 HISTORY, SETTINGS, STATE = "history.csv", "settings.json", "state.json"
 BEST, LAST = "best.keras", "last.keras"
 BEST_STAGING = "best.partial.keras"  # ModelCheckpoint writes here; renamed when complete
+MARKER_THRESHOLD = DEFAULT_THRESHOLD
+"""The card's threshold of a regression target (``distance``): the marker level of parcel
+delineation until it is tuned."""
 
 EpochReport = Callable[[int, int, dict], None]
 Progress = Callable[[int, int], None]
@@ -118,12 +129,18 @@ class TrainSummary:
         return "\n".join(lines)
 
     def _table(self, scores: dict) -> list[str]:
-        """A header and one row per class: threshold, IoU, F1, precision, recall."""
-        lines = [f"{'class':<16}{'threshold':>10}{'IoU':>8}{'F1':>8}{'precision':>11}{'recall':>8}"]
+        """A header and one row per target: threshold, IoU, F1, precision, recall for a class;
+        the marker threshold, MAE and RMSE for a regression target."""
+        header = f"{'threshold':>10}{'IoU':>8}{'F1':>8}{'precision':>11}{'recall':>8}"
+        lines = [f"{'target':<16}{header}"]
         for name, m in scores.items():
+            threshold = f"{name:<16}{self.card['threshold'][name]:>10.3f}"
+            if "mae" in m:
+                lines.append(f"{threshold}   MAE {m['mae']:.3f}, RMSE {m['rmse']:.3f} (regression)")
+                continue
             lines.append(
-                f"{name:<16}{self.card['threshold'][name]:>10.3f}{m['iou']:>8.3f}{m['f1']:>8.3f}"
-                f"{m['precision']:>11.3f}{m['recall']:>8.3f}"
+                f"{threshold}{m['iou']:>8.3f}{m['f1']:>8.3f}{m['precision']:>11.3f}"
+                f"{m['recall']:>8.3f}"
             )
         return lines
 
@@ -227,10 +244,25 @@ def train(
 
 def score_histogram(model, dataset, class_names: Sequence[str]) -> ScoreHistogram:
     """Predict every (image, mask) batch of ``dataset`` and count scores per class and level."""
-    histogram = ScoreHistogram(class_names)
+    return validation_scores(model, dataset, class_names, ["class"] * len(class_names))[0]
+
+
+def validation_scores(
+    model, dataset, names: Sequence[str], kinds: Sequence[str]
+) -> tuple[ScoreHistogram, RegressionErrors]:
+    """Predict every (image, mask) batch of ``dataset``: score histograms of the class targets
+    and errors of the regression targets (``kinds``: one per output channel)."""
+    classes = [i for i, k in enumerate(kinds) if k == "class"]
+    regression = [i for i, k in enumerate(kinds) if k == "regression"]
+    histogram = ScoreHistogram([names[i] for i in classes])
+    errors = RegressionErrors([names[i] for i in regression])
     for images, masks in dataset:
-        histogram.add(np.asarray(model(images, training=False)), np.asarray(masks))
-    return histogram
+        predicted, masks = np.asarray(model(images, training=False)), np.asarray(masks)
+        if classes:
+            histogram.add(predicted[..., classes], masks[..., classes])
+        if regression:
+            errors.add(predicted[..., regression], masks[..., regression])
+    return histogram, errors
 
 
 @dataclass(frozen=True)
@@ -238,22 +270,37 @@ class _Plan:
     """Settings resolved against the chips: classes, weights, network, precision."""
 
     class_names: list[str]
+    """Every target trained on, in output order (class and regression targets)."""
     class_bands: list[int]
     class_weights: list[float]
+    """One per class target (regression targets have none)."""
     weights_source: str
     network: UNetConfig
     precision: str
+    kinds: list[str]
+    """``class`` or ``regression``, one per target."""
+
+    @property
+    def class_targets(self) -> list[str]:
+        return [n for n, k in zip(self.class_names, self.kinds) if k == "class"]
+
+    @property
+    def regression_targets(self) -> list[str]:
+        return [n for n, k in zip(self.class_names, self.kinds) if k == "regression"]
 
 
 def _plan(chips: ChipsDirectory, settings: TrainSettings) -> _Plan:
     class_bands = select_classes(chips, settings.classes)
     class_names = [chips.classes[b] for b in class_bands]
+    kinds = chips.kinds(class_bands)
+    class_targets = [n for n, k in zip(class_names, kinds) if k == "class"]
     weights, source = resolve_class_weights(
-        settings.class_weights, class_names, chips.record.get("class_frequencies", {})
+        settings.class_weights, class_targets, chips.record.get("class_frequencies", {})
     )
     network = UNetConfig(
-        chips.band_count, len(class_names), settings.depth, settings.base_filters, settings.dropout
-    )
+        chips.band_count, len(class_names), settings.depth, settings.base_filters,
+        settings.dropout, heads=tuple(class_names),
+    )  # fmt: skip
     if chips.chip_size % network.divisor:
         raise ParameterError(
             f"chip size {chips.chip_size} is not divisible by 2**depth = {network.divisor}; "
@@ -267,23 +314,28 @@ def _plan(chips: ChipsDirectory, settings: TrainSettings) -> _Plan:
         raise ParameterError(
             f"class names {', '.join(class_names)} are too alike for metric names; rename one"
         )
-    monitors = {"val_loss", "val_iou"}
-    monitors |= {f"val_{metric_key(m, c)}" for m in ("iou", "f1") for c in class_names}
+    monitors = {"val_loss", "val_iou"} if class_targets else {"val_loss"}
+    monitors |= {f"val_{metric_key(m, c)}" for m in ("iou", "f1") for c in class_targets}
+    monitors |= {f"val_{metric_key('mae', n)}" for n, k in zip(class_names, kinds) if k != "class"}
     if settings.monitor not in monitors:
         raise ParameterError(
             f"cannot monitor {settings.monitor!r}; choose one of {', '.join(sorted(monitors))}"
         )
     precision = resolve_precision(settings.mixed_precision)
-    return _Plan(class_names, class_bands, weights, source, network, precision)
+    return _Plan(class_names, class_bands, weights, source, network, precision, kinds)
 
 
 def _describe_plan(plan: _Plan, settings: TrainSettings, chips: ChipsDirectory) -> str:
-    """One line: classes and weights, network, precision, chips per split."""
-    weights = ", ".join(f"{n} {w:.3g}" for n, w in zip(plan.class_names, plan.class_weights))
+    """One line: targets, losses and weights, network, precision, chips per split."""
+    weights = ", ".join(f"{n} {w:.3g}" for n, w in zip(plan.class_targets, plan.class_weights))
     counts = ", ".join(f"{len(chips.files[s])} {s}" for s in ("train", "val", "test"))
+    regression = ""
+    if plan.regression_targets:
+        regression = f"; regression {', '.join(plan.regression_targets)} ({REGRESSION_LOSS})"
     return (
-        f"plan: classes {', '.join(plan.class_names)}; loss {settings.loss}, class weights "
-        f"{weights} ({plan.weights_source}); U-Net depth {plan.network.depth}, base filters "
+        f"plan: classes {', '.join(plan.class_targets) or 'none'}{regression}; loss "
+        f"{settings.loss}, class weights {weights or 'none'} ({plan.weights_source}); U-Net "
+        f"depth {plan.network.depth}, base filters "
         f"{plan.network.base_filters}; precision {plan.precision}; chips {counts}; "
         f"{settings.epochs} epochs of batch {settings.batch_size}"
     )
@@ -335,8 +387,13 @@ def _model(work: Path, plan: _Plan, settings: TrainSettings, resume: bool):
     model = build_unet(plan.network)
     model.compile(
         optimizer=keras.optimizers.Adam(settings.lr),
-        loss=SegmentationLoss(settings.loss, plan.class_weights, settings.dice_weight),
-        metrics=training_metrics(plan.class_names),
+        loss=SegmentationLoss(
+            settings.loss,
+            channel_weights(plan.kinds, plan.class_weights),
+            settings.dice_weight,
+            kinds=plan.kinds,
+        ),
+        metrics=training_metrics(plan.class_names, plan.kinds),
     )
     return model, 0
 
@@ -414,8 +471,13 @@ class _Report(keras.callbacks.Callback):
             self.on_epoch(epoch + 1, self.params["epochs"], logs)
 
 
+def _lower_is_better(monitor: str) -> bool:
+    """Losses and errors (``val_mae_distance``) improve downwards, scores upwards."""
+    return monitor.endswith("loss") or monitor.startswith(("val_mae_", "mae_"))
+
+
 def _callbacks(work, settings, resume, progress, on_epoch) -> list:
-    mode = "min" if settings.monitor.endswith("loss") else "max"
+    mode = "min" if _lower_is_better(settings.monitor) else "max"
     watch = dict(monitor=settings.monitor, mode=mode)
     checkpoint = keras.callbacks.ModelCheckpoint(
         str(work / BEST_STAGING), save_best_only=True, **watch
@@ -458,12 +520,14 @@ def _finish(
     final = build_unet(plan.network)
     final.set_weights(best.get_weights())
     final.save(work / MODEL_NAME)
-    histogram = score_histogram(final, val_data, plan.class_names)  # the model as saved
-    thresholds = histogram.best_thresholds()
-    scores = {"val": histogram.scores(thresholds)}
+    val = validation_scores(final, val_data, plan.class_names, plan.kinds)  # the model as saved
+    tuned = val[0].best_thresholds()
+    thresholds = {n: tuned.get(n, MARKER_THRESHOLD) for n in plan.class_names}
+    scores = {"val": _scores(plan, val, thresholds)}
     logger.info("thresholds chosen on val: %s", _describe_scores(thresholds, scores["val"]))
     if test_data is not None:
-        scores["test"] = score_histogram(final, test_data, plan.class_names).scores(thresholds)
+        test = validation_scores(final, test_data, plan.class_names, plan.kinds)
+        scores["test"] = _scores(plan, test, thresholds)
         logger.info("test scores at them: %s", _describe_scores(thresholds, scores["test"]))
 
     plot_history(history, plan.class_names, work / "training.png")
@@ -473,19 +537,29 @@ def _finish(
     return card
 
 
+def _scores(plan: _Plan, measured: tuple, thresholds: dict) -> dict:
+    """Per target in output order: IoU, F1, precision, recall (classes) or MAE, RMSE."""
+    histogram, errors = measured
+    found = {**histogram.scores(thresholds), **errors.scores()}
+    return {name: found[name] for name in plan.class_names}
+
+
 def _best_epoch(work: Path, history: pd.DataFrame, monitor: str) -> int:
     """The epoch (1-based) whose weights are in best.keras."""
     best_epoch = json.loads((work / STATE).read_text()).get("best_epoch", 0)
     if best_epoch:
         return best_epoch
     column = history[monitor]  # a run resumed from a state without best_epoch
-    return int(column.idxmin() if monitor.endswith("loss") else column.idxmax()) + 1
+    return int(column.idxmin() if _lower_is_better(monitor) else column.idxmax()) + 1
 
 
 def _describe_scores(thresholds: dict, scores: dict) -> str:
-    """Per class: threshold, F1 and IoU, for the log."""
+    """Per target: threshold, F1 and IoU (classes) or MAE (regression), for the log."""
     return ", ".join(
-        f"{n} {thresholds[n]:.3f} (F1 {s['f1']:.3f}, IoU {s['iou']:.3f})" for n, s in scores.items()
+        f"{n} (MAE {s['mae']:.3f})"
+        if "mae" in s
+        else f"{n} {thresholds[n]:.3f} (F1 {s['f1']:.3f}, IoU {s['iou']:.3f})"
+        for n, s in scores.items()
     )
 
 
@@ -494,9 +568,14 @@ def _model_card(chips, plan, settings, thresholds, scores, best_row, history) ->
 
     weighted = settings.loss == "bce_dice"
     weights = dict(
-        zip(plan.class_names, plan.class_weights if weighted else [1.0] * len(plan.class_names))
+        zip(plan.class_targets, plan.class_weights if weighted else [1.0] * len(plan.class_weights))
     )
     record = chips.record
+    losses = {"class": settings.loss, "regression": REGRESSION_LOSS}
+    targets = {
+        name: {**chips.targets[name], "loss": losses[kind]}
+        for name, kind in zip(plan.class_names, plan.kinds)
+    }
     return {
         "schema_version": CARD_SCHEMA,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -506,6 +585,7 @@ def _model_card(chips, plan, settings, thresholds, scores, best_row, history) ->
             "keras": keras.__version__,
         },
         "classes": plan.class_names,
+        "targets": targets,
         "bands": record["bands"],
         "chip_size": chips.chip_size,
         "input_multiple": plan.network.divisor,
@@ -513,7 +593,11 @@ def _model_card(chips, plan, settings, thresholds, scores, best_row, history) ->
         "class_weights": weights,
         "class_weights_source": plan.weights_source if weighted else f"none (loss {settings.loss})",
         "class_weight_cap": WEIGHT_CAP,
-        "loss": {"name": settings.loss, "dice_weight": settings.dice_weight},
+        "loss": {
+            "name": settings.loss,
+            "dice_weight": settings.dice_weight,
+            "regression": REGRESSION_LOSS,
+        },
         "threshold": thresholds,
         "metrics": {**scores, "val_loss": float(best_row["val_loss"])},
         "model": {"architecture": "unet", **plan.network.to_dict()},

@@ -114,3 +114,78 @@ def tiny_model(tiny_chips, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("model") / "model"
     train(tiny_chips, out, epochs=2, seed=5, **TINY_TRAINING)
     return out
+
+
+def add_distance_band(chips: Path) -> None:
+    """Append a ``distance`` regression band to every mask of ``chips`` (in place).
+
+    Per connected interior of ``parcels`` and not ``boundary``, computed on the whole scene
+    mosaicked from the chips: distance to the interior's edge / its largest, as round(254 v).
+    """
+    import json
+
+    from scipy import ndimage
+
+    chips_read = {}
+    for path in sorted((chips / "masks").glob("*.tif")):
+        with rasterio.open(path) as src:
+            chips_read[path] = (src.transform, src.read())
+            size, res = src.width, src.transform.a
+    left = min(t.c for t, _ in chips_read.values())
+    top = max(t.f for t, _ in chips_read.values())
+    offsets = {
+        path: (round((top - t.f) / res), round((t.c - left) / res), data)
+        for path, (t, data) in chips_read.items()
+    }
+    height = max(r for r, _, _ in offsets.values()) + size
+    width = max(c for _, c, _ in offsets.values()) + size
+    scene = np.full((2, height, width), 255, np.uint8)
+    for row, col, data in offsets.values():
+        scene[:, row : row + size, col : col + size] = data
+    interior = (scene[0] == 1) & (scene[1] == 0)
+    labels, count = ndimage.label(interior)
+    edt = ndimage.distance_transform_edt(interior)
+    largest = np.asarray(ndimage.maximum(edt, labels, np.arange(1, count + 1)))
+    value = np.where(labels > 0, edt / np.r_[1.0, largest][labels], 0.0)
+    distance = np.rint(254 * value).astype(np.uint8)
+    distance[scene[0] == 255] = 255
+    for path, (row, col, data) in offsets.items():
+        with rasterio.open(path) as src:
+            profile = src.profile | {"count": 3}
+            names = (*src.descriptions, "distance")
+        band = distance[row : row + size, col : col + size]
+        with rasterio.open(path, "w", **profile) as dst:
+            dst.write(np.concatenate([data, band[None]]))
+            for i, name in enumerate(names, start=1):
+                dst.set_band_description(i, name)
+    record = json.loads((chips / "dataset.json").read_text())
+    record["classes"] = [*record["classes"], "distance"]
+    record["targets"] = {
+        "parcels": {"kind": "class", "role": "extent"},
+        "boundary": {"kind": "class", "role": "boundary"},
+        "distance": {"kind": "regression", "role": "distance"},
+    }
+    valid = distance[distance != 255]
+    record["class_frequencies"]["distance"] = float(valid.mean() / 254) if valid.size else 0.0
+    (chips / "dataset.json").write_text(json.dumps(record, indent=2))
+
+
+@pytest.fixture(scope="session")
+def tiny_multitask_chips(tiny_chips, tmp_path_factory) -> Path:
+    """``tiny_chips`` with a third mask band, the regression target ``distance``."""
+    import shutil
+
+    chips = tmp_path_factory.mktemp("multitask") / "chips"
+    shutil.copytree(tiny_chips, chips)
+    add_distance_band(chips)
+    return chips
+
+
+@pytest.fixture(scope="session")
+def tiny_multitask_model(tiny_multitask_chips, tmp_path_factory) -> Path:
+    """A tiny U-Net trained for 2 epochs on parcels (extent), boundary and distance."""
+    from geoseg import train
+
+    out = tmp_path_factory.mktemp("multitask_model") / "model"
+    train(tiny_multitask_chips, out, epochs=2, seed=5, **TINY_TRAINING)
+    return out

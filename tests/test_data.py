@@ -140,3 +140,15 @@ def test_tensorflow_normalisation_zeroes_nan_nodata_like_numpy():
     image = mask_invalid(scale_batch(batch, stats), valid[None, ..., None].astype(np.uint8))
     np.testing.assert_allclose(image.numpy()[0], normalize(data, valid, stats))
     assert np.isfinite(image.numpy()).all()
+
+
+def test_regression_targets_are_decoded_and_classes_left_alone():
+    from geoseg.data import decode_targets
+
+    channels = [[0, 1, 255], [0, 127, 254, 255], [1, 0, 255]]
+    mask = np.stack([np.resize(np.array(c, np.uint8), 4) for c in channels], axis=-1)[None]
+    decoded = decode_targets(mask, ["class", "regression", "class"]).numpy()
+    np.testing.assert_allclose(decoded[0, :, 0], [0, 1, 255, 0])
+    np.testing.assert_allclose(decoded[0, :, 1], [0, 127 / 254, 1.0, 255])
+    np.testing.assert_allclose(decoded[0, :, 2], [1, 0, 255, 1])
+    assert decoded.dtype == np.float32

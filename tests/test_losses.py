@@ -11,10 +11,13 @@ import pytest
 from geoseg.errors import ParameterError
 from geoseg.losses import (
     WEIGHT_CAP,
+    MaskedMAE,
     MaskedScore,
     SegmentationLoss,
     auto_class_weights,
+    channel_weights,
     resolve_class_weights,
+    training_metrics,
 )
 
 # One 2x2 image, one class: two positives, one negative, one ignored pixel.
@@ -90,3 +93,60 @@ def test_masked_scores_match_counts():
         metric = MaskedScore(kind, classes=1, class_index=0)
         metric.update_state(y, p)
         assert float(metric.result()) == pytest.approx(value), kind
+
+
+# One 2x2 regression target (decoded to 0..1): three valid pixels, one ignored.
+D = np.array([1.0, 0.0, 255, 0.5], np.float32).reshape(1, 2, 2, 1)
+Q = np.array([0.8, 0.2, 0.9, 0.5], np.float32).reshape(1, 2, 2, 1)
+
+
+def tanimoto_by_hand(t, p):
+    product = sum(a * b for a, b in zip(t, p))
+    return (product + 1) / (sum(a * a for a in t) + sum(b * b for b in p) - product + 1)
+
+
+def test_regression_loss_is_one_minus_tanimoto_with_complement_by_hand():
+    t, p = [1.0, 0.0, 0.5], [0.8, 0.2, 0.5]
+    complement = tanimoto_by_hand([1 - a for a in t], [1 - b for b in p])
+    expected = 1 - 0.5 * (tanimoto_by_hand(t, p) + complement)
+    got = loss_value(D, Q, kinds=["regression"], pos_weights=[9.0])
+    assert got == pytest.approx(expected, rel=1e-5)
+    assert 0 <= got <= 1 and loss_value(D, np.where(D > 1, 0.3, D), kinds=["regression"]) < 1e-6
+    changed = Q.copy()
+    changed[0, 1, 0, 0] = 0.01  # the ignored pixel
+    assert loss_value(D, changed, kinds=["regression"]) == pytest.approx(got)
+
+
+def test_class_and_regression_channels_are_averaged():
+    y, p = np.concatenate([Y, D], axis=-1), np.concatenate([P, Q], axis=-1)
+    both = loss_value(y, p, pos_weights=[2.0, 1.0], kinds=["class", "regression"])
+    first = loss_value(Y, P, pos_weights=[2.0])
+    second = loss_value(D, Q, kinds=["regression"])
+    assert both == pytest.approx((first + second) / 2, rel=1e-5)
+
+
+def test_regression_loss_stays_float32_and_finite_under_float16():
+    y = np.full((1, 512, 512, 1), 0.7, np.float32)
+    p = np.full((1, 512, 512, 1), 0.6, np.float16)
+    value = SegmentationLoss(kinds=["regression"])(y, p)
+    assert keras.backend.standardize_dtype(value.dtype) == "float32" and np.isfinite(float(value))
+
+
+def test_loss_config_carries_the_kinds():
+    loss = SegmentationLoss(pos_weights=[3.0, 1.0], kinds=["class", "regression"])
+    again = SegmentationLoss.from_config(loss.get_config())
+    assert again.kinds == ["class", "regression"] and again.pos_weights == [3.0, 1.0]
+    with pytest.raises(ParameterError):
+        SegmentationLoss(kinds=["class", "distance"])
+
+
+def test_masked_mae_and_metrics_per_kind():
+    metric = MaskedMAE(0)
+    metric.update_state(D, Q)
+    assert float(metric.result()) == pytest.approx((0.2 + 0.2 + 0.0) / 3)
+    names = [m.name for m in training_metrics(["parcels", "distance"], ["class", "regression"])]
+    assert names == ["iou", "iou_parcels", "f1_parcels", "mae_distance"]
+    mean = training_metrics(["a", "d"], ["class", "regression"])[0]
+    mean.update_state(np.concatenate([Y, D], -1), np.concatenate([P, Q], -1))
+    assert float(mean.result()) == pytest.approx(1.0)  # the class channel's IoU only
+    assert channel_weights(["class", "regression", "class"], [5.0, 2.0]) == [5.0, 1.0, 2.0]

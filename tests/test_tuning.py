@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from geoseg.tuning import tune_delineation, tunable
+from geoseg.tuning import tunable, tune_delineation
 
 
 def grid_chip(cells: int = 4, size: int = 64):
-    """A chip tiled by ``cells`` x ``cells`` square parcels with 1 px outlines: (extent, boundary)."""
+    """A chip of ``cells`` x ``cells`` square parcels with 1 px outlines: (extent, boundary)."""
     extent = np.ones((size, size), np.uint8)
     boundary = np.zeros((size, size), np.uint8)
     step = size // cells
