@@ -29,7 +29,7 @@ from geoseg.contracts import (
     MODEL_NAME,
     write_model_card,
 )
-from geoseg.data import ChipsDirectory, make_dataset, open_chips, select_classes
+from geoseg.data import ChipsDirectory, make_dataset, open_chips, read_chip, select_classes
 from geoseg.device import resolve_precision
 from geoseg.errors import OutputExistsError, ParameterError, TrainingError, first_line
 from geoseg.losses import (
@@ -45,7 +45,9 @@ from geoseg.losses import (
 from geoseg.model import UNetConfig, build_unet
 from geoseg.outputs import check_not_inside, check_output, replace_with
 from geoseg.plots import plot_history
+from geoseg.raster import normalize
 from geoseg.scoring import RegressionErrors, ScoreHistogram
+from geoseg.tuning import tunable, tune_delineation
 
 HISTORY, SETTINGS, STATE = "history.csv", "settings.json", "state.json"
 BEST, LAST = "best.keras", "last.keras"
@@ -124,6 +126,15 @@ class TrainSummary:
                 f"held-out test, {training['test_chips']} test chips, at the val thresholds:"
             )
             lines.extend(self._table(metrics["test"]))
+        if "delineation" in self.card:
+            tuned = self.card["delineation"]
+            found, at = tuned["val_objects"], tuned["thresholds"]
+            lines.append(
+                f"parcels on the val chips (one to one at IoU >= 0.5): F1 {found['f1']:.3f} "
+                f"(precision {found['precision']:.3f}, recall {found['recall']:.3f}; "
+                f"{found['matched']} of {found['true']}) at "
+                + ", ".join(f"{key} {value:g}" for key, value in at.items())
+            )
         if training["diverged"]:
             lines.append("the loss diverged at the end; the model is the best epoch before that")
         return "\n".join(lines)
@@ -533,8 +544,39 @@ def _finish(
     plot_history(history, plan.class_names, work / "training.png")
     best_row = history.iloc[_best_epoch(work, history, settings.monitor) - 1]
     card = _model_card(chips, plan, settings, thresholds, scores, best_row, history)
+    delineation = _tune_delineation(final, chips, plan, thresholds)
+    if delineation is not None:
+        card["delineation"] = delineation
     write_model_card(work / CARD_NAME, card)
     return card
+
+
+def _tune_delineation(model, chips: ChipsDirectory, plan: _Plan, thresholds: dict) -> dict | None:
+    """Parcel thresholds tuned for object F1 on the val chips, when parcels can be delineated."""
+    targets = chips.record.targets
+    outputs = {
+        targets[name]["role"]: i for i, name in enumerate(plan.class_names) if targets[name]["role"]
+    }
+    roles = {role: plan.class_names[i] for role, i in outputs.items()}
+    truth_bands = {role: chips.classes.index(name) for role, name in chips.record.roles.items()}
+    if not tunable(list(outputs)) or "extent" not in truth_bands:
+        return None
+    normalization = chips.record["normalization"]
+    everything = list(range(len(chips.classes)))
+
+    def read(image_path: str, mask_path: str):
+        data, valid, mask = read_chip(image_path, mask_path, everything)
+        valid = valid[..., 0] > 0
+        return normalize(np.moveaxis(data, -1, 0), valid, normalization), valid, mask
+
+    def predict(image: np.ndarray) -> np.ndarray:
+        return np.asarray(model(image[None], training=False))[0]
+
+    start = {key: thresholds.get(roles.get(key), 0.5) for key in ("extent", "boundary")}
+    start["marker"] = thresholds.get(roles.get("distance"), MARKER_THRESHOLD)
+    return tune_delineation(
+        predict, [read(*files) for files in chips.files["val"]], outputs, truth_bands, start
+    )
 
 
 def _scores(plan: _Plan, measured: tuple, thresholds: dict) -> dict:

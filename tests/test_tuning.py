@@ -53,3 +53,21 @@ def test_nothing_to_tune_without_extent_truth_or_parcel_outputs():
     chips = chips_with_faint_boundaries(0.9)
     assert tune_delineation(lambda i: i, chips, {"boundary": 1}, {"boundary": 1}, {}) is None
     assert tunable(["distance"]) == [] and tunable(["extent", "distance"]) == ["extent", "marker"]
+
+
+def test_training_tunes_the_delineation_and_predict_records_it(tiny_model, tiny_chips, tmp_path):
+    import geopandas as gpd
+
+    from geoseg.contracts import PredictionTags, read_model_card
+    from geoseg.inference import predict
+
+    card = read_model_card(tiny_model)
+    tuned = card["delineation"]
+    assert tuned["tuned_for"] == "object_f1" and set(tuned["thresholds"]) == {"extent", "boundary"}
+    assert tuned["val_objects"]["f1"] >= tuned["val_objects_untuned"]["f1"]
+    assert tuned["val_objects"]["true"] > 0
+    image = tiny_chips.parent / "scene" / "image.tif"
+    summary = predict(image, tiny_model, tmp_path / "p.tif", vectors=tmp_path / "p.gpkg",
+                      mode="parcels", block_size=128)  # fmt: skip
+    assert PredictionTags.read(tmp_path / "p.tif").delineation == tuned["thresholds"]
+    assert summary.vectors.polygons == len(gpd.read_file(tmp_path / "p.gpkg"))
