@@ -151,6 +151,7 @@ def _evaluate_raster(prediction, truth, class_field, tolerance, width, threshold
     info = open_raster_info(prediction)
     names, stored = probability_bands(prediction)
     thresholds = resolve_thresholds(names, stored, threshold)
+    bands_of = {name: band for band, name in enumerate(names, start=1)}
     names = _chosen(names, chosen, prediction)
     has_boundary = BOUNDARY in names
     spec = LabelSpec(
@@ -174,7 +175,7 @@ def _evaluate_raster(prediction, truth, class_field, tolerance, width, threshold
     job = _RasterJob(
         prediction=prediction,
         labels=spec,
-        bands=tuple(names.index(p) + 1 for p, _ in pairs),
+        bands=tuple(bands_of[p] for p, _ in pairs),
         truth_index=tuple(t for _, t in pairs),
         levels=tuple(quantized_level(thresholds[p]) for p, _ in pairs),
         boundary=next((i for i, (p, _) in enumerate(pairs) if p == BOUNDARY), None),

@@ -242,3 +242,16 @@ def test_objects_from_flatgeobuf_and_geoparquet(suffix, prediction, make_vector,
     objects = evaluate(tmp_path / f"pred{suffix}", truth).objects["building"]
     # the second true box lies outside the predicted raster: left out by the recorded extent
     assert (objects["matched"], objects["true"], objects["predicted"]) == (1, 1, 1)
+
+
+def test_classes_score_the_chosen_band(prediction, make_vector):
+    """--classes boundary scores the boundary band, not the first band of the raster."""
+    pred = prediction(
+        {"parcels": square((0, 100), (0, 100)), "boundary": square((10, 30), (10, 30))}
+    )
+    truth = make_vector([pixel_box(10, 10, 30, 30)], name="parcels.gpkg")
+    chosen = evaluate(pred, truth, classes=["boundary"], boundary_width="1px")
+    both = evaluate(pred, truth, boundary_width="1px")
+    assert list(chosen.pixels) == ["boundary"]
+    assert chosen.pixels["boundary"] == both.pixels["boundary"]
+    assert chosen.boundary == both.boundary
