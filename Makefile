@@ -3,7 +3,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint demo bench bench-setup clean
+.PHONY: install test lint demo bench bench-parcels bench-setup clean
 
 install: $(STAMP)
 
@@ -35,6 +35,10 @@ bench: $(STAMP) bench-setup
 	$(BIN)/python benchmarks/bench_vectorize.py
 	$(BIN)/python benchmarks/bench_precision.py
 	$(BIN)/python benchmarks/bench_gpu.py
+
+# Accuracy of the parcel recipes on the Danish parcels and a synthetic scene (about 16 minutes).
+bench-parcels: $(STAMP)
+	$(BIN)/python benchmarks/bench_parcels.py
 
 # GDAL's own tiler (gdal_retile.py), the baseline of bench_tile.py, from Debian/Ubuntu packages.
 bench-setup:

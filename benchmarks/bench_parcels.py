@@ -106,7 +106,8 @@ def prepare_scene(name: str, root: Path, seed: int) -> tuple[Path, Path]:
             raise SystemExit(f"sample data not available: {folder}")
         return folder / "image.tif", folder / "parcels.shp"
     scene = root / "synthetic-scene"
-    geoseg.synth(str(scene), size=1024, seed=seed, buildings=False, overwrite=True)
+    # 5 m pixels: fields of 0.6-5 ha are 15-45 px across, as at 10 m in Denmark for larger ones
+    geoseg.synth(str(scene), size=512, resolution=5.0, seed=seed, buildings=False, overwrite=True)
     return scene / "image.tif", scene / "parcels.gpkg"
 
 

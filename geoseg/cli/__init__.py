@@ -132,14 +132,24 @@ def main(verbose: int):
     show_default=True,
     help="Add farmsteads and write buildings.gpkg.",
 )
+@click.option(
+    "--non-field",
+    type=click.FloatRange(0, 0.9),
+    default=0.2,
+    show_default=True,
+    metavar="SHARE",
+    help="Share of the scene that is not parcels (roads, verges, farmyards, a village, water, "
+    "woods), written to landcover.gpkg; 0: all fields.",
+)
 @overwrite_option
 def synth(out, **options):
-    """Write a synthetic cadastre scene: image.tif, parcels.gpkg, buildings.gpkg.
+    """Write a synthetic cadastre scene: image.tif, parcels.gpkg, landcover.gpkg, buildings.gpkg.
 
     \b
     Examples:
       $ geoseg synth --out scene/ --size 4096 --seed 1
       $ geoseg synth --out scene16/ --bands 4 --dtype uint16 --crs EPSG:25832
+      $ geoseg synth --out fields/ --non-field 0
     """
     from geoseg.synthetic import synth as run
 
@@ -164,6 +174,14 @@ def synth(out, **options):
     type=LengthType(),
     default=None,
     help="Also burn outlines as class 'boundary', in CRS units or pixels (2px).",
+)
+@click.option(
+    "--distance",
+    is_flag=True,
+    default=False,
+    help="Also burn target 'distance' (last band): inside each polygon (a parcel, whatever its "
+    "class) the distance to its outline over the parcel's largest, 0..254 (254 at the centre), "
+    "0 outside parcels. Needs polygon labels.",
 )
 @click.option(
     "--label-nodata",
@@ -228,6 +246,7 @@ def tile(images, out, **options):
     \b
     Examples:
       $ geoseg tile ortho.tif --labels parcels.gpkg --boundary-width 1px --out chips/
+      $ geoseg tile ortho.tif --labels parcels.gpkg --boundary-width 1px --distance --out chips/
       $ geoseg tile a.tif b.tif --labels roofs.shp --class-field type --classes house,shed \\
             --size 512 --stride 256 --out chips/
       $ geoseg tile big.tif --labels parcels.gpkg --scheduler tcp://10.0.0.5:8786 --out chips/
@@ -286,10 +305,10 @@ def tile(images, out, **options):
     "--class-weights",
     default="auto",
     show_default=True,
-    help="Positive weight per class: auto (from class frequencies) or W1,W2,...",
+    help="Positive weight per class target: auto (from class frequencies) or W1,W2,...",
 )
 @click.option("--dice-weight", type=click.FloatRange(min=0), default=1.0, show_default=True)
-@classes_option("Train on these classes of the chips only, in this order [default: all].")
+@classes_option("Train on these targets of the chips only, in this order [default: all].")
 @click.option(
     "--augment/--no-augment",
     default=True,
@@ -314,7 +333,8 @@ def tile(images, out, **options):
     "--monitor",
     default="val_loss",
     show_default=True,
-    help="What picks the best epoch: val_loss, val_iou, val_iou_CLASS or val_f1_CLASS.",
+    help="What picks the best epoch: val_loss, val_iou, val_iou_CLASS, val_f1_CLASS or "
+    "val_mae_TARGET (a regression target such as distance).",
 )
 @mixed_precision_option("auto: float16 on a GPU, bfloat16 on CPUs built for it.")
 @seed_option
@@ -323,7 +343,8 @@ def tile(images, out, **options):
 def train(chips, out, **options):
     """Train a BatchNorm U-Net on a chips folder made by geoseg tile.
 
-    Writes model.keras, geoseg.json (classes, bands, normalisation, thresholds, metrics),
+    One output per target of the chips (e.g. field extent, boundary, distance), each from its
+    own head. Writes model.keras, geoseg.json (targets, bands, normalisation, thresholds, metrics),
     history.csv, training.png and TensorBoard logs into the --out folder.
 
     \b
@@ -451,10 +472,15 @@ def vectorize(raster, out, **options):
     mean_probability per polygon; regions crossing block borders come out whole. The suffix of
     --out picks the format: .gpkg GeoPackage, .fgb FlatGeobuf, .parquet GeoParquet.
 
+    --mode parcels on a prediction with a field extent band: markers where the distance is
+    high and the boundary low, grown by a watershed of the distance inside the extent (never
+    beyond it); without one, the areas enclosed by the boundary class.
+
     \b
     Examples:
       $ geoseg vectorize pred.tif --out buildings.gpkg --min-area 10
       $ geoseg vectorize pred.tif --out parcels.gpkg --mode parcels --simplify 0.5
+      $ geoseg vectorize pred.tif --out parcels.gpkg --mode parcels --marker-threshold 0.4
       $ geoseg vectorize pred.tif --out buildings.parquet
     """
     from geoseg.vectorizing import vectorize as run
