@@ -24,7 +24,7 @@ from dask import delayed
 from rasterio.windows import Window
 from scipy import ndimage
 
-from geoseg.contracts import probability_bands
+from geoseg.contracts import PredictionTags
 from geoseg.errors import InputFileError, LabelsError, NotAPredictionError, ParameterError
 from geoseg.labels import BOUNDARY, IGNORE, LabelSpec, Length, is_raster_path, open_labels
 from geoseg.outputs import check_not_an_input, check_output, write_text_atomically
@@ -149,10 +149,14 @@ def _evaluate_raster(prediction, truth, class_field, tolerance, width, threshold
     from geoseg.vectorizing import quantized_level
 
     info = open_raster_info(prediction)
-    names, stored = probability_bands(prediction)
+    tags = PredictionTags.read(prediction)
+    names, stored = list(tags.classes), tags.thresholds
     thresholds = resolve_thresholds(names, stored, threshold)
     bands_of = {name: band for band, name in enumerate(names, start=1)}
-    names = _chosen(names, chosen, prediction)
+    regression = [n for n in names if tags.targets[n]["kind"] == "regression"]
+    names = [n for n in _chosen(names, chosen, prediction) if n not in regression]
+    if not names:
+        raise ParameterError(f"{prediction}: no class band to score (only {', '.join(regression)})")
     has_boundary = BOUNDARY in names
     spec = LabelSpec(
         truth,

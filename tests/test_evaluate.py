@@ -255,3 +255,21 @@ def test_classes_score_the_chosen_band(prediction, make_vector):
     assert list(chosen.pixels) == ["boundary"]
     assert chosen.pixels["boundary"] == both.pixels["boundary"]
     assert chosen.boundary == both.boundary
+
+
+def test_regression_bands_are_not_scored_as_classes(make_raster, make_vector):
+    data = np.stack([square((10, 30), (10, 30)), np.zeros((100, 100), np.uint8),
+                     square((15, 25), (15, 25), value=200)])  # fmt: skip
+    path = make_raster(width=100, height=100, count=3, data=data)
+    targets = {
+        "parcels": {"kind": "class", "role": "extent"},
+        "boundary": {"kind": "class", "role": "boundary"},
+        "distance": {"kind": "regression", "role": "distance"},
+    }
+    with rasterio.open(path, "r+") as dst:
+        dst.descriptions = tuple(targets)
+        dst.update_tags(**PredictionTags(tuple(targets), targets=targets).to_tags())
+    truth = make_vector([pixel_box(10, 10, 30, 30)], name="parcels.gpkg")
+    result = evaluate(path, truth, boundary_width="1px")
+    assert list(result.pixels) == ["parcels", "boundary"]
+    assert result.pixels["parcels"]["iou"] == pytest.approx(1.0)
