@@ -24,7 +24,7 @@ import rasterio
 import rasterio.shutil
 
 from geoseg.errors import OutputExistsError, ParameterError
-from geoseg.outputs import check_output
+from geoseg.outputs import check_output, write_text_atomically
 from geoseg.raster import GDAL_CACHE_BYTES
 
 logger = logging.getLogger(__name__)
@@ -136,9 +136,7 @@ class StagedCog:
 
     def _write_journal(self) -> None:
         record = {"identity": self.identity, "done": sorted(self.done)}
-        staging = self.journal.with_suffix(".json.tmp")
-        staging.write_text(json.dumps(record))
-        staging.replace(self.journal)
+        write_text_atomically(self.journal, json.dumps(record))
 
     def write_block(self, index: int, data, mask, window) -> None:
         """Write block ``index`` (bands and a 0/255 validity mask) at ``window``."""

@@ -70,9 +70,6 @@ class _Record(Mapping):
     def write(self, path: str | os.PathLike) -> None:
         write_json(path, self._record)
 
-    def to_json(self) -> dict:
-        return json.loads(json.dumps(self._record))
-
     def __getitem__(self, key: str) -> Any:
         return self._record[key]
 
@@ -279,9 +276,3 @@ class PredictionTags:
 
         with rasterio.open(path) as src:
             return cls.from_tags(src.tags(), src.descriptions, path)
-
-
-def probability_bands(path: str | os.PathLike) -> tuple[list[str], dict[str, float]]:
-    """Class names (one per band) and stored thresholds of a ``geoseg predict`` raster."""
-    tags = PredictionTags.read(path)
-    return list(tags.classes), dict(tags.thresholds)

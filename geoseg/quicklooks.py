@@ -10,7 +10,7 @@ import rasterio
 from rasterio.enums import Resampling
 from rasterio.windows import from_bounds
 
-from geoseg.contracts import probability_bands
+from geoseg.contracts import PredictionTags
 from geoseg.errors import ParameterError
 from geoseg.outputs import check_not_an_input, check_output
 from geoseg.raster import open_raster_info
@@ -42,7 +42,7 @@ def quicklook(
     info = open_raster_info(prediction)
     scale = max(info.width, info.height) / max_size
     shape = (max(1, round(info.height / scale)), max(1, round(info.width / scale)))
-    names, _ = probability_bands(str(prediction))
+    names = list(PredictionTags.read(prediction).classes)
     name = class_name or names[-1]
     if name not in names:
         raise ParameterError(f"--class {name!r} is not in {prediction} ({', '.join(names)})")
