@@ -28,6 +28,10 @@ MODEL_NAME = "model.keras"
 CARD_SCHEMA = 1
 PREDICTION_SCHEMA = 1
 DEFAULT_THRESHOLD = 0.5
+TASKS = ("multilabel", "multiclass")
+BACKGROUND = "background"
+"""The first class of a multiclass model and code 0 of its class map."""
+CLASS_MAP_NODATA = 255
 
 
 def write_json(path: str | os.PathLike, record: Mapping) -> None:
@@ -172,8 +176,18 @@ class ModelCard(_ChipContract):
 
     def _check(self) -> None:
         super()._check()
-        if set(self["threshold"]) != set(self["classes"]):
+        if self.get("task", "multilabel") not in TASKS:
+            raise self._fail(f"unknown task {self['task']!r}")
+        if self.task == "multiclass":
+            if not self["classes"] or self["classes"][0] != BACKGROUND or self["threshold"]:
+                raise self._fail("a multiclass model starts with background and has no thresholds")
+        elif set(self["threshold"]) != set(self["classes"]):
             raise self._fail("thresholds do not match the classes")
+
+    @property
+    def task(self) -> str:
+        """``multilabel`` (a sigmoid per target) or ``multiclass`` (one softmax)."""
+        return str(self.get("task", "multilabel"))
 
     @classmethod
     def read(cls, model_dir: str | os.PathLike) -> ModelCard:
@@ -187,7 +201,8 @@ class ModelCard(_ChipContract):
 
     @property
     def thresholds(self) -> dict[str, float]:
-        return {name: float(self["threshold"][name]) for name in self.classes}
+        """Per class target; empty for a multiclass model (its pixels take the likeliest class)."""
+        return {name: float(value) for name, value in self["threshold"].items()}
 
 
 def read_model_card(model_dir: str | os.PathLike) -> ModelCard:
@@ -212,6 +227,8 @@ class PredictionTags:
     """Name -> kind and role, as in the model card (default: classes, ``boundary``'s role)."""
     delineation: dict[str, float] = field(default_factory=dict)
     """Thresholds of the parcel delineation tuned with the model, if any."""
+    task: str = "multilabel"
+    """``multiclass``: the bands are one softmax, background first (no thresholds apply)."""
 
     def __post_init__(self):
         if not self.targets:
@@ -231,6 +248,8 @@ class PredictionTags:
         }
         if self.delineation:
             tags["geoseg_delineation"] = json.dumps(self.delineation)
+        if self.task != "multilabel":
+            tags["geoseg_task"] = self.task
         if self.model is not None:
             tags["geoseg_model"] = self.model
         return tags
@@ -238,6 +257,11 @@ class PredictionTags:
     @classmethod
     def from_tags(cls, tags: dict, descriptions, source: str | os.PathLike) -> PredictionTags:
         """Parse tags and band descriptions; refuse a raster that ``predict`` did not write."""
+        if CLASS_MAP_TAG in tags:
+            raise NotAPredictionError(
+                f"{source}: a geoseg class map, not a probability raster; give the "
+                "probabilities written by geoseg predict -o"
+            )
         if "geoseg_classes" not in tags:
             raise NotAPredictionError(
                 f"{source}: not a geoseg prediction (no geoseg tags); give a probability GeoTIFF "
@@ -252,6 +276,7 @@ class PredictionTags:
             delineation = {
                 k: float(v) for k, v in json.loads(tags.get("geoseg_delineation", "{}")).items()
             }
+            task = str(tags.get("geoseg_task", "multilabel"))
         except (ValueError, TypeError, AttributeError) as exc:
             raise NotAPredictionError(f"{source}: damaged geoseg tags ({exc})") from None
 
@@ -259,6 +284,8 @@ class PredictionTags:
             return NotAPredictionError(f"{source}: damaged geoseg tags ({reason})")
 
         targets = check_targets(targets, classes, fail)
+        if task not in TASKS:
+            raise fail(f"unknown task {task!r}")
         if len(classes) != len(descriptions):
             raise NotAPredictionError(
                 f"{source}: geoseg tags name {len(classes)} classes for {len(descriptions)} bands"
@@ -267,7 +294,9 @@ class PredictionTags:
             raise NotAPredictionError(
                 f"{source}: written by a newer geoseg (prediction schema {version})"
             )
-        return cls(classes, thresholds, tags.get("geoseg_model"), version, targets, delineation)
+        return cls(
+            classes, thresholds, tags.get("geoseg_model"), version, targets, delineation, task
+        )
 
     @classmethod
     def read(cls, path: str | os.PathLike) -> PredictionTags:
@@ -276,3 +305,57 @@ class PredictionTags:
 
         with rasterio.open(path) as src:
             return cls.from_tags(src.tags(), src.descriptions, path)
+
+
+CLASS_MAP_TAG = "geoseg_class_map"
+
+
+@dataclass(frozen=True)
+class ClassMapTags:
+    """What ``geoseg predict --class-map`` records in its uint8 class map: the class names, code
+    0 (:data:`BACKGROUND`) to N in order, and :data:`CLASS_MAP_NODATA` as nodata."""
+
+    classes: tuple[str, ...]
+    model: str | None = None
+    schema_version: int = PREDICTION_SCHEMA
+
+    def to_tags(self) -> dict[str, str]:
+        tags = {
+            "geoseg_schema": str(self.schema_version),
+            CLASS_MAP_TAG: json.dumps(list(self.classes)),
+        }
+        if self.model is not None:
+            tags["geoseg_model"] = self.model
+        return tags
+
+    @classmethod
+    def from_tags(cls, tags: dict, source: str | os.PathLike) -> ClassMapTags:
+        """Parse the tags; refuse a raster that is not a geoseg class map."""
+        if CLASS_MAP_TAG not in tags:
+            raise NotAPredictionError(
+                f"{source}: not a geoseg class map (no {CLASS_MAP_TAG} tag); write one with "
+                "geoseg predict --class-map"
+            )
+        try:
+            classes = tuple(str(name) for name in json.loads(tags[CLASS_MAP_TAG]))
+            version = int(tags.get("geoseg_schema", PREDICTION_SCHEMA))
+        except (ValueError, TypeError) as exc:
+            raise NotAPredictionError(f"{source}: damaged geoseg tags ({exc})") from None
+        if not classes or version > PREDICTION_SCHEMA:
+            raise NotAPredictionError(f"{source}: damaged or newer geoseg class map tags")
+        return cls(classes, tags.get("geoseg_model"), version)
+
+    @classmethod
+    def read(cls, path: str | os.PathLike) -> ClassMapTags:
+        import rasterio
+
+        with rasterio.open(path) as src:
+            return cls.from_tags(src.tags(), path)
+
+
+def is_class_map(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a raster with geoseg class map tags."""
+    import rasterio
+
+    with rasterio.open(path) as src:
+        return CLASS_MAP_TAG in src.tags()

@@ -58,7 +58,7 @@ def load_inference_model(model_dir: str | Path, model_record: dict, policy: str)
     """The saved float32 model, rebuilt under ``policy`` (e.g. mixed_bfloat16) when asked."""
     import keras
 
-    from geoseg.model import UNetConfig, build_unet
+    from geoseg.model import build_model, config_from_record
 
     path = Path(model_dir) / MODEL_NAME
     try:
@@ -67,11 +67,11 @@ def load_inference_model(model_dir: str | Path, model_record: dict, policy: str)
         raise InputFileError(f"{path}: cannot load the model ({first_line(exc)})") from None
     if policy == "float32":
         return saved
-    config = UNetConfig(**{k: v for k, v in model_record.items() if k != "architecture"})
+    config = config_from_record(model_record)
     previous = keras.config.dtype_policy().name
     keras.config.set_dtype_policy(policy)
     try:
-        model = build_unet(config)
+        model = build_model(config)
     finally:
         keras.config.set_dtype_policy(previous)
     model.set_weights(saved.get_weights())

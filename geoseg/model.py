@@ -10,11 +10,16 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass
 
+from geoseg.contracts import TASKS
 from geoseg.errors import ParameterError
 
 BN_MOMENTUM = 0.9
 """Keras' default (0.99) leaves the moving statistics far from the data after the few hundred
 steps of a small training set, and the model then predicts poorly in inference mode."""
+ENCODER_DIVISOR = 32
+UNET = "unet"
+"""The encoder name of geoseg's own BatchNorm U-Net; other names are keras.applications
+encoders (:mod:`geoseg.encoders`)."""
 
 
 def head_key(name: str) -> str:
@@ -28,7 +33,9 @@ class UNetConfig:
 
     ``heads`` names the targets (one output channel each, in order); with more than one, each
     target gets its own 1x1 sigmoid head ``head_{name}``. Without names (models written before
-    heads existed) one 1x1 convolution gives every channel.
+    heads existed) one 1x1 convolution gives every channel. With ``task`` ``multiclass`` the
+    outputs are one softmax (``heads`` then starts with :data:`BACKGROUND`). ``encoder`` is
+    :data:`UNET` or a keras.applications encoder under the same decoder.
     """
 
     bands: int
@@ -37,11 +44,17 @@ class UNetConfig:
     base_filters: int = 32
     dropout: float = 0.0
     heads: tuple[str, ...] = ()
+    task: str = "multilabel"
+    encoder: str = UNET
 
     def __post_init__(self):
         object.__setattr__(self, "heads", tuple(str(h) for h in self.heads or ()))
         if self.bands < 1 or self.classes < 1:
             raise ParameterError("a U-Net needs at least one input band and one class")
+        if self.task not in TASKS:
+            raise ParameterError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}")
+        if self.task == "multiclass" and self.classes < 2:
+            raise ParameterError("a multiclass model needs background and at least one class")
         if self.heads and len(self.heads) != self.classes:
             raise ParameterError(f"{len(self.heads)} head names for {self.classes} outputs")
         keys = [head_key(h) for h in self.heads]
@@ -56,8 +69,9 @@ class UNetConfig:
 
     @property
     def divisor(self) -> int:
-        """Input height and width must be multiples of this."""
-        return 2**self.depth
+        """Input height and width must be multiples of this (32 under a keras.applications
+        encoder, which halves the resolution five times)."""
+        return 2**self.depth if self.encoder == UNET else ENCODER_DIVISOR
 
     def to_dict(self) -> dict:
         record = asdict(self)
@@ -78,9 +92,10 @@ def _conv_block(x, filters: int, name: str):
     return x
 
 
-def _heads(x, config: UNetConfig):
-    """Float32 sigmoid outputs, one channel per target, as the layer named ``head``.
+def output_heads(x, config: UNetConfig):
+    """Float32 outputs, one channel per target, as the layer named ``head``.
 
+    Multiclass: a 1x1 convolution ``head_logits`` and the softmax ``head`` over all channels.
     One target (or unnamed targets): a 1x1 convolution ``head_logits`` and the sigmoid
     ``head``. Several named targets: each its own 3x3 Conv-BatchNorm-ReLU block
     ``head_{name}_*`` (so a regression target does not pull the features of the others) and a
@@ -88,9 +103,10 @@ def _heads(x, config: UNetConfig):
     """
     import keras
 
-    if len(config.heads) < 2:
+    if config.task == "multiclass" or len(config.heads) < 2:
         logits = keras.layers.Conv2D(config.classes, 1, name="head_logits", dtype="float32")(x)
-        return keras.layers.Activation("sigmoid", name="head", dtype="float32")(logits)
+        activation = "softmax" if config.task == "multiclass" else "sigmoid"
+        return keras.layers.Activation(activation, name="head", dtype="float32")(logits)
     outputs = []
     for head in config.heads:
         key = f"head_{head_key(head)}"
@@ -103,6 +119,32 @@ def _heads(x, config: UNetConfig):
             keras.layers.Conv2D(1, 1, activation="sigmoid", name=key, dtype="float32")(y)
         )
     return keras.layers.Concatenate(name="head", dtype="float32")(outputs)
+
+
+def build_model(config: UNetConfig):
+    """The network ``config`` describes: geoseg's U-Net or a keras.applications encoder's."""
+    if config.encoder == UNET:
+        return build_unet(config)
+    from geoseg.encoders import build_encoder_unet
+
+    return build_encoder_unet(config)
+
+
+def config_from_record(record: dict) -> UNetConfig:
+    """The config of a model card's ``model`` record (older cards lack task and encoder)."""
+    fields = {f for f in UNetConfig.__dataclass_fields__}
+    return UNetConfig(**{k: v for k, v in record.items() if k in fields})
+
+
+def decoder_block(x, skip, filters: int, name: str):
+    """Upsample x2 (bilinear), concatenate the skip (if any), then the conv block: one level of
+    the decoder, named ``{name}_upsample``, ``{name}_concat``, ``{name}_conv1`` ..."""
+    import keras
+
+    x = keras.layers.UpSampling2D(2, interpolation="bilinear", name=f"{name}_upsample")(x)
+    if skip is not None:
+        x = keras.layers.Concatenate(name=f"{name}_concat")([x, skip])
+    return _conv_block(x, filters, name)
 
 
 def build_unet(config: UNetConfig, name: str = "geoseg_unet"):
@@ -124,7 +166,5 @@ def build_unet(config: UNetConfig, name: str = "geoseg_unet"):
     if config.dropout:
         x = keras.layers.Dropout(config.dropout, name="bottom_dropout")(x)
     for level in reversed(range(config.depth)):
-        x = keras.layers.UpSampling2D(2, interpolation="bilinear", name=f"up{level}_upsample")(x)
-        x = keras.layers.Concatenate(name=f"up{level}_concat")([x, skips[level]])
-        x = _conv_block(x, config.base_filters * 2**level, f"up{level}")
-    return keras.Model(inputs, _heads(x, config), name=name)
+        x = decoder_block(x, skips[level], config.base_filters * 2**level, f"up{level}")
+    return keras.Model(inputs, output_heads(x, config), name=name)

@@ -130,6 +130,53 @@ class RegressionErrors:
         return result
 
 
+class ConfusionMatrix:
+    """Counts of (true class, predicted class) pixels for mutually exclusive classes.
+
+    Class codes are 0..N-1 in the order of ``classes`` (0 is ``background`` for a multiclass
+    model); any other code (e.g. 255) marks a pixel to ignore, in the truth or the prediction.
+    """
+
+    def __init__(self, classes: Sequence[str]):
+        self.classes = list(classes)
+        n = len(self.classes)
+        self.counts = np.zeros((n, n), np.int64)
+
+    def add(self, truth: np.ndarray, predicted: np.ndarray) -> None:
+        """Add class codes of the same shape (any integer dtype)."""
+        n = len(self.classes)
+        truth = np.asarray(truth).ravel().astype(np.int64)
+        predicted = np.asarray(predicted).ravel().astype(np.int64)
+        keep = (truth >= 0) & (truth < n) & (predicted >= 0) & (predicted < n)
+        pairs = truth[keep] * n + predicted[keep]
+        self.counts += np.bincount(pairs, minlength=n * n).reshape(n, n)
+
+    def scores(self) -> dict[str, dict[str, float]]:
+        """IoU, F1, precision and recall of each class (one against the rest)."""
+        tp = np.diag(self.counts)
+        fp = self.counts.sum(axis=0) - tp
+        fn = self.counts.sum(axis=1) - tp
+        return {name: scores(tp[c], fp[c], fn[c]) for c, name in enumerate(self.classes)}
+
+    def mean_iou(self, skip_first: bool = True) -> float:
+        """Mean IoU over the classes present in the truth or the prediction; without the first
+        class (background) when ``skip_first``."""
+        per_class = self.scores()
+        present = self.counts.sum(axis=0) + self.counts.sum(axis=1) > 0
+        names = [n for c, n in enumerate(self.classes) if present[c] and (c or not skip_first)]
+        return float(np.mean([per_class[n]["iou"] for n in names])) if names else 0.0
+
+    def to_json(self) -> dict:
+        """Classes (row = truth, column = prediction), counts, per-class scores, mean IoU."""
+        return {
+            "classes": self.classes,
+            "matrix": self.counts.tolist(),
+            "per_class": self.scores(),
+            "mean_iou": self.mean_iou(),
+            "pixel_accuracy": float(np.trace(self.counts) / max(int(self.counts.sum()), 1)),
+        }
+
+
 def resolve_thresholds(classes: list[str], card_thresholds: dict, threshold: float | None):
     """One threshold per class: ``threshold`` for all when given, else the model card's."""
     if threshold is None:

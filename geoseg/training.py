@@ -42,7 +42,8 @@ from geoseg.losses import (
     resolve_class_weights,
     training_metrics,
 )
-from geoseg.model import UNetConfig, build_unet
+from geoseg.contracts import TASKS
+from geoseg.model import UNET, UNetConfig, build_model
 from geoseg.outputs import check_not_inside, check_output, replace_with
 from geoseg.plots import plot_history
 from geoseg.raster import normalize
@@ -82,6 +83,13 @@ class TrainSettings:
     mixed_precision: str = "auto"
     seed: int = 0
     classes: Sequence[str] | None = None
+    task: str = "multilabel"
+    encoder: str = UNET
+    encoder_weights: str | None = None
+    """``imagenet`` (the default for a keras.applications encoder), ``none`` or a path."""
+    freeze_encoder_epochs: int = 0
+    devices: int | None = None
+    """Replicas to train on (GPUs, else logical CPUs); default every GPU, else the CPU."""
 
     def check(self) -> None:
         for name in ("epochs", "batch_size", "base_filters", "depth"):
@@ -93,6 +101,16 @@ class TrainSettings:
             raise ParameterError("patience must be >= 0 and jitter in [0, 1)")
         if self.loss not in LOSSES:
             raise ParameterError(f"unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
+        if self.task not in TASKS:
+            raise ParameterError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}")
+        if self.encoder == UNET and (self.freeze_encoder_epochs or self.encoder_weights):
+            option = "--freeze-encoder-epochs" if self.freeze_encoder_epochs else "--encoder-weights"
+            raise ParameterError(
+                f"{option} needs a pretrained encoder (--encoder vgg16, resnet50, ...); "
+                "geoseg's own U-Net has no encoder weights"
+            )
+        if self.freeze_encoder_epochs < 0 or (self.devices is not None and self.devices < 1):
+            raise ParameterError("--freeze-encoder-epochs must be >= 0 and --devices >= 1")
 
     def to_json(self) -> dict:
         record = asdict(self)

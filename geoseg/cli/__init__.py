@@ -336,6 +336,42 @@ def tile(images, out, **options):
     help="What picks the best epoch: val_loss, val_iou, val_iou_CLASS, val_f1_CLASS or "
     "val_mae_TARGET (a regression target such as distance).",
 )
+@click.option(
+    "--task",
+    type=click.Choice(["multilabel", "multiclass"]),
+    default="multilabel",
+    show_default=True,
+    help="multilabel: a sigmoid per target (they may overlap); multiclass: one softmax over "
+    "background and the classes (where classes overlap, the later in --classes wins).",
+)
+@click.option(
+    "--encoder",
+    default="unet",
+    show_default=True,
+    help="unet (geoseg's BatchNorm U-Net) or a keras.applications encoder under the same "
+    "decoder: vgg16, resnet50, mobilenetv2, efficientnetb0 .. efficientnetb7.",
+)
+@click.option(
+    "--encoder-weights",
+    default=None,
+    metavar="imagenet|none|PATH",
+    help="Weights of a pretrained encoder: imagenet (downloaded by Keras on first use; the "
+    "default), none, or a .weights.h5 file of that encoder (for machines without internet).",
+)
+@click.option(
+    "--freeze-encoder-epochs",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Train the decoder alone for this many epochs, then everything at a tenth of --lr.",
+)
+@click.option(
+    "--devices",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Train on this many GPUs (one replica each, --batch-size is the global batch) "
+    "[default: every visible GPU, else the CPU].",
+)
 @mixed_precision_option("auto: float16 on a GPU, bfloat16 on CPUs built for it.")
 @seed_option
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its last epoch.")
@@ -352,6 +388,9 @@ def train(chips, out, **options):
       $ geoseg train chips/ --out model/
       $ geoseg train chips/ --classes boundary --epochs 100 --batch-size 32 --out model/
       $ geoseg train chips/ --class-weights 20,1 --base-filters 64 --out model/
+      $ geoseg train chips/ --task multiclass --classes wheat,barley,grass --out model/
+      $ geoseg train chips/ --encoder resnet50 --encoder-weights resnet50.weights.h5 \\
+          --freeze-encoder-epochs 5 --out model/
       $ geoseg train chips/ --out model/ --resume      # after an interruption
     """
     from geoseg.data import open_chips, select_classes
