@@ -90,6 +90,8 @@ class _Record(Mapping):
 TARGET_KINDS = ("class", "regression")
 ROLES = ("extent", "boundary", "distance")
 DISTANCE_SCALE = 254
+IGNORE = 255
+"""The mask value of pixels that count in no loss and no score (outside the image, nodata)."""
 """A regression target such as ``distance`` is stored in masks as round(value * 254), 0..254."""
 
 

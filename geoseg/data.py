@@ -3,6 +3,9 @@
 Chips are read with rasterio in parallel map calls (and cached as read when they fit in
 memory), shuffled, flipped and rotated the same way for image and mask, batched, normalised
 with the statistics in dataset.json and prefetched.
+
+For ``task="multiclass"`` the masks of the chosen classes become one class code per pixel as
+they are read (:func:`multiclass_codes`), and one-hot targets after batching.
 """
 
 from __future__ import annotations
@@ -16,7 +19,14 @@ import numpy as np
 import rasterio
 from rasterio.enums import MaskFlags
 
-from geoseg.contracts import DATASET_NAME, DISTANCE_SCALE, DatasetRecord
+from geoseg.contracts import (
+    CLASS_MAP_NODATA,
+    DATASET_NAME,
+    DISTANCE_SCALE,
+    IGNORE,
+    TASKS,
+    DatasetRecord,
+)
 from geoseg.errors import InputFileError, ParameterError
 from geoseg.raster import NORMALIZED_RANGE, normalization_constants
 
@@ -117,6 +127,46 @@ def read_chip(
     return np.moveaxis(data, 0, -1).copy(), valid, np.moveaxis(mask, 0, -1).copy()
 
 
+def multiclass_codes(mask: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Class codes (uint8) from the 0/1/255 masks of N mutually exclusive classes.
+
+    ``axis`` holds the classes, in ``--classes`` order. A pixel's code is the 1-based index of
+    the last class positive there (a later class wins an overlap), 0 (background) where none
+    is, and :data:`~geoseg.contracts.CLASS_MAP_NODATA` (255) where any class is ignored.
+    """
+    mask = np.moveaxis(np.asarray(mask), axis, -1)
+    codes = np.zeros(mask.shape[:-1], np.uint8)
+    ignored = np.zeros(mask.shape[:-1], bool)
+    for code in range(1, mask.shape[-1] + 1):
+        band = mask[..., code - 1]
+        # Codes grow with the class order: the last positive class has the largest.
+        np.maximum(codes, (band == 1).view(np.uint8) * np.uint8(code), out=codes)
+        ignored |= band == IGNORE
+    codes[ignored] = CLASS_MAP_NODATA
+    return codes
+
+
+def one_hot_targets(codes, depth: int):
+    """Float32 one-hot targets (..., depth) from class codes (..., 1); 255 in every channel
+    where the code is :data:`~geoseg.contracts.CLASS_MAP_NODATA`."""
+    import tensorflow as tf
+
+    codes = tf.cast(codes[..., 0], tf.int32)
+    one_hot = tf.one_hot(codes, depth, dtype=tf.float32)  # all 0 for an out-of-range code
+    ignored = (codes == CLASS_MAP_NODATA)[..., None]
+    return tf.where(ignored, tf.constant(float(IGNORE)), one_hot)
+
+
+def check_multiclass_bands(chips: ChipsDirectory, class_bands: Sequence[int]) -> None:
+    """Refuse regression targets (e.g. ``distance``) as classes of a multiclass model."""
+    for band, kind in zip(class_bands, chips.kinds(class_bands)):
+        if kind == "regression":
+            raise ParameterError(
+                f"{chips.classes[band]!r} is a regression target and cannot be a class of "
+                "--task multiclass; choose class targets with --classes"
+            )
+
+
 def decode_targets(mask, kinds: Sequence[str]):
     """Float32 targets from uint8 masks (..., targets): classes stay 0/1, regression values
     0..254 become value / 254, and 255 (ignore) stays 255."""
@@ -183,39 +233,55 @@ def make_dataset(
     jitter: float = 0.0,
     seed: int = 0,
     cache: bool | None = None,
+    task: str = "multilabel",
 ):
-    """A ``tf.data.Dataset`` of (image, mask) batches; masks are float32 with 255 = ignore
-    (regression targets as 0..1, see :func:`decode_targets`).
+    """A ``tf.data.Dataset`` of (image, mask) batches; masks are float32 with 255 = ignore.
 
-    With ``training``, chips are reshuffled every epoch and augmented (when ``augment_chips``).
-    ``cache`` keeps decoded chips in memory after the first pass; by default it does so when
-    they take less than :data:`CACHE_SHARE` of the memory. Normalisation runs on batches.
+    ``task="multilabel"``: one channel per mask band (regression targets as 0..1, see
+    :func:`decode_targets`). ``task="multiclass"``: one-hot (background, then the classes of
+    ``class_bands`` in order) by the rule of :func:`multiclass_codes`, 255 in every channel
+    of an ignored pixel. With ``training``, chips are reshuffled every epoch and augmented
+    (when ``augment_chips``). ``cache`` keeps decoded chips in memory after the first pass; by
+    default it does so when they take less than :data:`CACHE_SHARE` of the memory.
+    Normalisation runs on batches.
     """
     import tensorflow as tf
 
+    if task not in TASKS:
+        raise ParameterError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    multiclass = task == "multiclass"
+    if multiclass:
+        check_multiclass_bands(chips, class_bands)
     files = chips.files[split]
     if not files:
         raise ParameterError(f"{chips.root}: the {split} split has no chips")
-    size, bands, classes = chips.chip_size, chips.band_count, len(class_bands)
+    size, bands = chips.chip_size, chips.band_count
+    mask_bands = 1 if multiclass else len(class_bands)  # a multiclass chip keeps its codes
     normalization = chips.record["normalization"]
     kinds = chips.kinds(class_bands)
 
     dtype = tf.as_dtype(np.dtype(chips.record["bands"]["dtype"]))
 
+    def read(image_path: bytes, mask_path: bytes):
+        data, valid, mask = read_chip(image_path.decode(), mask_path.decode(), class_bands)
+        return data, valid, multiclass_codes(mask)[..., None] if multiclass else mask
+
     def load(image_path, mask_path):
         data, valid, mask = tf.numpy_function(
-            lambda i, m: read_chip(i.decode(), m.decode(), class_bands),
-            [image_path, mask_path],
-            [dtype, tf.uint8, tf.uint8],
-            stateful=False,
+            read, [image_path, mask_path], [dtype, tf.uint8, tf.uint8], stateful=False
         )
         data.set_shape((size, size, bands))
         valid.set_shape((size, size, 1))
-        mask.set_shape((size, size, classes))
+        mask.set_shape((size, size, mask_bands))
         return data, valid, mask
 
+    def targets(mask):
+        if multiclass:
+            return one_hot_targets(mask, len(class_bands) + 1)
+        return decode_targets(mask, kinds)
+
     if cache is None:
-        chip_bytes = size * size * (dtype.size * bands + 1 + classes)
+        chip_bytes = size * size * (dtype.size * bands + 1 + mask_bands)
         cache = len(files) * chip_bytes < CACHE_SHARE * _memory_bytes()
     images, masks = zip(*files)
     dataset = tf.data.Dataset.from_tensor_slices((list(images), list(masks)))
@@ -229,7 +295,7 @@ def make_dataset(
     else:  # shuffle file names, decode every epoch
         dataset = shuffled(dataset).map(load, **parallel)
     augmenting = training and augment_chips
-    if augmenting:
+    if augmenting:  # per pixel, class codes move like the masks they come from
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
         dataset = tf.data.Dataset.zip((dataset, seeds)).map(
             lambda chip, s: flip_rotate(chip, s), num_parallel_calls=tf.data.AUTOTUNE
@@ -245,7 +311,7 @@ def make_dataset(
             lambda batch, s: (jitter_batch(batch[0], s, jitter), *batch[1:])
         )
     dataset = dataset.map(
-        lambda image, valid, mask: (mask_invalid(image, valid), decode_targets(mask, kinds)),
+        lambda image, valid, mask: (mask_invalid(image, valid), targets(mask)),
         num_parallel_calls=tf.data.AUTOTUNE,
     )
     return dataset.prefetch(tf.data.AUTOTUNE)

@@ -93,3 +93,25 @@ def resolve_precision(mode: str, gpu: bool | None = None, inference: bool = Fals
     if mode == "on" or hardware:
         return "mixed_bfloat16"
     return "float32"
+
+
+def training_strategy(devices: int | None = None):
+    """The tf.distribute strategy that trains on ``devices`` replicas, and its description.
+
+    Default: every visible GPU (one replica each, ``MirroredStrategy`` when more than one), else
+    the CPU. ``devices`` > 1 without GPUs uses that many logical CPU devices, which exist only
+    when configured with ``tf.config.set_logical_device_configuration`` (the tests do so).
+    """
+    import tensorflow as tf
+
+    use_device("auto")
+    gpus = tf.config.list_logical_devices("GPU")
+    pool, kind = (gpus, "GPU") if gpus else (tf.config.list_logical_devices("CPU"), "CPU")
+    wanted = devices or (len(gpus) if gpus else 1)
+    if wanted > len(pool):
+        seen = f"{len(gpus)} GPU" + ("" if len(gpus) == 1 else "s") if gpus else "no GPU"
+        raise ParameterError(f"--devices {wanted}: TensorFlow sees {seen} on this machine")
+    if wanted == 1:
+        return tf.distribute.get_strategy(), f"one {kind}"
+    names = [device.name for device in pool[:wanted]]
+    return tf.distribute.MirroredStrategy(names), f"{wanted} {kind}s (MirroredStrategy)"

@@ -34,7 +34,7 @@ from rasterio.features import rasterize
 from rasterio.warp import reproject, transform_bounds
 from rasterio.windows import Window, from_bounds
 
-from geoseg.contracts import DISTANCE_SCALE, default_targets
+from geoseg.contracts import DISTANCE_SCALE, IGNORE, default_targets
 from geoseg.errors import InputFileError, LabelsError, ParameterError, first_line
 from geoseg.raster import box_bounds, reading
 
@@ -42,7 +42,6 @@ logger = logging.getLogger(__name__)
 
 BOUNDARY = "boundary"
 DISTANCE = "distance"
-IGNORE = 255
 MAX_CLASSES = 255
 FILE_NODATA = "file"
 """``LabelSpec.nodata`` default: a label raster's own nodata value (if it declares one)."""

@@ -23,39 +23,62 @@ import tensorflow as tf
 
 from geoseg import __version__
 from geoseg.contracts import (
+    BACKGROUND,
     CARD_NAME,
     CARD_SCHEMA,
     DEFAULT_THRESHOLD,
     MODEL_NAME,
+    TASKS,
     write_model_card,
 )
-from geoseg.data import ChipsDirectory, make_dataset, open_chips, read_chip, select_classes
-from geoseg.device import resolve_precision
-from geoseg.errors import OutputExistsError, ParameterError, TrainingError, first_line
+from geoseg.data import (
+    ChipsDirectory,
+    check_multiclass_bands,
+    make_dataset,
+    open_chips,
+    read_chip,
+    select_classes,
+)
+from geoseg.device import resolve_precision, training_strategy
+from geoseg.errors import (
+    GeosegError,
+    InputFileError,
+    OutputExistsError,
+    ParameterError,
+    TrainingError,
+    first_line,
+)
 from geoseg.losses import (
+    CATEGORICAL_NAMES,
     LOSSES,
     REGRESSION_LOSS,
     WEIGHT_CAP,
+    CategoricalSegmentationLoss,
     SegmentationLoss,
     channel_weights,
     metric_key,
+    multiclass_metrics,
     resolve_class_weights,
+    resolve_multiclass_weights,
     training_metrics,
 )
-from geoseg.contracts import TASKS
 from geoseg.model import UNET, UNetConfig, build_model
 from geoseg.outputs import check_not_inside, check_output, replace_with
 from geoseg.plots import plot_history
 from geoseg.raster import normalize
-from geoseg.scoring import RegressionErrors, ScoreHistogram
+from geoseg.scoring import ConfusionMatrix, RegressionErrors, ScoreHistogram
 from geoseg.tuning import tunable, tune_delineation
 
 HISTORY, SETTINGS, STATE = "history.csv", "settings.json", "state.json"
+ENCODER_RECORD = "encoder.json"  # how the encoder's weights were loaded, for the card
 BEST, LAST = "best.keras", "last.keras"
 BEST_STAGING = "best.partial.keras"  # ModelCheckpoint writes here; renamed when complete
 MARKER_THRESHOLD = DEFAULT_THRESHOLD
 """The card's threshold of a regression target (``distance``): the marker level of parcel
 delineation until it is tuned."""
+
+UNFREEZE_LR_FACTOR = 0.1
+"""After ``--freeze-encoder-epochs``, the whole network trains at this share of ``--lr``."""
 
 EpochReport = Callable[[int, int, dict], None]
 Progress = Callable[[int, int], None]
@@ -104,13 +127,18 @@ class TrainSettings:
         if self.task not in TASKS:
             raise ParameterError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}")
         if self.encoder == UNET and (self.freeze_encoder_epochs or self.encoder_weights):
-            option = "--freeze-encoder-epochs" if self.freeze_encoder_epochs else "--encoder-weights"
+            option = (
+                "--freeze-encoder-epochs" if self.freeze_encoder_epochs else "--encoder-weights"
+            )
             raise ParameterError(
                 f"{option} needs a pretrained encoder (--encoder vgg16, resnet50, ...); "
                 "geoseg's own U-Net has no encoder weights"
             )
         if self.freeze_encoder_epochs < 0 or (self.devices is not None and self.devices < 1):
             raise ParameterError("--freeze-encoder-epochs must be >= 0 and --devices >= 1")
+        weights = self.encoder_weights
+        if weights not in (None, "imagenet", "none") and not Path(weights).is_file():
+            raise InputFileError(f"--encoder-weights {weights}: no such weights file")
 
     def to_json(self) -> dict:
         record = asdict(self)
@@ -132,17 +160,24 @@ class TrainSummary:
 
     def describe(self) -> str:
         training, metrics = self.card["training"], self.card["metrics"]
+        multiclass = self.card.get("task") == "multiclass"
+        at = "each pixel's likeliest class" if multiclass else "thresholds tuned on these val chips"
         lines = [
             f"trained {self.epochs_run} epochs in {self.seconds:.0f} s "
             f"(best epoch {training['best_epoch']}, {training['precision']}) -> {self.out}",
-            f"validation, {training['val_chips']} chips, at thresholds tuned on these val chips "
-            "(optimistic):",
+            f"validation, {training['val_chips']} chips, at {at}"
+            + ("" if multiclass else " (optimistic)")
+            + (f"; mean IoU {metrics['val_mean_iou']:.3f}" if multiclass else "")
+            + ":",
             *self._table(metrics["val"]),
         ]
         if "test" in metrics:
-            lines.append(
-                f"held-out test, {training['test_chips']} test chips, at the val thresholds:"
+            at = (
+                "mean IoU {:.3f}".format(metrics["test_mean_iou"])
+                if multiclass
+                else "at the val thresholds"
             )
+            lines.append(f"held-out test, {training['test_chips']} test chips, {at}:")
             lines.extend(self._table(metrics["test"]))
         if "delineation" in self.card:
             tuned = self.card["delineation"]
@@ -163,7 +198,8 @@ class TrainSummary:
         header = f"{'threshold':>10}{'IoU':>8}{'F1':>8}{'precision':>11}{'recall':>8}"
         lines = [f"{'target':<16}{header}"]
         for name, m in scores.items():
-            threshold = f"{name:<16}{self.card['threshold'][name]:>10.3f}"
+            at = self.card["threshold"].get(name)
+            threshold = f"{name:<16}" + ("argmax".rjust(10) if at is None else f"{at:>10.3f}")
             if "mae" in m:
                 lines.append(f"{threshold}   MAE {m['mae']:.3f}, RMSE {m['rmse']:.3f} (regression)")
                 continue
@@ -216,11 +252,17 @@ def train(
     if resume:
         settings, stored_precision = _resumable_settings(work, settings, chips_dir)
     plan = _plan(chips_dir, settings)
+    strategy, replicas = training_strategy(settings.devices)
+    if strategy.num_replicas_in_sync > settings.batch_size:
+        raise ParameterError(
+            f"--batch-size {settings.batch_size} is smaller than the {replicas} it is split over"
+        )
     if resume:
         check_output(out, overwrite)
         plan = replace(plan, precision=stored_precision)
     else:
         _start_fresh(work, out, overwrite, settings, chips_dir, plan)
+    plan = replace(plan, replicas=replicas)
     logger.info(_describe_plan(plan, settings, chips_dir))
 
     started = time.monotonic()
@@ -228,36 +270,57 @@ def train(
     keras.config.set_dtype_policy(plan.precision)
     try:
         keras.utils.set_random_seed(settings.seed)
-        model, initial_epoch = _model(work, plan, settings, resume)
+        with strategy.scope():
+            try:
+                model, initial_epoch = _model(work, plan, settings, resume)
+            except GeosegError:  # e.g. encoder weights for another encoder
+                if not resume:
+                    shutil.rmtree(work, ignore_errors=True)
+                raise
         # A resumed run draws new orders and flips instead of replaying those of epoch 1.
         train_data = make_dataset(
             chips_dir, "train", settings.batch_size, plan.class_bands, training=True,
             augment_chips=settings.augment, jitter=settings.jitter,
-            seed=settings.seed + 1000 * initial_epoch,
+            seed=settings.seed + 1000 * initial_epoch, task=plan.task,
         )  # fmt: skip
         val_data = make_dataset(
-            chips_dir, "val", settings.batch_size, plan.class_bands, training=False
+            chips_dir, "val", settings.batch_size, plan.class_bands, training=False, task=plan.task
         )
         test_data = None  # the test split is optional
         if chips_dir.files["test"]:
             test_data = make_dataset(
-                chips_dir, "test", settings.batch_size, plan.class_bands, training=False
+                chips_dir, "test", settings.batch_size, plan.class_bands, training=False,
+                task=plan.task,
+            )  # fmt: skip
+        epoch = initial_epoch
+        while epoch < settings.epochs:
+            frozen = epoch < settings.freeze_encoder_epochs
+            end = (
+                min(settings.freeze_encoder_epochs, settings.epochs) if frozen else settings.epochs
             )
-        model.fit(
-            train_data,
-            validation_data=val_data,
-            epochs=settings.epochs,
-            initial_epoch=initial_epoch,
-            callbacks=_callbacks(work, settings, resume, progress, on_epoch),
-            shuffle=False,  # the dataset reshuffles itself
-            verbose=0,
-        )
+            with strategy.scope():
+                _enter_phase(model, plan, settings, frozen)
+            model.fit(
+                train_data,
+                validation_data=val_data,
+                epochs=end,
+                initial_epoch=epoch,
+                callbacks=_callbacks(
+                    work, settings, resume or epoch > initial_epoch, progress, on_epoch
+                ),
+                shuffle=False,  # the dataset reshuffles itself
+                verbose=0,
+            )
+            epoch, finite = _progress_so_far(work)
+            if not (frozen and finite):  # an early stop of the frozen phase goes on unfrozen
+                break
+            _reset_patience(work)
         card = _finish(work, chips_dir, plan, settings, val_data, test_data)
     except tf.errors.OpError as exc:  # e.g. an unreadable chip, out of memory
         raise TrainingError(f"training failed: {first_line(exc)}") from None
     finally:
         keras.config.set_dtype_policy(previous_policy)
-    for name in (BEST, LAST, STATE, SETTINGS, BEST_STAGING):
+    for name in (BEST, LAST, STATE, SETTINGS, BEST_STAGING, ENCODER_RECORD):
         (work / name).unlink(missing_ok=True)
     replace_with(work, out)
     summary = TrainSummary(
@@ -308,6 +371,9 @@ class _Plan:
     precision: str
     kinds: list[str]
     """``class`` or ``regression``, one per target."""
+    task: str = "multilabel"
+    replicas: str = "one CPU"
+    """What training runs on, e.g. ``2 GPUs (MirroredStrategy)``."""
 
     @property
     def class_targets(self) -> list[str]:
@@ -319,21 +385,30 @@ class _Plan:
 
 
 def _plan(chips: ChipsDirectory, settings: TrainSettings) -> _Plan:
-    class_bands = select_classes(chips, settings.classes)
-    class_names = [chips.classes[b] for b in class_bands]
-    kinds = chips.kinds(class_bands)
-    class_targets = [n for n, k in zip(class_names, kinds) if k == "class"]
-    weights, source = resolve_class_weights(
-        settings.class_weights, class_targets, chips.record.get("class_frequencies", {})
-    )
+    if settings.encoder != UNET:
+        from geoseg.encoders import check_encoder
+
+        check_encoder(settings.encoder)
+    if settings.task == "multiclass":
+        class_bands, class_names, kinds, weights, source = _multiclass_outputs(chips, settings)
+        class_targets = class_names
+    else:
+        class_bands = select_classes(chips, settings.classes)
+        class_names = [chips.classes[b] for b in class_bands]
+        kinds = chips.kinds(class_bands)
+        class_targets = [n for n, k in zip(class_names, kinds) if k == "class"]
+        weights, source = resolve_class_weights(
+            settings.class_weights, class_targets, chips.record.class_frequencies
+        )
     network = UNetConfig(
         chips.band_count, len(class_names), settings.depth, settings.base_filters,
-        settings.dropout, heads=tuple(class_names),
+        settings.dropout, heads=tuple(class_names), task=settings.task, encoder=settings.encoder,
     )  # fmt: skip
     if chips.chip_size % network.divisor:
+        fix = "use a smaller --depth" if settings.encoder == UNET else f"{settings.encoder} needs"
         raise ParameterError(
-            f"chip size {chips.chip_size} is not divisible by 2**depth = {network.divisor}; "
-            "use a smaller --depth or tile with another --size"
+            f"chip size {chips.chip_size} is not divisible by {network.divisor}; {fix} "
+            "or tile with another --size"
         )
     for split in ("train", "val"):
         if not chips.files[split]:
@@ -351,7 +426,31 @@ def _plan(chips: ChipsDirectory, settings: TrainSettings) -> _Plan:
             f"cannot monitor {settings.monitor!r}; choose one of {', '.join(sorted(monitors))}"
         )
     precision = resolve_precision(settings.mixed_precision)
-    return _Plan(class_names, class_bands, weights, source, network, precision, kinds)
+    return _Plan(
+        class_names, class_bands, weights, source, network, precision, kinds, settings.task
+    )
+
+
+def _multiclass_outputs(chips: ChipsDirectory, settings: TrainSettings):
+    """Mask bands, outputs (background first), their kinds and class weights of a multiclass
+    run. Without ``--classes``, every class target of the chips (not regression targets)."""
+    names = settings.classes or [n for n in chips.classes if chips.targets[n]["kind"] == "class"]
+    class_bands = select_classes(chips, names)
+    names = [chips.classes[b] for b in class_bands]
+    check_multiclass_bands(chips, class_bands)
+    if BACKGROUND in names:
+        raise ParameterError(
+            f"a class is named {BACKGROUND!r}, which --task multiclass adds itself; rename it"
+        )
+    frequencies = chips.record.class_frequencies
+    if len(names) == 1 and frequencies.get(names[0], 0.0) >= 1.0:
+        raise ParameterError(
+            f"--task multiclass needs background pixels or a second class: every labelled "
+            f"pixel of the chips is {names[0]}"
+        )
+    outputs = [BACKGROUND, *names]
+    weights, source = resolve_multiclass_weights(settings.class_weights, outputs, frequencies)
+    return class_bands, outputs, ["class"] * len(outputs), weights, source
 
 
 def _describe_plan(plan: _Plan, settings: TrainSettings, chips: ChipsDirectory) -> str:
@@ -361,12 +460,15 @@ def _describe_plan(plan: _Plan, settings: TrainSettings, chips: ChipsDirectory) 
     regression = ""
     if plan.regression_targets:
         regression = f"; regression {', '.join(plan.regression_targets)} ({REGRESSION_LOSS})"
+    network = f"U-Net depth {plan.network.depth}"
+    if plan.network.encoder != UNET:
+        network = f"{plan.network.encoder} encoder under a U-Net decoder"
     return (
-        f"plan: classes {', '.join(plan.class_targets) or 'none'}{regression}; loss "
-        f"{settings.loss}, class weights {weights or 'none'} ({plan.weights_source}); U-Net "
-        f"depth {plan.network.depth}, base filters "
-        f"{plan.network.base_filters}; precision {plan.precision}; chips {counts}; "
-        f"{settings.epochs} epochs of batch {settings.batch_size}"
+        f"plan: {plan.task} classes {', '.join(plan.class_targets) or 'none'}{regression}; "
+        f"loss {settings.loss}, class weights {weights or 'none'} ({plan.weights_source}); "
+        f"{network}, base filters {plan.network.base_filters}; precision {plan.precision}; "
+        f"on {plan.replicas}; chips {counts}; {settings.epochs} epochs of batch "
+        f"{settings.batch_size}"
     )
 
 
@@ -413,18 +515,63 @@ def _model(work: Path, plan: _Plan, settings: TrainSettings, resume: bool):
         history.to_csv(work / HISTORY, index=False)
         logger.info("resuming %s after epoch %d", work, state["epoch"])
         return keras.models.load_model(work / LAST), state["epoch"]
-    model = build_unet(plan.network)
-    model.compile(
-        optimizer=keras.optimizers.Adam(settings.lr),
-        loss=SegmentationLoss(
+    model = build_model(plan.network)
+    if plan.network.encoder != UNET:
+        from geoseg.encoders import load_encoder_weights
+
+        record = load_encoder_weights(model, plan.network, settings.encoder_weights or "imagenet")
+        (work / ENCODER_RECORD).write_text(json.dumps(record))
+    _compile(model, plan, settings, settings.lr)
+    return model, 0
+
+
+def _compile(model, plan: _Plan, settings: TrainSettings, lr: float) -> None:
+    """Adam at ``lr``, the task's loss and metrics."""
+    if plan.task == "multiclass":
+        loss = CategoricalSegmentationLoss(
+            plan.class_weights, settings.dice_weight, kind=settings.loss
+        )
+        metrics = multiclass_metrics(plan.class_names)
+    else:
+        loss = SegmentationLoss(
             settings.loss,
             channel_weights(plan.kinds, plan.class_weights),
             settings.dice_weight,
             kinds=plan.kinds,
-        ),
-        metrics=training_metrics(plan.class_names, plan.kinds),
-    )
-    return model, 0
+        )
+        metrics = training_metrics(plan.class_names, plan.kinds)
+    model.compile(optimizer=keras.optimizers.Adam(lr), loss=loss, metrics=metrics)
+
+
+def _enter_phase(model, plan: _Plan, settings: TrainSettings, frozen: bool) -> None:
+    """Freeze or unfreeze a pretrained encoder (recompiling, at a lower rate once unfrozen
+    after a frozen phase) when it is not already so; a no-op for geoseg's own U-Net."""
+    if plan.network.encoder == UNET:
+        return
+    from geoseg.encoders import set_encoder_trainable
+
+    if model.get_layer("encoder").trainable != frozen:
+        return
+    set_encoder_trainable(model, not frozen)
+    lr = settings.lr
+    if not frozen and settings.freeze_encoder_epochs:
+        lr *= UNFREEZE_LR_FACTOR
+    _compile(model, plan, settings, lr)
+    logger.info("encoder %s; learning rate %.2g", "frozen" if frozen else "trainable", lr)
+
+
+def _progress_so_far(work: Path) -> tuple[int, bool]:
+    """Epochs completed, and whether the loss stayed finite."""
+    epoch = json.loads((work / STATE).read_text())["epoch"]
+    return epoch, bool(np.isfinite(pd.read_csv(work / HISTORY)["loss"]).all())
+
+
+def _reset_patience(work: Path) -> None:
+    """Early stopping and the plateau schedule start counting again (a new phase)."""
+    state = json.loads((work / STATE).read_text())
+    for name in ("stopping", "plateau"):
+        state[name]["wait"] = 0.0
+    (work / STATE).write_text(json.dumps(state))
 
 
 class _ResumePoint(keras.callbacks.Callback):
@@ -494,7 +641,9 @@ class _Report(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = dict(logs or {})
-        logs.setdefault("learning_rate", float(self.model.optimizer.learning_rate))
+        logs.setdefault(
+            "learning_rate", float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        )
         logger.info(describe_epoch(epoch + 1, self.params["epochs"], logs))
         if self.on_epoch:
             self.on_epoch(epoch + 1, self.params["epochs"], logs)
@@ -546,27 +695,73 @@ def _finish(
         )
     best = keras.models.load_model(work / BEST)
     keras.config.set_dtype_policy("float32")  # the saved model is float32; predict picks
-    final = build_unet(plan.network)
+    final = build_model(plan.network)
     final.set_weights(best.get_weights())
     final.save(work / MODEL_NAME)
-    val = validation_scores(final, val_data, plan.class_names, plan.kinds)  # the model as saved
+    if plan.task == "multiclass":
+        thresholds, scores = {}, _multiclass_scores(final, plan, val_data, test_data)
+    else:
+        thresholds, scores = _multilabel_scores(final, plan, val_data, test_data)
+
+    plot_history(history, plan.class_names, work / "training.png")
+    best_row = history.iloc[_best_epoch(work, history, settings.monitor) - 1]
+    card = _model_card(chips, plan, settings, thresholds, scores, best_row, history)
+    if (work / ENCODER_RECORD).is_file():
+        card["encoder"] = {
+            **json.loads((work / ENCODER_RECORD).read_text()),
+            "freeze_epochs": settings.freeze_encoder_epochs,
+            "unfrozen_lr": settings.lr
+            * (UNFREEZE_LR_FACTOR if settings.freeze_encoder_epochs else 1),
+        }
+    delineation = (
+        None if plan.task == "multiclass" else _tune_delineation(final, chips, plan, thresholds)
+    )
+    if delineation is not None:
+        card["delineation"] = delineation
+    write_model_card(work / CARD_NAME, card)
+    return card
+
+
+def _multilabel_scores(model, plan: _Plan, val_data, test_data) -> tuple[dict, dict]:
+    """Thresholds tuned for F1 on val; scores per target on val (and test at them)."""
+    val = validation_scores(model, val_data, plan.class_names, plan.kinds)  # the model as saved
     tuned = val[0].best_thresholds()
     thresholds = {n: tuned.get(n, MARKER_THRESHOLD) for n in plan.class_names}
     scores = {"val": _scores(plan, val, thresholds)}
     logger.info("thresholds chosen on val: %s", _describe_scores(thresholds, scores["val"]))
     if test_data is not None:
-        test = validation_scores(final, test_data, plan.class_names, plan.kinds)
+        test = validation_scores(model, test_data, plan.class_names, plan.kinds)
         scores["test"] = _scores(plan, test, thresholds)
         logger.info("test scores at them: %s", _describe_scores(thresholds, scores["test"]))
+    return thresholds, scores
 
-    plot_history(history, plan.class_names, work / "training.png")
-    best_row = history.iloc[_best_epoch(work, history, settings.monitor) - 1]
-    card = _model_card(chips, plan, settings, thresholds, scores, best_row, history)
-    delineation = _tune_delineation(final, chips, plan, thresholds)
-    if delineation is not None:
-        card["delineation"] = delineation
-    write_model_card(work / CARD_NAME, card)
-    return card
+
+def confusion_matrix(model, dataset, names: Sequence[str]) -> ConfusionMatrix:
+    """Pixels of every (image, one-hot target) batch of ``dataset`` by true and likeliest class."""
+    matrix = ConfusionMatrix(names)
+    for images, targets in dataset:
+        predicted = np.argmax(np.asarray(model(images, training=False)), axis=-1)
+        targets = np.asarray(targets)
+        truth = np.where(targets[..., 0] <= 1.0, np.argmax(targets, axis=-1), 255)
+        matrix.add(truth, predicted)
+    return matrix
+
+
+def _multiclass_scores(model, plan: _Plan, val_data, test_data) -> dict:
+    """Per class IoU, F1, precision, recall of the likeliest class on val (and test), and mean
+    IoU of the foreground classes as ``{split}_mean_iou``."""
+    scores = {}
+    for split, data in (("val", val_data), ("test", test_data)):
+        if data is None:
+            continue
+        matrix = confusion_matrix(model, data, plan.class_names)
+        scores[split] = matrix.scores()
+        scores[f"{split}_mean_iou"] = matrix.mean_iou()
+        scores[f"{split}_confusion"] = matrix.counts.tolist()
+        logger.info(
+            "%s: mean IoU %.3f; %s", split, matrix.mean_iou(), _describe_scores({}, scores[split])
+        )
+    return scores
 
 
 def _tune_delineation(model, chips: ChipsDirectory, plan: _Plan, thresholds: dict) -> dict | None:
@@ -615,12 +810,14 @@ def _best_epoch(work: Path, history: pd.DataFrame, monitor: str) -> int:
 
 def _describe_scores(thresholds: dict, scores: dict) -> str:
     """Per target: threshold, F1 and IoU (classes) or MAE (regression), for the log."""
-    return ", ".join(
-        f"{n} (MAE {s['mae']:.3f})"
-        if "mae" in s
-        else f"{n} {thresholds[n]:.3f} (F1 {s['f1']:.3f}, IoU {s['iou']:.3f})"
-        for n, s in scores.items()
-    )
+
+    def describe(name, score):
+        if "mae" in score:
+            return f"{name} (MAE {score['mae']:.3f})"
+        at = f" {thresholds[name]:.3f}" if name in thresholds else ""
+        return f"{name}{at} (F1 {score['f1']:.3f}, IoU {score['iou']:.3f})"
+
+    return ", ".join(describe(n, s) for n, s in scores.items())
 
 
 def _model_card(chips, plan, settings, thresholds, scores, best_row, history) -> dict:
@@ -630,14 +827,22 @@ def _model_card(chips, plan, settings, thresholds, scores, best_row, history) ->
     weights = dict(
         zip(plan.class_targets, plan.class_weights if weighted else [1.0] * len(plan.class_weights))
     )
+    multiclass = plan.task == "multiclass"
     record = chips.record
     losses = {"class": settings.loss, "regression": REGRESSION_LOSS}
     targets = {
         name: {**chips.targets[name], "loss": losses[kind]}
         for name, kind in zip(plan.class_names, plan.kinds)
+        if not multiclass
     }
+    if multiclass:  # one softmax: no roles (no parcel delineation from it yet)
+        targets = {
+            name: {"kind": "class", "role": None, "loss": CATEGORICAL_NAMES[settings.loss]}
+            for name in plan.class_names
+        }
     return {
         "schema_version": CARD_SCHEMA,
+        "task": plan.task,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "versions": {
             "geoseg": __version__,
@@ -661,6 +866,7 @@ def _model_card(chips, plan, settings, thresholds, scores, best_row, history) ->
         "threshold": thresholds,
         "metrics": {**scores, "val_loss": float(best_row["val_loss"])},
         "model": {"architecture": "unet", **plan.network.to_dict()},
+        "replicas": plan.replicas,
         "training": {
             **settings.to_json(),
             "classes": plan.class_names,
