@@ -9,10 +9,14 @@ The hidden draft can be resumed: a journal next to it (``.NAME.partial.json``) r
 identity and the blocks written so far. It is rewritten whenever the draft is closed: at the end
 of a failed or interrupted run and every :data:`CHECKPOINT_SECONDS` (the draft is closed and
 reopened so that the blocks are on disk), so a hard crash loses at most that much work.
+
+A class map (``geoseg predict --class-map``) goes the same way, with a colour table
+(:func:`class_colormap`), nodata instead of a mask and overviews by the most frequent class.
 """
 
 from __future__ import annotations
 
+import colorsys
 import json
 import logging
 import os
@@ -45,7 +49,36 @@ DRAFT_OPTIONS = dict(
     zlevel=1,
     bigtiff="IF_SAFER",
 )
+CLASS_MAP_COG_OPTIONS = dict(overview_resampling="mode")
+"""Class codes are categories: an overview pixel takes the most frequent class beneath it."""
 CHECKPOINT_SECONDS = 60.0
+
+BACKGROUND_COLOUR = (200, 200, 200)
+"""A light neutral grey, so the classes stand out."""
+CLASS_COLOURS = (
+    (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
+    (140, 86, 75), (227, 119, 194), (188, 189, 34), (23, 190, 207), (174, 199, 232),
+    (255, 187, 120), (152, 223, 138), (255, 152, 150), (197, 176, 213), (196, 156, 148),
+    (247, 182, 210), (219, 219, 141), (158, 218, 229),
+)  # fmt: skip
+"""Matplotlib's tab20 without its greys: distinct on a map and in a legend."""
+
+
+def class_colour(code: int) -> tuple[int, int, int]:
+    """The RGB colour of class code ``code`` (0 = background) in a class map."""
+    if code == 0:
+        return BACKGROUND_COLOUR
+    if code <= len(CLASS_COLOURS):
+        return CLASS_COLOURS[code - 1]
+    hue = (code * 0.618034) % 1.0  # golden-ratio steps keep neighbouring codes apart
+    return tuple(round(255 * v) for v in colorsys.hsv_to_rgb(hue, 0.65, 0.85))
+
+
+def class_colormap(count: int, nodata: int) -> dict[int, tuple[int, int, int, int]]:
+    """A GDAL colour table for codes 0 .. count - 1; ``nodata`` transparent."""
+    table = {code: (*class_colour(code), 255) for code in range(count)}
+    table[nodata] = (0, 0, 0, 0)
+    return table
 
 
 def hidden_sibling(path: Path, suffix: str) -> Path:
@@ -62,18 +95,27 @@ def partial_paths(path: str | os.PathLike) -> tuple[Path, Path]:
 class StagedCog:
     """A COG written block by block under a hidden name; resumable after an interruption.
 
-    ``profile`` holds width, height, count, dtype, crs and transform; ``identity`` is a
-    JSON-able record of everything that decides the pixels: ``resume`` continues a draft only
-    when its identity is the same. Use as a context manager: on success the COG appears at
+    ``profile`` holds width, height, count, dtype, crs and transform (and nodata, for a
+    raster without a mask); ``identity`` is a JSON-able record of everything that decides the
+    pixels: ``resume`` continues a draft only when its identity is the same. ``cog_options``
+    override :data:`COG_OPTIONS`. Use as a context manager: on success the COG appears at
     ``path``; on failure the draft and its journal stay for a resume (or go, if no block was
     written).
     """
 
     def __init__(
-        self, path, profile: dict, identity: dict, *, overwrite: bool = False, resume: bool = False
+        self,
+        path,
+        profile: dict,
+        identity: dict,
+        *,
+        overwrite: bool = False,
+        resume: bool = False,
+        cog_options: dict | None = None,
     ):
         self.path = Path(path).absolute()
         self.profile, self.identity = profile, identity
+        self.cog_options = {**COG_OPTIONS, **(cog_options or {})}
         self.overwrite, self.resume = overwrite, resume
         self.draft, self.journal = partial_paths(self.path)
         self.done: set[int] = set()
@@ -139,10 +181,12 @@ class StagedCog:
         write_text_atomically(self.journal, json.dumps(record))
 
     def write_block(self, index: int, data, mask, window) -> None:
-        """Write block ``index`` (bands and a 0/255 validity mask) at ``window``."""
+        """Write block ``index`` (bands and a 0/255 validity mask, or None for a raster whose
+        nodata value marks invalid pixels) at ``window``."""
         with self._env():
             self.dataset.write(data, window=window)
-            self.dataset.write_mask(mask, window=window)
+            if mask is not None:
+                self.dataset.write_mask(mask, window=window)
         self.done.add(index)
         if time.monotonic() - self._checkpointed > CHECKPOINT_SECONDS:
             self.checkpoint()
@@ -170,7 +214,7 @@ class StagedCog:
         final = hidden_sibling(self.path, ".cog.tif")
         try:
             with self._env():
-                rasterio.shutil.copy(self.draft, final, driver="COG", **COG_OPTIONS)
+                rasterio.shutil.copy(self.draft, final, driver="COG", **self.cog_options)
             os.replace(final, self.path)
         finally:
             final.unlink(missing_ok=True)

@@ -5,6 +5,10 @@ burned on its grid (reprojected as in ``geoseg tile``): per-class IoU, F1, preci
 and for the ``boundary`` class an F1 that counts a boundary pixel as found when the other side has
 one within the tolerance. A GeoPackage (``geoseg vectorize``) is scored per object: predicted and
 true polygons are matched one to one at IoU >= 0.5 (as in SpaceNet).
+
+A class map (or multiclass probabilities, each pixel in its likeliest class) is scored in one
+confusion matrix of its classes, background included: per-class IoU, F1, precision and recall
+and the mean IoU over the foreground classes.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,17 +26,24 @@ import numpy as np
 import rasterio
 import shapely
 from dask import delayed
+from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 from scipy import ndimage
 
-from geoseg.contracts import PredictionTags
-from geoseg.errors import InputFileError, LabelsError, NotAPredictionError, ParameterError
+from geoseg.contracts import ClassMapTags, PredictionTags, is_class_map
+from geoseg.errors import (
+    InputFileError,
+    LabelsError,
+    NotAPredictionError,
+    ParameterError,
+    first_line,
+)
 from geoseg.labels import BOUNDARY, IGNORE, LabelSpec, Length, is_raster_path, open_labels
 from geoseg.outputs import check_not_an_input, check_output, write_text_atomically
 from geoseg.parallel import Progress, compute_each
 from geoseg.raster import block_windows, open_raster_info, read_padded
 from geoseg.regions import disk
-from geoseg.scoring import resolve_thresholds, scores
+from geoseg.scoring import ConfusionMatrix, resolve_thresholds, scores
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +52,11 @@ MATCH_IOU = 0.5
 
 @dataclass
 class Evaluation:
-    """Scores by class: ``pixels``, ``boundary`` (tolerant F1) and ``objects``; plus notes."""
+    """Scores by class: ``pixels``, ``boundary`` (tolerant F1) and ``objects``; plus notes.
+
+    A class map's also has ``confusion``: :meth:`ConfusionMatrix.to_json` (classes, matrix with
+    rows = truth and columns = prediction, per-class scores, mean IoU, pixel accuracy).
+    """
 
     prediction: str
     truth: str
@@ -48,9 +64,10 @@ class Evaluation:
     boundary: dict = field(default_factory=dict)
     objects: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    confusion: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
-        return {
+        record = {
             "prediction": self.prediction,
             "truth": self.truth,
             "pixels": self.pixels,
@@ -58,6 +75,9 @@ class Evaluation:
             "objects": self.objects,
             "notes": self.notes,
         }
+        if self.confusion:
+            record["confusion"] = self.confusion
+        return record
 
     def describe(self) -> str:
         lines = [*self.notes]
@@ -82,7 +102,25 @@ class Evaluation:
                     f"{name:<16}{s['predicted']:7d}{s['true']:7d}{s['matched']:7d}{s['f1']:8.3f}"
                     f"{s['precision']:11.3f}{s['recall']:8.3f}"
                 )
+        if self.confusion:
+            lines += confusion_table(self.confusion)
         return "\n".join(lines)
+
+
+def confusion_table(confusion: dict) -> list[str]:
+    """Lines for a terminal: mean IoU, pixel accuracy and the matrix (rows: truth)."""
+    names = [name[:12] for name in confusion["classes"]]
+    width = max(8, *(len(n) + 2 for n in names), *(len(f"{v:,}") + 2 for row in
+                confusion["matrix"] for v in row))  # fmt: skip
+    lines = [
+        f"mean IoU over the foreground classes: {confusion['mean_iou']:.3f}; "
+        f"pixel accuracy {confusion['pixel_accuracy']:.3f}",
+        "confusion matrix (pixels; rows: truth, columns: prediction)",
+        f"{'':<14}" + "".join(f"{n:>{width}}" for n in names),
+    ]
+    for name, row in zip(names, confusion["matrix"]):
+        lines.append(f"{name:<14}" + "".join(f"{v:>{width},}" for v in row))
+    return lines
 
 
 def evaluate(
@@ -109,6 +147,13 @@ def evaluate(
     within which a boundary pixel counts as found. ``classes`` limits the scores to these
     prediction classes. Writes the scores as JSON to ``json_out`` (an existing file only with
     ``overwrite``, never one of the inputs).
+
+    A class map or multiclass probabilities are scored against vector truth, whose
+    ``class_field`` values name the classes (pixels in no truth polygon, or in one of another
+    class, are background; only pixels inside the truth's bounding box count), or against a
+    label raster (its nodata and the pixels beyond it not scored): a geoseg class map, matched
+    by class name; values K when every class is named ``K`` or ``class_K`` (other values are
+    background); else class codes 0 (background) .. N in the prediction's class order.
     """
     for path in (prediction, truth):
         if not Path(path).exists():
@@ -116,7 +161,12 @@ def evaluate(
     if json_out is not None:
         check_output(json_out, overwrite)
         check_not_an_input(json_out, [prediction, truth], "--json")
-    if is_raster_path(prediction):
+    source = _class_source(prediction)
+    if source is not None:
+        _check_class_options(prediction, threshold, classes)
+        result = _evaluate_classes(str(prediction), source, str(truth), class_field, block_size,
+                                   workers, scheduler, progress)  # fmt: skip
+    elif is_raster_path(prediction):
         result = _evaluate_raster(
             str(prediction), str(truth), class_field, _length(boundary_tolerance),
             _length(boundary_width), threshold, classes, block_size, workers, scheduler, progress,
@@ -126,6 +176,24 @@ def evaluate(
     if json_out is not None:
         write_text_atomically(json_out, json.dumps(result.to_json(), indent=2) + "\n")
     return result
+
+
+def _class_source(prediction):
+    """The classes of a class map or multiclass probabilities; None for anything else."""
+    from geoseg.vectorizing import class_source
+
+    if not is_raster_path(prediction):
+        return None
+    return class_source(prediction)
+
+
+def _check_class_options(prediction, threshold, classes) -> None:
+    if threshold is not None:
+        raise ParameterError(f"--threshold does not apply to {prediction}: its classes exclude "
+                             "each other, each pixel is in its likeliest one")  # fmt: skip
+    if classes:
+        raise ParameterError(f"--classes does not apply to {prediction}: all its classes are "
+                             "scored together in one confusion matrix")  # fmt: skip
 
 
 def _length(value: str | Length) -> Length:
@@ -214,6 +282,181 @@ def _evaluate_raster(prediction, truth, class_field, tolerance, width, threshold
             "f1": f1,
         }
     return result
+
+
+@dataclass(frozen=True)
+class _ClassJob:
+    """What a block task needs to score class codes; small and picklable."""
+
+    prediction: str
+    source: object  # a geoseg.vectorizing.ClassSource
+    labels: LabelSpec
+    truth_codes: tuple[int, ...]  # the prediction's class code of each truth band
+    coverage: tuple[float, float, float, float] | None  # rows and columns scored (vector truth)
+
+
+def _evaluate_classes(prediction, source, truth, class_field, block_size, workers, scheduler,
+                      progress) -> Evaluation:  # fmt: skip
+    """Confusion matrix of the prediction's class codes against truth codes, block by block."""
+    info = open_raster_info(prediction)
+    classes = list(source.classes)
+    result = Evaluation(prediction, truth)
+    if is_raster_path(truth):
+        spec, truth_codes = _raster_truth(truth, class_field, classes, result.notes)
+    else:
+        spec, truth_codes = _vector_truth(truth, class_field, classes, result.notes)
+    if not open_labels(spec).overlaps(info.crs, info.bounds):
+        raise LabelsError(f"{truth}: no truth inside the prediction's extent")
+    # a label raster's nodata and surroundings are ignored as it is burned
+    coverage = None if is_raster_path(truth) else _vector_coverage(truth, info, result.notes)
+    job = _ClassJob(prediction, source, spec, truth_codes, coverage)
+    matrix = ConfusionMatrix(classes)
+
+    def add(counts):
+        matrix.counts += counts
+
+    windows = block_windows(info.width, info.height, block_size)
+    tasks = [delayed(_confusion_of_block)(job, w) for w in windows]
+    logger.info("scoring the classes of %s against %s in %d blocks", prediction, truth,
+                len(windows))  # fmt: skip
+    started = time.perf_counter()
+    compute_each(tasks, add, workers=workers, scheduler=scheduler, progress=progress)
+    logger.info("scored in %.1f s", time.perf_counter() - started)
+    result.confusion = matrix.to_json()
+    result.pixels = result.confusion["per_class"]
+    return result
+
+
+def _raster_truth(truth, class_field, classes, notes) -> tuple[LabelSpec, tuple[int, ...]]:
+    """A label raster's spec and the prediction code of each of its values (see evaluate)."""
+    if class_field:
+        raise ParameterError("--class-field applies to vector truth, not a label raster")
+    spec = LabelSpec(truth)
+    values = open_labels(spec).codes  # its distinct values but 0 and nodata, in order
+    if is_class_map(truth):
+        names = ClassMapTags.read(truth).classes
+        truth_names = [names[v] if v < len(names) else None for v in values]
+        unknown = sorted({n for n in truth_names if n is not None and n not in classes})
+        if unknown:
+            notes.append(f"truth classes not in the prediction, scored as background: "
+                         f"{', '.join(unknown)}")  # fmt: skip
+        return spec, tuple(classes.index(n) if n in classes else 0 for n in truth_names)
+    numbers = _class_numbers(classes[1:])
+    if numbers is not None:
+        code_of = {number: code for code, number in enumerate(numbers, start=1)}
+        notes.append("truth raster values read as the numbers in the class names")
+        return spec, tuple(code_of.get(v, 0) for v in values)
+    beyond = [v for v in values if not 0 <= v < len(classes)]
+    if beyond:
+        raise LabelsError(
+            f"{truth}: value {beyond[0]} is not a class code of the prediction (0 = background "
+            f".. {len(classes) - 1}: {', '.join(classes)})"
+        )
+    return spec, tuple(values)
+
+
+def _class_numbers(names: list[str]) -> list[int] | None:
+    """The number K of every class named ``K`` or ``class_K``; None unless all are."""
+    matches = [re.fullmatch(r"(?:class_)?(\d+)", name) for name in names]
+    return [int(m.group(1)) for m in matches] if all(matches) else None
+
+
+def _vector_truth(truth, class_field, classes, notes) -> tuple[LabelSpec, tuple[int, ...]]:
+    """The truth's spec (classes in the prediction's order, so a later class wins where
+    polygons overlap, as in training) and the prediction code of each of its classes."""
+    foreground = classes[1:]
+    if class_field is None:
+        if len(foreground) > 1:
+            raise LabelsError(
+                f"{truth}: name the attribute that holds the classes ({', '.join(foreground)}) "
+                "with --class-field"
+            )
+        notes.append(f"every truth polygon scored as class {foreground[0]!r}")
+        return LabelSpec(truth, classes=(foreground[0],)), (1,)
+    values = _field_values(truth, class_field)
+    present = [name for name in foreground if name in values]
+    if not present:
+        shown = ", ".join(sorted(values)[:10])
+        raise LabelsError(
+            f"{truth}: no value of field {class_field!r} ({shown}) is a class of the "
+            f"prediction ({', '.join(foreground)})"
+        )
+    missing = [name for name in foreground if name not in values]
+    if missing:
+        notes.append(f"classes without truth polygons: {', '.join(missing)}")
+    others = len(values - set(foreground))
+    if others:
+        notes.append(f"{others} other values of {class_field!r} scored as background")
+    spec = LabelSpec(truth, class_field=class_field, classes=tuple(present))
+    return spec, tuple(classes.index(name) for name in present)
+
+
+def _field_values(truth, class_field) -> set[str]:
+    """The distinct values of a vector file's class field, as the label burner reads them."""
+    import pyogrio
+
+    from geoseg.labels import category_text
+
+    try:
+        frame = pyogrio.read_dataframe(truth, columns=[class_field], read_geometry=False)
+    except Exception as exc:  # pyogrio raises several types for unreadable files
+        raise InputFileError(f"{truth}: not a readable vector file ({first_line(exc)})") from None
+    if class_field not in frame.columns:
+        raise LabelsError(f"{truth}: unknown class field {class_field!r}")
+    spec = LabelSpec(truth, class_field=class_field)
+    return set(category_text(frame[class_field], spec).dropna())
+
+
+def _vector_coverage(truth, info, notes) -> tuple[int, int, int, int] | None:
+    """Rows and columns (first, end) of the prediction whose pixel centres are inside the
+    truth's bounding box; None when that is every pixel."""
+    import pyogrio
+
+    record = pyogrio.read_info(truth, force_total_bounds=True)
+    if record.get("crs") is None:
+        raise LabelsError(f"{truth}: labels have no CRS")
+    box = transform_bounds(record["crs"], info.crs, *record["total_bounds"], densify_pts=21)
+    west, south, east, north = box
+    corners = np.array([[west, east, east, west], [south, south, north, north]])
+    cols, rows = ~info.transform @ (corners[0], corners[1])
+    span = (
+        max(0, math.ceil(rows.min() - 0.5)),
+        min(info.height, math.floor(rows.max() - 0.5) + 1),
+        max(0, math.ceil(cols.min() - 0.5)),
+        min(info.width, math.floor(cols.max() - 0.5) + 1),
+    )
+    if span == (0, info.height, 0, info.width):
+        return None
+    notes.append("pixels beyond the truth's bounding box not scored")
+    return span
+
+
+def _confusion_of_block(job: _ClassJob, window: Window) -> np.ndarray:
+    """The (classes, classes) confusion counts of one block."""
+    with rasterio.open(job.prediction) as src:
+        data, valid, _ = read_padded(src, window, list(job.source.bands))
+        transform, crs = src.window_transform(window), src.crs
+        pixel_size = (abs(transform.a) + abs(transform.e)) / 2
+    predicted = job.source.codes(data).astype(np.int64)
+    predicted[~valid] = IGNORE
+    burned = open_labels(job.labels).burn(crs, transform, data.shape[1:], pixel_size)
+    truth = np.zeros(data.shape[1:], np.int64)  # background where no truth class is
+    for band, code in zip(burned, job.truth_codes):
+        truth[band == 1] = code
+    truth[(burned == IGNORE).any(axis=0)] = IGNORE
+    if job.coverage is not None:
+        truth[~_inside(job.coverage, window)] = IGNORE
+    matrix = ConfusionMatrix(job.source.classes)
+    matrix.add(truth, predicted)
+    return matrix.counts
+
+
+def _inside(span: tuple[int, int, int, int], window: Window) -> np.ndarray:
+    """Boolean (h, w) of the window's pixels in rows and columns ``span`` of the raster."""
+    r0, r1, c0, c1 = span
+    rows = np.arange(int(window.row_off), int(window.row_off + window.height))
+    cols = np.arange(int(window.col_off), int(window.col_off + window.width))
+    return ((rows >= r0) & (rows < r1))[:, None] & ((cols >= c0) & (cols < c1))[None, :]
 
 
 def _chosen(names: list[str], chosen: Sequence[str] | None, source) -> list[str]:

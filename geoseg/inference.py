@@ -4,6 +4,10 @@ The raster is cut into blocks, one Dask task each. A task reads its block with a
 chip of a raster-wide grid of overlapping chips that touches the block, and blends their outputs
 with a smooth window (highest at the chip centre). Chip positions depend on the raster only, so
 the result does not depend on the block size. Blocks go to one writer as they complete.
+
+A multiclass model's class map holds the likeliest class of each pixel, taken from the blended
+float probabilities in the block task (before they are quantised to uint8), so it does not
+depend on the block size either.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import json
 import logging
 import math
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,8 +26,16 @@ import rasterio
 from dask import delayed
 from rasterio.windows import Window
 
-from geoseg.cog import StagedCog
-from geoseg.contracts import CARD_NAME, MODEL_NAME, PredictionTags, read_model_card
+from geoseg.cog import CLASS_MAP_COG_OPTIONS, StagedCog, class_colormap
+from geoseg.contracts import (
+    CARD_NAME,
+    CLASS_MAP_NODATA,
+    MODEL_NAME,
+    ClassMapTags,
+    ModelCard,
+    PredictionTags,
+    read_model_card,
+)
 from geoseg.errors import ParameterError, RasterError
 from geoseg.forward import ForwardSpec, forward_pass
 from geoseg.outputs import check_output
@@ -76,6 +89,8 @@ class BlockJob:
     classes: int
     normalization: dict = field(hash=False)
     forward: ForwardSpec
+    class_map: bool = False
+    """Also the likeliest class of each pixel (a multiclass model's class map)."""
 
 
 @dataclass
@@ -85,6 +100,15 @@ class BlockResult:
     probabilities: np.ndarray  # (classes, h, w) uint8, 0 where invalid
     valid: np.ndarray  # (h, w) bool
     chips: int
+    codes: np.ndarray | None = None  # (h, w) uint8 class codes, CLASS_MAP_NODATA where invalid
+
+
+def class_codes(probabilities: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """The likeliest class of each pixel of (h, w, classes) probabilities, as uint8 codes;
+    :data:`CLASS_MAP_NODATA` where not ``valid``. Ties go to the first class."""
+    codes = np.argmax(probabilities, axis=-1).astype(np.uint8)
+    codes[~valid] = CLASS_MAP_NODATA
+    return codes
 
 
 def predict_block(job: BlockJob, window: Window, index: int = 0) -> BlockResult:
@@ -123,9 +147,11 @@ def predict_block(job: BlockJob, window: Window, index: int = 0) -> BlockResult:
             )
             weights[y0 - top : y1 - top, x0 - left : x1 - left] += w
     inside = valid[top - r0 : bottom - r0, left - c0 : right - c0]
-    probabilities = np.moveaxis(quantize(total / np.maximum(weights, 1e-12)[..., None]), -1, 0)
+    blended = total / np.maximum(weights, 1e-12)[..., None]
+    probabilities = np.moveaxis(quantize(blended), -1, 0)
     probabilities[:, ~inside] = 0
-    return BlockResult(index, window, probabilities, inside, len(origins))
+    codes = class_codes(blended, inside) if job.class_map else None
+    return BlockResult(index, window, probabilities, inside, len(origins), codes)
 
 
 @dataclass
@@ -142,14 +168,17 @@ class PredictSummary:
     precision: str
     vectors: object | None = None  # a VectorizeSummary when polygons were written
     resumed_blocks: int = 0
+    class_map: Path | None = None
 
     @property
     def chips_per_second(self) -> float:
         return self.chips / self.seconds if self.seconds > 0 else 0.0
 
     def describe(self) -> str:
-        if not self.blocks:  # an interrupted run had finished the raster
+        if not self.blocks:  # an interrupted run had finished the rasters
             lines = [f"probabilities: {self.out} (complete before the resume)"]
+            if self.class_map is not None:
+                lines.append(f"class map: {self.class_map} (complete before the resume)")
             if self.vectors is not None:
                 lines.append(self.vectors.describe())
             return "\n".join(lines)
@@ -160,6 +189,8 @@ class PredictSummary:
             f"({self.chips_per_second:.1f} chips/s, {self.precision} on {self.device}{resumed})",
             f"probabilities: {self.out}",
         ]
+        if self.class_map is not None:
+            lines.append(f"class map: {self.class_map}")
         if self.vectors is not None:
             lines.append(self.vectors.describe())
         return "\n".join(lines)
@@ -171,6 +202,7 @@ def predict(
     out: str | Path,
     *,
     vectors: str | Path | None = None,
+    class_map: str | Path | None = None,
     threshold: float | None = None,
     overlap: int | None = None,
     batch_size: int = 32,
@@ -192,15 +224,19 @@ def predict(
     """Predict every pixel of ``image`` with the model in ``model`` (a ``geoseg train`` folder).
 
     Writes a Cloud-Optimised GeoTIFF of uint8 probabilities (0..255, one band per class, named
-    after it; nodata where the image is nodata) and, with ``vectors``, polygons (see
-    :func:`geoseg.vectorize`). ``overlap`` defaults to a quarter of the model's chip size
-    (64 px for 256 px chips). An interrupted run keeps the blocks it wrote: ``resume``
-    continues it (with the same inputs and options) and gives the same COG as an
+    after it; nodata where the image is nodata; a multiclass model's softmax with background
+    first) and, with ``vectors``, polygons (see :func:`geoseg.vectorize`). ``class_map``
+    (multiclass models only) also writes a uint8 COG of each pixel's likeliest class: codes 0
+    (background) .. N in the card's class order, 255 where the image is nodata, with a colour
+    table. A multiclass model's polygons come from the class map, or without one from the
+    likeliest band of the probabilities. ``overlap`` defaults to a quarter of the model's chip
+    size (64 px for 256 px chips). An interrupted run keeps the blocks it wrote: ``resume``
+    continues it (with the same inputs and options) and gives the same COGs as an
     uninterrupted run. Returns a :class:`PredictSummary`.
     """
     card = read_model_card(model)
     info = open_raster_info(image)
-    classes, chip = card.classes, card.chip_size
+    chip = card.chip_size
     if info.count != card.band_count:
         raise RasterError(
             f"{image}: {info.count} bands, but the model was trained on {card.band_count}"
@@ -208,32 +244,34 @@ def predict(
     if overlap is None:
         overlap = chip // 4
     _check_options(chip, overlap, block_size, batch_size)
-    thresholds = resolve_thresholds(classes, card.thresholds, threshold)
-    _check_outputs(image, model, out, vectors, mode, min_area, simplify, block_size, card)
+    thresholds = _thresholds(card, threshold)
+    _check_class_map(card, model, class_map)
+    _check_outputs(image, model, out, vectors, class_map, mode, min_area, simplify, block_size,
+                   card)  # fmt: skip
     identity = run_identity(
         image, model, overlap=overlap, block_size=block_size, batch_size=batch_size, tta=tta,
         device=device, mixed_precision=mixed_precision, threshold=threshold,
+        **({"class_map": True} if class_map is not None else {}),  # its pixels, not its path
     )  # fmt: skip
-    finished = resume and _finished_by(out, identity)
-    if not finished:
-        check_output(out, overwrite)
+    rasters = _rasters_to_write(out, class_map, identity, resume, overwrite)
     if vectors is not None:
         check_output(vectors, overwrite or resume)
     check_scheduler(scheduler)  # before the model loads (seconds)
-    if finished:
+    if not rasters:
         logger.info("%s is complete from the interrupted run: polygons only", out)
         summary = PredictSummary(Path(out), info.width, info.height, 0, 0, 0.0, "-", "-")
+        summary.class_map = None if class_map is None else Path(class_map)
     else:
         summary = _predict_raster(
-            image, model, out, card, info, thresholds, identity,
+            image, model, rasters, card, info, thresholds, identity,
             ChipGrid(chip, overlap), block_size, batch_size, tta, device, mixed_precision,
-            workers, scheduler, resume, overwrite, progress,
+            workers, scheduler, resume, progress,
         )  # fmt: skip
     if vectors is not None:
         from geoseg.vectorizing import vectorize
 
         summary.vectors = vectorize(
-            out,
+            out if class_map is None else class_map,
             vectors,
             threshold=threshold,
             mode=mode,
@@ -250,6 +288,21 @@ def predict(
     return summary
 
 
+def _rasters_to_write(out, class_map, identity: dict, resume: bool, overwrite: bool):
+    """The rasters to predict: none when the resumed run had finished them all (only its
+    polygons were missing), else all, each allowed to replace a file this very run finished."""
+    rasters = [OutputRaster(PROBABILITIES, Path(out), overwrite)]
+    if class_map is not None:
+        rasters.append(OutputRaster(CLASS_MAP, Path(class_map), overwrite))
+    finished = [resume and _finished_by(r.path, identity) for r in rasters]
+    if all(finished):
+        return []
+    rasters = [r.replacing(done) for r, done in zip(rasters, finished)]
+    for raster in rasters:
+        check_output(raster.path, raster.replace)
+    return rasters
+
+
 def _check_options(chip: int, overlap: int, block_size: int, batch_size: int) -> None:
     if not 0 <= overlap < chip:
         raise ParameterError(f"--overlap must be in [0, {chip}) for {chip} px chips, not {overlap}")
@@ -259,21 +312,56 @@ def _check_options(chip: int, overlap: int, block_size: int, batch_size: int) ->
         raise ParameterError(f"--batch-size must be at least 1, not {batch_size}")
 
 
-def _check_outputs(image, model, out, vectors, mode, min_area, simplify, block_size, card):
+def _thresholds(card: ModelCard, threshold: float | None) -> dict[str, float]:
+    """The per-class thresholds recorded with the probabilities (none for a multiclass model)."""
+    if card.task != "multiclass":
+        return resolve_thresholds(card.classes, card.thresholds, threshold)
+    if threshold is not None:
+        raise ParameterError(
+            "--threshold does not apply to a multiclass model: each pixel takes its likeliest class"
+        )
+    return {}
+
+
+def _check_class_map(card: ModelCard, model, class_map) -> None:
+    """A class map needs mutually exclusive classes (a softmax), each with a uint8 code."""
+    if class_map is None:
+        return
+    if card.task != "multiclass":
+        raise ParameterError(
+            f"--class-map needs a multiclass model; {model} is {card.task} (its classes may "
+            "overlap): threshold its probabilities instead, e.g. with --vectors"
+        )
+    if len(card.classes) > CLASS_MAP_NODATA:
+        raise ParameterError(
+            f"--class-map holds at most {CLASS_MAP_NODATA} classes (uint8 codes, "
+            f"{CLASS_MAP_NODATA} = nodata); {model} has {len(card.classes)}"
+        )
+
+
+def _check_outputs(image, model, out, vectors, class_map, mode, min_area, simplify, block_size,
+                   card):  # fmt: skip
     """Outputs must differ from the inputs and each other; polygon options must fit the model."""
     inputs = {Path(image).resolve(): "the input image", Path(model).resolve(): "the model"}
-    for option, path in (("--out", out), ("--vectors", vectors)):
-        if path is not None and Path(path).resolve() in inputs:
-            raise ParameterError(f"{option} {path} is {inputs[Path(path).resolve()]}")
+    outputs = {"--out": out, "--class-map": class_map, "--vectors": vectors}
+    given = {option: Path(path).resolve() for option, path in outputs.items() if path is not None}
+    for option, path in given.items():
+        if path in inputs:
+            raise ParameterError(f"{option} {outputs[option]} is {inputs[path]}")
+    if len(set(given.values())) < len(given):
+        raise ParameterError(f"{', '.join(given)} must name different files")
     if vectors is None:
         return
     from geoseg.vectorizing import check_parcels_class, check_vector_options, check_vector_path
 
     check_vector_path(vectors)
     check_vector_options(mode, min_area, simplify, block_size)
+    if card.task == "multiclass" and mode == "parcels":
+        raise ParameterError(
+            "--mode parcels needs a field extent or a boundary band, which a multiclass model "
+            "has not: its polygons are the regions of each class (--mode regions)"
+        )
     check_parcels_class(mode, card.classes, model, card.roles)
-    if Path(vectors).resolve() == Path(out).resolve():
-        raise ParameterError("--vectors must differ from --out")
 
 
 def run_identity(image, model, **options) -> dict:
@@ -309,11 +397,66 @@ def _finished_by(out, identity: dict) -> bool:
         return False
 
 
+PROBABILITIES, CLASS_MAP = "probabilities", "class map"
+
+
+@dataclass(frozen=True)
+class OutputRaster:
+    """A raster ``predict`` writes: the probabilities or the class map."""
+
+    kind: str  # PROBABILITIES or CLASS_MAP
+    path: Path
+    replace: bool  # it may replace a file already there
+
+    def replacing(self, finished_by_this_run: bool) -> OutputRaster:
+        """This raster, also allowed to replace a file that this very run had finished."""
+        return OutputRaster(self.kind, self.path, self.replace or finished_by_this_run)
+
+    def profile(self, info, classes: list[str]) -> dict:
+        """The GeoTIFF profile: a band per class, or one band of class codes with nodata."""
+        grid = dict(width=info.width, height=info.height, crs=info.crs, transform=info.transform)
+        if self.kind == CLASS_MAP:
+            return dict(**grid, count=1, dtype="uint8", nodata=CLASS_MAP_NODATA)
+        return dict(**grid, count=len(classes), dtype="uint8")
+
+    def stage(self, info, classes, identity, resume: bool) -> StagedCog:
+        options = CLASS_MAP_COG_OPTIONS if self.kind == CLASS_MAP else None
+        return StagedCog(self.path, self.profile(info, classes), identity,
+                         overwrite=self.replace, resume=resume, cog_options=options)  # fmt: skip
+
+
+def _describe_raster(staged: StagedCog, kind: str, card: ModelCard, tags: dict) -> None:
+    """Band descriptions, colour table and geoseg tags of a raster being written."""
+    dataset = staged.dataset
+    if kind == CLASS_MAP:
+        dataset.set_band_description(1, "class")
+        dataset.write_colormap(1, class_colormap(len(card.classes), CLASS_MAP_NODATA))
+    else:
+        for band, name in enumerate(card.classes, start=1):
+            dataset.set_band_description(band, name)
+    dataset.update_tags(**tags)
+
+
+def _raster_tags(kind: str, card: ModelCard, model, thresholds, identity) -> dict[str, str]:
+    model = str(Path(model).absolute())
+    if kind == CLASS_MAP:
+        tags = ClassMapTags(tuple(card.classes), model).to_tags()
+    else:
+        tags = PredictionTags(
+            tuple(card.classes),
+            thresholds,
+            model,
+            targets=card.targets,
+            delineation=dict(card.get("delineation", {}).get("thresholds", {})),
+            task=card.task,
+        ).to_tags()
+    return {**tags, "geoseg_run": _run_key(identity)}
+
+
 def _predict_raster(
-    image, model, out, card, info, thresholds, identity, grid, block_size, batch_size, tta,
-    device, mixed_precision, workers, scheduler, resume, overwrite, progress,
+    image, model, rasters, card, info, thresholds, identity, grid, block_size, batch_size, tta,
+    device, mixed_precision, workers, scheduler, resume, progress,
 ) -> PredictSummary:  # fmt: skip
-    classes = card.classes
     spec = ForwardSpec.from_card(
         model, card, batch_size=batch_size, tta=tta, device=device, precision=mixed_precision
     )
@@ -323,47 +466,42 @@ def _predict_raster(
         width=info.width,
         height=info.height,
         grid=grid,
-        classes=len(classes),
+        classes=len(card.classes),
         normalization=card["normalization"],
         forward=spec,
+        class_map=any(r.kind == CLASS_MAP for r in rasters),
     )
     windows = block_windows(info.width, info.height, block_size)
-    profile = dict(
-        width=info.width,
-        height=info.height,
-        count=len(classes),
-        dtype="uint8",
-        crs=info.crs,
-        transform=info.transform,
-    )
-    tags = PredictionTags(
-        tuple(classes),
-        thresholds,
-        str(Path(model).absolute()),
-        targets=card.targets,
-        delineation=dict(card.get("delineation", {}).get("thresholds", {})),
-    ).to_tags()
     started = time.perf_counter()
-    with StagedCog(out, profile, identity, overwrite=overwrite, resume=resume) as staged:
-        todo = [i for i in range(len(windows)) if i not in staged.done]
+    with ExitStack() as stack:  # on success the class map is published first, then the rest
+        staged = {}
+        for raster in rasters:
+            staged[raster.kind] = stack.enter_context(
+                raster.stage(info, card.classes, identity, resume)
+            )
+            tags = _raster_tags(raster.kind, card, model, thresholds, identity)
+            _describe_raster(staged[raster.kind], raster.kind, card, tags)
+        # a block is done when every raster has it (a crash may come between their writes)
+        todo = [i for i in range(len(windows)) if not all(i in s.done for s in staged.values())]
         logger.info(
             "%d blocks of %d px (%d to do), %s on %s",
             len(windows), block_size, len(todo), local.precision, "GPU" if local.gpu else "CPU",
         )  # fmt: skip
-        for band, name in enumerate(classes, start=1):
-            staged.dataset.set_band_description(band, name)
-        staged.dataset.update_tags(**tags, geoseg_run=_run_key(identity))
         tasks = [delayed(predict_block)(job, windows[i], i) for i in todo]
 
         def write(result: BlockResult) -> int:
             mask = np.where(result.valid, 255, 0).astype(np.uint8)
-            staged.write_block(result.index, result.probabilities, mask, result.window)
+            staged[PROBABILITIES].write_block(result.index, result.probabilities, mask,
+                                              result.window)  # fmt: skip
+            if CLASS_MAP in staged:
+                staged[CLASS_MAP].write_block(result.index, result.codes[None], None,
+                                              result.window)  # fmt: skip
             logger.debug("block %d: %d chips", result.index, result.chips)
             return result.chips
 
         chips = compute_each(tasks, write, workers=workers, scheduler=scheduler, progress=progress)
     summary = PredictSummary(
-        out=Path(out),
+        out=rasters[0].path,
         width=info.width,
         height=info.height,
         blocks=len(windows),
@@ -372,6 +510,7 @@ def _predict_raster(
         device="GPU" if local.gpu else "CPU",
         precision=local.precision,
         resumed_blocks=len(windows) - len(todo),
+        class_map=next((r.path for r in rasters if r.kind == CLASS_MAP), None),
     )
     logger.info("predicted %d chips in %.1f s", summary.chips, summary.seconds)
     return summary

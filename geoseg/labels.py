@@ -319,7 +319,7 @@ def _read_vector(path: str) -> gpd.GeoDataFrame:
     return frame
 
 
-def _category_text(column: pd.Series, spec: LabelSpec) -> pd.Series:
+def category_text(column: pd.Series, spec: LabelSpec) -> pd.Series:
     """A class field as text; floats only when all are whole numbers (3.0 reads as "3")."""
     if pd.api.types.is_float_dtype(column.dtype):
         values = column.dropna().to_numpy(dtype=np.float64)
@@ -345,7 +345,7 @@ def _class_codes(frame: gpd.GeoDataFrame, spec: LabelSpec) -> tuple[list[str], n
         raise LabelsError(
             f"{spec.path}: unknown class field {spec.class_field!r} (fields: {fields})"
         )
-    values = _category_text(frame[spec.class_field], spec)
+    values = category_text(frame[spec.class_field], spec)
     present = sorted(set(values.dropna()), key=_natural_key)
     if not spec.classes and len(present) > MAX_CLASSES:
         raise LabelsError(

@@ -1,4 +1,7 @@
-"""A PNG preview of a prediction: the image, the probabilities as a colour overlay, outlines."""
+"""A PNG preview of a prediction: the image, the probabilities as a colour overlay, outlines.
+
+A class map is shown in the colours of its colour table, with a legend of its classes.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +13,14 @@ import rasterio
 from rasterio.enums import Resampling
 from rasterio.windows import from_bounds
 
-from geoseg.contracts import PredictionTags
+from geoseg.cog import class_colormap
+from geoseg.contracts import CLASS_MAP_NODATA, ClassMapTags, PredictionTags, is_class_map
 from geoseg.errors import ParameterError
 from geoseg.outputs import check_not_an_input, check_output
 from geoseg.raster import open_raster_info
+
+CLASS_ALPHA = 0.7
+"""Opacity of the classes over the image; background shows at a third of it."""
 
 
 def quicklook(
@@ -27,7 +34,8 @@ def quicklook(
     overwrite: bool = False,
 ) -> Path:
     """Write ``out`` (PNG): ``image`` (if given) under the probabilities of ``class_name``
-    (default: the last band) and the outlines of the polygons in ``vectors``.
+    (default: the last band) and the outlines of the polygons in ``vectors``. A class map
+    (``geoseg predict --class-map``) shows every class in its colour table's colours.
 
     Everything is read decimated to at most ``max_size`` pixels a side (from the COG's
     overviews), so any raster size previews in little memory and time.
@@ -42,14 +50,12 @@ def quicklook(
     info = open_raster_info(prediction)
     scale = max(info.width, info.height) / max_size
     shape = (max(1, round(info.height / scale)), max(1, round(info.width / scale)))
-    names = list(PredictionTags.read(prediction).classes)
-    name = class_name or names[-1]
-    if name not in names:
-        raise ParameterError(f"--class {name!r} is not in {prediction} ({', '.join(names)})")
-    with rasterio.open(prediction) as src:
-        band = names.index(name) + 1
-        probability = src.read(band, out_shape=shape, resampling=Resampling.average) / 255.0
-        valid = src.dataset_mask(out_shape=shape) > 0
+    if is_class_map(prediction):
+        if class_name is not None:
+            raise ParameterError(f"--class does not apply to the class map {prediction}")
+        overlay, legend = _class_overlay(prediction, shape, image is not None)
+    else:
+        overlay, legend = _probability_overlay(prediction, class_name, shape, image), []
     left, bottom, right, top = info.bounds
     figure = plt.figure(figsize=(shape[1] / 100, shape[0] / 100), dpi=100)
     axes = figure.add_axes((0, 0, 1, 1))
@@ -57,14 +63,14 @@ def quicklook(
     extent = (left, right, bottom, top)
     if image is not None:
         axes.imshow(_display_image(image, info, shape), extent=extent, interpolation="nearest")
-    overlay = plt.get_cmap("magma")(probability)
-    overlay[..., 3] = np.where(valid, 0.75 * probability, 0.0) if image else valid * 1.0
     axes.imshow(overlay, extent=extent, interpolation="nearest")
     if vectors is not None:
         import geopandas as gpd
 
         polygons = gpd.read_file(vectors).to_crs(info.crs)
         polygons.boundary.plot(ax=axes, color="cyan", linewidth=0.8)
+    if legend:
+        axes.legend(handles=legend, loc="lower right", fontsize="small", framealpha=0.8)
     axes.set_xlim(left, right)
     axes.set_ylim(bottom, top)
     staging = out.parent / f".{out.name}.partial.png"
@@ -75,6 +81,44 @@ def quicklook(
         plt.close(figure)
         staging.unlink(missing_ok=True)
     return out
+
+
+def _probability_overlay(prediction, class_name, shape, image) -> np.ndarray:
+    """RGBA (h, w, 4) of one class's probabilities in magma, transparent where nodata."""
+    import matplotlib.pyplot as plt
+
+    names = list(PredictionTags.read(prediction).classes)
+    name = class_name or names[-1]
+    if name not in names:
+        raise ParameterError(f"--class {name!r} is not in {prediction} ({', '.join(names)})")
+    with rasterio.open(prediction) as src:
+        band = names.index(name) + 1
+        probability = src.read(band, out_shape=shape, resampling=Resampling.average) / 255.0
+        valid = src.dataset_mask(out_shape=shape) > 0
+    overlay = plt.get_cmap("magma")(probability)
+    overlay[..., 3] = np.where(valid, 0.75 * probability, 0.0) if image else valid * 1.0
+    return overlay
+
+
+def _class_overlay(prediction, shape, over_image: bool) -> tuple[np.ndarray, list]:
+    """RGBA (h, w, 4) of a class map in its colour table, and legend entries per class."""
+    from matplotlib.patches import Patch
+
+    classes = ClassMapTags.read(prediction).classes
+    with rasterio.open(prediction) as src:
+        codes = src.read(1, out_shape=shape, resampling=Resampling.mode)
+        try:
+            table = src.colormap(1)
+        except ValueError:  # no colour table: the one predict writes
+            table = class_colormap(len(classes), CLASS_MAP_NODATA)
+    colours = np.zeros((256, 4))
+    for code, rgba in table.items():
+        colours[code] = np.asarray(rgba) / 255.0
+    overlay = colours[codes]
+    if over_image:  # the image shows through, most where the class is background
+        overlay[..., 3] *= np.where(codes == 0, CLASS_ALPHA / 3, CLASS_ALPHA)
+    legend = [Patch(color=colours[code][:3], label=name) for code, name in enumerate(classes)]
+    return overlay, legend
 
 
 def _display_image(path, info, shape) -> np.ndarray:

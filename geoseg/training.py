@@ -405,10 +405,11 @@ def _plan(chips: ChipsDirectory, settings: TrainSettings) -> _Plan:
         settings.dropout, heads=tuple(class_names), task=settings.task, encoder=settings.encoder,
     )  # fmt: skip
     if chips.chip_size % network.divisor:
-        fix = "use a smaller --depth" if settings.encoder == UNET else f"{settings.encoder} needs"
+        why = "2**depth" if settings.encoder == UNET else f"what {settings.encoder} needs"
+        fix = "use a smaller --depth or " if settings.encoder == UNET else ""
         raise ParameterError(
-            f"chip size {chips.chip_size} is not divisible by {network.divisor}; {fix} "
-            "or tile with another --size"
+            f"chip size {chips.chip_size} is not divisible by {why} = {network.divisor}; "
+            f"{fix}tile with another --size"
         )
     for split in ("train", "val"):
         if not chips.files[split]:

@@ -7,6 +7,9 @@ each block edge; two pieces across an edge are one region when a pair of neighbo
 has the same label in either block's window. Those pieces are united at the end, so only
 polygons on block borders are ever held in memory.
 
+A class map (``geoseg predict --class-map``) or a multiclass probability raster (its likeliest
+band) gives the regions of each class code but background, through the same blocks and merge.
+
 Polygons go to a GeoPackage, a FlatGeobuf or a GeoParquet file, as the output's suffix names.
 """
 
@@ -31,7 +34,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from geoseg.cog import hidden_sibling
-from geoseg.contracts import DEFAULT_THRESHOLD, PredictionTags
+from geoseg.contracts import DEFAULT_THRESHOLD, ClassMapTags, PredictionTags, is_class_map
 from geoseg.errors import ParameterError, RasterError
 from geoseg.outputs import check_output
 from geoseg.parallel import Progress, compute_each
@@ -56,6 +59,35 @@ VECTOR_FORMATS = {".gpkg": "GeoPackage", ".fgb": "FlatGeobuf", ".parquet": "GeoP
 PROCESS_PIXELS = 4096 * 4096
 """Rasters of at least this many pixels are vectorised in local processes rather than threads:
 starting them costs about a second, and polygonising in threads gains little."""
+BANDS, CODES, ARGMAX = "bands", "codes", "argmax"
+"""Where a pixel's classes come from: each band above its threshold (overlapping classes), the
+class codes of a class map, or the likeliest band of multiclass probabilities."""
+
+
+@dataclass(frozen=True)
+class ClassSource:
+    """A raster of mutually exclusive classes: a class map or multiclass probabilities."""
+
+    classes: tuple[str, ...]  # code 0 (background) .. N
+    kind: str  # CODES or ARGMAX
+
+    @property
+    def bands(self) -> tuple[int, ...]:
+        """The 1-based bands to read: the codes, or every class's probability."""
+        return (1,) if self.kind == CODES else tuple(range(1, len(self.classes) + 1))
+
+    def codes(self, data: np.ndarray) -> np.ndarray:
+        """Class codes (h, w) of the bands read (``bands``, h, w); ties go to the first class."""
+        return data[0] if self.kind == CODES else np.argmax(data, axis=0)
+
+
+def class_source(raster: str | os.PathLike) -> ClassSource | None:
+    """The classes of a class map or of multiclass probabilities; None for other predictions
+    (refused, as :class:`PredictionTags` does, when ``raster`` is no prediction at all)."""
+    if is_class_map(raster):
+        return ClassSource(ClassMapTags.read(raster).classes, CODES)
+    tags = PredictionTags.read(str(raster))
+    return ClassSource(tags.classes, ARGMAX) if tags.task == "multiclass" else None
 
 
 @dataclass
@@ -100,6 +132,9 @@ class VectorJob:
     roles: tuple[str, ...] = ()
     """Parcels from the extent: the role of each band read (extent first); ``levels`` are then
     the extent, boundary and marker levels."""
+    classes_from: str = BANDS
+    codes: tuple[int, ...] = ()
+    """With classes from CODES or ARGMAX: the class codes made polygons (not background)."""
 
     @property
     def halo(self) -> int:
@@ -109,7 +144,9 @@ class VectorJob:
 
     @property
     def outputs(self) -> int:
-        """Classes of polygons made: one per band, one (the parcels) from the extent."""
+        """Classes of polygons made: one per band or class code, one (parcels) from the extent."""
+        if self.classes_from != BANDS:
+            return len(self.codes)
         return 1 if self.roles else len(self.levels)
 
 
@@ -193,6 +230,8 @@ def vectorize_block(job: VectorJob, index: tuple[int, int], window: Window) -> B
 
 def block_labels(job: VectorJob, data: np.ndarray, valid: np.ndarray):
     """Label image and per-pixel score (0..255) of each output class of a window."""
+    if job.classes_from != BANDS:
+        return class_code_labels(job, data, valid)
     if job.roles:
         bands = dict(zip(job.roles, data))
         labels = extent_parcel_labels(
@@ -205,6 +244,16 @@ def block_labels(job: VectorJob, data: np.ndarray, valid: np.ndarray):
         (region_labels((data[k] >= level) & valid), data[k].astype(np.float64))
         for k, level in enumerate(job.levels)
     ]
+
+
+def class_code_labels(job: VectorJob, data: np.ndarray, valid: np.ndarray):
+    """Label image and score of each class code of a window of a class map (score: NaN, it has
+    no probabilities) or of multiclass probabilities (score: the likeliest band's)."""
+    if job.classes_from == ARGMAX:
+        codes, score = np.argmax(data, axis=0), data.max(axis=0).astype(np.float64)
+    else:
+        codes, score = data[0], np.full(data.shape[1:], np.nan)
+    return [(region_labels((codes == code) & valid), score) for code in job.codes]
 
 
 def edge_lines(labels: np.ndarray, halo: int, height: int, width: int, side: str):
@@ -411,48 +460,33 @@ def vectorize(
     polygons; ``simplify`` is a tolerance in CRS units, applied so that neighbours stay gap-free
     and geometries valid. The suffix of ``out`` names the format: ``.gpkg`` GeoPackage,
     ``.fgb`` FlatGeobuf, ``.parquet`` GeoParquet.
+
+    A class map, or multiclass probabilities (each pixel in its likeliest class), gives one
+    polygon per 4-connected region of each class but background; mean probability is then the
+    likeliest class's (empty for a class map, which holds no probabilities).
     """
     check_vector_path(out)
     check_vector_options(mode, min_area, simplify, block_size)
     info = open_raster_info(raster)
     if info.dtype != "uint8":
         raise RasterError(f"{raster}: expected uint8 probabilities (0..255), as predict writes")
-    tags = PredictionTags.read(str(raster))
-    names, roles = list(tags.classes), tags.roles
-    thresholds = resolve_thresholds(names, tags.thresholds, threshold)
-    check_parcels_class(mode, names, raster, roles)
-    delineated: tuple[str, ...] = ()
-    if mode == "parcels" and "extent" in roles:
-        delineated = tuple(r for r in ("extent", "boundary", "distance") if r in roles)
-        bands, class_names = tuple(names.index(roles[r]) + 1 for r in delineated), ["parcel"]
-        chosen = delineation_thresholds(tags, threshold, extent_threshold, marker_threshold)
-        levels = tuple(quantized_level(chosen[k]) for k in ("extent", "boundary", "marker"))
-        levels = levels if "boundary" in roles else (levels[0], NO_LEVEL, levels[2])
-        logger.info("delineating parcels from %s at %s", ", ".join(delineated), chosen)
-    elif mode == "parcels":
-        bands, class_names = (names.index(roles["boundary"]) + 1,), ["parcel"]
-        tuned = tags.delineation.get("boundary") if threshold is None else None
-        level = thresholds[roles["boundary"]] if tuned is None else tuned
-        levels = (quantized_level(level),)
-        logger.info("parcels enclosed by %s at %s", roles["boundary"], level)
+    source = class_source(raster)
+    if source is None:
+        plan = _band_plan(raster, mode, threshold, extent_threshold, marker_threshold)
     else:
-        class_names = [n for n in names if tags.targets[n]["kind"] == "class"] or names
-        bands = tuple(names.index(n) + 1 for n in class_names)
-        levels = tuple(quantized_level(thresholds[name]) for name in class_names)
+        plan = _class_plan(raster, source, mode, threshold)
     out = check_output(out, overwrite).absolute()
     job = VectorJob(
         raster=str(Path(raster).absolute()),
         width=info.width,
         height=info.height,
-        bands=bands,
-        levels=levels,
         mode=mode,
         transform=info.transform,
         min_area=min_area,
         simplify=simplify,
         pixel_size=info.pixel_size,
         defer_simplify=mode == "parcels" and simplify > 0,
-        roles=delineated,
+        **plan.job_fields(),
     )
     windows = block_windows(info.width, info.height, block_size)
     per_row = -(-info.width // block_size)
@@ -460,7 +494,7 @@ def vectorize(
     out.parent.mkdir(parents=True, exist_ok=True)
     draft = hidden_sibling(out, out.suffix)
     metadata = {"geoseg_source": str(raster), "geoseg_extent": json.dumps(info.bounds)}
-    writer = PolygonWriter(draft, mode, info.crs.to_wkt(), class_names, metadata)
+    writer = PolygonWriter(draft, mode, info.crs.to_wkt(), plan.class_names, metadata)
     started = time.perf_counter()
     kept: dict[tuple[int, int], BlockPolygons] = {}
     deferred: list[Pieces] = []
@@ -500,6 +534,64 @@ def vectorize(
         blocks=len(windows),
         seconds=time.perf_counter() - started,
     )
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Which bands a run reads and how they become classes of polygons."""
+
+    class_names: list[str]
+    bands: tuple[int, ...]
+    levels: tuple[int, ...] = ()
+    roles: tuple[str, ...] = ()
+    classes_from: str = BANDS
+    codes: tuple[int, ...] = ()
+
+    def job_fields(self) -> dict:
+        names = ("bands", "levels", "roles", "classes_from", "codes")
+        return {name: getattr(self, name) for name in names}
+
+
+def _band_plan(raster, mode, threshold, extent_threshold, marker_threshold) -> _Plan:
+    """Regions of each band above its threshold, or parcels from the delineation bands."""
+    tags = PredictionTags.read(str(raster))
+    names, roles = list(tags.classes), tags.roles
+    thresholds = resolve_thresholds(names, tags.thresholds, threshold)
+    check_parcels_class(mode, names, raster, roles)
+    if mode == "parcels" and "extent" in roles:
+        delineated = tuple(r for r in ("extent", "boundary", "distance") if r in roles)
+        bands = tuple(names.index(roles[r]) + 1 for r in delineated)
+        chosen = delineation_thresholds(tags, threshold, extent_threshold, marker_threshold)
+        levels = tuple(quantized_level(chosen[k]) for k in ("extent", "boundary", "marker"))
+        levels = levels if "boundary" in roles else (levels[0], NO_LEVEL, levels[2])
+        logger.info("delineating parcels from %s at %s", ", ".join(delineated), chosen)
+        return _Plan(["parcel"], bands, levels, delineated)
+    if mode == "parcels":
+        tuned = tags.delineation.get("boundary") if threshold is None else None
+        level = thresholds[roles["boundary"]] if tuned is None else tuned
+        logger.info("parcels enclosed by %s at %s", roles["boundary"], level)
+        return _Plan(["parcel"], (names.index(roles["boundary"]) + 1,), (quantized_level(level),))
+    class_names = [n for n in names if tags.targets[n]["kind"] == "class"] or names
+    bands = tuple(names.index(n) + 1 for n in class_names)
+    levels = tuple(quantized_level(thresholds[name]) for name in class_names)
+    return _Plan(class_names, bands, levels)
+
+
+def _class_plan(raster, source: ClassSource, mode: str, threshold: float | None) -> _Plan:
+    """Regions of each class code but background (0) of a class map or multiclass raster."""
+    what = "a class map" if source.kind == CODES else "multiclass probabilities"
+    if mode == "parcels":
+        raise ParameterError(
+            f"--mode parcels needs a field extent or a boundary band; {raster} is {what}: "
+            "its polygons are the regions of each class (--mode regions)"
+        )
+    if threshold is not None:
+        raise ParameterError(
+            f"--threshold does not apply to {what} ({raster}): each pixel is in one class"
+        )
+    codes = tuple(range(1, len(source.classes)))
+    logger.info("regions of the classes of %s (%s)", raster, what)
+    return _Plan(list(source.classes[1:]), source.bands, classes_from=source.kind, codes=codes)
 
 
 def delineation_thresholds(

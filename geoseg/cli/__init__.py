@@ -437,6 +437,14 @@ def train(chips, out, **options):
 )
 @file_out_option("Probability GeoTIFF (COG) to write.")
 @click.option(
+    "--class-map",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Multiclass models: also write each pixel's likeliest class to this GeoTIFF (COG): "
+    "uint8 codes, 0 = background, 1.. in the model's class order, 255 = nodata, with a colour "
+    "table.",
+)
+@click.option(
     "--vectors",
     type=click.Path(dir_okay=False),
     default=None,
@@ -471,11 +479,14 @@ def predict(image, model, out, **options):
     """Predict class probabilities over an image of any size.
 
     Writes a Cloud-Optimised GeoTIFF of probabilities (uint8 0..255, one band per class) and,
-    with --vectors, a GeoPackage of polygons (see geoseg vectorize).
+    with --vectors, a GeoPackage of polygons (see geoseg vectorize). A multiclass model's
+    bands are its softmax, background first; --class-map adds its class map, and its polygons
+    are the regions of each class.
 
     \b
     Examples:
       $ geoseg predict ortho.tif --model model/ --out pred.tif
+      $ geoseg predict s2.tif -m crops/ -o pred.tif --class-map crops.tif --vectors crops.gpkg
       $ geoseg predict ortho.tif -m model/ -o pred.tif --vectors parcels.gpkg --mode parcels \\
             --min-area 50 --simplify 0.5
       $ geoseg predict ortho.tif -m model/ -o pred.tif --scheduler tcp://10.0.0.5:8786
@@ -505,11 +516,14 @@ def predict(image, model, out, **options):
 @parallel_options
 @overwrite_option
 def vectorize(raster, out, **options):
-    """Turn a probability GeoTIFF from geoseg predict into polygons.
+    """Turn a probability GeoTIFF or a class map from geoseg predict into polygons.
 
     One layer (named after --mode) with class, area (CRS units squared), pixels and
     mean_probability per polygon; regions crossing block borders come out whole. The suffix of
     --out picks the format: .gpkg GeoPackage, .fgb FlatGeobuf, .parquet GeoParquet.
+
+    A class map (predict --class-map) or a multiclass model's probabilities (each pixel in its
+    likeliest class) give a polygon per connected region of each class but background.
 
     --mode parcels on a prediction with a field extent band: markers where the distance is
     high and the boundary low, grown by a watershed of the distance inside the extent (never
@@ -521,6 +535,7 @@ def vectorize(raster, out, **options):
       $ geoseg vectorize pred.tif --out parcels.gpkg --mode parcels --simplify 0.5
       $ geoseg vectorize pred.tif --out parcels.gpkg --mode parcels --marker-threshold 0.4
       $ geoseg vectorize pred.tif --out buildings.parquet
+      $ geoseg vectorize crops.tif --out crops.gpkg --min-area 100    # a class map
     """
     from geoseg.vectorizing import vectorize as run
 
@@ -535,7 +550,8 @@ def vectorize(raster, out, **options):
     "--truth",
     required=True,
     type=click.Path(),
-    help="True labels: a vector file (any CRS) or a label raster (any grid).",
+    help="True labels: a vector file (any CRS) or a label raster (any grid; for a class map: "
+    "a class map, class codes 0..N, or the K of classes named K or class_K).",
 )
 @class_field_option("Attribute holding each true feature's class.")
 @click.option(
@@ -567,11 +583,17 @@ def evaluate(prediction, **options):
     forgives small offsets. For a GeoPackage of polygons: objects matched one to one at
     IoU >= 0.5 (for parcels, recall is the share of true parcels recovered).
 
+    For a class map (or a multiclass model's probabilities): the confusion matrix of all its
+    classes, per-class IoU, F1, precision and recall, and the mean IoU of the foreground
+    classes. Vector truth needs --class-field (pixels in no polygon of a class are background;
+    pixels beyond the truth's bounding box are not scored).
+
     \b
     Examples:
       $ geoseg evaluate pred.tif --truth parcels.gpkg --boundary-width 1.5
       $ geoseg evaluate parcels_pred.gpkg --truth parcels.gpkg --json scores.json
       $ geoseg evaluate pred.tif --truth roofs.shp --class-field type
+      $ geoseg evaluate crops.tif --truth parcels.shp --class-field Afgroede --json crops.json
     """
     from geoseg.evaluation import evaluate as run
 
@@ -585,15 +607,23 @@ def evaluate(prediction, **options):
 @file_out_option("PNG to write.")
 @click.option("--image", type=click.Path(), default=None, help="The predicted image, underneath.")
 @click.option("--vectors", type=click.Path(), default=None, help="Polygons to outline.")
-@click.option("--class", "class_name", default=None, help="Class to show [default: last band].")
+@click.option(
+    "--class",
+    "class_name",
+    default=None,
+    help="Class to show [default: last band]; a class map shows all its classes.",
+)
 @click.option("--max-size", type=click.IntRange(min=64), default=1024, show_default=True)
 @overwrite_option
 def quicklook(prediction, out, **options):
     """Write a PNG preview: image, probabilities as a colour overlay, polygon outlines.
 
+    A class map (predict --class-map) is shown in its colour table, with a legend.
+
     \b
     Examples:
       $ geoseg quicklook pred.tif --image ortho.tif --vectors parcels.gpkg --out preview.png
+      $ geoseg quicklook crops.tif --image s2.tif --out crops.png
     """
     from geoseg.quicklooks import quicklook as run
 

@@ -25,7 +25,7 @@ import click
 from geoseg.errors import InputFileError, ParameterError
 
 STAGES = ("synth", "tile", "train", "predict", "vectorize", "evaluate", "quicklook")
-OUTPUTS = ("out", "vectors", "json_out")
+OUTPUTS = ("out", "vectors", "json_out", "class_map")
 
 
 @dataclass
