@@ -126,3 +126,45 @@ def test_frozen_encoder_then_the_whole_network_at_a_tenth_of_the_rate(tiny_chips
     model = keras.models.load_model(out / "model.keras")
     assert model.get_layer("encoder").trainable
     assert model(np.zeros((1, 64, 64, 3), np.float32)).shape == (1, 64, 64, 2)
+
+
+def test_multiclass_model_from_train_to_class_map_polygons_and_scores(
+    multiclass_model, tiny_chips, tmp_path
+):
+    """The CLI chain a user runs: predict --class-map, vectorize it, evaluate it."""
+    import geopandas as gpd
+    import rasterio
+
+    out, _ = multiclass_model
+    scene = tiny_chips.parent / "scene"
+    pred, class_map = tmp_path / "pred.tif", tmp_path / "classes.tif"
+    result = run(
+        "predict", scene / "image.tif", "--model", out, "-o", pred, "--class-map", class_map,
+        "--device", "cpu",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    with rasterio.open(pred) as src:
+        probabilities = src.read()
+        assert src.descriptions == ("background", "parcels", "boundary")
+    with rasterio.open(class_map) as src:
+        codes, colours = src.read(1), src.colormap(1)
+    assert set(np.unique(codes)) <= {0, 1, 2} and {0, 1, 2} <= set(colours)
+    # the class of a pixel is its likeliest band (up to ties after quantising to uint8)
+    likeliest = probabilities.max(axis=0)
+    assert (probabilities[codes, *np.indices(codes.shape)] >= likeliest - 1).all()
+
+    polygons = tmp_path / "classes.gpkg"
+    assert run("vectorize", class_map, "-o", polygons).exit_code == 0
+    frame = gpd.read_file(polygons)
+    assert set(frame["class"]) <= {"parcels", "boundary"} and len(frame) > 0
+
+    # scored against its own polygons, the class map is exact: vectorizing loses no pixel
+    scores = tmp_path / "scores.json"
+    result = run(
+        "evaluate", class_map, "--truth", polygons, "--class-field", "class", "--json", scores,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    confusion = json.loads(scores.read_text())["confusion"]
+    assert confusion["classes"] == ["background", "parcels", "boundary"]
+    matrix = np.array(confusion["matrix"])
+    assert (matrix == np.diag(np.diag(matrix))).all() and confusion["mean_iou"] == 1.0
