@@ -168,3 +168,24 @@ def test_multiclass_model_from_train_to_class_map_polygons_and_scores(
     assert confusion["classes"] == ["background", "parcels", "boundary"]
     matrix = np.array(confusion["matrix"])
     assert (matrix == np.diag(np.diag(matrix))).all() and confusion["mean_iou"] == 1.0
+
+
+def test_encoder_model_predicts_in_bfloat16_like_float32(tiny_chips, tmp_path):
+    """predict rebuilds an encoder model under mixed precision from the card alone."""
+    import rasterio
+
+    from geoseg import predict
+
+    out = tmp_path / "m"
+    train(
+        tiny_chips, out, encoder="mobilenetv2", encoder_weights="none", epochs=1,
+        **dict(TINY_TRAINING, depth=4),
+    )  # fmt: skip
+    image = tiny_chips.parent / "scene" / "image.tif"
+    bands = []
+    for precision in ("off", "on"):
+        pred = tmp_path / f"pred-{precision}.tif"
+        predict(image, out, pred, device="cpu", mixed_precision=precision, block_size=256)
+        with rasterio.open(pred) as src:
+            bands.append(src.read().astype(np.int16))
+    assert np.abs(bands[0] - bands[1]).mean() < 3.0
