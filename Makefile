@@ -34,11 +34,14 @@ bench: $(STAMP) bench-setup
 	$(BIN)/python benchmarks/bench_predict.py
 	$(BIN)/python benchmarks/bench_vectorize.py
 	$(BIN)/python benchmarks/bench_precision.py
+	$(BIN)/python benchmarks/bench_encoders.py
 	$(BIN)/python benchmarks/bench_gpu.py
 
-# Accuracy of the parcel recipes on the Danish parcels and a synthetic scene (about 16 minutes).
+# Accuracy on real data: the parcel recipes on the Danish parcels and a synthetic scene (about
+# 16 minutes), the crop types of the Danish register (about 4 minutes).
 bench-parcels: $(STAMP)
 	$(BIN)/python benchmarks/bench_parcels.py
+	$(BIN)/python benchmarks/bench_multiclass.py
 
 # GDAL's own tiler (gdal_retile.py), the baseline of bench_tile.py, from Debian/Ubuntu packages.
 bench-setup:
