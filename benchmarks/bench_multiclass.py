@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
-from bench_parcels import DATA, split_image
+from bench_parcels import DATA, add_training_arguments, split_image
 
 import geoseg
 from geoseg.contracts import CLASS_MAP_NODATA, ClassMapTags, PredictionTags, read_model_card
@@ -116,13 +116,7 @@ def describe(row: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=40)
-    parser.add_argument("--chip", type=int, default=64)
-    parser.add_argument("--base-filters", type=int, default=16)
-    parser.add_argument("--depth", type=int, default=3)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
-    parser.add_argument("--workdir", type=Path, default=None, help="keep the outputs here")
+    add_training_arguments(parser, epochs=50)
     args = parser.parse_args()
     print(
         f"crop types of the Danish register: train west half, score east half; {args.epochs} "

@@ -179,17 +179,22 @@ def describe(row: dict) -> str:
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scenes", nargs="+", default=["denmark", "synthetic"])
-    parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
-    parser.add_argument("--epochs", type=int, default=40)
+def add_training_arguments(parser: argparse.ArgumentParser, epochs: int) -> None:
+    """The options the accuracy benchmarks share: training length, chips, network, outputs."""
+    parser.add_argument("--epochs", type=int, default=epochs)
     parser.add_argument("--chip", type=int, default=64)
     parser.add_argument("--base-filters", type=int, default=16)
     parser.add_argument("--depth", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
     parser.add_argument("--workdir", type=Path, default=None, help="keep the outputs here")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scenes", nargs="+", default=["denmark", "synthetic"])
+    parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
+    add_training_arguments(parser, epochs=40)
     args = parser.parse_args()
     print(
         f"train west half, score east half; {args.epochs} epochs, seed {args.seed}, U-Net depth "
