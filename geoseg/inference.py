@@ -16,7 +16,10 @@ import hashlib
 import json
 import logging
 import math
+import os
 import time
+import warnings
+from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +43,8 @@ from geoseg.errors import ParameterError, RasterError
 from geoseg.forward import ForwardSpec, forward_pass
 from geoseg.outputs import check_output
 from geoseg.parallel import Progress, check_scheduler, compute_each
-from geoseg.raster import block_windows, normalize, open_raster_info, read_padded
+from geoseg.raster import block_windows, normalize, open_raster, open_raster_info, read_padded
+from geoseg.remote import absolute, is_gdal_path
 from geoseg.scoring import quantize, resolve_thresholds
 
 logger = logging.getLogger(__name__)
@@ -91,6 +95,9 @@ class BlockJob:
     forward: ForwardSpec
     class_map: bool = False
     """Also the likeliest class of each pixel (a multiclass model's class map)."""
+    dates: tuple[str, ...] = ()
+    """Further dates of ``image`` (same grid): their probabilities are combined per pixel."""
+    consensus: str = "mean"
 
 
 @dataclass
@@ -111,8 +118,45 @@ def class_codes(probabilities: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return codes
 
 
+CONSENSUS = ("mean", "median")
+
+
+def combine_dates(blends: list[np.ndarray], valids: list[np.ndarray], how: str = "mean"):
+    """The per-pixel mean (or median) of several dates' (h, w, classes) probabilities, each date
+    counted only where it is valid; and where any date is valid."""
+    if len(blends) == 1:
+        return blends[0], valids[0]
+    stacked, valid = np.stack(blends), np.stack(valids)
+    seen = valid.any(axis=0)
+    if how == "median":
+        masked = np.where(valid[..., None], stacked, np.nan)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # pixels no date sees
+            combined = np.nanmedian(masked, axis=0)
+        return np.nan_to_num(combined, nan=0.0).astype(np.float32), seen
+    counts = valid.sum(axis=0)[..., None]
+    total = (stacked * valid[..., None]).sum(axis=0)
+    return (total / np.maximum(counts, 1)).astype(np.float32), seen
+
+
 def predict_block(job: BlockJob, window: Window, index: int = 0) -> BlockResult:
-    """Blended probabilities of the chips touching ``window``."""
+    """Blended probabilities of the chips touching ``window`` (combined over the dates)."""
+    blends, valids, chips = [], [], 0
+    for image in (job.image, *job.dates):
+        blended, inside, count = _blend_image(job, image, window)
+        blends.append(blended)
+        valids.append(inside)
+        chips += count
+    blended, inside = combine_dates(blends, valids, job.consensus)
+    probabilities = np.moveaxis(quantize(blended), -1, 0)
+    probabilities[:, ~inside] = 0
+    codes = class_codes(blended, inside) if job.class_map else None
+    return BlockResult(index, window, probabilities, inside, chips, codes)
+
+
+def _blend_image(job: BlockJob, path: str, window: Window):
+    """(h, w, classes) float probabilities of one image over ``window``, its validity, and the
+    number of chips run."""
     size = job.grid.size
     top, left = int(window.row_off), int(window.col_off)
     bottom, right = top + int(window.height), left + int(window.width)
@@ -120,7 +164,7 @@ def predict_block(job: BlockJob, window: Window, index: int = 0) -> BlockResult:
     cols = job.grid.touching(job.width, left, right)
     r0, c0 = int(rows[0]), int(cols[0])
     read = Window(c0, r0, int(cols[-1]) + size - c0, int(rows[-1]) + size - r0)
-    with rasterio.open(job.image) as src:
+    with open_raster(path) as src:
         data, valid, _ = read_padded(src, read)
     image = normalize(data, valid, job.normalization)
     origins = [
@@ -148,10 +192,7 @@ def predict_block(job: BlockJob, window: Window, index: int = 0) -> BlockResult:
             weights[y0 - top : y1 - top, x0 - left : x1 - left] += w
     inside = valid[top - r0 : bottom - r0, left - c0 : right - c0]
     blended = total / np.maximum(weights, 1e-12)[..., None]
-    probabilities = np.moveaxis(quantize(blended), -1, 0)
-    probabilities[:, ~inside] = 0
-    codes = class_codes(blended, inside) if job.class_map else None
-    return BlockResult(index, window, probabilities, inside, len(origins), codes)
+    return blended, inside, len(origins)
 
 
 @dataclass
@@ -197,10 +238,11 @@ class PredictSummary:
 
 
 def predict(
-    image: str | Path,
+    image: str | Path | Sequence[str | Path],
     model: str | Path,
     out: str | Path,
     *,
+    consensus: str = "mean",
     vectors: str | Path | None = None,
     class_map: str | Path | None = None,
     threshold: float | None = None,
@@ -232,15 +274,16 @@ def predict(
     likeliest band of the probabilities. ``overlap`` defaults to a quarter of the model's chip
     size (64 px for 256 px chips). An interrupted run keeps the blocks it wrote: ``resume``
     continues it (with the same inputs and options) and gives the same COGs as an
-    uninterrupted run. Returns a :class:`PredictSummary`.
+    uninterrupted run. Several images are dates of one place (on one grid): each is predicted
+    and the probabilities are combined per pixel by their ``consensus`` (``mean`` or ``median``)
+    over the dates valid there, in the same pass over blocks. Returns a :class:`PredictSummary`.
     """
     card = read_model_card(model)
+    image, *dates = [image] if isinstance(image, (str, os.PathLike)) else list(image)
     info = open_raster_info(image)
     chip = card.chip_size
-    if info.count != card.band_count:
-        raise RasterError(
-            f"{image}: {info.count} bands, but the model was trained on {card.band_count}"
-        )
+    _check_bands(image, info, card, dated=bool(dates))
+    _check_dates(dates, info, card, consensus)
     if overlap is None:
         overlap = chip // 4
     _check_options(chip, overlap, block_size, batch_size)
@@ -252,6 +295,7 @@ def predict(
         image, model, overlap=overlap, block_size=block_size, batch_size=batch_size, tta=tta,
         device=device, mixed_precision=mixed_precision, threshold=threshold,
         **({"class_map": True} if class_map is not None else {}),  # its pixels, not its path
+        **({"dates": _versions(dates), "consensus": consensus} if dates else {}),
     )  # fmt: skip
     rasters = _rasters_to_write(out, class_map, identity, resume, overwrite)
     if vectors is not None:
@@ -265,7 +309,7 @@ def predict(
         summary = _predict_raster(
             image, model, rasters, card, info, thresholds, identity,
             ChipGrid(chip, overlap), block_size, batch_size, tta, device, mixed_precision,
-            workers, scheduler, resume, progress,
+            workers, scheduler, resume, progress, dates, consensus,
         )  # fmt: skip
     if vectors is not None:
         from geoseg.vectorizing import vectorize
@@ -301,6 +345,52 @@ def _rasters_to_write(out, class_map, identity: dict, resume: bool, overwrite: b
     for raster in rasters:
         check_output(raster.path, raster.replace)
     return rasters
+
+
+def _check_bands(image, info, card: ModelCard, dated: bool) -> None:
+    """The image must have the model's band count and, where both name every band, its band
+    names in order (a stack in another order); dates of one place differ in their names by
+    design, so their names are not compared."""
+    if info.count != card.band_count:
+        raise RasterError(
+            f"{image}: {info.count} bands, but the model was trained on {card.band_count}"
+        )
+    trained = list(card["bands"].get("descriptions") or [])
+    given = list(info.descriptions)
+    if dated or not all(trained) or not all(given) or len(trained) != len(given):
+        return
+    for band, (mine, theirs) in enumerate(zip(given, trained), start=1):
+        if mine != theirs:
+            raise RasterError(
+                f"{image}: band {band} is {mine!r} where the model was trained on {theirs!r}; "
+                f"give its bands in the model's order ({', '.join(trained)})"
+            )
+
+
+def _check_dates(dates, info, card: ModelCard, consensus: str) -> None:
+    """Further dates: the first date's grid and the model's band count."""
+    if consensus not in CONSENSUS:
+        raise ParameterError(f"--consensus must be one of {', '.join(CONSENSUS)}")
+    for date in dates:
+        other = open_raster_info(date)
+        if other.count != card.band_count:
+            raise RasterError(
+                f"{date}: {other.count} bands, but the model was trained on {card.band_count}"
+            )
+        same = (other.width, other.height, other.transform, other.crs) == (
+            info.width, info.height, info.transform, info.crs
+        )  # fmt: skip
+        if not same:
+            raise RasterError(
+                f"{date}: not on the first date's grid ({info.width} x {info.height}); put it "
+                "on that grid first: geoseg stack THIS.tif --like FIRST.tif -o this.vrt"
+            )
+
+
+def _versions(paths) -> list:
+    """Each file's path, size and modification time (what a resumed run must find again)."""
+    return [[str(Path(p).absolute()), Path(p).stat().st_size, Path(p).stat().st_mtime_ns]
+            for p in paths]  # fmt: skip
 
 
 def _check_options(chip: int, overlap: int, block_size: int, batch_size: int) -> None:
@@ -373,8 +463,8 @@ def run_identity(image, model, **options) -> dict:
 
     model = Path(model).absolute()
     return {
-        "image": str(Path(image).absolute()),
-        "image_file": version(Path(image)),
+        "image": absolute(image),
+        "image_file": None if is_gdal_path(image) else version(Path(image)),
         "model": str(model),
         "model_file": version(model / MODEL_NAME),
         "model_card": hashlib.sha256((model / CARD_NAME).read_bytes()).hexdigest(),
@@ -455,14 +545,14 @@ def _raster_tags(kind: str, card: ModelCard, model, thresholds, identity) -> dic
 
 def _predict_raster(
     image, model, rasters, card, info, thresholds, identity, grid, block_size, batch_size, tta,
-    device, mixed_precision, workers, scheduler, resume, progress,
+    device, mixed_precision, workers, scheduler, resume, progress, dates=(), consensus="mean",
 ) -> PredictSummary:  # fmt: skip
     spec = ForwardSpec.from_card(
         model, card, batch_size=batch_size, tta=tta, device=device, precision=mixed_precision
     )
     local = forward_pass(spec)  # loads the model here: a broken one fails before any work
     job = BlockJob(
-        image=str(Path(image).absolute()),
+        image=absolute(image),
         width=info.width,
         height=info.height,
         grid=grid,
@@ -470,6 +560,8 @@ def _predict_raster(
         normalization=card["normalization"],
         forward=spec,
         class_map=any(r.kind == CLASS_MAP for r in rasters),
+        dates=tuple(str(Path(d).absolute()) for d in dates),
+        consensus=consensus,
     )
     windows = block_windows(info.width, info.height, block_size)
     started = time.perf_counter()

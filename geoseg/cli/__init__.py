@@ -159,6 +159,37 @@ def synth(out, **options):
 
 
 @main.command()
+@click.argument("rasters", nargs=-1, required=True, type=click.Path())
+@file_out_option("GDAL VRT (.vrt) of the stacked bands to write.")
+@click.option(
+    "--like",
+    type=click.Path(),
+    default=None,
+    help="Put the bands on this raster's grid instead of the first one's (then one raster "
+    "is enough: e.g. a date onto another date's grid).",
+)
+@overwrite_option
+def stack(rasters, out, like, overwrite):
+    """Stack the bands of several rasters, in the order given, as one GDAL VRT.
+
+    Members are resampled onto the first one's grid where theirs differs (nearest neighbour
+    for integer data, bilinear for floating point; same CRS). A pixel is nodata where any
+    member is. Band names are the bands' descriptions, else the file names. Give the VRT to
+    tile, train's chips and predict like any raster.
+
+    \b
+    Examples:
+      $ geoseg stack june_red.tif june_green.tif june_blue.tif june_nir.tif \\
+          aug_red.tif aug_green.tif aug_blue.tif aug_nir.tif -o season.vrt
+      $ geoseg tile season.vrt --labels fields.gpkg --out chips/
+    """
+    from geoseg.stack import write_stack
+
+    path = write_stack(rasters, out, like=like, overwrite=overwrite)
+    click.echo(f"stacked {len(rasters)} rasters -> {path}")
+
+
+@main.command()
 @click.argument("images", nargs=-1, required=True, type=click.Path())
 @out_option
 @click.option(
@@ -426,7 +457,20 @@ def train(chips, out, **options):
 
 
 @main.command()
-@click.argument("image", type=click.Path())
+@click.argument("images", nargs=-1, required=True, type=click.Path())
+@click.option(
+    "--dates",
+    is_flag=True,
+    help="The IMAGES are dates of one place (on one grid): predict each and write the "
+    "per-pixel --consensus of their probabilities (dates with nodata at a pixel are left out).",
+)
+@click.option(
+    "--consensus",
+    type=click.Choice(["mean", "median"]),
+    default="mean",
+    show_default=True,
+    help="How --dates are combined.",
+)
 @click.option(
     "--model",
     "-m",
@@ -475,13 +519,14 @@ def train(chips, out, **options):
     "--resume", is_flag=True, help="Continue an interrupted run from the blocks it wrote."
 )
 @overwrite_option
-def predict(image, model, out, **options):
+def predict(images, dates, model, out, **options):
     """Predict class probabilities over an image of any size.
 
     Writes a Cloud-Optimised GeoTIFF of probabilities (uint8 0..255, one band per class) and,
     with --vectors, a GeoPackage of polygons (see geoseg vectorize). A multiclass model's
     bands are its softmax, background first; --class-map adds its class map, and its polygons
-    are the regions of each class.
+    are the regions of each class. With --dates, several images of one place are predicted in
+    one pass and their probabilities combined (temporal consensus).
 
     \b
     Examples:
@@ -491,9 +536,18 @@ def predict(image, model, out, **options):
             --min-area 50 --simplify 0.5
       $ geoseg predict ortho.tif -m model/ -o pred.tif --scheduler tcp://10.0.0.5:8786
       $ geoseg predict ortho.tif -m model/ -o pred.tif --resume      # after an interruption
+      $ geoseg predict june.tif july.tif august.tif --dates -m fields/ -o season.tif \\
+            --vectors fields.gpkg --mode parcels
     """
     from geoseg.cog import partial_paths
     from geoseg.inference import predict as run
+
+    if len(images) > 1 and not dates:
+        raise click.UsageError(
+            f"{len(images)} images given: add --dates to combine dates of one place, or stack "
+            "bands into one raster with geoseg stack"
+        )
+    image = list(images) if dates else images[0]
 
     try:
         with progress_bar("predicting") as progress:
