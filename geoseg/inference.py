@@ -388,9 +388,17 @@ def _check_dates(dates, info, card: ModelCard, consensus: str) -> None:
 
 
 def _versions(paths) -> list:
-    """Each file's path, size and modification time (what a resumed run must find again)."""
-    return [[str(Path(p).absolute()), Path(p).stat().st_size, Path(p).stat().st_mtime_ns]
-            for p in paths]  # fmt: skip
+    """Each file's path, size and modification time (what a resumed run must find again);
+    the path alone for a URL."""
+    return [
+        [absolute(p)] if is_gdal_path(p) else [absolute(p), *_file_version(Path(p))]
+        for p in paths
+    ]
+
+
+def _file_version(path: Path) -> list[int]:
+    stat = path.stat()
+    return [stat.st_size, stat.st_mtime_ns]
 
 
 def _check_options(chip: int, overlap: int, block_size: int, batch_size: int) -> None:
@@ -456,17 +464,12 @@ def _check_outputs(image, model, out, vectors, class_map, mode, min_area, simpli
 
 def run_identity(image, model, **options) -> dict:
     """What decides a prediction's pixels: the image and model files (as found), the options."""
-
-    def version(path: Path) -> list:
-        stat = path.stat()
-        return [stat.st_size, stat.st_mtime_ns]
-
     model = Path(model).absolute()
     return {
         "image": absolute(image),
-        "image_file": None if is_gdal_path(image) else version(Path(image)),
+        "image_file": None if is_gdal_path(image) else _file_version(Path(image)),
         "model": str(model),
-        "model_file": version(model / MODEL_NAME),
+        "model_file": _file_version(model / MODEL_NAME),
         "model_card": hashlib.sha256((model / CARD_NAME).read_bytes()).hexdigest(),
         **options,
     }
@@ -560,7 +563,7 @@ def _predict_raster(
         normalization=card["normalization"],
         forward=spec,
         class_map=any(r.kind == CLASS_MAP for r in rasters),
-        dates=tuple(str(Path(d).absolute()) for d in dates),
+        dates=tuple(absolute(d) for d in dates),
         consensus=consensus,
     )
     windows = block_windows(info.width, info.height, block_size)
