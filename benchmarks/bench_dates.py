@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_parcels import DATA, add_training_arguments
+from bench_parcels import DATA, add_training_arguments, predict_and_score
 
 import geoseg
 from geoseg.stack import write_stack
@@ -88,12 +88,7 @@ def run(args, root: Path) -> list[dict]:
         seconds = time.perf_counter() - started
         pred, polygons = root / f"pred-{variant}.tif", root / f"parcels-{variant}.gpkg"
         image = predicted if len(predicted) > 1 else predicted[0]
-        geoseg.predict(image, model, pred, vectors=polygons, mode="parcels", device="cpu",
-                       mixed_precision="off", overwrite=True)  # fmt: skip
-        objects = geoseg.evaluate(polygons, truth).objects["parcel"]
-        boundary = geoseg.evaluate(
-            pred, truth, boundary_width="1px", boundary_tolerance="1px", classes=["boundary"]
-        ).boundary
+        objects, boundary = predict_and_score(image, model, pred, polygons, truth)
         rows.append(
             {
                 "variant": variant,

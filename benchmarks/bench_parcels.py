@@ -141,12 +141,7 @@ def run_scene(name: str, args, root: Path) -> list[dict]:
         trained = time.perf_counter() - started
         card = read_model_card(model)
         pred, polygons = root / name / f"pred-{recipe}.tif", root / name / f"parcels-{recipe}.gpkg"
-        geoseg.predict(east, model, pred, vectors=polygons, mode="parcels", device="cpu",
-                       mixed_precision="off", overwrite=True)  # fmt: skip
-        objects = geoseg.evaluate(polygons, truth).objects["parcel"]
-        boundary = geoseg.evaluate(
-            pred, truth, boundary_width="1px", boundary_tolerance="1px", classes=["boundary"]
-        ).boundary
+        objects, boundary = predict_and_score(east, model, pred, polygons, truth)
         rows.append(
             {
                 "scene": name,
@@ -168,6 +163,18 @@ def run_scene(name: str, args, root: Path) -> list[dict]:
         )
         print(describe(rows[-1]), flush=True)
     return rows
+
+
+def predict_and_score(image, model: Path, pred: Path, polygons: Path, truth: Path):
+    """Predict parcels of ``image`` and score them: objects one to one at IoU >= 0.5, and the
+    boundary F1 within 1 px."""
+    geoseg.predict(image, model, pred, vectors=polygons, mode="parcels", device="cpu",
+                   mixed_precision="off", overwrite=True)  # fmt: skip
+    objects = geoseg.evaluate(polygons, truth).objects["parcel"]
+    boundary = geoseg.evaluate(
+        pred, truth, boundary_width="1px", boundary_tolerance="1px", classes=["boundary"]
+    ).boundary
+    return objects, boundary
 
 
 def describe(row: dict) -> str:
