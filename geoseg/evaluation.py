@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import rasterio
 import shapely
 from dask import delayed
 from rasterio.warp import transform_bounds
@@ -41,8 +40,9 @@ from geoseg.errors import (
 from geoseg.labels import BOUNDARY, IGNORE, LabelSpec, Length, is_raster_path, open_labels
 from geoseg.outputs import check_not_an_input, check_output, write_text_atomically
 from geoseg.parallel import Progress, compute_each
-from geoseg.raster import block_windows, open_raster_info, read_padded
+from geoseg.raster import block_windows, open_raster, open_raster_info, read_padded
 from geoseg.regions import disk
+from geoseg.remote import local_file_missing
 from geoseg.scoring import ConfusionMatrix, resolve_thresholds, scores
 
 logger = logging.getLogger(__name__)
@@ -156,7 +156,7 @@ def evaluate(
     background); else class codes 0 (background) .. N in the prediction's class order.
     """
     for path in (prediction, truth):
-        if not Path(path).exists():
+        if local_file_missing(path):
             raise InputFileError(f"{path}: no such file")
     if json_out is not None:
         check_output(json_out, overwrite)
@@ -236,7 +236,7 @@ def _evaluate_raster(prediction, truth, class_field, tolerance, width, threshold
     if not labels.overlaps(info.crs, info.bounds):
         raise LabelsError(f"{truth}: no truth inside the prediction's extent")
     if is_raster_path(truth):
-        with rasterio.open(truth) as src:
+        with open_raster(truth) as src:
             same_grid = (src.crs, src.transform, src.shape) == (
                 info.crs, info.transform, (info.height, info.width)
             )  # fmt: skip
@@ -433,7 +433,7 @@ def _vector_coverage(truth, info, notes) -> tuple[int, int, int, int] | None:
 
 def _confusion_of_block(job: _ClassJob, window: Window) -> np.ndarray:
     """The (classes, classes) confusion counts of one block."""
-    with rasterio.open(job.prediction) as src:
+    with open_raster(job.prediction) as src:
         data, valid, _ = read_padded(src, window, list(job.source.bands))
         transform, crs = src.window_transform(window), src.crs
         pixel_size = (abs(transform.a) + abs(transform.e)) / 2
@@ -500,7 +500,7 @@ def _score_block(job: _RasterJob, window: Window):
     halo = job.halo
     read = Window(window.col_off - halo, window.row_off - halo,
                   window.width + 2 * halo, window.height + 2 * halo)  # fmt: skip
-    with rasterio.open(job.prediction) as src:
+    with open_raster(job.prediction) as src:
         data, valid, _ = read_padded(src, read, list(job.bands))
         transform, crs = src.window_transform(read), src.crs
         pixel_size = (abs(transform.a) + abs(transform.e)) / 2

@@ -11,6 +11,9 @@ group per batch.
 
 Layer metadata (``geoseg_source``, ``geoseg_extent``) are GDAL layer metadata in a GeoPackage or
 a FlatGeobuf and schema metadata in a GeoParquet file; :func:`read_layer_metadata` reads either.
+Field boundaries follow fiboa (https://fiboa.org, core v0.2.0, as Fields of The World writes
+them): :func:`hectares_and_metres` measures them, and a GeoParquet file carries fiboa's
+collection (its version and extensions) under the ``fiboa`` key of its metadata.
 """
 
 from __future__ import annotations
@@ -24,25 +27,35 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyogrio
+import pyproj
 import shapely
 
 _DRIVERS = {".gpkg": "GPKG", ".fgb": "FlatGeobuf"}  # and .parquet, written with pyarrow
 _END = None
 _WAIT_S = 0.1
 _WKB = {"ARROW:extension:name": "geoarrow.wkb"}
+_TIMESTAMP = pa.timestamp("ms", tz="UTC")  # fiboa's date-time in (Geo)Parquet
+
+FIBOA_COLLECTION = {"fiboa_version": "0.2.0", "fiboa_extensions": []}
+"""What a fiboa GeoParquet file declares under its ``fiboa`` metadata key: geoseg writes the
+core properties only (``id``, ``geometry``, ``area``, ``perimeter``, ``determination_method``,
+``determination_datetime``), its own columns beside them, as fiboa allows."""
 
 
 def _is_parquet(path) -> bool:
     return Path(path).suffix.lower() == ".parquet"
 
 
-def open_layer(path, layer: str, crs: str, columns: dict, metadata: dict | None = None):
+def open_layer(
+    path, layer: str, crs: str, columns: dict, metadata: dict | None = None, fiboa: bool = False
+):
     """A writer of polygons to ``path`` in the format its suffix names (see :class:`LayerWriter`).
 
     ``path`` may be a staging name; it must end with ``.gpkg``, ``.fgb`` or ``.parquet``.
+    ``fiboa``: the columns are fiboa's, which a GeoParquet file declares in its metadata.
     """
     if _is_parquet(path):
-        return GeoParquetWriter(path, layer, crs, columns, metadata)
+        return GeoParquetWriter(path, layer, crs, columns, metadata, fiboa=fiboa)
     driver = _DRIVERS.get(Path(path).suffix.lower())
     if driver is None:
         raise ValueError(f"{path}: no polygon format for this suffix")
@@ -59,6 +72,22 @@ def read_layer_metadata(path: str | os.PathLike) -> dict[str, str]:
     return pyogrio.read_info(path).get("layer_metadata") or {}
 
 
+def hectares_and_metres(geometry: np.ndarray, crs) -> tuple[np.ndarray, np.ndarray]:
+    """fiboa's ``area`` (hectares) and ``perimeter`` (metres) of polygons in ``crs``.
+
+    Measured in the plane of a projected CRS, its unit converted to metres (as GIS tools
+    measure); on the ellipsoid of a geographic CRS (geodesic, exact), whose degrees have no area.
+    """
+    crs = pyproj.CRS.from_user_input(crs)
+    if crs.is_geographic:
+        geod = crs.get_geod()
+        measured = np.array([geod.geometry_area_perimeter(g) for g in geometry], np.float64)
+        measured = measured.reshape(-1, 2)
+        return np.abs(measured[:, 0]) / 1e4, measured[:, 1]
+    metres = crs.axis_info[0].unit_conversion_factor
+    return shapely.area(geometry) * metres**2 / 1e4, shapely.length(geometry) * metres
+
+
 def read_polygons(path: str | os.PathLike, **options):
     """A GeoDataFrame of the polygon file at ``path``; ``options`` go to the geopandas reader."""
     import geopandas as gpd
@@ -68,11 +97,16 @@ def read_polygons(path: str | os.PathLike, **options):
     return gpd.read_file(path, **options)
 
 
+def _arrow_type(kind: str) -> pa.DataType:
+    """An Arrow type from its alias ("string", "float64", "int64"); "timestamp": UTC, in ms."""
+    return _TIMESTAMP if kind == "timestamp" else pa.type_for_alias(kind)
+
+
 class _Batches:
     """Attribute columns and a WKB geometry column as Arrow record batches."""
 
     def __init__(self, columns: dict, metadata: dict | None = None):
-        self._fields = [pa.field(name, pa.type_for_alias(kind)) for name, kind in columns.items()]
+        self._fields = [pa.field(name, _arrow_type(kind)) for name, kind in columns.items()]
         wkb = pa.field("geometry", pa.binary(), metadata=_WKB)
         self._schema = pa.schema([*self._fields, wkb], metadata=metadata)
 
@@ -84,8 +118,9 @@ class _Batches:
 class LayerWriter(_Batches):
     """Write polygons with attribute columns to ``path``'s ``layer``; ``close()`` finishes it.
 
-    ``columns`` maps names to types ("string", "float64", "int64"); each ``write`` gets arrays
-    for all of them. ``driver`` is a GDAL vector driver that takes Arrow streams.
+    ``columns`` maps names to types ("string", "float64", "int64", "timestamp"); each ``write``
+    gets arrays for all of them (datetime64 for a timestamp, taken as UTC). ``driver`` is a
+    GDAL vector driver that takes Arrow streams.
     """
 
     def __init__(
@@ -157,13 +192,20 @@ class GeoParquetWriter(_Batches):
     """:class:`LayerWriter`'s interface for a GeoParquet file (WKB geometry, GeoParquet 1.1).
 
     The CRS goes into the ``geo`` metadata as PROJJSON and ``metadata`` into the schema metadata,
-    where :func:`read_layer_metadata` finds it; a Parquet file has no layers, so ``layer`` is
-    not stored.
+    where :func:`read_layer_metadata` finds it; with ``fiboa``, :data:`FIBOA_COLLECTION` goes
+    under the ``fiboa`` key. A Parquet file has no layers, so ``layer`` is not stored.
     """
 
-    def __init__(self, path, layer: str, crs: str, columns: dict, metadata: dict | None = None):
+    def __init__(
+        self,
+        path,
+        layer: str,
+        crs: str,
+        columns: dict,
+        metadata: dict | None = None,
+        fiboa: bool = False,
+    ):
         import pyarrow.parquet as pq
-        import pyproj
 
         geo = {
             "version": "1.1.0",
@@ -177,6 +219,8 @@ class GeoParquetWriter(_Batches):
             },
         }
         stored = {"geo": json.dumps(geo), **(metadata or {})}
+        if fiboa:
+            stored["fiboa"] = json.dumps(FIBOA_COLLECTION)
         super().__init__(columns, stored)
         self._writer = pq.ParquetWriter(path, self._schema, compression="zstd")
 

@@ -391,8 +391,7 @@ def _versions(paths) -> list:
     """Each file's path, size and modification time (what a resumed run must find again);
     the path alone for a URL."""
     return [
-        [absolute(p)] if is_gdal_path(p) else [absolute(p), *_file_version(Path(p))]
-        for p in paths
+        [absolute(p)] if is_gdal_path(p) else [absolute(p), *_file_version(Path(p))] for p in paths
     ]
 
 

@@ -24,7 +24,6 @@ from pathlib import Path
 import geopandas as gpd
 import numpy as np
 import pandas as pd
-import rasterio
 import shapely
 from affine import Affine
 from rasterio.crs import CRS
@@ -36,7 +35,8 @@ from rasterio.windows import Window, from_bounds
 
 from geoseg.contracts import DISTANCE_SCALE, IGNORE, default_targets
 from geoseg.errors import InputFileError, LabelsError, ParameterError, first_line
-from geoseg.raster import box_bounds, reading
+from geoseg.raster import box_bounds, open_raster, reading
+from geoseg.remote import is_gdal_path, local_file_missing, suffix
 
 logger = logging.getLogger(__name__)
 
@@ -105,13 +105,15 @@ def parse_label_nodata(value: float | str | None) -> float | str | None:
 
 def is_raster_path(path: str | os.PathLike) -> bool:
     """Whether a label path names a label raster rather than a vector file."""
-    return Path(path).suffix.lower() in RASTER_SUFFIXES
+    return suffix(path) in RASTER_SUFFIXES
 
 
 def open_labels(spec: LabelSpec) -> VectorLabels | RasterLabels:
     """Load labels once per process and file version (Dask tasks in one worker share them)."""
-    if not Path(spec.path).exists():
+    if local_file_missing(spec.path):
         raise InputFileError(f"{spec.path}: no such file")
+    if is_gdal_path(spec.path):  # a URL: no file version to see without a request
+        return _load_labels(spec, (0, 0))
     stat = os.stat(spec.path)
     return _load_labels(spec, (stat.st_mtime_ns, stat.st_size))
 
@@ -381,7 +383,7 @@ class RasterLabels:
         if spec.class_field:
             raise ParameterError("--class-field applies to vector labels, not a label raster")
         self.spec = spec
-        with rasterio.open(spec.path) as src:
+        with open_raster(spec.path) as src:
             if src.crs is None:
                 raise LabelsError(f"{spec.path}: label raster has no CRS")
             self._crs, self._bounds = src.crs, src.bounds
@@ -416,7 +418,7 @@ class RasterLabels:
     ) -> np.ndarray:
         """Masks for a grid: 0/1 per class, 255 where the label raster has no data."""
         values = np.full(shape, np.nan, dtype=np.float64)
-        with rasterio.open(self.spec.path) as src:
+        with open_raster(self.spec.path) as src:
             window = _source_window(src, crs, transform, shape)
             if window is not None:
                 with reading(self.spec.path):

@@ -1,4 +1,5 @@
-"""Open and validate rasters, chip window grids, padded windowed reads, band statistics."""
+"""Open and validate rasters (local files, URLs, GDAL paths), chip window grids, padded windowed
+reads, band statistics."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import rasterio
@@ -19,6 +19,7 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
 
 from geoseg.errors import InputFileError, RasterError, first_line
+from geoseg.remote import gdal_env, is_remote, local_file_missing
 
 # rasterio.features warns about in-memory grids at pixel (0, 0) (an identity transform), and
 # rasterize() run from several threads sometimes warns the same way though its result is correct
@@ -59,33 +60,54 @@ class RasterInfo:
         return (math.hypot(t.a, t.d) + math.hypot(t.b, t.e)) / 2
 
 
+@contextmanager
+def open_raster(path: str | os.PathLike) -> Iterator[rasterio.DatasetReader]:
+    """Open a raster for reading: a local path, a URL or a GDAL path (see :mod:`geoseg.remote`).
+
+    A remote raster is opened under GDAL's HTTP settings for windowed reads; call this in the
+    thread or Dask task that reads. A raster that cannot be opened raises a one-line
+    :class:`InputFileError` naming ``path``.
+    """
+    path = str(path)
+    if local_file_missing(path):
+        raise InputFileError(f"{path}: no such file")
+    with gdal_env(path):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)  # callers check
+                src = rasterio.open(path)
+        except RasterioIOError as exc:
+            raise InputFileError(f"{path}: {_open_failure(path, exc)}") from None
+        with src:
+            yield src
+
+
+def _open_failure(path: str, exc: RasterioIOError) -> str:
+    """Why ``path`` could not be opened, in a few words and GDAL's first line."""
+    if is_remote(path):
+        return f"cannot open the remote raster ({first_line(exc)})"
+    return f"not a readable raster ({first_line(exc)})"
+
+
 def open_raster_info(path: str | os.PathLike) -> RasterInfo:
     """Read and validate a raster's header: it must exist and carry a CRS and a geotransform."""
     path = str(path)
-    if not Path(path).exists():
-        raise InputFileError(f"{path}: no such file")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)  # reported as an error below
-            src = rasterio.open(path)
-        with src:
-            if src.crs is None:
-                raise RasterError(f"{path}: raster has no CRS")
-            if src.transform == Affine.identity():
-                raise RasterError(f"{path}: raster has no geotransform (not georeferenced)")
-            return RasterInfo(
-                path=path,
-                width=src.width,
-                height=src.height,
-                count=src.count,
-                dtype=src.dtypes[0],
-                crs=src.crs,
-                transform=src.transform,
-                nodata=src.nodata,
-                descriptions=tuple(src.descriptions),
-            )
-    except RasterioIOError as exc:
-        raise InputFileError(f"{path}: not a readable raster ({first_line(exc)})") from None
+    with open_raster(path) as src:
+        if src.crs is None:
+            raise RasterError(f"{path}: raster has no CRS")
+        if src.transform == Affine.identity():
+            raise RasterError(f"{path}: raster has no geotransform (not georeferenced)")
+        return RasterInfo(
+            path=path,
+            width=src.width,
+            height=src.height,
+            count=src.count,
+            dtype=src.dtypes[0],
+            crs=src.crs,
+            transform=src.transform,
+            nodata=src.nodata,
+            descriptions=tuple(src.descriptions),
+        )
 
 
 def gdal_reason(exc: BaseException) -> str:
@@ -182,7 +204,7 @@ def sample_valid_pixels(
     """A random sample of valid pixels, shape (bands, n), read from a few spread-out windows."""
     rng = np.random.default_rng(seed)
     chunks = []
-    with rasterio.open(path) as src, reading(path):
+    with open_raster(path) as src, reading(path):
         for window in sample_windows(src.width, src.height, window_size, max_windows):
             data = src.read(window=window)
             valid = src.dataset_mask(window=window) > 0

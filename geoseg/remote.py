@@ -17,6 +17,7 @@ import os
 import re
 from contextlib import nullcontext
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import rasterio
 
@@ -77,35 +78,44 @@ def url_scheme(path: str | os.PathLike) -> str | None:
     return match[1].lower() if match else None
 
 
+def _url_filesystem(path: str | os.PathLike) -> str | None:
+    """The GDAL file system of a URL (of its last scheme, as in ``zip+https``), else None."""
+    scheme = url_scheme(path)
+    return URL_FILESYSTEMS.get(scheme.split("+")[-1]) if scheme else None
+
+
 def is_gdal_path(path: str | os.PathLike) -> bool:
     """Whether GDAL, not the local file system, resolves ``path``: a URL or a ``/vsi`` path."""
-    text = str(path)
-    if text.startswith("/vsi"):
-        return True
-    scheme = url_scheme(text)
-    return scheme is not None and scheme.split("+")[-1] in URL_FILESYSTEMS
+    return str(path).startswith("/vsi") or _url_filesystem(path) is not None
 
 
 def gdal_path(path: str | os.PathLike) -> str:
-    """``path`` as GDAL names it: URLs on their network file system, anything else as given."""
-    text = str(path)
-    scheme = url_scheme(text)
-    if scheme is None or scheme.split("+")[-1] not in URL_FILESYSTEMS:
+    """``path`` as GDAL names it: a URL on its network file system, anything else as given
+    (rasterio resolves archive URLs such as ``zip+https://`` itself)."""
+    text, scheme = str(path), url_scheme(path)
+    if scheme not in URL_FILESYSTEMS:
         return text
-    scheme = scheme.split("+")[-1]
-    prefix = URL_FILESYSTEMS[scheme]
-    rest = text.split("://", 1)[1]
+    prefix, rest = URL_FILESYSTEMS[scheme], text.split("://", 1)[1]
     return prefix + (f"{scheme}://{rest}" if prefix == "/vsicurl/" else rest)
 
 
 def is_remote(path: str | os.PathLike) -> bool:
     """Whether ``path`` is read over the network."""
-    return is_gdal_path(path) and any(fs in gdal_path(path) for fs in NETWORK_FILESYSTEMS)
+    text = str(path)
+    if _url_filesystem(text) is not None:
+        return True
+    return text.startswith("/vsi") and any(fs in text for fs in NETWORK_FILESYSTEMS)
 
 
 def absolute(path: str | os.PathLike) -> str:
     """An absolute local path, or a URL / GDAL path unchanged (for tasks run elsewhere)."""
     return str(path) if is_gdal_path(path) else str(Path(path).absolute())
+
+
+def suffix(path: str | os.PathLike) -> str:
+    """The lower-case suffix of a path, or of a URL's path (its query left out: signed URLs)."""
+    text = str(path)
+    return Path(urlsplit(text).path if url_scheme(text) else text).suffix.lower()
 
 
 def local_file_missing(path: str | os.PathLike) -> bool:
@@ -125,5 +135,7 @@ def gdal_options(path: str | os.PathLike) -> dict[str, str]:
 def gdal_env(path: str | os.PathLike):
     """A context in which to open ``path``: a ``rasterio.Env`` with :func:`gdal_options` for a
     remote raster, nothing for a local one. Enter it in the thread or process that reads."""
-    options = gdal_options(path)
-    return rasterio.Env(**options) if options else nullcontext()
+    if not is_remote(path):
+        return nullcontext()
+    logger.debug("%s: read as %s", path, gdal_path(path))
+    return rasterio.Env(**gdal_options(path))

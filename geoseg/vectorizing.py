@@ -20,6 +20,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
 from itertools import chain
 from pathlib import Path
 
@@ -368,12 +369,26 @@ def finish(pieces: Pieces, job: VectorJob) -> Pieces:
 class PolygonWriter:
     """One layer of polygons with class, area, pixels and mean_probability.
 
-    A GeoPackage, FlatGeobuf or GeoParquet file, as the suffix of ``path`` names.
+    A GeoPackage, FlatGeobuf or GeoParquet file, as the suffix of ``path`` names. The layer of
+    ``parcels`` follows fiboa's core (as Fields of The World writes it): a unique string ``id``,
+    ``area`` in hectares, ``perimeter`` in metres (see :func:`geoseg.gpkg.hectares_and_metres`),
+    ``determination_method`` "auto-imagery" and ``determination_datetime`` (UTC, when the layer
+    was opened), then geoseg's own columns.
     """
 
     COLUMNS = {
         "class": "string",
         "area": "float64",
+        "pixels": "int64",
+        "mean_probability": "float64",
+    }
+    PARCEL_COLUMNS = {
+        "id": "string",
+        "area": "float64",
+        "perimeter": "float64",
+        "determination_method": "string",
+        "determination_datetime": "timestamp",
+        "class": "string",
         "pixels": "int64",
         "mean_probability": "float64",
     }
@@ -384,23 +399,42 @@ class PolygonWriter:
         self.class_names = np.array(class_names, dtype=object)
         self.count = 0
         self.per_class = dict.fromkeys(class_names, 0)
-        self.layer = open_layer(path, layer, crs, self.COLUMNS, metadata)
+        self.crs = crs
+        self.fiboa = layer == "parcels"  # the layer is named after the mode
+        self.written_at = np.datetime64(datetime.now(UTC).replace(tzinfo=None), "ms")
+        columns = self.PARCEL_COLUMNS if self.fiboa else self.COLUMNS
+        self.layer = open_layer(path, layer, crs, columns, metadata, fiboa=self.fiboa)
 
     def write(self, pieces: Pieces) -> None:
         """Append ``pieces`` (single polygons in CRS units)."""
         names = self.class_names[pieces.classes]
-        self.layer.write(
-            pieces.geometry,
-            **{
-                "class": names,
-                "area": shapely.area(pieces.geometry),
-                "pixels": pieces.pixels,
-                "mean_probability": pieces.score / np.maximum(pieces.pixels, 1) / 255,
-            },
-        )
+        columns = {
+            "class": names,
+            "pixels": pieces.pixels,
+            "mean_probability": pieces.score / np.maximum(pieces.pixels, 1) / 255,
+        }
+        if self.fiboa:
+            columns.update(self._fiboa_columns(pieces.geometry))
+        else:
+            columns["area"] = shapely.area(pieces.geometry)
+        self.layer.write(pieces.geometry, **columns)
         self.count += len(pieces)
         for name, n in zip(*np.unique(names.astype(str), return_counts=True)):
             self.per_class[name] += int(n)
+
+    def _fiboa_columns(self, geometry: np.ndarray) -> dict[str, np.ndarray]:
+        """fiboa's core properties of the next ``len(geometry)`` parcels."""
+        from geoseg.gpkg import hectares_and_metres
+
+        hectares, metres = hectares_and_metres(geometry, self.crs)
+        n = len(geometry)
+        return {
+            "id": np.arange(self.count + 1, self.count + n + 1).astype(str),
+            "area": hectares,
+            "perimeter": metres,
+            "determination_method": np.full(n, "auto-imagery", dtype=object),
+            "determination_datetime": np.full(n, self.written_at),
+        }
 
     def __enter__(self) -> PolygonWriter:
         self.layer.__enter__()
