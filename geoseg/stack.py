@@ -15,47 +15,37 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 from xml.sax.saxutils import escape
 
 import numpy as np
-import rasterio
-from affine import Affine
 
-from geoseg.errors import InputFileError, ParameterError, RasterError
+from geoseg.errors import ParameterError, RasterError
 from geoseg.outputs import check_output, write_text_atomically
+from geoseg.raster import RasterInfo, open_raster, open_raster_info
+from geoseg.remote import absolute, gdal_path
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Member:
-    """One raster of a stack: its path, grid, bands and how it is resampled."""
+    """One raster of a stack: its header, the GDAL path its VRT source names, its band names."""
 
-    path: str
-    width: int
-    height: int
-    transform: Affine
-    crs: object
-    dtypes: tuple[str, ...]
-    nodata: float | None
-    descriptions: tuple[str, ...]
+    info: RasterInfo
+    source: str
+    names: tuple[str, ...]
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> Member:
-        try:
-            with rasterio.open(path) as src:
-                names = _band_names(Path(str(path)).stem, src.descriptions)
-                return cls(
-                    str(Path(path).absolute()) if Path(path).exists() else str(path),
-                    src.width, src.height, src.transform, src.crs, tuple(src.dtypes),
-                    src.nodata, names,
-                )  # fmt: skip
-        except rasterio.errors.RasterioIOError as exc:
-            raise InputFileError(f"{path}: cannot open as a raster ({exc})") from None
+        info = open_raster_info(path)
+        stem = Path(urlsplit(str(path)).path).stem
+        return cls(info, gdal_path(absolute(path)), _band_names(stem, info.descriptions))
 
     @property
     def resampling(self) -> str:
-        return "nearest" if np.issubdtype(np.dtype(self.dtypes[0]), np.integer) else "bilinear"
+        """Nearest neighbour for integer data, bilinear for floating point."""
+        return "nearest" if np.issubdtype(np.dtype(self.info.dtype), np.integer) else "bilinear"
 
 
 def _band_names(stem: str, descriptions: Sequence[str | None]) -> tuple[str, ...]:
@@ -67,9 +57,9 @@ def _band_names(stem: str, descriptions: Sequence[str | None]) -> tuple[str, ...
 
 def _destination_rect(member: Member, grid: Member) -> tuple[float, float, float, float]:
     """Where ``member`` lies on ``grid``, in grid pixels: (x offset, y offset, width, height)."""
-    to_grid = ~grid.transform @ member.transform
+    to_grid = ~grid.info.transform @ member.info.transform
     x0, y0 = to_grid @ (0, 0)
-    x1, y1 = to_grid @ (member.width, member.height)
+    x1, y1 = to_grid @ (member.info.width, member.info.height)
     return min(x0, x1), min(y0, y1), abs(x1 - x0), abs(y1 - y0)
 
 
@@ -85,14 +75,14 @@ def _source(
     """A VRT ComplexSource painting ``band`` (a number or ``mask,N``) of ``member`` (its
     ``window``, default all of it) onto ``rect`` of the grid, except its ``nodata`` values."""
     x, y, w, h = rect
-    sx, sy, sw, sh = window or (0, 0, member.width, member.height)
+    sx, sy, sw, sh = window or (0, 0, member.info.width, member.info.height)
     skip = "" if nodata is None else f"<NODATA>{nodata!r}</NODATA>"
     scaling = ""
     if scale is not None:
         scaling = f"<ScaleOffset>{scale[0]}</ScaleOffset><ScaleRatio>{scale[1]}</ScaleRatio>"
     return (
         f'<ComplexSource resampling="{member.resampling}">'
-        f'<SourceFilename relativeToVRT="0">{escape(member.path)}</SourceFilename>'
+        f'<SourceFilename relativeToVRT="0">{escape(member.source)}</SourceFilename>'
         f"<SourceBand>{band}</SourceBand>"
         f'<SrcRect xOff="{sx}" yOff="{sy}" xSize="{sw}" ySize="{sh}"/>'
         f'<DstRect xOff="{x!r}" yOff="{y!r}" xSize="{w!r}" ySize="{h!r}"/>'
@@ -110,8 +100,8 @@ def _mask_band(members: Sequence[Member], grid: Member) -> str:
     rects = [_destination_rect(m, grid) for m in members]
     x0 = max(0, *(math.ceil(x - 1e-6) for x, _, _, _ in rects))
     y0 = max(0, *(math.ceil(y - 1e-6) for _, y, _, _ in rects))
-    x1 = min(grid.width, *(math.floor(x + w + 1e-6) for x, _, w, _ in rects))
-    y1 = min(grid.height, *(math.floor(y + h + 1e-6) for _, y, _, h in rects))
+    x1 = min(grid.info.width, *(math.floor(x + w + 1e-6) for x, _, w, _ in rects))
+    y1 = min(grid.info.height, *(math.floor(y + h + 1e-6) for _, y, _, h in rects))
     common = (x0, y0, max(x1 - x0, 0), max(y1 - y0, 0))
     sources = [_source(grid, "mask,1", common, scale=(255, 0), window=common)]
     for member, rect in zip(members, rects):
@@ -131,31 +121,35 @@ def stack_vrt(paths: Sequence[str | os.PathLike], like: str | os.PathLike | None
     members = [Member.open(p) for p in paths]
     grid = Member.open(like) if like else members[0]
     for member in members:
-        if member.crs != grid.crs:
+        if member.info.crs != grid.info.crs:
             raise RasterError(
-                f"{member.path}: CRS {member.crs} differs from the first raster's {grid.crs}; "
-                "reproject it first (e.g. gdalwarp -t_srs)"
+                f"{member.info.path}: CRS {member.info.crs} differs from the grid's "
+                f"{grid.info.crs}; reproject it first (e.g. gdalwarp -t_srs)"
             )
-    dtype = np.result_type(*[np.dtype(d) for m in members for d in m.dtypes]).name
-    names = [name for m in members for name in m.descriptions]
+    dtype = np.result_type(*[np.dtype(m.info.dtype) for m in members]).name
+    names = [name for m in members for name in m.names]
     if len(set(names)) != len(names):
         duplicate = next(n for n in names if names.count(n) > 1)
         raise ParameterError(f"two stacked bands are both named {duplicate!r}; rename a file")
     bands, number = [], 0
     for member in members:
         rect = _destination_rect(member, grid)
-        for index, name in enumerate(member.descriptions, start=1):
+        for index, name in enumerate(member.names, start=1):
             number += 1
-            nodata = "" if grid.nodata is None else f"<NoDataValue>{grid.nodata!r}</NoDataValue>"
+            nodata = (
+                ""
+                if grid.info.nodata is None
+                else f"<NoDataValue>{grid.info.nodata!r}</NoDataValue>"
+            )
             bands.append(
                 f'<VRTRasterBand dataType="{_gdal_type(dtype)}" band="{number}">'
                 f"<Description>{escape(name)}</Description>{nodata}"
-                f"{_source(member, str(index), rect, nodata=member.nodata)}</VRTRasterBand>"
+                f"{_source(member, str(index), rect, nodata=member.info.nodata)}</VRTRasterBand>"
             )
-    geotransform = ", ".join(repr(v) for v in grid.transform.to_gdal())
+    geotransform = ", ".join(repr(v) for v in grid.info.transform.to_gdal())
     return (
-        f'<VRTDataset rasterXSize="{grid.width}" rasterYSize="{grid.height}">'
-        f"<SRS>{escape(grid.crs.to_wkt()) if grid.crs else ''}</SRS>"
+        f'<VRTDataset rasterXSize="{grid.info.width}" rasterYSize="{grid.info.height}">'
+        f"<SRS>{escape(grid.info.crs.to_wkt()) if grid.info.crs else ''}</SRS>"
         f"<GeoTransform>{geotransform}</GeoTransform>"
         + "".join(bands)
         + _mask_band(members, grid)
@@ -189,7 +183,7 @@ def write_stack(
         raise ParameterError(f"{out} is one of the stacked rasters")
     check_output(out, overwrite)
     write_text_atomically(out, stack_vrt(paths, like))
-    with rasterio.open(out) as src:
+    with open_raster(out) as src:
         logger.info("%s: %d bands from %d rasters, %d x %d", out, src.count, len(paths),
                     src.width, src.height)  # fmt: skip
     return out
