@@ -1,14 +1,21 @@
-"""Benchmark ``geoseg tile`` against ``gdal_retile.py``, with and without a cadastre; memory.
+"""Benchmark ``geoseg tile`` against ``gdal_retile.py``, per chip codec, with a cadastre; memory.
 
 Every figure is a ratio against a baseline measured in the same run; nothing here asserts on
 time. Each run happens in a fresh process, so that its time and peak RSS are its own:
 
-* speed: a ``--size`` px 3-band uint8 raster is chipped into 256 px tiles by GDAL's standard
-  tiler (``gdal_retile.py``, with the same tiled DEFLATE + predictor GeoTIFFs geoseg writes),
-  by ``geoseg tile`` without labels, and by ``geoseg tile`` with a cadastre of ``--parcels``
-  Voronoi parcels (masks of parcels and of 1.5 m boundaries). Runs alternate and the best of
-  ``--repeat`` is kept;
-* chip writes: ms per chip at DEFLATE level 6 (GDAL's default) and level 1 (geoseg's);
+* speed: a ``--size`` px 3-band uint8 raster (smooth fields plus pixel noise) is chipped into
+  256 px tiles by GDAL's standard tiler, ``gdal_retile.py``, with its defaults (uncompressed
+  strips: what a user runs instead) and with geoseg's chip settings (tiled, ZSTD level 1,
+  predictor 2, bands one after the other); by ``geoseg tile`` without labels with each
+  ``--compress`` codec, on 2 threads and on 1; and by ``geoseg tile`` with a cadastre of
+  ``--parcels`` Voronoi parcels (masks of parcels and of 1.5 m boundaries). Runs alternate and
+  the best of ``--repeat`` is kept. Times are those of ``tile()`` in its process and, like the
+  issue's, of the whole command (interpreter start, imports, exit);
+* chip encodings: ms of CPU per chip and KiB per chip for each codec, with and without the
+  predictor, for image chips of that raster and mask chips of that cadastre, written by
+  geoseg's chip writer on one thread;
+* reads: chips/s reading the chips of each codec back in the training pipeline
+  (``bench_train_input.py --codecs-only``, run in its own process);
 * memory: peak RSS of ``geoseg tile`` with the cadastre (at the same parcel density) on rasters
   of ``--memory-sizes``, against a process that only imports ``geoseg.tiling`` (the floor).
 
@@ -22,6 +29,7 @@ issue's figures.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -38,6 +46,10 @@ import shapely
 from scenes import write_by_blocks
 from scipy import ndimage
 
+from geoseg.chipfiles import write_stacked
+from geoseg.chips import CODECS, chip_profile
+from geoseg.tiling import tile
+
 CHILD = """
 import json, resource, sys, time
 args = json.loads(sys.argv[1])
@@ -46,7 +58,7 @@ start = time.perf_counter()
 written = 0
 if args:
     summary = tile([args["image"]], args["out"], labels=args["labels"],
-                   boundary_width="1.5" if args["labels"] else None,
+                   boundary_width="1.5" if args["labels"] else None, compress=args["compress"],
                    workers=args["workers"], overwrite=True, keep_empty=1.0)
     written = summary.written
 seconds = time.perf_counter() - start
@@ -89,35 +101,52 @@ def make_cadastre(path: Path, image: Path, parcels: int, seed: int = 0) -> Path:
 
 
 def run_child(args: dict) -> dict:
-    """Run one tiling (or, with empty ``args``, only the import) in a fresh interpreter."""
+    """Run one tiling (or, with empty ``args``, only the import) in a fresh interpreter; adds
+    the wall time of the whole process (``command``)."""
     os.sync()  # flush earlier runs' chips so their write-back does not land in this timing
+    start = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-c", CHILD, json.dumps(args)], capture_output=True, text=True
     )
+    command = time.perf_counter() - start
     if proc.returncode != 0:
         sys.exit(f"child failed with {args}:\n{proc.stderr}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return json.loads(proc.stdout.strip().splitlines()[-1]) | {"command": command}
 
 
-def run_geoseg(image: Path, out: Path, labels: Path | None, workers: int = 2) -> dict:
+def run_geoseg(
+    image: Path, out: Path, labels: Path | None, workers: int = 2, compress: str = "zstd"
+) -> dict:
     shutil.rmtree(out, ignore_errors=True)  # not part of the timing
     labels = str(labels) if labels else None
-    return run_child({"image": str(image), "out": str(out), "labels": labels, "workers": workers})
+    args = {"image": str(image), "out": str(out), "labels": labels, "workers": workers}
+    result = run_child(args | {"compress": compress})
+    return result | {"kib": folder_kib(out / "images", result["written"])}
 
 
-def run_retile(retile: str, image: Path, out: Path) -> dict:
-    """``gdal_retile.py`` into 256 px tiles with geoseg's creation options: chips, seconds."""
+def folder_kib(folder: Path, files: int) -> float:
+    """KiB per file in ``folder``."""
+    return sum(f.stat().st_size for f in folder.iterdir()) / max(files, 1) / 1024
+
+
+RETILE_AS_GEOSEG = ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", "COMPRESS=ZSTD",
+                    "ZSTD_LEVEL=1", "PREDICTOR=2", "INTERLEAVE=BAND"]  # fmt: skip
+"""geoseg's default chip settings as ``gdal_retile.py`` creation options."""
+
+
+def run_retile(retile: str, image: Path, out: Path, creation: list[str]) -> dict:
+    """``gdal_retile.py`` into 256 px tiles with ``creation`` options: chips, seconds, size."""
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir()
     os.sync()
-    creation = ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", "COMPRESS=DEFLATE", "PREDICTOR=2",
-                "ZLEVEL=1"]  # fmt: skip
     options = [arg for option in creation for arg in ("-co", option)]
     command = [retile, "-q", *options, "-ps", "256", "256", "-targetDir", str(out), str(image)]
     start = time.perf_counter()
     subprocess.run(command, check=True)
     seconds = time.perf_counter() - start
-    return {"written": len(list(out.glob("*.tif"))), "seconds": seconds}
+    written = len(list(out.glob("*.tif")))
+    kib = folder_kib(out, written)
+    return {"written": written, "seconds": seconds, "command": seconds, "kib": kib}
 
 
 def speed(root: Path, size: int, parcels: int, repeat: int, retile: str | None) -> None:
@@ -125,63 +154,105 @@ def speed(root: Path, size: int, parcels: int, repeat: int, retile: str | None) 
     cadastre = make_cadastre(root / f"cadastre{size}.gpkg", image, parcels)
     out = root / "chips"
     settings = {
-        "gdal_retile.py": lambda: run_retile(retile, image, out),
-        "geoseg, no labels": lambda: run_geoseg(image, out, None),
+        "gdal_retile.py, its defaults": lambda: run_retile(retile, image, out, []),
+        "gdal_retile.py, geoseg's settings": lambda: run_retile(
+            retile, image, out, RETILE_AS_GEOSEG
+        ),
+        **{
+            f"geoseg, no labels, --compress {codec}": functools.partial(
+                run_geoseg, image, out, None, compress=codec
+            )
+            for codec in CODECS
+        },
         "geoseg, no labels, workers=1": lambda: run_geoseg(image, out, None, workers=1),
         f"geoseg, {parcels} parcels": lambda: run_geoseg(image, out, cadastre),
     }
     if retile is None:
-        del settings["gdal_retile.py"]
+        settings = {k: v for k, v in settings.items() if not k.startswith("gdal_retile")}
     runs: dict[str, list[dict]] = {name: [] for name in settings}
     for _ in range(repeat):  # alternate, so that drift in the machine hits every run alike
         for name, run in settings.items():
             runs[name].append(run())
-            print(f"  {name}: {runs[name][-1]['written']} chips, {runs[name][-1]['seconds']:.1f} s",
-                  flush=True)  # fmt: skip
+            print(f"  {name}: {runs[name][-1]['written']} chips, {runs[name][-1]['seconds']:.1f} s"
+                  f" ({runs[name][-1]['command']:.1f} s command)", flush=True)  # fmt: skip
     best = {name: min(r["seconds"] for r in results) for name, results in runs.items()}
-    reference = best["geoseg, no labels"]
+    command = {name: min(r["command"] for r in results) for name, results in runs.items()}
+    plain = "geoseg, no labels, --compress zstd"
     print(f"\nspeed: {size} x {size} px, 3 bands uint8, 256 px chips, best of {repeat}")
-    print("| run | chips | seconds | chips/s | time / geoseg without labels |")
-    print("|---|---|---|---|---|")
+    print("| run | chips | KiB per chip | seconds | chips/s | command seconds "
+          "| time / geoseg without labels |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
     for name, results in runs.items():
         chips = results[0]["written"]
-        print(f"| {name} | {chips} | {best[name]:.1f} | {chips / best[name]:.0f} "
-              f"| {best[name] / reference:.2f} |")  # fmt: skip
+        print(f"| {name} | {chips} | {results[-1]['kib']:.1f} | {best[name]:.2f} "
+              f"| {chips / best[name]:.0f} | {command[name]:.2f} "
+              f"| {best[name] / best[plain]:.2f} |")  # fmt: skip
     if retile:
-        print(f"geoseg (no labels) vs gdal_retile.py: {best['gdal_retile.py'] / reference:.2f}x")
-    print(f"with {parcels} parcels vs without: {best[f'geoseg, {parcels} parcels'] / reference:.2f}"
-          " of the time")  # fmt: skip
+        for baseline in ("gdal_retile.py, its defaults", "gdal_retile.py, geoseg's settings"):
+            print(f"geoseg (no labels, zstd) vs {baseline}: {best[baseline] / best[plain]:.2f}x "
+                  f"({command[baseline] / command[plain]:.2f}x command to command)")  # fmt: skip
+        uncompressed = best["gdal_retile.py, its defaults"] / best[plain.replace("zstd", "none")]
+        print(f"geoseg --compress none vs gdal_retile.py, its defaults: {uncompressed:.2f}x")
+    labelled = best[f"geoseg, {parcels} parcels"] / best[plain]
+    print(f"with {parcels} parcels vs without: {labelled:.2f} of the time")
 
 
-def chip_writes(root: Path, count: int = 400) -> None:
-    """ms per 256 px chip and bytes at DEFLATE level 6 (GDAL's default) and 1 (geoseg's)."""
-    image = make_image(root / "writes.tif", 2048)
-    with rasterio.open(image) as src:
-        chips = [src.read(window=((r, r + 256), (c, c + 256))) for r in range(0, 2048, 256)
-                 for c in range(0, 2048, 256)]  # fmt: skip
-        profile = dict(driver="GTiff", width=256, height=256, count=3, dtype="uint8",
-                       crs=src.crs, transform=src.transform, tiled=True, blockxsize=256,
-                       blockysize=256, compress="deflate", predictor=2)  # fmt: skip
-    levels = {"DEFLATE level 6 (GDAL's default)": 6, "DEFLATE level 1 (geoseg)": 1}
-    best, sizes = dict.fromkeys(levels, float("inf")), {}
-    for _ in range(3):  # alternate, best of 3
-        for name, level in levels.items():
+def chip_encodings(root: Path, size: int = 2048, repeat: int = 3) -> None:
+    """ms of CPU and KiB per 256 px chip for each codec, with and without the predictor, for
+    image chips and mask chips, written by geoseg's chip writer (16 chips per GDAL file)."""
+    image = make_image(root / "encodings.tif", size)
+    cadastre = make_cadastre(root / "encodings.gpkg", image, round(PARCELS_PER_MPX * size**2 / 1e6))
+    chips = root / "encodings"
+    tile([str(image)], str(chips), labels=str(cadastre), boundary_width="1.5", keep_empty=1.0,
+         compress="none", val_fraction=0, overwrite=True)  # fmt: skip
+    kinds = {kind: read_folder(chips / kind) for kind in ("images", "masks")}
+    cases = [(kind, codec, predictor) for kind in kinds for codec in CODECS
+             for predictor in ((False, True) if codec != "none" else (False,))]  # fmt: skip
+    best = dict.fromkeys(cases, float("inf"))
+    sizes = {}
+    for _ in range(repeat):  # alternate, best of repeat
+        for case in cases:
+            kind, codec, predictor = case
+            arrays, transforms, crs = kinds[kind]
+            profile = chip_profile(crs, arrays[0].shape[0], "uint8", 256, None, codec, mask=True)
+            if predictor:
+                profile["predictor"] = 2
             folder = root / "writes"
             shutil.rmtree(folder, ignore_errors=True)
             folder.mkdir()
-            start = time.perf_counter()
-            for i in range(count):
-                with rasterio.open(folder / f"{i}.tif", "w", **profile, zlevel=level) as dst:
-                    dst.write(chips[i % len(chips)])
-            best[name] = min(best[name], (time.perf_counter() - start) / count * 1000)
-            sizes[name] = sum(f.stat().st_size for f in folder.iterdir()) / count
-    print(
-        f"\nchip writes: {count} chips of 256 x 256 x 3 uint8, predictor 2, best of 3, one thread"
-    )
-    print("| compression | ms per chip | KiB per chip |")
-    print("|---|---|---|")
-    for name in levels:
-        print(f"| {name} | {best[name]:.2f} | {sizes[name] / 1024:.1f} |")
+            start = time.process_time()
+            for at in range(0, len(arrays), 16):
+                paths = [folder / f"{i}.tif" for i in range(at, min(at + 16, len(arrays)))]
+                write_stacked(paths, arrays[at : at + 16], transforms[at : at + 16], profile)
+            best[case] = min(best[case], (time.process_time() - start) / len(arrays) * 1000)
+            sizes[case] = folder_kib(folder, len(arrays))
+    print(f"\nchip encodings: {len(kinds['images'][0])} chips of 256 px (3-band images, "
+          "2-band masks of parcels and boundaries), geoseg's writer, one thread, best of "
+          f"{repeat}; geoseg writes images with the predictor, masks without")  # fmt: skip
+    print("| chips | codec | predictor | ms CPU per chip | KiB per chip |")
+    print("|---|---|---|---|---|")
+    for case in cases:
+        kind, codec, predictor = case
+        print(f"| {kind} | {codec} | {'2' if predictor else '-'} | {best[case]:.2f} "
+              f"| {sizes[case]:.1f} |")  # fmt: skip
+
+
+def read_folder(folder: Path) -> tuple[list[np.ndarray], list, object]:
+    """Every chip's pixels and transform in ``folder``, and their CRS."""
+    arrays, transforms = [], []
+    for path in sorted(folder.glob("*.tif")):
+        with rasterio.open(path) as src:
+            arrays.append(src.read())
+            transforms.append(src.transform)
+            crs = src.crs
+    return arrays, transforms, crs
+
+
+def reads(repeat: int) -> None:
+    """The training pipeline's read rate per codec, from bench_train_input.py."""
+    script = Path(__file__).with_name("bench_train_input.py")
+    command = [sys.executable, str(script), "--codecs-only", "--repeat", str(repeat)]
+    subprocess.run(command, check=True)
 
 
 def memory(root: Path, sizes: list[int]) -> None:
@@ -215,15 +286,18 @@ def main() -> None:
                         f"(default {PARCELS_PER_MPX} per Mpx: 100 000 at 10 000 px)")  # fmt: skip
     parser.add_argument("--repeat", type=int, default=2, help="speed runs per setting (best)")
     parser.add_argument("--memory-sizes", type=int, nargs="*", default=[2000, 4000, 8000])
+    parser.add_argument("--no-reads", action="store_true", help="skip the training reads")
     args = parser.parse_args()
     parcels = args.parcels or round(PARCELS_PER_MPX * args.size**2 / 1e6)
     retile = shutil.which("gdal_retile.py") or shutil.which("gdal_retile")
     if retile is None:
         print("gdal_retile.py not found (make bench-setup installs gdal-bin): no GDAL baseline")
-    print(f"{os.cpu_count()} cores")
+    print(f"{os.cpu_count()} cores, GDAL {rasterio.__gdal_version__}")
     with tempfile.TemporaryDirectory(prefix="geoseg-bench-tile-") as tmp:
         speed(Path(tmp), args.size, parcels, args.repeat, retile)
-        chip_writes(Path(tmp))
+        chip_encodings(Path(tmp))
+        if not args.no_reads:
+            reads(args.repeat)
         if args.memory_sizes:
             memory(Path(tmp), sorted(args.memory_sizes))
 

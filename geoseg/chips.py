@@ -13,13 +13,32 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
+from rasterio.errors import RasterioError
+from rasterio.io import MemoryFile
+from rasterio.transform import from_origin
 from rasterio.windows import Window, union
 from rasterio.windows import transform as window_transform
 
+from geoseg.chipfiles import UnexpectedLayout, chip_block_size, write_stacked
+from geoseg.errors import ParameterError
 from geoseg.labels import IGNORE, LabelSpec, open_labels
-from geoseg.raster import read_padded
+from geoseg.raster import open_raster, read_padded
 
 logger = logging.getLogger(__name__)
+
+CODECS = ("zstd", "deflate", "lzw", "none")
+DEFAULT_CODEC = "zstd"
+"""Chips are written at ZSTD level 1 by default: as small as DEFLATE's, faster to write and
+to read back in training (bench_tile.py, docs/benchmarks.md)."""
+STACK_BYTES = 64 * 2**20
+"""Chips written together go through one GDAL file of at most this many bytes of pixels (a
+block of 16 chips of 256 px in 3 bytes is 3 MiB)."""
+CODEC_OPTIONS = {
+    "zstd": {"compress": "zstd", "zstd_level": 1},
+    "deflate": {"compress": "deflate", "zlevel": 1},  # the size of level 6, 10-20 % faster
+    "lzw": {"compress": "lzw"},
+    "none": {},
+}
 
 
 @dataclass(frozen=True)
@@ -48,6 +67,7 @@ class ChipRules:
     keep_empty: float
     max_nodata: float
     labels: LabelSpec | None
+    compress: str = DEFAULT_CODEC
 
 
 @dataclass
@@ -66,12 +86,14 @@ def cut_chips(path: str, chips: list[Chip], rules: ChipRules, out_dir: str) -> l
     """Cut, sample and write ``chips`` of the raster at ``path`` into ``out_dir``.
 
     The chips' bounding window is read and burned once, so that a feature crossing chips is
-    rasterised once; every pixel lies on the raster's grid either way.
+    rasterised once; every pixel lies on the raster's grid either way. The kept chips are
+    written together (:func:`~geoseg.chipfiles.write_stacked`).
     """
     start = time.perf_counter()
     labels = open_labels(rules.labels) if rules.labels else None
     results = []
-    with rasterio.open(path) as src:
+    images, mask_chips = _Pending(), _Pending()
+    with open_raster(path) as src:
         area = union([Window(c.col, c.row, rules.size, rules.size) for c in chips])
         area_transform = window_transform(area, src.transform)
         block, block_valid, block_inside = read_padded(src, area)
@@ -86,8 +108,8 @@ def cut_chips(path: str, chips: list[Chip], rules: ChipRules, out_dir: str) -> l
         for chip in chips:
             r, c = chip.row - int(area.row_off), chip.col - int(area.col_off)
             view = np.s_[r : r + rules.size, c : c + rules.size]
-            valid, inside = block_valid[view], block_inside[view]
-            nodata_fraction = float(1.0 - valid.sum() / inside.sum())  # padding is not nodata
+            valid, inside = block_valid[view], block_inside[view]  # padding is not nodata
+            nodata_fraction = 1.0 - np.count_nonzero(valid) / np.count_nonzero(inside)
             if nodata_fraction > rules.max_nodata:
                 results.append(ChipResult(chip, "nodata", nodata_fraction))
                 continue
@@ -103,13 +125,16 @@ def cut_chips(path: str, chips: list[Chip], rules: ChipRules, out_dir: str) -> l
                 if empty and chip.draw >= rules.keep_empty:
                     results.append(ChipResult(chip, "empty", nodata_fraction))
                     continue
-            image = Path(out_dir) / "images" / f"{chip.id}.tif"
-            _write_image(image, src, block[(slice(None), *view)], valid, transform)
-            if masks is not None:
-                _write_mask(
-                    Path(out_dir) / "masks" / f"{chip.id}.tif", src, mask, transform, labels.classes
-                )
+                mask_chips.add(Path(out_dir) / "masks" / f"{chip.id}.tif", mask, transform)
+            needs_mask = src.nodata is None and not valid.all()
+            images.add(
+                Path(out_dir) / "images" / f"{chip.id}.tif",
+                block[(slice(None), *view)],
+                transform,
+                valid if needs_mask else None,
+            )
             results.append(ChipResult(chip, "kept", nodata_fraction, positives, labelled))
+        _write_kept(src, rules, images, mask_chips, labels)
     logger.debug(
         "%s: block at row %d, col %d: %d of %d chips kept in %.2f s",
         Path(path).name,
@@ -120,6 +145,17 @@ def cut_chips(path: str, chips: list[Chip], rules: ChipRules, out_dir: str) -> l
         time.perf_counter() - start,
     )
     return results
+
+
+def _write_kept(src, rules: ChipRules, images: _Pending, masks: _Pending, labels) -> None:
+    """Write a block's kept image chips and, with labels, their mask chips."""
+    size, codec = rules.size, rules.compress
+    profile = chip_profile(src.crs, src.count, src.dtypes[0], size, src.nodata, codec)
+    images.write(profile, src.descriptions)
+    if labels is not None:
+        classes = len(labels.classes)
+        profile = chip_profile(src.crs, classes, "uint8", size, IGNORE, codec, mask=True)
+        masks.write(profile, tuple(labels.classes))
 
 
 def band_totals(mask: np.ndarray, is_class: list[bool]) -> list[int]:
@@ -134,42 +170,112 @@ def band_totals(mask: np.ndarray, is_class: list[bool]) -> list[int]:
     return totals
 
 
-def _profile(src, count: int, dtype: str, transform, size: int, nodata) -> dict:
-    block = min(size, 512)
-    predictor = 2 if np.issubdtype(np.dtype(dtype), np.integer) else 1
-    return dict(
+def check_codec(codec: str) -> None:
+    """Refuse a chip codec that is unknown or that this GDAL build cannot write."""
+    if codec not in CODECS:
+        raise ParameterError(f"--compress must be one of {', '.join(CODECS)}, got {codec!r}")
+    if not gdal_writes(CODEC_OPTIONS[codec]):
+        usable = [c for c in CODECS if gdal_writes(CODEC_OPTIONS[c])]
+        raise ParameterError(
+            f"--compress {codec}: this GDAL build ({rasterio.__gdal_version__}) cannot write "
+            f"{codec.upper()} GeoTIFFs; choose one of {', '.join(usable)}"
+        )
+
+
+def gdal_writes(options: dict) -> bool:
+    """Whether GDAL creates a small GeoTIFF with these creation options."""
+    profile = dict(driver="GTiff", width=16, height=16, count=1, dtype="uint8", **options)
+    profile |= {"crs": "EPSG:4326", "transform": from_origin(0, 16, 1, 1)}
+    try:
+        with MemoryFile() as memory, memory.open(**profile) as dst:
+            dst.write(np.zeros((1, 16, 16), np.uint8))
+    except RasterioError:
+        return False
+    return True
+
+
+def chip_profile(
+    crs, count: int, dtype: str, size: int, nodata, codec: str, mask: bool = False
+) -> dict:
+    """The creation profile of one image chip, or of a ``mask`` chip (without its transform).
+
+    Bands are stored one after the other (faster to write than interleaved by pixel, as fast
+    to read); integer images are compressed with a predictor, which makes noisy imagery a
+    quarter smaller; masks without one, which makes them smaller and faster (bench_tile.py).
+    """
+    block = chip_block_size(size)
+    profile = dict(
         driver="GTiff",
         width=size,
         height=size,
         count=count,
         dtype=dtype,
-        crs=src.crs,
-        transform=transform,
+        crs=crs,
         nodata=nodata,
         tiled=True,
         blockxsize=block,
         blockysize=block,
-        compress="deflate",
-        zlevel=1,  # the size of the default level 6 on imagery, 10-20 % faster (bench_tile)
-        predictor=predictor,
+        interleave="band",
+        **CODEC_OPTIONS[codec],
     )
+    if codec != "none" and not mask and np.issubdtype(np.dtype(dtype), np.integer):
+        profile["predictor"] = 2
+    return profile
 
 
-def _write_image(path: Path, src, data: np.ndarray, valid: np.ndarray, transform) -> None:
-    profile = _profile(src, data.shape[0], data.dtype.name, transform, data.shape[-1], src.nodata)
-    needs_mask = src.nodata is None and not valid.all()
-    _write_tiff(path, profile, data, src.descriptions, valid if needs_mask else None)
+@dataclass
+class _Pending:
+    """Kept chips of a block waiting to be written, all of one kind (images or masks)."""
 
+    paths: list[Path] = field(default_factory=list)
+    arrays: list[np.ndarray] = field(default_factory=list)
+    transforms: list = field(default_factory=list)
+    valid: list[np.ndarray | None] = field(default_factory=list)
 
-def _write_mask(path: Path, src, mask: np.ndarray, transform, classes: list[str]) -> None:
-    profile = _profile(src, mask.shape[0], "uint8", transform, mask.shape[-1], IGNORE)
-    _write_tiff(path, profile, mask, tuple(classes))
+    def add(self, path: Path, data: np.ndarray, transform, valid=None) -> None:
+        """Queue a chip; ``valid`` (for chips that need one) becomes an internal mask."""
+        for queue, value in zip(
+            (self.paths, self.arrays, self.transforms, self.valid), (path, data, transform, valid)
+        ):
+            queue.append(value)
+
+    def write(self, profile: dict, descriptions=None) -> None:
+        """Write the chips, a group at a time (one by one if GDAL's file cannot be split)."""
+        try:
+            for group in self._groups():
+                masked = self.valid[group[0]] is not None
+                write_stacked(
+                    [self.paths[i] for i in group],
+                    [self.arrays[i] for i in group],
+                    [self.transforms[i] for i in group],
+                    profile,
+                    descriptions,
+                    [self.valid[i] for i in group] if masked else None,
+                )
+        except UnexpectedLayout as exc:
+            logger.debug("chips written one by one: %s", exc)
+            for path, data, transform, valid in zip(
+                self.paths, self.arrays, self.transforms, self.valid
+            ):
+                _write_tiff(path, profile | {"transform": transform}, data, descriptions, valid)
+
+    def _groups(self) -> list[list[int]]:
+        """Chips written together: those with an internal mask apart from the others, at most
+        :data:`STACK_BYTES` of pixels in a group."""
+        groups = []
+        for masked in (False, True):
+            chosen = [i for i, v in enumerate(self.valid) if (v is not None) == masked]
+            if chosen:
+                size = max(1, STACK_BYTES // self.arrays[chosen[0]].nbytes)
+                groups += [chosen[at : at + size] for at in range(0, len(chosen), size)]
+        return groups
 
 
 def _write_tiff(path: Path, profile: dict, data: np.ndarray, descriptions, valid=None) -> None:
-    """Write a GeoTIFF; ``valid`` becomes an internal mask."""
+    """Write one GeoTIFF; ``valid`` becomes an internal mask."""
     with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(path, "w", **profile) as dst:
         dst.write(data)
-        dst.descriptions = descriptions
+        if descriptions is not None:
+            dst.descriptions = descriptions
         if valid is not None:
             dst.write_mask(valid.astype(np.uint8) * 255)

@@ -19,7 +19,7 @@ import shapely
 from rasterio.warp import transform_bounds
 
 from geoseg import __version__
-from geoseg.chips import Chip, ChipResult, ChipRules, cut_chips
+from geoseg.chips import DEFAULT_CODEC, Chip, ChipResult, ChipRules, check_codec, cut_chips
 from geoseg.contracts import DATASET_NAME, DATASET_SCHEMA, DISTANCE_SCALE, DatasetRecord
 from geoseg.errors import LabelsError, ParameterError, RasterError, ResourceError, first_line
 from geoseg.labels import (
@@ -39,6 +39,7 @@ from geoseg.raster import (
     sample_valid_pixels,
     window_offsets,
 )
+from geoseg.remote import absolute
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +132,7 @@ def tile(
     test_fraction: float = 0.0,
     split_by: str = "auto",
     seed: int = 0,
+    compress: str = DEFAULT_CODEC,
     workers: int | None = None,
     scheduler: str | None = None,
     overwrite: bool = False,
@@ -145,16 +147,18 @@ def tile(
     whatever its class) the distance to its outline over the parcel's largest, 0 outside,
     stored as 0..254. ``val_fraction`` and ``test_fraction`` are shares of the written chips,
     assigned by spatial blocks or whole scenes (``split_by``: ``"auto"``, ``"scene"``,
-    ``"blocks"``).
+    ``"blocks"``). ``compress`` is the chips' codec: ``"zstd"`` (level 1), ``"deflate"``,
+    ``"lzw"`` or ``"none"``.
     """
     started = time.perf_counter()
     stride = size if stride is None else stride
     _check_parameters(images, size, stride, keep_empty, max_nodata, val_fraction, test_fraction)
     if split_by not in SPLIT_BY:
         raise ParameterError(f"--split-by must be one of {', '.join(SPLIT_BY)}, got {split_by!r}")
+    check_codec(compress)
     check_output(out, overwrite)
-    images = [str(Path(p).absolute()) for p in images]
-    labels = None if labels is None else str(Path(labels).absolute())
+    images = [absolute(p) for p in images]
+    labels = None if labels is None else absolute(labels)
     check_not_inside(out, images + ([labels] if labels else []))
     if boundary_width is not None and not isinstance(boundary_width, Length):
         boundary_width = Length.parse(str(boundary_width))
@@ -207,7 +211,7 @@ def tile(
         for p in unlabelled
     ]
     labelled = [p for p, c in zip(plans, covered) if c]
-    rules = ChipRules(size, keep_empty, max_nodata, spec)
+    rules = ChipRules(size, keep_empty, max_nodata, spec, compress)
 
     with staged_directory(out, overwrite) as staging:
         (staging / "images").mkdir()
@@ -275,7 +279,7 @@ def tile(
             "val_fraction_reached": round(summary.val_fraction_reached, 6),
             "test_fraction_reached": round(summary.test_fraction_reached, 6),
         }
-        dataset = _dataset_record(infos, plans, loaded, summary, size, stride, sampling, samples)
+        dataset = _dataset_record(infos, plans, loaded, summary, rules, stride, sampling, samples)
         DatasetRecord(dataset, staging / DATASET_NAME).write(staging / DATASET_NAME)
     logger.info("tiled in %.1f s: %d chips written", time.perf_counter() - started, written)
     return summary
@@ -708,7 +712,7 @@ def _labels_record(labels) -> dict | None:
         return None
     spec = labels.spec
     record = {
-        "path": str(Path(spec.path).absolute()),
+        "path": absolute(spec.path),
         "class_field": spec.class_field,
         "boundary_width": str(spec.boundary_width) if spec.boundary_width else None,
         "distance": spec.distance,
@@ -718,14 +722,15 @@ def _labels_record(labels) -> dict | None:
     return record
 
 
-def _dataset_record(infos, plans, labels, summary, size, stride, sampling: dict, samples) -> dict:
+def _dataset_record(infos, plans, labels, summary, rules, stride, sampling: dict, samples) -> dict:
     first = infos[0]
     return {
         "schema_version": DATASET_SCHEMA,
         "geoseg_version": __version__,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "chip_size": size,
+        "chip_size": rules.size,
         "stride": stride,
+        "compress": rules.compress,
         "bands": {
             "count": first.count,
             "dtype": first.dtype,
@@ -748,7 +753,7 @@ def _dataset_record(infos, plans, labels, summary, size, stride, sampling: dict,
         "scenes": [
             {
                 "name": plan.name,
-                "path": str(Path(plan.info.path).absolute()),
+                "path": absolute(plan.info.path),
                 "crs": plan.info.crs.to_string(),
                 "width": plan.info.width,
                 "height": plan.info.height,

@@ -12,11 +12,15 @@ import rasterio
 import shapely
 from conftest import shared_sample
 from helpers import assert_one_line_error, mask_agreement, run
+from rasterio.enums import Compression
 from rasterio.windows import Window
 from scipy import ndimage
 
+import geoseg.chips
 import geoseg.tiling
-from geoseg.chips import Chip
+from geoseg.chipfiles import UnexpectedLayout
+from geoseg.chips import CODECS, Chip
+from geoseg.data import read_chip
 from geoseg.errors import LabelsError, ParameterError, RasterError
 from geoseg.raster import read_padded, sample_valid_pixels
 from geoseg.tiling import tile
@@ -661,3 +665,94 @@ def test_dataset_json_records_targets_and_distance_mean(make_raster, make_vector
     )
     assert (none_empty.written, none_empty.dropped_empty) == (8, 8)
     assert (index(tmp_path / "d").positive_labels > 0).all()
+
+
+# --- chip codecs: --compress, the stacked writer's fallback ---------------------------------
+
+
+def read_chips(out):
+    """Per chip id: its image pixels, validity and (with labels) mask, read as training does."""
+    chips = {}
+    for record in index(out).itertuples():
+        mask = out / (record.mask or record.image)
+        chips[record.id] = read_chip(str(out / record.image), str(mask), [0])
+    return chips
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_every_codec_round_trips_the_chips_and_is_recorded(
+    make_raster, make_vector, tmp_path, codec
+):
+    image = make_raster(width=300, height=270, count=4, dtype="int16", nodata=-999)
+    labels = make_vector([pixel_box(20, 30, 200, 150)])
+    options = dict(labels=labels, boundary_width="1px", size=128, max_nodata=1.0, val_fraction=0)
+    tile([image], tmp_path / "chips", compress=codec, keep_empty=1.0, **options)
+    record = json.loads((tmp_path / "chips" / "dataset.json").read_text())
+    assert record["compress"] == codec
+    for folder in ("images", "masks"):
+        for path in (tmp_path / "chips" / folder).iterdir():
+            with rasterio.open(path) as chip:
+                assert chip.compression == (None if codec == "none" else Compression[codec])
+    with rasterio.open(image) as src:
+        for record in index(tmp_path / "chips").itertuples():
+            with rasterio.open(tmp_path / "chips" / record.image) as chip:
+                assert chip.transform == src.transform @ src.transform.translation(
+                    record.col, record.row
+                )
+                window = Window(record.col, record.row, 128, 128)
+                np.testing.assert_array_equal(chip.read(), read_padded(src, window)[0])
+    reference = tmp_path / "reference"
+    tile([image], reference, compress="none", keep_empty=1.0, **options)
+    ours, theirs = read_chips(tmp_path / "chips"), read_chips(reference)
+    assert ours.keys() == theirs.keys()
+    for chip_id, arrays in ours.items():
+        for mine, expected in zip(arrays, theirs[chip_id]):
+            np.testing.assert_array_equal(mine, expected)
+
+
+def test_cli_compress_option_and_codecs_gdal_cannot_write(make_raster, tmp_path, monkeypatch):
+    image = make_raster(width=256, height=256)
+    assert run("tile", image, "--compress", "lzw", "--out", tmp_path / "lzw").exit_code == 0
+    assert json.loads((tmp_path / "lzw" / "dataset.json").read_text())["compress"] == "lzw"
+    result = run("tile", image, "--compress", "jpeg", "--out", tmp_path / "jpeg")
+    assert_one_line_error(result, "--compress", "jpeg")
+    with pytest.raises(ParameterError, match="--compress must be one of zstd, deflate, lzw"):
+        tile([image], tmp_path / "lib", compress="jpeg")
+    monkeypatch.setattr(
+        geoseg.chips, "gdal_writes", lambda options: options.get("compress") != "zstd"
+    )
+    result = run("tile", image, "--out", tmp_path / "zstd")
+    assert_one_line_error(
+        result, "--compress zstd", "cannot write ZSTD", "choose one of deflate, lzw, none"
+    )
+    assert not (tmp_path / "zstd").exists()
+
+
+def test_gdal_writes_tells_which_creation_options_gdal_refuses():
+    assert all(geoseg.chips.gdal_writes(geoseg.chips.CODEC_OPTIONS[c]) for c in CODECS)
+    assert not geoseg.chips.gdal_writes({"tiled": True, "blockxsize": 8, "blockysize": 8})
+
+
+@pytest.mark.parametrize("way", ["one by one", "in groups of one"])
+def test_chips_written_apart_equal_chips_written_together(make_raster, tmp_path, monkeypatch, way):
+    image = make_raster(width=300, height=200)  # the chips of the last column need a mask
+    tile([image], tmp_path / "together", max_nodata=1.0)
+
+    def refuse(*args, **kwargs):
+        raise UnexpectedLayout("a layout from another GDAL")
+
+    if way == "one by one":  # GDAL's file could not be split: every chip by its own GDAL file
+        monkeypatch.setattr(geoseg.chips, "write_stacked", refuse)
+    else:
+        monkeypatch.setattr(geoseg.chips, "STACK_BYTES", 1)
+    tile([image], tmp_path / "apart", max_nodata=1.0)
+    names = sorted(p.name for p in (tmp_path / "together" / "images").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "apart" / "images").iterdir())
+    for name in names:
+        with (
+            rasterio.open(tmp_path / "together" / "images" / name) as a,
+            rasterio.open(tmp_path / "apart" / "images" / name) as b,
+        ):
+            assert a.profile == b.profile and a.mask_flag_enums == b.mask_flag_enums
+            np.testing.assert_array_equal(a.read(), b.read())
+            np.testing.assert_array_equal(a.dataset_mask(), b.dataset_mask())

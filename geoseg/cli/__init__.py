@@ -265,6 +265,13 @@ def stack(rasters, out, like, overwrite):
     help="Split units: spatial blocks, or whole scenes; auto: by scene for five or more "
     "small, separate scenes.",
 )
+@click.option(
+    "--compress",
+    type=click.Choice(["zstd", "deflate", "lzw", "none"]),
+    default="zstd",
+    show_default=True,
+    help="Codec of the chip GeoTIFFs (zstd: level 1, fast to write and to read in training).",
+)
 @seed_option
 @parallel_options
 @overwrite_option
