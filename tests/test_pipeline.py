@@ -92,3 +92,13 @@ def test_bad_pipeline_files(text, words, tmp_path):
 def test_missing_file_and_unknown_start(pipeline, tmp_path):
     assert_one_line_error(run("run", tmp_path / "none.yaml"), "no such pipeline file")
     assert_one_line_error(run("run", pipeline, "--from", "predict"), "no such stage")
+
+
+@pytest.mark.parametrize("name", ["demo", "cadastre", "buildings"])
+def test_the_shipped_pipelines_load_with_today_s_option_names(name):
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "pipelines" / f"{name}.yaml"
+    stages = load_pipeline(path)
+    predict = next(stage for stage in stages if stage.name == "predict")
+    assert predict.args[0].endswith(".tif") and "--model" in predict.args
