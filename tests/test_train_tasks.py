@@ -110,6 +110,7 @@ def test_multiclass_without_classes_leaves_regression_targets_out(tiny_multitask
 
 
 def test_frozen_encoder_then_the_whole_network_at_a_tenth_of_the_rate(tiny_chips, tmp_path):
+    """Then predict, in float32 and bfloat16, with the encoder model."""
     out = tmp_path / "m"
     settings = dict(TINY_TRAINING, depth=4, lr=2e-3)
     train(
@@ -126,6 +127,20 @@ def test_frozen_encoder_then_the_whole_network_at_a_tenth_of_the_rate(tiny_chips
     model = keras.models.load_model(out / "model.keras")
     assert model.get_layer("encoder").trainable
     assert model(np.zeros((1, 64, 64, 3), np.float32)).shape == (1, 64, 64, 2)
+
+    # predict rebuilds the encoder model under mixed precision from the card alone
+    import rasterio
+
+    from geoseg import predict
+
+    image = tiny_chips.parent / "scene" / "image.tif"
+    bands = []
+    for precision in ("off", "on"):
+        pred = tmp_path / f"pred-{precision}.tif"
+        predict(image, out, pred, device="cpu", mixed_precision=precision, block_size=256)
+        with rasterio.open(pred) as src:
+            bands.append(src.read().astype(np.int16))
+    assert np.abs(bands[0] - bands[1]).mean() < 3.0
 
 
 def test_multiclass_model_from_train_to_class_map_polygons_and_scores(
@@ -168,24 +183,3 @@ def test_multiclass_model_from_train_to_class_map_polygons_and_scores(
     assert confusion["classes"] == ["background", "parcels", "boundary"]
     matrix = np.array(confusion["matrix"])
     assert (matrix == np.diag(np.diag(matrix))).all() and confusion["mean_iou"] == 1.0
-
-
-def test_encoder_model_predicts_in_bfloat16_like_float32(tiny_chips, tmp_path):
-    """predict rebuilds an encoder model under mixed precision from the card alone."""
-    import rasterio
-
-    from geoseg import predict
-
-    out = tmp_path / "m"
-    train(
-        tiny_chips, out, encoder="mobilenetv2", encoder_weights="none", epochs=1,
-        **dict(TINY_TRAINING, depth=4),
-    )  # fmt: skip
-    image = tiny_chips.parent / "scene" / "image.tif"
-    bands = []
-    for precision in ("off", "on"):
-        pred = tmp_path / f"pred-{precision}.tif"
-        predict(image, out, pred, device="cpu", mixed_precision=precision, block_size=256)
-        with rasterio.open(pred) as src:
-            bands.append(src.read().astype(np.int16))
-    assert np.abs(bands[0] - bands[1]).mean() < 3.0
