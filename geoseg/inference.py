@@ -351,10 +351,7 @@ def _check_bands(image, info, card: ModelCard, dated: bool) -> None:
     """The image must have the model's band count and, where both name every band, its band
     names in order (a stack in another order); dates of one place differ in their names by
     design, so their names are not compared."""
-    if info.count != card.band_count:
-        raise RasterError(
-            f"{image}: {info.count} bands, but the model was trained on {card.band_count}"
-        )
+    _check_band_count(image, info, card)
     trained = list(card["bands"].get("descriptions") or [])
     given = list(info.descriptions)
     if dated or not all(trained) or not all(given) or len(trained) != len(given):
@@ -367,16 +364,20 @@ def _check_bands(image, info, card: ModelCard, dated: bool) -> None:
             )
 
 
+def _check_band_count(image, info, card: ModelCard) -> None:
+    if info.count != card.band_count:
+        raise RasterError(
+            f"{image}: {info.count} bands, but the model was trained on {card.band_count}"
+        )
+
+
 def _check_dates(dates, info, card: ModelCard, consensus: str) -> None:
     """Further dates: the first date's grid and the model's band count."""
     if consensus not in CONSENSUS:
         raise ParameterError(f"--consensus must be one of {', '.join(CONSENSUS)}")
     for date in dates:
         other = open_raster_info(date)
-        if other.count != card.band_count:
-            raise RasterError(
-                f"{date}: {other.count} bands, but the model was trained on {card.band_count}"
-            )
+        _check_band_count(date, other, card)
         same = (other.width, other.height, other.transform, other.crs) == (
             info.width, info.height, info.transform, info.crs
         )  # fmt: skip

@@ -755,12 +755,15 @@ def _multiclass_scores(model, plan: _Plan, val_data, test_data) -> dict:
     for split, data in (("val", val_data), ("test", test_data)):
         if data is None:
             continue
-        matrix = confusion_matrix(model, data, plan.class_names)
-        scores[split] = matrix.scores()
-        scores[f"{split}_mean_iou"] = matrix.mean_iou()
-        scores[f"{split}_confusion"] = matrix.counts.tolist()
+        found = confusion_matrix(model, data, plan.class_names).to_json()
+        scores[split] = found["per_class"]
+        scores[f"{split}_mean_iou"] = found["mean_iou"]
+        scores[f"{split}_confusion"] = found["matrix"]
         logger.info(
-            "%s: mean IoU %.3f; %s", split, matrix.mean_iou(), _describe_scores({}, scores[split])
+            "%s: mean IoU %.3f; %s",
+            split,
+            found["mean_iou"],
+            _describe_scores({}, found["per_class"]),
         )
     return scores
 
