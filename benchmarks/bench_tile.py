@@ -16,6 +16,9 @@ time. Each run happens in a fresh process, so that its time and peak RSS are its
   geoseg's chip writer on one thread;
 * reads: chips/s reading the chips of each codec back in the training pipeline
   (``bench_train_input.py --codecs-only``, run in its own process);
+* ``--labels-only``: only the runs of geoseg without labels and with the cadastre, alternately,
+  with their CPU time (user + system of all threads, which a machine shared with other work
+  disturbs less than the wall time): the labelled / label-free ratio;
 * memory: peak RSS of ``geoseg tile`` with the cadastre (at the same parcel density) on rasters
   of ``--memory-sizes``, against a process that only imports ``geoseg.tiling`` (the floor).
 
@@ -54,17 +57,17 @@ CHILD = """
 import json, resource, sys, time
 args = json.loads(sys.argv[1])
 from geoseg.tiling import tile
-start = time.perf_counter()
+start, cpu = time.perf_counter(), time.process_time()
 written = 0
 if args:
     summary = tile([args["image"]], args["out"], labels=args["labels"],
                    boundary_width="1.5" if args["labels"] else None, compress=args["compress"],
                    workers=args["workers"], overwrite=True, keep_empty=1.0)
     written = summary.written
-seconds = time.perf_counter() - start
+seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
 scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
-print(json.dumps({"written": written, "seconds": seconds, "peak_rss": rss}))
+print(json.dumps({"written": written, "seconds": seconds, "cpu": cpu, "peak_rss": rss}))
 """
 
 MIB = 2**20
@@ -146,10 +149,12 @@ def run_retile(retile: str, image: Path, out: Path, creation: list[str]) -> dict
     seconds = time.perf_counter() - start
     written = len(list(out.glob("*.tif")))
     kib = folder_kib(out, written)
-    return {"written": written, "seconds": seconds, "command": seconds, "kib": kib}
+    return {"written": written, "seconds": seconds, "cpu": None, "command": seconds, "kib": kib}
 
 
-def speed(root: Path, size: int, parcels: int, repeat: int, retile: str | None) -> None:
+def speed(
+    root: Path, size: int, parcels: int, repeat: int, retile: str | None, labels_only: bool
+) -> None:
     image = make_image(root / f"image{size}.tif", size)
     cadastre = make_cadastre(root / f"cadastre{size}.gpkg", image, parcels)
     out = root / "chips"
@@ -167,6 +172,10 @@ def speed(root: Path, size: int, parcels: int, repeat: int, retile: str | None) 
         "geoseg, no labels, workers=1": lambda: run_geoseg(image, out, None, workers=1),
         f"geoseg, {parcels} parcels": lambda: run_geoseg(image, out, cadastre),
     }
+    plain = "geoseg, no labels, --compress zstd"
+    labelled = f"geoseg, {parcels} parcels"
+    if labels_only:
+        settings = {name: settings[name] for name in (plain, labelled)}
     if retile is None:
         settings = {k: v for k, v in settings.items() if not k.startswith("gdal_retile")}
     runs: dict[str, list[dict]] = {name: [] for name in settings}
@@ -177,24 +186,24 @@ def speed(root: Path, size: int, parcels: int, repeat: int, retile: str | None) 
                   f" ({runs[name][-1]['command']:.1f} s command)", flush=True)  # fmt: skip
     best = {name: min(r["seconds"] for r in results) for name, results in runs.items()}
     command = {name: min(r["command"] for r in results) for name, results in runs.items()}
-    plain = "geoseg, no labels, --compress zstd"
+    cpu = {name: min(r["cpu"] or r["seconds"] for r in results) for name, results in runs.items()}
     print(f"\nspeed: {size} x {size} px, 3 bands uint8, 256 px chips, best of {repeat}")
-    print("| run | chips | KiB per chip | seconds | chips/s | command seconds "
+    print("| run | chips | KiB per chip | seconds | chips/s | CPU seconds | command seconds "
           "| time / geoseg without labels |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for name, results in runs.items():
         chips = results[0]["written"]
         print(f"| {name} | {chips} | {results[-1]['kib']:.1f} | {best[name]:.2f} "
-              f"| {chips / best[name]:.0f} | {command[name]:.2f} "
+              f"| {chips / best[name]:.0f} | {cpu[name]:.2f} | {command[name]:.2f} "
               f"| {best[name] / best[plain]:.2f} |")  # fmt: skip
-    if retile:
+    if retile and not labels_only:
         for baseline in ("gdal_retile.py, its defaults", "gdal_retile.py, geoseg's settings"):
             print(f"geoseg (no labels, zstd) vs {baseline}: {best[baseline] / best[plain]:.2f}x "
                   f"({command[baseline] / command[plain]:.2f}x command to command)")  # fmt: skip
         uncompressed = best["gdal_retile.py, its defaults"] / best[plain.replace("zstd", "none")]
         print(f"geoseg --compress none vs gdal_retile.py, its defaults: {uncompressed:.2f}x")
-    labelled = best[f"geoseg, {parcels} parcels"] / best[plain]
-    print(f"with {parcels} parcels vs without: {labelled:.2f} of the time")
+    print(f"with {parcels} parcels vs without: {best[labelled] / best[plain]:.2f} of the time, "
+          f"{cpu[labelled] / cpu[plain]:.2f} of the CPU time (all threads)")  # fmt: skip
 
 
 def chip_encodings(root: Path, size: int = 2048, repeat: int = 3) -> None:
@@ -287,6 +296,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2, help="speed runs per setting (best)")
     parser.add_argument("--memory-sizes", type=int, nargs="*", default=[2000, 4000, 8000])
     parser.add_argument("--no-reads", action="store_true", help="skip the training reads")
+    only = "only geoseg without labels and with the cadastre, alternately"
+    parser.add_argument("--labels-only", action="store_true", help=only)
     args = parser.parse_args()
     parcels = args.parcels or round(PARCELS_PER_MPX * args.size**2 / 1e6)
     retile = shutil.which("gdal_retile.py") or shutil.which("gdal_retile")
@@ -294,7 +305,9 @@ def main() -> None:
         print("gdal_retile.py not found (make bench-setup installs gdal-bin): no GDAL baseline")
     print(f"{os.cpu_count()} cores, GDAL {rasterio.__gdal_version__}")
     with tempfile.TemporaryDirectory(prefix="geoseg-bench-tile-") as tmp:
-        speed(Path(tmp), args.size, parcels, args.repeat, retile)
+        speed(Path(tmp), args.size, parcels, args.repeat, retile, args.labels_only)
+        if args.labels_only:
+            return
         chip_encodings(Path(tmp))
         if not args.no_reads:
             reads(args.repeat)

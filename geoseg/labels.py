@@ -12,18 +12,21 @@ the whole parcel, so the value does not depend on where a chip or a block is cut
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import logging
 import math
 import os
 import re
+import struct
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import rasterio
 import shapely
 from affine import Affine
 from rasterio.crs import CRS
@@ -137,11 +140,7 @@ def geojson_parts(geoms: np.ndarray) -> list[dict]:
     Built from shapely's coordinate arrays: a geometry's own ``__geo_interface__`` walks every
     coordinate in Python, which made it most of the time spent burning a cadastre.
     """
-    parts = shapely.get_parts(np.asarray(geoms, dtype=object))
-    is_ring = shapely.get_type_id(parts) == shapely.GeometryType.LINEARRING
-    if is_ring.any():
-        parts[is_ring] = shapely.linestrings([shapely.get_coordinates(r) for r in parts[is_ring]])
-    parts = parts[~shapely.is_empty(parts)]
+    parts = single_parts(geoms)
     if len(parts) == 0:
         return []
     kind, coords, offsets = shapely.to_ragged_array(parts)
@@ -159,21 +158,122 @@ def geojson_parts(geoms: np.ndarray) -> list[dict]:
     ]
 
 
+def single_parts(geoms: np.ndarray) -> np.ndarray:
+    """The non-empty single polygons or lines of ``geoms`` (rings as lines), as rasterio burns
+    them: each part on its own, so overlapping parts do not cancel out."""
+    parts = np.asarray(geoms, dtype=object)
+    if (shapely.get_type_id(parts) >= shapely.GeometryType.MULTIPOINT).any():
+        parts = shapely.get_parts(parts)
+    is_ring = shapely.get_type_id(parts) == shapely.GeometryType.LINEARRING
+    if is_ring.any():
+        parts[is_ring] = shapely.linestrings([shapely.get_coordinates(r) for r in parts[is_ring]])
+    return parts[~shapely.is_empty(parts)]
+
+
 def burn_shapes(geoms, transform, shape, all_touched: bool = False) -> np.ndarray:
-    """A uint8 0/1 mask of polygons or lines (all of one kind) on a grid."""
-    shapes = geojson_parts(geoms)
-    if not shapes:
+    """A uint8 0/1 mask of polygons or lines (all of one kind) on a grid.
+
+    GDAL's rasterizer is given the parts as WKB where rasterio's GDAL can be called directly
+    (no GeoJSON dicts, and without the GIL), else rasterio's ``rasterize``: the same pixels.
+    """
+    parts = single_parts(geoms)
+    if not all_touched:
+        parts = trimmed_to_window(parts, transform, shape)
+    if len(parts) == 0:
         return np.zeros(shape, dtype=np.uint8)
+    gdal = _gdal()
+    if gdal is not None:
+        return gdal.rasterize(
+            shapely.to_wkb(parts, output_dimension=2), transform, shape, all_touched
+        )
+    return rasterize_parts(parts, transform, shape, all_touched)
+
+
+def rasterize_parts(parts: np.ndarray, transform, shape, all_touched: bool = False) -> np.ndarray:
+    """:func:`burn_shapes` of single parts through rasterio's ``rasterize``."""
     return rasterize(
-        shapes, out_shape=shape, transform=transform, all_touched=all_touched, dtype="uint8"
+        geojson_parts(parts),
+        out_shape=shape,
+        transform=transform,
+        all_touched=all_touched,
+        dtype="uint8",
     )
 
 
-def burn_lines(lines, transform, shape, width: float | None) -> np.ndarray:
-    """Burn lines as a connected mask: every pixel the line touches, widened to ``width``."""
+LARGE_POLYGON = 256
+"""Polygons with more vertices than this lose, before burning, the vertices far outside the
+window: GDAL's polygon fill tests every vertex on every row."""
+TRIM_MARGIN = 2
+"""Pixels beyond the window where vertices are dropped."""
+
+
+def trimmed_to_window(parts: np.ndarray, transform, shape) -> np.ndarray:
+    """Single polygons that burn the same pixel centres of a north-up window, with fewer vertices.
+
+    GDAL fills a row between pairs of its sorted crossings with the polygon's edges, clamped to
+    the window, so crossings left of the window only count by their parity, and edges above or
+    below it not at all. Within each run of edges that lie wholly beyond one side of the window
+    (by :data:`TRIM_MARGIN` pixels) the inner vertices go: the edge that replaces them lies on
+    that side too, and crosses every row as often, modulo 2. Rings with fewer than three
+    vertices left (which cross every row an even number of times, in pairs) go too.
+    """
+    large = shapely.get_num_coordinates(parts) > LARGE_POLYGON
+    large &= shapely.get_type_id(parts) == shapely.GeometryType.POLYGON
+    if not large.any() or transform.b or transform.d:
+        return parts
+    west, south, east, north = box_bounds(transform, *shape)
+    dx, dy = TRIM_MARGIN * abs(transform.a), TRIM_MARGIN * abs(transform.e)
+    beyond = (west - dx, east + dx, south - dy, north + dy)
+    return np.concatenate([parts[~large], _without_far_vertices(parts[large], beyond)])
+
+
+def _without_far_vertices(polygons: np.ndarray, beyond: tuple) -> np.ndarray:
+    """:func:`trimmed_to_window` of polygons; ``beyond``: x west of, x east of, y south of,
+    y north of which vertices are far."""
+    rings, polygon_of = shapely.get_rings(polygons, return_index=True)
+    xy, ring_of = shapely.get_coordinates(rings, return_index=True)
+    unclosed = np.append(ring_of[1:] == ring_of[:-1], False)  # without each closing vertex
+    xy, ring_of = xy[unclosed], ring_of[unclosed]
+    west, east, south, north = beyond
+    for far in (lambda p: p[:, 0] < west, lambda p: p[:, 0] > east,
+                lambda p: p[:, 1] < south, lambda p: p[:, 1] > north):  # fmt: skip
+        keep = ~_inner_run_vertices(far(xy), ring_of)
+        xy, ring_of = xy[keep], ring_of[keep]
+    ring_ids, sizes = np.unique(ring_of, return_counts=True)
+    kept = sizes >= 3
+    xy = xy[np.isin(ring_of, ring_ids[kept])]
+    ring_ids, sizes = ring_ids[kept], sizes[kept]
+    if len(ring_ids) == 0:
+        return np.empty(0, dtype=object)
+    rings = shapely.linearrings(xy, indices=np.repeat(np.arange(len(ring_ids)), sizes))
+    _, polygon_index = np.unique(polygon_of[ring_ids], return_inverse=True)
+    return shapely.polygons(rings, indices=polygon_index)
+
+
+def _inner_run_vertices(far: np.ndarray, ring_of: np.ndarray) -> np.ndarray:
+    """Vertices of rings (``ring_of``, consecutive) both of whose edges join two ``far``
+    vertices."""
+    index = np.arange(len(far))
+    first = np.append(True, ring_of[1:] != ring_of[:-1])
+    last = np.append(ring_of[1:] != ring_of[:-1], True)
+    ring = np.cumsum(first) - 1
+    following, preceding = index + 1, index - 1
+    following[last] = index[first][ring[last]]
+    preceding[first] = index[last][ring[first]]
+    far_edge = far & far[following]  # the edge from each vertex to the next
+    return far_edge & far_edge[preceding]
+
+
+def burn_lines(lines, transform, shape, width: float | None, bands=None) -> np.ndarray:
+    """Burn lines as a connected mask: every pixel the line touches, widened to ``width``.
+
+    ``bands`` are the lines buffered by half ``width``, where already made.
+    """
     if not width:
         return burn_shapes(lines, transform, shape, all_touched=True)
-    band = burn_shapes(shapely.buffer(np.asarray(lines), width / 2), transform, shape)
+    if bands is None:
+        bands = shapely.buffer(np.asarray(lines), width / 2)
+    band = burn_shapes(bands, transform, shape)
     if width > _pixel_diagonal(transform):
         return band  # the centre of every pixel a line touches is then inside the band
     return band | burn_shapes(lines, transform, shape, all_touched=True)
@@ -184,6 +284,163 @@ def _pixel_diagonal(transform) -> float:
     return max(math.hypot(a + b, d + e), math.hypot(a - b, d - e))
 
 
+_BYTE = 1  # GDALDataType GDT_Byte
+_POINTER = ctypes.c_void_p
+_SIGNATURES = {  # name: (result, arguments), as in GDAL's C API
+    "GDALVersionInfo": (ctypes.c_char_p, [ctypes.c_char_p]),
+    "GDALAllRegister": (None, []),
+    "GDALGetDriverByName": (_POINTER, [ctypes.c_char_p]),
+    "GDALCreate": (_POINTER, [_POINTER, ctypes.c_char_p] + [ctypes.c_int] * 4 + [_POINTER]),
+    "GDALAddBand": (ctypes.c_int, [_POINTER, ctypes.c_int, _POINTER]),
+    "GDALSetGeoTransform": (ctypes.c_int, [_POINTER, _POINTER]),
+    "GDALClose": (None, [_POINTER]),
+    "OGR_G_CreateFromWkb": (ctypes.c_int, [ctypes.c_char_p, _POINTER, _POINTER, ctypes.c_int]),
+    "OGR_G_DestroyGeometry": (None, [_POINTER]),
+    "GDALRasterizeGeometries": (
+        ctypes.c_int,
+        [_POINTER, ctypes.c_int, _POINTER, ctypes.c_int, _POINTER]
+        + [_POINTER, _POINTER, _POINTER, _POINTER, _POINTER, _POINTER],
+    ),
+}
+
+
+def _c_strings(*items: str) -> ctypes.Array:
+    """A NULL-terminated C array of strings (GDAL's option lists)."""
+    return (ctypes.c_char_p * (len(items) + 1))(*(item.encode() for item in items), None)
+
+
+class _GdalRasterizer:
+    """GDAL's ``GDALRasterizeGeometries`` on WKB, in the very library rasterio runs on.
+
+    rasterio's ``rasterize`` calls the same function with the same options on a MEM dataset of
+    the same geotransform, after building each geometry from GeoJSON in Python; this builds
+    them from WKB, and the calls release the GIL.
+    """
+
+    def __init__(self, library: ctypes.CDLL):
+        for name, (result, arguments) in _SIGNATURES.items():
+            function = getattr(library, name)
+            function.restype, function.argtypes = result, arguments
+        self._gdal = library
+        if not library.GDALGetDriverByName(b"MEM"):
+            library.GDALAllRegister()
+        self._mem = library.GDALGetDriverByName(b"MEM")
+        self._collect = False
+        self._collect = self._burns_collections_by_part()
+
+    def rasterize(self, wkbs: np.ndarray, transform, shape, all_touched: bool) -> np.ndarray:
+        """A uint8 0/1 mask of single polygons or lines given as WKB."""
+        out = np.zeros(shape, dtype=np.uint8)
+        if self._collect:
+            wkbs = np.array([_collection_wkb(wkbs)], dtype=object)
+        handles = self._geometries(wkbs)
+        try:
+            self._burn(out, transform, handles, all_touched)
+        finally:
+            for handle in handles:
+                self._gdal.OGR_G_DestroyGeometry(handle)
+        return out
+
+    def _burns_collections_by_part(self) -> bool:
+        """Whether GDAL burns each part of a collection on its own, as separate geometries (it
+        does since 3.x in its default "replace" mode): then one collection replaces thousands
+        of geometries. Checked on overlapping squares and crossing lines."""
+        squares = shapely.box([0, 2], [0, 2], [6, 8], [6, 8])
+        lines = shapely.linestrings([[(0, 0), (8, 8)], [(0, 8), (8, 0)], [(0.5, 0), (0.5, 8)]])
+        grid, shape = Affine(0.7, 0.1, 0, 0.05, -0.7, 8), (12, 12)
+        for parts, touched in ((squares, False), (lines, True)):
+            wkbs = shapely.to_wkb(parts, output_dimension=2)
+            alone = self.rasterize(wkbs, grid, shape, touched)
+            together = self.rasterize(
+                np.array([_collection_wkb(wkbs)], dtype=object), grid, shape, touched
+            )
+            if not alone.any() or not np.array_equal(alone, together):
+                return False
+        return True
+
+    def _geometries(self, wkbs: np.ndarray) -> ctypes.Array:
+        """OGR geometries of ``wkbs``; the caller destroys them."""
+        handles = (_POINTER * len(wkbs))()
+        address, step = ctypes.addressof(handles), ctypes.sizeof(_POINTER)
+        for i, wkb in enumerate(wkbs.tolist()):
+            if self._gdal.OGR_G_CreateFromWkb(wkb, None, address + i * step, len(wkb)) != 0:
+                for handle in handles[:i]:
+                    self._gdal.OGR_G_DestroyGeometry(handle)
+                raise LabelsError("GDAL could not read a label geometry")
+        return handles
+
+    def _burn(self, out: np.ndarray, transform, handles: ctypes.Array, all_touched: bool) -> None:
+        """Burn 1 into ``out`` through a MEM dataset over its memory."""
+        height, width = out.shape
+        dataset = self._gdal.GDALCreate(self._mem, b"", width, height, 0, _BYTE, None)
+        if not dataset:
+            raise LabelsError("GDAL could not create an in-memory raster to burn labels into")
+        try:
+            pointer = f"DATAPOINTER={out.ctypes.data}"
+            band = _c_strings(pointer, "PIXELOFFSET=1", f"LINEOFFSET={width}")
+            geotransform = (ctypes.c_double * 6)(*transform.to_gdal())
+            options = ["ALL_TOUCHED=TRUE"] if all_touched else []
+            values = np.ones(len(handles))
+            failed = (
+                self._gdal.GDALAddBand(dataset, _BYTE, band)
+                or self._gdal.GDALSetGeoTransform(dataset, geotransform)
+                or self._gdal.GDALRasterizeGeometries(
+                    dataset,
+                    1,
+                    (ctypes.c_int * 1)(1),
+                    len(handles),
+                    handles,
+                    None,
+                    None,
+                    values.ctypes.data,
+                    _c_strings(*options, "MERGE_ALG=REPLACE"),
+                    None,
+                    None,
+                )  # fmt: skip
+            )
+        finally:
+            self._gdal.GDALClose(dataset)
+        if failed:
+            raise LabelsError("GDAL could not burn the labels")
+
+
+def _collection_wkb(wkbs: np.ndarray) -> bytes:
+    """The WKB of a geometry collection of geometries given as WKB."""
+    return struct.pack("<BII", 1, 7, len(wkbs)) + b"".join(wkbs.tolist())
+
+
+@functools.cache
+def _gdal() -> _GdalRasterizer | None:
+    """The rasterizer on rasterio's own GDAL; None where that library cannot be found (then
+    rasterio's ``rasterize`` burns) or the environment variable GEOSEG_RASTERIZE=rasterio."""
+    path = _loaded_library("libgdal")
+    if path is None or os.environ.get("GEOSEG_RASTERIZE") == "rasterio":
+        return None
+    try:
+        library = ctypes.CDLL(path)
+        library.GDALVersionInfo.restype = ctypes.c_char_p
+        if library.GDALVersionInfo(b"RELEASE_NAME").decode() != rasterio.__gdal_version__:
+            return None
+        return _GdalRasterizer(library)
+    except (OSError, AttributeError) as exc:
+        logger.debug("labels burned through rasterio: %s", exc)
+        return None
+
+
+def _loaded_library(stem: str) -> str | None:
+    """The path of rasterio's copy of a shared library of this process whose name starts with
+    ``stem`` (Linux): the one in rasterio's wheel, else the only one (a system library)."""
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = {Path(line.split()[-1]) for line in maps if f"/{stem}" in line}
+    except OSError:
+        return None
+    paths = [p for p in paths if p.name.startswith(stem) and ".so" in p.name]
+    bundled = [p for p in paths if p.parent.name.startswith("rasterio")]
+    chosen = bundled or paths
+    return str(chosen[0]) if len(chosen) == 1 else None
+
+
 @dataclass
 class _IndexedGeometries:
     geoms: np.ndarray
@@ -192,6 +449,46 @@ class _IndexedGeometries:
     tree: shapely.STRtree
     parcels: Parcels | None = None
     parcel_of: np.ndarray | None = None  # parcel index of each geometry, -1 for lines
+    bands: dict[tuple[float, int], shapely.Geometry] = field(default_factory=dict)
+    """Buffered outlines of features met by several windows: (half width, feature) -> band."""
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def outlines(self, ids: np.ndarray) -> np.ndarray:
+        """Features ``ids`` as lines: the outlines of polygons (holes included), lines as such."""
+        lines = self.geoms[ids].copy()
+        areas = ~self.is_line[ids]
+        lines[areas] = shapely.boundary(lines[areas])
+        return lines
+
+    def outline_bands(self, ids: np.ndarray, half_width: float, inner: tuple) -> np.ndarray:
+        """The outlines of features ``ids`` buffered by ``half_width``.
+
+        Those of features whose box is not inside ``inner`` (the window, less the margin by
+        which windows are searched: features that other windows meet too) are buffered once
+        and kept; the others are buffered here, as they are met by this window only.
+        """
+        bands = np.empty(len(ids), dtype=object)
+        shared = np.flatnonzero(~_box_inside(shapely.bounds(self.geoms[ids]), inner))
+        keys = [(half_width, i) for i in ids[shared].tolist()]
+        with self.lock:
+            bands[shared] = [self.bands.get(key) for key in keys]
+        todo = shapely.is_missing(bands)
+        bands[todo] = shapely.buffer(self.outlines(ids[todo]), half_width)
+        with self.lock:
+            for key, band in zip(keys, bands[shared].tolist()):
+                self.bands.setdefault(key, band)  # the same band whoever buffered it
+        return bands
+
+
+def _box_inside(bounds: np.ndarray, box: tuple) -> np.ndarray:
+    """Whether each of ``bounds`` (n, 4: west, south, east, north) lies inside ``box``."""
+    west, south, east, north = box
+    return (
+        (bounds[:, 0] > west)
+        & (bounds[:, 1] > south)
+        & (bounds[:, 2] < east)
+        & (bounds[:, 3] < north)
+    )
 
 
 class VectorLabels:
@@ -283,19 +580,21 @@ class VectorLabels:
         out = np.zeros((len(self.classes), *shape), dtype=np.uint8)
         if len(hits) == 0:
             return out
-        geoms, codes, is_line = indexed.geoms[hits], indexed.codes[hits], indexed.is_line[hits]
+        codes, is_line = indexed.codes[hits], indexed.is_line[hits]
+        inner = (west + margin, south + margin, east - margin, north - margin)
+        bands = indexed.outline_bands(hits, width / 2, inner) if width else None
         for k in range(len(self.feature_classes)):
-            areas = geoms[(codes == k) & ~is_line]
-            lines = geoms[(codes == k) & is_line]
-            if len(areas):
-                out[k] = burn_shapes(areas, transform, shape)
-            if len(lines):
-                out[k] |= burn_lines(lines, transform, shape, width)
+            areas, lines = (codes == k) & ~is_line, (codes == k) & is_line
+            if areas.any():
+                out[k] = burn_shapes(indexed.geoms[hits[areas]], transform, shape)
+            if lines.any():
+                lines_bands = bands[lines] if width else None
+                out[k] |= burn_lines(
+                    indexed.geoms[hits[lines]], transform, shape, width, lines_bands
+                )
         if self.spec.boundary_width:
-            outlines = np.concatenate([shapely.boundary(geoms[~is_line]), geoms[is_line]])
-            outlines = outlines[~shapely.is_empty(outlines)]
-            if len(outlines):
-                out[len(self.feature_classes)] = burn_lines(outlines, transform, shape, width)
+            outlines = indexed.outlines(hits)
+            out[len(self.feature_classes)] = burn_lines(outlines, transform, shape, width, bands)
         if self.spec.distance:
             parcels = indexed.parcel_of[hits]
             out[-1] = indexed.parcels.burn(parcels[parcels >= 0], transform, shape, grid)

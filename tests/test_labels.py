@@ -1,7 +1,11 @@
-"""Labels: the fast GeoJSON path, the outline band, block-wise burning, class fields."""
+"""Labels: GDAL on WKB and the GeoJSON path, the outline band and its cache, block-wise burning,
+class fields."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
+import geopandas as gpd
 import numpy as np
 import pytest
 import rasterio
@@ -11,8 +15,19 @@ from rasterio.features import rasterize
 from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
+from geoseg import labels as labels_module
 from geoseg.errors import LabelsError
-from geoseg.labels import IGNORE, LabelSpec, Length, burn_lines, burn_shapes, open_labels
+from geoseg.labels import (
+    IGNORE,
+    LabelSpec,
+    Length,
+    burn_lines,
+    burn_shapes,
+    open_labels,
+    rasterize_parts,
+    single_parts,
+    trimmed_to_window,
+)
 
 GRID = rasterio.Affine(0.5, 0, 500_000, 0, -0.5, 5_300_000)
 SHAPE = (120, 160)
@@ -60,6 +75,155 @@ def test_outline_band_contains_every_touched_pixel():
         np.testing.assert_array_equal(burn_lines(outlines, GRID, SHAPE, width), band | touched)
     thin = burn_lines(outlines, GRID, SHAPE, 0.3)  # the touched pixels are needed here
     np.testing.assert_array_equal(thin >= touched, True)
+
+
+def gdal_or_skip():
+    """The direct GDAL rasterizer, or skip where rasterio's GDAL cannot be called directly."""
+    gdal = labels_module._gdal()
+    if gdal is None:
+        pytest.skip("rasterio's GDAL library is not reachable here: rasterio burns")
+    return gdal
+
+
+def test_gdal_on_wkb_burns_what_rasterio_burns():
+    """Polygons with holes, overlapping parts, buffered outlines and lines (all touched), on a
+    north-up and a rotated grid, one geometry at a time and as one collection."""
+    gdal = gdal_or_skip()
+    rng = np.random.default_rng(13)
+    polygons = random_polygons(rng, 40)
+    bands = shapely.buffer(shapely.boundary(polygons), 0.75)
+    lines = shapely.boundary(polygons[:10])
+    rotated = rasterio.Affine.translation(500_000, 5_299_980) @ rasterio.Affine.rotation(20)
+    rotated = rotated @ rasterio.Affine.scale(0.5, -0.5)
+    for grid in (GRID, rotated):
+        for geoms, touched in ((polygons, False), (bands, False), (lines, True)):
+            parts = single_parts(geoms)
+            wkbs = shapely.to_wkb(parts, output_dimension=2)
+            expected = rasterize_parts(parts, grid, SHAPE, touched)
+            assert expected.any()
+            np.testing.assert_array_equal(gdal.rasterize(wkbs, grid, SHAPE, touched), expected)
+            one = np.array([labels_module._collection_wkb(wkbs)], dtype=object)
+            np.testing.assert_array_equal(gdal.rasterize(one, grid, SHAPE, touched), expected)
+
+
+def straightforward_burn(geoms, codes, crs, grid, shape, width, classes) -> np.ndarray:
+    """Masks as geoseg burned them first: rasterio on shapely geometries, one buffer per line;
+    ``geoms`` is a GeoSeries, reprojected to ``crs``, whose multipolygons are parcels apart."""
+    geoms, owner = shapely.get_parts(geoms.to_crs(crs).values, return_index=True)
+    codes = codes[owner]
+    is_line = np.isin(shapely.get_type_id(geoms), [1, 2, 5])
+    lines_of = np.where(is_line, geoms, shapely.boundary(geoms))
+    touches = width <= labels_module._pixel_diagonal(grid)
+
+    def fill(shapes, all_touched=False):
+        shapes = [g for g in shapes if not g.is_empty]
+        if not shapes:
+            return np.zeros(shape, np.uint8)
+        return rasterize(
+            shapes, out_shape=shape, transform=grid, all_touched=all_touched, dtype="uint8"
+        )
+
+    def band(lines):
+        return fill(shapely.buffer(lines, width / 2)) | (fill(lines, True) if touches else 0)
+
+    out = [fill(geoms[(codes == k) & ~is_line]) | band(geoms[(codes == k) & is_line])
+           for k in range(classes)]  # fmt: skip
+    return np.stack([*out, band(lines_of)])
+
+
+def hand_made_parcels():
+    """Parcels on the pixel grid (their bands' edges through pixel centres), a 45 degree edge,
+    a hole, a multipolygon, thin strips, a field larger than every window and lines."""
+    x, y = 500_000, 5_300_000  # pixel corners every 0.5 m
+    big = shapely.Polygon(
+        [(x - 20, y + 15), (x + 95, y - 3), (x + 90, y - 75), (x - 10, y - 70)],
+        holes=[[(x + 30, y - 30), (x + 50, y - 30), (x + 50, y - 40), (x + 30, y - 40)]],
+    )
+    parcels = [
+        shapely.box(x + 5, y - 15, x + 15, y - 5),
+        shapely.box(x + 15, y - 15, x + 27.5, y - 2),  # shares an edge with the first
+        shapely.Polygon([(x + 40, y - 5), (x + 60, y - 5), (x + 40, y - 25)]),  # 45 degrees
+        shapely.box(x + 60, y - 50, x + 78, y - 30) - shapely.box(x + 66, y - 44, x + 72, y - 36),
+        shapely.multipolygons(shapely.box([x + 2, x + 8], [y - 58, y - 54], [x + 12, x + 20],
+                                          [y - 48, y - 44])),  # overlapping parts
+        shapely.box(x + 30, y - 56.25, x + 70, y - 55.75),  # thinner than the band
+        big,
+    ]  # fmt: skip
+    lines = [
+        shapely.LineString([(x - 5, y - 20), (x + 85, y - 20)]),  # along pixel centres' edges
+        shapely.LineString([(x + 3, y - 3), (x + 33, y - 33), (x + 40, y - 10)]),
+    ]
+    return parcels + lines, np.array([0] * len(parcels) + [1] * len(lines))
+
+
+@pytest.mark.parametrize(("width", "file_crs"), [("1.5", 32633), ("0.3", 32633), ("1.5", 32632)])
+def test_cached_bands_and_gdal_burn_as_the_straightforward_burn(make_vector, width, file_crs):
+    """Hand-made parcels, in the grid's CRS or another, in windows that cut them, burned in
+    threads (the cache filling as they go) and again from the cache: as the first burn did."""
+    parcels, codes = hand_made_parcels()
+    stored = gpd.GeoSeries(parcels, crs="EPSG:32633").to_crs(file_crs)
+    path = make_vector(stored.values, crs=stored.crs, kind=np.array(["field", "track"])[codes])
+    spec = LabelSpec(str(path), class_field="kind", boundary_width=Length.parse(width))
+    burned = open_labels(spec)
+    crs = rasterio.crs.CRS.from_epsg(32633)
+    windows = [(row, col) for row in range(0, 160, 40) for col in range(0, 200, 48)]
+    transforms = [window_transform(Window(c, r, 48, 40), GRID) for r, c in windows]
+
+    def burn(transform):
+        return burned.burn(crs, transform, (40, 48), 0.5)
+
+    with ThreadPoolExecutor(4) as pool:
+        threaded = list(pool.map(burn, transforms))
+    assert burned._in_crs(crs).bands  # the big field and the parcels cut by windows
+    for transform, first in zip(transforms, threaded):
+        expected = straightforward_burn(stored, codes, crs, transform, (40, 48), float(width), 2)
+        np.testing.assert_array_equal(first, expected)
+        np.testing.assert_array_equal(burn(transform), expected)
+    assert all(np.stack(threaded)[:, band].any() for band in range(3))
+
+
+def test_large_polygons_trimmed_to_the_window_burn_the_same():
+    """Polygons of many vertices on the pixel grid, a frame round the whole grid, a wavy field
+    and their buffered outlines, in windows that cut them: trimmed, the same pixels."""
+    x, y = 500_000, 5_300_000
+    frame = shapely.box(x - 30, y - 90, x + 110, y + 30) - shapely.box(x - 5, y - 65, x + 85, y + 5)
+    t = np.linspace(0, 2 * np.pi, 3000, endpoint=False)
+    radius = 25 + 4 * np.sin(9 * t) + np.random.default_rng(2).normal(0, 0.05, t.size)
+    wavy = shapely.Polygon(
+        np.column_stack([x + 45 + radius * np.cos(t), y - 30 + radius * np.sin(t)])
+    )
+    polygons = shapely.segmentize(np.array([
+        frame,
+        shapely.Polygon([(x + 2, y - 2), (x + 60, y - 2), (x + 60, y - 20), (x + 20, y - 20),
+                         (x + 20, y - 50), (x + 2, y - 50)]),  # an L on the pixel grid
+        shapely.Polygon([(x + 10, y - 10), (x + 70, y - 10), (x + 10, y - 55)]),  # 36.87 degrees
+        wavy,
+    ]), 0.25)  # fmt: skip
+    bands = shapely.buffer(shapely.boundary(polygons), 0.75)
+    parts = single_parts(np.concatenate([polygons, bands]))
+    trimmed_vertices = 0
+    for row in range(-4, 120, 24):
+        for col in range(-4, 160, 28):
+            grid = window_transform(Window(col, row, 28, 24), GRID)
+            trimmed = trimmed_to_window(parts, grid, (24, 28))
+            trimmed_vertices += shapely.get_num_coordinates(trimmed).sum()
+            expected = rasterize_parts(parts, grid, (24, 28))
+            np.testing.assert_array_equal(burn_shapes(trimmed, grid, (24, 28)), expected)
+            np.testing.assert_array_equal(rasterize_parts(trimmed, grid, (24, 28)), expected)
+    windows = len(range(-4, 120, 24)) * len(range(-4, 160, 28))
+    assert trimmed_vertices < 0.2 * windows * shapely.get_num_coordinates(parts).sum()
+
+
+def test_labels_burn_the_same_through_rasterio(make_vector, monkeypatch):
+    """Without the direct GDAL call (GEOSEG_RASTERIZE=rasterio) the masks are the same."""
+    parcels, codes = hand_made_parcels()
+    spec = LabelSpec(str(make_vector(parcels)), boundary_width=Length.parse("1px"))
+    fast = open_labels(spec).burn(rasterio.crs.CRS.from_epsg(32633), GRID, (160, 200), 0.5)
+    monkeypatch.setattr(labels_module, "_gdal", lambda: None)
+    labels_module._load_labels.cache_clear()
+    slow = open_labels(spec).burn(rasterio.crs.CRS.from_epsg(32633), GRID, (160, 200), 0.5)
+    np.testing.assert_array_equal(fast, slow)
+    assert fast[0].any() and fast[1].any()
 
 
 def test_a_block_burned_at_once_equals_its_chips_burned_alone(make_raster, make_vector):
