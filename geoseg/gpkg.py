@@ -84,8 +84,21 @@ def hectares_and_metres(geometry: np.ndarray, crs) -> tuple[np.ndarray, np.ndarr
         measured = np.array([geod.geometry_area_perimeter(g) for g in geometry], np.float64)
         measured = measured.reshape(-1, 2)
         return np.abs(measured[:, 0]) / 1e4, measured[:, 1]
+    return _in_metres(shapely.area(geometry), shapely.length(geometry), crs)
+
+
+def measured_hectares_and_metres(area, length, wkb, crs) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`hectares_and_metres` of WKB polygons whose planar ``area`` and ``length`` (in
+    ``crs`` units) are known already; the polygons are decoded only in a geographic CRS."""
+    crs = pyproj.CRS.from_user_input(crs)
+    if crs.is_geographic:
+        return hectares_and_metres(shapely.from_wkb(wkb), crs)
+    return _in_metres(np.asarray(area), np.asarray(length), crs)
+
+
+def _in_metres(area: np.ndarray, length: np.ndarray, crs) -> tuple[np.ndarray, np.ndarray]:
     metres = crs.axis_info[0].unit_conversion_factor
-    return shapely.area(geometry) * metres**2 / 1e4, shapely.length(geometry) * metres
+    return area * metres**2 / 1e4, length * metres
 
 
 def read_polygons(path: str | os.PathLike, **options):
@@ -110,9 +123,13 @@ class _Batches:
         wkb = pa.field("geometry", pa.binary(), metadata=_WKB)
         self._schema = pa.schema([*self._fields, wkb], metadata=metadata)
 
-    def _batch(self, geometry: np.ndarray, arrays: dict) -> pa.RecordBatch:
+    def _batch(self, wkb: np.ndarray, arrays: dict) -> pa.RecordBatch:
         columns = [pa.array(arrays[field.name], field.type) for field in self._fields]
-        return pa.record_batch([*columns, pa.array(shapely.to_wkb(geometry))], self._schema)
+        return pa.record_batch([*columns, pa.array(wkb, pa.binary())], self._schema)
+
+    def write(self, geometry: np.ndarray, **arrays) -> None:
+        """Append polygons (shapely, in the layer's CRS) with one array per column."""
+        self.write_wkb(shapely.to_wkb(geometry), **arrays)
 
 
 class LayerWriter(_Batches):
@@ -149,10 +166,10 @@ class LayerWriter(_Batches):
         except BaseException as exc:  # handed to the caller's next write or close
             self._error = exc
 
-    def write(self, geometry: np.ndarray, **arrays) -> None:
-        """Append polygons (shapely, in the layer's CRS) with one array per column."""
-        if len(geometry):
-            self._put(self._batch(geometry, arrays))
+    def write_wkb(self, wkb: np.ndarray, **arrays) -> None:
+        """Append polygons as WKB (in the layer's CRS) with one array per column."""
+        if len(wkb):
+            self._put(self._batch(wkb, arrays))
 
     def close(self) -> None:
         """Finish the layer (building its spatial index); raise what the session raised."""
@@ -224,10 +241,10 @@ class GeoParquetWriter(_Batches):
         super().__init__(columns, stored)
         self._writer = pq.ParquetWriter(path, self._schema, compression="zstd")
 
-    def write(self, geometry: np.ndarray, **arrays) -> None:
-        """Append polygons (shapely, in the file's CRS) with one array per column."""
-        if len(geometry):
-            self._writer.write_batch(self._batch(geometry, arrays))
+    def write_wkb(self, wkb: np.ndarray, **arrays) -> None:
+        """Append polygons as WKB (in the file's CRS) with one array per column."""
+        if len(wkb):
+            self._writer.write_batch(self._batch(wkb, arrays))
 
     def close(self) -> None:
         """Write the file's footer."""

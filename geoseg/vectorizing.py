@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import time
+from array import array
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from itertools import chain
@@ -60,6 +61,7 @@ VECTOR_FORMATS = {".gpkg": "GeoPackage", ".fgb": "FlatGeobuf", ".parquet": "GeoP
 PROCESS_PIXELS = 4096 * 4096
 """Rasters of at least this many pixels are vectorised in local processes rather than threads:
 starting them costs about a second, and polygonising in threads gains little."""
+POLYGON = shapely.GeometryType.POLYGON
 BANDS, CODES, ARGMAX = "bands", "codes", "argmax"
 """Where a pixel's classes come from: each band above its threshold (overlapping classes), the
 class codes of a class map, or the likeliest band of multiclass probabilities."""
@@ -156,49 +158,106 @@ class BlockPolygons:
     """One block's output: finished polygons and the pieces that wait for their neighbours."""
 
     index: tuple[int, int]
-    final: Pieces
+    final: Pieces | Rows  # Rows unless the job defers simplifying
     border: Pieces
     edges: dict  # (class, side) -> (labels inside the block edge, labels just outside it)
 
 
-def polygons_from_geojson(polygons: list[dict]) -> np.ndarray:
-    """Shapely polygons from GeoJSON-like polygon mappings, built in bulk (not one by one)."""
-    rings = [ring for polygon in polygons for ring in polygon["coordinates"]]
-    ring_sizes = np.fromiter(map(len, rings), np.int64, len(rings))
-    rings_per_polygon = np.fromiter(
-        (len(polygon["coordinates"]) for polygon in polygons), np.int64, len(polygons)
-    )
-    coords = np.fromiter(
-        chain.from_iterable(chain.from_iterable(rings)), np.float64, 2 * int(ring_sizes.sum())
-    ).reshape(-1, 2)
+def ragged_polygons(shapes) -> tuple[np.ndarray, tuple, np.ndarray]:
+    """Coordinates, offsets (rings, polygons) and values of ``(mapping, value)`` pairs of
+    GeoJSON-like polygons, consumed as they come: each mapping is freed before the next is
+    made, which keeps them in the processor's cache (twice as fast as a list of them)."""
+    coords, ring_sizes, rings_per_polygon, values = array("d"), array("q"), array("q"), []
+    flat = chain.from_iterable
+    for polygon, value in shapes:
+        rings = polygon["coordinates"]
+        rings_per_polygon.append(len(rings))
+        ring_sizes.extend(map(len, rings))
+        coords.extend(flat(flat(rings)))
+        values.append(value)
     offsets = (
-        np.concatenate([[0], np.cumsum(ring_sizes)]),
-        np.concatenate([[0], np.cumsum(rings_per_polygon)]),
+        np.concatenate([[0], np.cumsum(np.frombuffer(ring_sizes, np.int64))]),
+        np.concatenate([[0], np.cumsum(np.frombuffer(rings_per_polygon, np.int64))]),
     )
+    return np.frombuffer(coords, np.float64).reshape(-1, 2), offsets, np.array(values)
+
+
+def polygons_from_geojson(polygons) -> np.ndarray:
+    """Shapely polygons from GeoJSON-like polygon mappings, built in bulk (not one by one)."""
+    coords, offsets, _ = ragged_polygons((polygon, 0) for polygon in polygons)
     return shapely.from_ragged_array(shapely.GeometryType.POLYGON, coords, offsets)
 
 
-def polygonize(labels: np.ndarray, score: np.ndarray, class_index: int, offset) -> Pieces:
-    """One polygon per label of ``labels`` (pixel coordinates shifted by ``offset``)."""
+def to_crs(xy: np.ndarray, t: Affine) -> np.ndarray:
+    """Pixel coordinates (n, 2) in CRS units."""
+    x, y = xy[:, 0], xy[:, 1]
+    return np.column_stack([t.a * x + t.b * y + t.c, t.d * x + t.e * y + t.f])
+
+
+def polygonize(
+    labels: np.ndarray,
+    score: np.ndarray,
+    class_index: int,
+    offset,
+    touching: np.ndarray,
+    transform: Affine | None = None,
+) -> tuple[Pieces, Pieces]:
+    """One polygon per label of ``labels`` (pixel coordinates shifted by ``offset``): the final
+    ones, in CRS units when ``transform`` is given, and those with a label in ``touching``."""
+    labels = np.ascontiguousarray(labels)  # GDAL gets a copy of it anyway
     shapes = rasterio.features.shapes(
         labels, mask=labels > 0, connectivity=4, transform=Affine.translation(*offset)
     )
-    found = list(shapes)
-    if not found:
-        return Pieces.concat([])
-    geoms = polygons_from_geojson([geom for geom, _ in found])
-    values = np.array([value for _, value in found]).astype(np.int64)
-    ids, first, counts = np.unique(values, return_index=True, return_counts=True)
-    merged = geoms[first]
-    for i in np.flatnonzero(counts > 1):  # a label split inside the block, joined in the halo
-        merged[i] = shapely.union_all(geoms[values == ids[i]])
-    pixels = np.bincount(labels.ravel(), minlength=int(ids.max()) + 1)[ids]
-    sums = np.bincount(labels.ravel(), weights=score.ravel(), minlength=int(ids.max()) + 1)[ids]
-    return Pieces(np.full(len(ids), class_index), ids.astype(np.int64), merged, pixels, sums)
+    coords, offsets, values = ragged_polygons(shapes)
+    if not len(values):
+        return Pieces.concat([]), Pieces.concat([])
+    values = values.astype(np.int64)
+    on_border = np.isin(values, touching)
+    flat = labels.ravel()
+    pixels = np.bincount(flat, minlength=int(values.max()) + 1)
+    sums = np.bincount(flat, weights=score.ravel(), minlength=len(pixels))
+    final_coords, final_offsets = ragged_subset(coords, offsets, ~on_border)
+    if transform is not None:
+        final_coords = to_crs(final_coords, transform)
+    final_geoms = shapely.from_ragged_array(POLYGON, final_coords, final_offsets)
+    border_geoms = shapely.from_ragged_array(POLYGON, *ragged_subset(coords, offsets, on_border))
+    final = joined_pieces(final_geoms, values[~on_border], class_index, pixels, sums)
+    border = joined_pieces(border_geoms, values[on_border], class_index, pixels, sums)
+    return final, border
+
+
+def ragged_subset(coords: np.ndarray, offsets: tuple, keep: np.ndarray) -> tuple:
+    """Coordinates and offsets of the polygons ``keep`` picks from ragged polygons."""
+    ring_offsets, polygon_offsets = offsets
+    rings = np.repeat(keep, np.diff(polygon_offsets))
+    ring_sizes = np.diff(ring_offsets)
+    kept = coords[np.repeat(rings, ring_sizes)]
+    return kept, (
+        np.concatenate([[0], np.cumsum(ring_sizes[rings])]),
+        np.concatenate([[0], np.cumsum(np.diff(polygon_offsets)[keep])]),
+    )
+
+
+def joined_pieces(geoms, values, class_index: int, pixels, sums) -> Pieces:
+    """One geometry per label: the parts of a label split inside the block (joined in its
+    halo, or a parcel in several parts) as a multi-polygon (they share no edge: polygonising
+    joins what does); ``pixels`` and ``sums`` are indexed by label."""
+    ids, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    joined = np.empty(len(ids), dtype=object)
+    alone = counts[inverse] == 1
+    joined[inverse[alone]] = geoms[alone]
+    if not alone.all():
+        order = np.argsort(inverse[~alone], kind="stable")
+        parts, owner = geoms[~alone][order], inverse[~alone][order]
+        shapely.multipolygons(parts, indices=owner, out=joined)
+    return Pieces(np.full(len(ids), class_index), ids, joined, pixels[ids], sums[ids])
 
 
 def vectorize_block(job: VectorJob, index: tuple[int, int], window: Window) -> BlockPolygons:
-    """Label and polygonise one block; split its polygons into final ones and border pieces."""
+    """Label and polygonise one block; split its polygons into final ones and border pieces.
+
+    The final ones come encoded for the writer (:class:`Rows`), unless ``job.defer_simplify``.
+    """
     halo = job.halo
     top, left = int(window.row_off), int(window.col_off)
     height, width = int(window.height), int(window.width)
@@ -213,20 +272,21 @@ def vectorize_block(job: VectorJob, index: tuple[int, int], window: Window) -> B
         )
         if inner
     ]
-    pieces, edges, on_border = [], {}, []
+    direct = not job.defer_simplify and job.simplify == 0  # finals straight into CRS units
+    finals, borders, edges = [], [], {}
     for k, (labels, score) in enumerate(block_labels(job, data, valid)):
         for side in inner_sides:
             edges[k, side] = edge_lines(labels, halo, height, width, side)
-        found = polygonize(labels[core], score[core], k, (left, top))
         touching = np.concatenate([edges[k, s][0] for s in inner_sides] + [np.zeros(0, int)])
-        on_border.append(np.isin(found.labels, touching))
-        pieces.append(found)
-    everything = Pieces.concat(pieces)
-    border = np.concatenate(on_border) if on_border else np.zeros(0, bool)
-    final = everything.select(~border)
+        final, border = polygonize(
+            labels[core], score[core], k, (left, top), touching, job.transform if direct else None
+        )
+        finals.append(final)
+        borders.append(border)
+    final = Pieces.concat(finals)
     if not job.defer_simplify:
-        final = finish(final, job)
-    return BlockPolygons(index, final, everything.select(border), edges)
+        final = encode(finish_in_crs(final, job) if direct else finish(final, job))
+    return BlockPolygons(index, final, Pieces.concat(borders), edges)
 
 
 def block_labels(job: VectorJob, data: np.ndarray, valid: np.ndarray):
@@ -274,12 +334,29 @@ def edge_lines(labels: np.ndarray, halo: int, height: int, width: int, side: str
     return tuple(line.copy() for line in lines)
 
 
-def merge_border_pieces(blocks: dict[tuple[int, int], BlockPolygons], classes: int) -> Pieces:
+def merge_border_pieces(
+    blocks: dict[tuple[int, int], BlockPolygons], classes: int, block_size: int
+) -> Pieces:
     """Unite the border pieces that belong to one region across block edges."""
     order = sorted(blocks)
     pieces = Pieces.concat([blocks[i].border for i in order])
     if not len(pieces):
         return pieces
+    group = border_groups(blocks, order, classes, len(pieces))
+    order = np.argsort(group, kind="stable")
+    first = order[np.r_[0, np.flatnonzero(np.diff(group[order])) + 1]]
+    return Pieces(
+        pieces.classes[first],
+        np.arange(len(first), dtype=np.int64),
+        unite_groups(pieces.geometry, group, len(first), block_size),
+        np.bincount(group, weights=pieces.pixels, minlength=len(first)).astype(np.int64),
+        np.bincount(group, weights=pieces.score, minlength=len(first)),
+    )
+
+
+def border_groups(blocks: dict, order: list, classes: int, n: int) -> np.ndarray:
+    """The region (0..) of each border piece, in ``order`` of blocks: pieces across an edge are
+    one region when a pair of neighbouring pixels has the same label in either block's window."""
     starts = np.cumsum([0] + [len(blocks[i].border) for i in order])
     offset = dict(zip(order, starts[:-1]))
 
@@ -305,34 +382,119 @@ def merge_border_pieces(blocks: dict[tuple[int, int], BlockPolygons], classes: i
                 if same.any():
                     a, b = np.unique(np.stack([in_a[same], in_b[same]]), axis=1)
                     pairs.append(np.stack([ids((row, col), k, a), ids(neighbour, k, b)]))
-    n = len(pieces)
     links = np.concatenate(pairs, axis=1) if pairs else np.zeros((2, 0), int)
     graph = coo_matrix((np.ones(links.shape[1]), (links[0], links[1])), shape=(n, n))
-    _, group = connected_components(graph, directed=False)
+    return connected_components(graph, directed=False)[1]
+
+
+def unite_groups(geometry: np.ndarray, group: np.ndarray, groups: int, block_size: int):
+    """The union of the pieces of each group (pixel coordinates, whole regions once united).
+
+    Exact and without overlay of the holes: a piece's holes lie inside its block, so they are
+    holes of the region as they are; only the outer rings are united, as a coverage (they share
+    edges and never overlap), and lose the vertices the block edges left on straight runs.
+    """
+    united = np.empty(groups, dtype=object)
+    sizes = np.bincount(group, minlength=groups)
+    alone = (sizes[group] == 1) & (shapely.get_type_id(geometry) == POLYGON)
+    united[group[alone]] = geometry[alone]
+    if alone.all():
+        return united
+    parts, owner = shapely.get_parts(geometry[~alone], return_index=True)
+    part_group = group[~alone][owner]
+    chosen = np.unique(part_group)
+    shells = shapely.polygons(shapely.get_exterior_ring(parts))
+    outer = unite_shells(shells, part_group, chosen, block_size)
+    exact = outer != None  # noqa: E711 (elementwise)
+    if exact.any():
+        holes, hole_part = interior_rings(parts)
+        hole_group = part_group[hole_part]
+        keep = np.isin(hole_group, chosen[exact])
+        outer = drop_collinear(outer[exact])
+        united[chosen[exact]] = with_holes(outer, holes[keep], hole_group[keep], chosen[exact])
+    for g in chosen[~exact]:  # never seen: the general overlay
+        logger.debug("coverage union failed; overlay union of the pieces of region %d", g)
+        united[g] = shapely.simplify(shapely.union_all(geometry[group == g]), 0.0)
+    return united
+
+
+def unite_shells(shells, group: np.ndarray, groups: np.ndarray, block_size: int) -> np.ndarray:
+    """The union of the outer rings (``shells``) of each of ``groups``; None where it is not
+    one polygon of their total area (which a coverage gives)."""
     order = np.argsort(group, kind="stable")
-    bounds = np.flatnonzero(np.diff(group[order])) + 1
-    members = np.split(order, bounds)
-    geometry = np.array(
-        [pieces.geometry[m[0]] if len(m) == 1 else shapely.union_all(pieces.geometry[m])
-         for m in members],
-        dtype=object,
-    )  # fmt: skip
-    geometry = shapely.simplify(geometry, 0.0)  # drops the vertices left on block edges
-    first = np.array([m[0] for m in members])
-    return Pieces(
-        pieces.classes[first],
-        np.arange(len(members), dtype=np.int64),
-        geometry,
-        np.array([pieces.pixels[m].sum() for m in members]),
-        np.array([pieces.score[m].sum() for m in members]),
+    members = np.split(order, np.flatnonzero(np.diff(group[order])) + 1)
+    dense = densify_block_edges(shells, block_size)
+    areas = shapely.area(shells)
+    return np.array([coverage_union(dense[m], areas[m].sum()) for m in members], dtype=object)
+
+
+def coverage_union(dense: np.ndarray, area: float):
+    """The union of polygons that share edges vertex for vertex and never overlap, or None."""
+    try:
+        united = shapely.coverage_union_all(dense)
+    except shapely.errors.GEOSException:
+        return None
+    return united if united.geom_type == "Polygon" and united.area == area else None
+
+
+def densify_block_edges(shells: np.ndarray, block_size: int) -> np.ndarray:
+    """Polygons without holes (pixel coordinates) with a vertex at every pixel corner along
+    block edges, so that pieces on both sides of an edge share theirs."""
+    coords, ring = shapely.get_coordinates(shapely.get_exterior_ring(shells), return_index=True)
+    starts = np.flatnonzero(np.r_[ring[1:] == ring[:-1], False])  # segment i: i -> i + 1
+    start, step = coords[starts], coords[starts + 1] - coords[starts]
+    length = np.abs(step).sum(axis=1)
+    on_edge = ((step[:, 0] == 0) & (start[:, 0] % block_size == 0)) | (
+        (step[:, 1] == 0) & (start[:, 1] % block_size == 0)
     )
+    counts = np.where(on_edge, length, 1).astype(np.int64)
+    segment = np.repeat(np.arange(len(starts)), counts)
+    k = np.arange(len(segment)) - np.repeat(np.cumsum(counts) - counts, counts)
+    unit = step / np.maximum(length, 1)[:, None]  # axis-parallel: exact
+    points = start[segment] + k[:, None] * unit[segment]
+    return shapely.polygons(shapely.linearrings(points, indices=ring[starts][segment]))
+
+
+def interior_rings(polygons: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The holes of ``polygons`` and the index of the polygon of each."""
+    rings, owner = shapely.get_rings(polygons, return_index=True)
+    hole = np.r_[False, owner[1:] == owner[:-1]]  # each polygon's first ring is its shell
+    return rings[hole], owner[hole]
+
+
+def with_holes(outer: np.ndarray, holes: np.ndarray, hole_group, groups: np.ndarray):
+    """``outer`` polygons (one per group of ``groups``) with the holes of their group added."""
+    rings, owner = shapely.get_rings(outer, return_index=True)
+    position = np.searchsorted(groups, hole_group)
+    owner = np.concatenate([owner, position])
+    shell = np.r_[True, owner[1 : len(rings)] != owner[: len(rings) - 1]]
+    rank = np.concatenate([~shell, np.ones(len(holes), bool)])  # shells first
+    order = np.lexsort((rank, owner))
+    return shapely.polygons(np.concatenate([rings, holes])[order], indices=owner[order])
+
+
+def drop_collinear(polygons: np.ndarray) -> np.ndarray:
+    """Polygons without the vertices in the middle of straight runs (exact in pixel units)."""
+    rings, owner = shapely.get_rings(polygons, return_index=True)
+    coords, ring = shapely.get_coordinates(rings, return_index=True)
+    closing = np.r_[ring[1:] != ring[:-1], True]
+    coords, ring = coords[~closing], ring[~closing]
+    index = np.arange(len(ring))
+    starts = np.r_[0, np.flatnonzero(np.diff(ring)) + 1]
+    ends = np.r_[starts[1:], len(ring)] - 1
+    before, after = index - 1, index + 1
+    before[starts], after[ends] = ends, starts
+    d1, d2 = coords - coords[before], coords[after] - coords
+    keep = d1[:, 0] * d2[:, 1] != d1[:, 1] * d2[:, 0]
+    rings = shapely.linearrings(coords[keep], indices=ring[keep])
+    return shapely.polygons(rings, indices=owner)
 
 
 def single_parts(pieces: Pieces) -> Pieces:
     """Split multi-part polygons (rare, parcels only); parts share pixels and score by area."""
-    parts, parent = shapely.get_parts(pieces.geometry, return_index=True)
-    if len(parts) == len(pieces):
+    if (shapely.get_type_id(pieces.geometry) == shapely.GeometryType.POLYGON).all():
         return pieces
+    parts, parent = shapely.get_parts(pieces.geometry, return_index=True)
     share = shapely.area(parts) / np.maximum(shapely.area(pieces.geometry)[parent], 1e-300)
     return Pieces(
         pieces.classes[parent],
@@ -356,14 +518,46 @@ def finish(pieces: Pieces, job: VectorJob) -> Pieces:
             # vertices at every pixel corner, so that neighbours share theirs (a valid coverage)
             dense = shapely.segmentize(geometry[chosen], 1.0)
             geometry[chosen] = shapely.coverage_simplify(dense, tolerance)
-    t = job.transform
-    matrix, shift = np.array([[t.a, t.b], [t.d, t.e]]), np.array([t.c, t.f])
-    geometry = shapely.transform(geometry, lambda xy: xy @ matrix.T + shift)
-    finished = Pieces(pieces.classes, pieces.labels, geometry, pieces.pixels, pieces.score)
-    finished = single_parts(finished)
+    geometry = shapely.transform(geometry, lambda xy: to_crs(xy, job.transform))
+    moved = Pieces(pieces.classes, pieces.labels, geometry, pieces.pixels, pieces.score)
+    return finish_in_crs(moved, job)
+
+
+def finish_in_crs(pieces: Pieces, job: VectorJob) -> Pieces:
+    """Single polygons in CRS units without the small ones."""
+    finished = single_parts(pieces)
     if job.min_area > 0:  # per part: single_parts may have split a polygon
         finished = finished.select(shapely.area(finished.geometry) >= job.min_area)
     return finished
+
+
+@dataclass
+class Rows:
+    """Finished polygons as the writer takes them: WKB with its measures (in CRS units), made
+    where the polygons are (a worker process), so the single writer only writes."""
+
+    classes: np.ndarray
+    pixels: np.ndarray
+    score: np.ndarray
+    area: np.ndarray
+    length: np.ndarray
+    wkb: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.wkb)
+
+
+def encode(pieces: Pieces) -> Rows:
+    """Rows of single polygons in CRS units."""
+    geometry = pieces.geometry
+    return Rows(
+        pieces.classes,
+        pieces.pixels,
+        pieces.score,
+        shapely.area(geometry),
+        shapely.length(geometry),
+        shapely.to_wkb(geometry),
+    )
 
 
 class PolygonWriter:
@@ -407,27 +601,31 @@ class PolygonWriter:
 
     def write(self, pieces: Pieces) -> None:
         """Append ``pieces`` (single polygons in CRS units)."""
-        names = self.class_names[pieces.classes]
+        self.write_rows(encode(pieces))
+
+    def write_rows(self, rows: Rows) -> None:
+        """Append polygons encoded by :func:`encode`."""
         columns = {
-            "class": names,
-            "pixels": pieces.pixels,
-            "mean_probability": pieces.score / np.maximum(pieces.pixels, 1) / 255,
+            "class": self.class_names[rows.classes],
+            "pixels": rows.pixels,
+            "mean_probability": rows.score / np.maximum(rows.pixels, 1) / 255,
         }
         if self.fiboa:
-            columns.update(self._fiboa_columns(pieces.geometry))
+            columns.update(self._fiboa_columns(rows))
         else:
-            columns["area"] = shapely.area(pieces.geometry)
-        self.layer.write(pieces.geometry, **columns)
-        self.count += len(pieces)
-        for name, n in zip(*np.unique(names.astype(str), return_counts=True)):
+            columns["area"] = rows.area
+        self.layer.write_wkb(rows.wkb, **columns)
+        self.count += len(rows)
+        counts = np.bincount(rows.classes, minlength=len(self.class_names))
+        for name, n in zip(self.class_names, counts):
             self.per_class[name] += int(n)
 
-    def _fiboa_columns(self, geometry: np.ndarray) -> dict[str, np.ndarray]:
-        """fiboa's core properties of the next ``len(geometry)`` parcels."""
-        from geoseg.gpkg import hectares_and_metres
+    def _fiboa_columns(self, rows: Rows) -> dict[str, np.ndarray]:
+        """fiboa's core properties of the next ``len(rows)`` parcels."""
+        from geoseg.gpkg import measured_hectares_and_metres
 
-        hectares, metres = hectares_and_metres(geometry, self.crs)
-        n = len(geometry)
+        hectares, metres = measured_hectares_and_metres(rows.area, rows.length, rows.wkb, self.crs)
+        n = len(rows)
         return {
             "id": np.arange(self.count + 1, self.count + n + 1).astype(str),
             "area": hectares,
@@ -537,7 +735,7 @@ def vectorize(
         if job.defer_simplify:
             deferred.append(block.final)
         else:
-            writer.write(block.final)
+            writer.write_rows(block.final)
         block.final = None
         kept[block.index] = block
 
@@ -554,7 +752,7 @@ def vectorize(
                 progress=progress,
                 processes=processes,
             )
-            merged = merge_border_pieces(kept, job.outputs)
+            merged = merge_border_pieces(kept, job.outputs, block_size)
             writer.write(finish(Pieces.concat([*deferred, merged]), job))
         os.replace(draft, out)
     finally:

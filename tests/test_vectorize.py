@@ -410,3 +410,54 @@ def test_a_user_script_without_a_main_guard_falls_back_to_threads(guarded, mask_
     reference, written = (gpd.read_file(tmp_path / f"{n}.gpkg") for n in ("reference", "v"))
     pairs = shapely.equals(reference.geometry.to_numpy()[:, None], written.geometry.to_numpy())
     assert len(written) == len(reference) and pairs.any(axis=0).all() and pairs.any(axis=1).all()
+
+
+def holey_mask(size: int = 200, seed: int = 0) -> np.ndarray:
+    """0/255 blobs about 8 px across that run across blocks, with 3% of pixels as holes."""
+    rng = np.random.default_rng(seed)
+    smooth = ndimage.gaussian_filter(rng.random((size, size)), 2.0)
+    return np.where((smooth > 0.5) & (rng.random((size, size)) >= 0.03), 255, 0).astype(np.uint8)
+
+
+def test_merged_regions_equal_the_regions_of_one_block(mask_raster, tmp_path):
+    """Regions with holes across many 32 px blocks: the same polygons as from one block."""
+    mask = holey_mask()
+    path = mask_raster(mask)
+    vectorize(path, tmp_path / "one.gpkg", block_size=4096)
+    vectorize(path, tmp_path / "many.gpkg", block_size=32)
+    one, many = (gpd.read_file(tmp_path / name) for name in ("one.gpkg", "many.gpkg"))
+    count, sizes = components(mask)
+    assert len(one) == len(many) == count
+    assert sorted(np.rint(many.area / PIXEL_AREA).astype(int).tolist()) == sizes
+    one, many = (f.join(f.bounds) for f in (one, many))
+    key = ["pixels", "minx", "miny", "maxx", "maxy"]
+    one, many = (f.sort_values(key).reset_index(drop=True) for f in (one, many))
+    assert (one.pixels == many.pixels).all()
+    holes = [shapely.get_num_interior_rings(f.geometry.values).sum() for f in (one, many)]
+    assert holes[0] == holes[1] > 100
+    assert shapely.equals(one.geometry.values, many.geometry.values).all()
+    assert many.is_valid.all() and (many.geom_type == "Polygon").all()
+    coords = [shapely.get_num_coordinates(f.geometry.values).sum() for f in (one, many)]
+    assert coords[0] == coords[1]  # no vertex left on block edges
+
+
+def test_drop_collinear_keeps_only_the_corners():
+    from geoseg.vectorizing import drop_collinear
+
+    ring = [(0, 0), (0, 1), (0, 2), (1, 2), (2, 2), (2, 1), (2, 0), (1, 0), (0, 0)]
+    hole = [(0.5, 0.5), (1, 0.5), (1.5, 0.5), (1.5, 1.5), (0.5, 1.5), (0.5, 0.5)]
+    (dropped,) = drop_collinear(np.array([shapely.Polygon(ring, [hole])]))
+    assert shapely.get_num_coordinates(dropped) == 10 and dropped.area == 3.0
+
+
+def test_the_overlay_union_stands_in_where_the_coverage_union_fails(
+    mask_raster, tmp_path, monkeypatch
+):
+    mask = holey_mask(120)
+    path = mask_raster(mask)
+    monkeypatch.setattr(geoseg.vectorizing, "coverage_union", lambda dense, area: None)
+    vectorize(path, tmp_path / "v.gpkg", block_size=32)
+    regions = gpd.read_file(tmp_path / "v.gpkg")
+    count, sizes = components(mask)
+    assert len(regions) == count and sorted(regions.pixels.tolist()) == sizes
+    assert regions.is_valid.all() and (regions.geom_type == "Polygon").all()
