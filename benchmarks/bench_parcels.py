@@ -123,7 +123,7 @@ def run_scene(name: str, args, root: Path) -> list[dict]:
         boundary_width="1px",
         distance=True,
         size=args.chip,
-        stride=args.chip // 2,
+        stride=args.stride or args.chip // 2,
         keep_empty=1.0,
         val_fraction=0.2,
         seed=args.seed,
@@ -141,7 +141,7 @@ def run_scene(name: str, args, root: Path) -> list[dict]:
         trained = time.perf_counter() - started
         card = read_model_card(model)
         pred, polygons = root / name / f"pred-{recipe}.tif", root / name / f"parcels-{recipe}.gpkg"
-        objects, boundary = predict_and_score(east, model, pred, polygons, truth)
+        objects, boundary = predict_and_score(east, model, pred, polygons, truth, args.tta)
         rows.append(
             {
                 "scene": name,
@@ -165,11 +165,11 @@ def run_scene(name: str, args, root: Path) -> list[dict]:
     return rows
 
 
-def predict_and_score(image, model: Path, pred: Path, polygons: Path, truth: Path):
+def predict_and_score(image, model: Path, pred: Path, polygons: Path, truth: Path, tta=False):
     """Predict parcels of ``image`` and score them: objects one to one at IoU >= 0.5, and the
     boundary F1 within 1 px."""
     geoseg.predict(image, model, pred, vectors=polygons, mode="parcels", device="cpu",
-                   mixed_precision="off", overwrite=True)  # fmt: skip
+                   mixed_precision="off", overwrite=True, tta=tta)  # fmt: skip
     objects = geoseg.evaluate(polygons, truth).objects["parcel"]
     boundary = geoseg.evaluate(
         pred, truth, boundary_width="1px", boundary_tolerance="1px", classes=["boundary"]
@@ -202,6 +202,10 @@ def main() -> None:
     parser.add_argument("--scenes", nargs="+", default=["denmark", "synthetic"])
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
     add_training_arguments(parser, epochs=40)
+    parser.add_argument(
+        "--stride", type=int, default=None, help="chip stride (default: half a chip)"
+    )
+    parser.add_argument("--tta", action="store_true", help="predict with the 8 flips and rotations")
     args = parser.parse_args()
     print(
         f"train west half, score east half; {args.epochs} epochs, seed {args.seed}, U-Net depth "
