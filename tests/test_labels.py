@@ -15,6 +15,7 @@ from rasterio.features import rasterize
 from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
+from geoseg import gdal_burn
 from geoseg import labels as labels_module
 from geoseg.errors import LabelsError
 from geoseg.labels import (
@@ -79,7 +80,7 @@ def test_outline_band_contains_every_touched_pixel():
 
 def gdal_or_skip():
     """The direct GDAL rasterizer, or skip where rasterio's GDAL cannot be called directly."""
-    gdal = labels_module._gdal()
+    gdal = gdal_burn.rasterizer()
     if gdal is None:
         pytest.skip("rasterio's GDAL library is not reachable here: rasterio burns")
     return gdal
@@ -102,7 +103,7 @@ def test_gdal_on_wkb_burns_what_rasterio_burns():
             expected = rasterize_parts(parts, grid, SHAPE, touched)
             assert expected.any()
             np.testing.assert_array_equal(gdal.rasterize(wkbs, grid, SHAPE, touched), expected)
-            one = np.array([labels_module._collection_wkb(wkbs)], dtype=object)
+            one = np.array([gdal_burn.collection_wkb(wkbs)], dtype=object)
             np.testing.assert_array_equal(gdal.rasterize(one, grid, SHAPE, touched), expected)
 
 
@@ -219,7 +220,7 @@ def test_labels_burn_the_same_through_rasterio(make_vector, monkeypatch):
     parcels, codes = hand_made_parcels()
     spec = LabelSpec(str(make_vector(parcels)), boundary_width=Length.parse("1px"))
     fast = open_labels(spec).burn(rasterio.crs.CRS.from_epsg(32633), GRID, (160, 200), 0.5)
-    monkeypatch.setattr(labels_module, "_gdal", lambda: None)
+    monkeypatch.setattr(gdal_burn, "rasterizer", lambda: None)
     labels_module._load_labels.cache_clear()
     slow = open_labels(spec).burn(rasterio.crs.CRS.from_epsg(32633), GRID, (160, 200), 0.5)
     np.testing.assert_array_equal(fast, slow)
