@@ -123,7 +123,7 @@ def run_scene(name: str, args, root: Path) -> list[dict]:
         boundary_width="1px",
         distance=True,
         size=args.chip,
-        stride=args.stride or args.chip // 2,
+        stride=args.stride,
         keep_empty=1.0,
         val_fraction=0.2,
         seed=args.seed,
@@ -207,9 +207,10 @@ def main() -> None:
     )
     parser.add_argument("--tta", action="store_true", help="predict with the 8 flips and rotations")
     args = parser.parse_args()
+    args.stride = args.stride or args.chip // 2
     print(
         f"train west half, score east half; {args.epochs} epochs, seed {args.seed}, U-Net depth "
-        f"{args.depth} base {args.base_filters}, {args.chip} px chips every {args.chip // 2} px"
+        f"{args.depth} base {args.base_filters}, {args.chip} px chips every {args.stride} px"
     )
     print(
         f"{'scene':<10}{'recipe':<30}{'pred':>6}{'true':>6}{'match':>7}{'precision':>10}"
