@@ -140,28 +140,34 @@ def run_scene(name: str, args, root: Path) -> list[dict]:
         )  # fmt: skip
         trained = time.perf_counter() - started
         card = read_model_card(model)
-        pred, polygons = root / name / f"pred-{recipe}.tif", root / name / f"parcels-{recipe}.gpkg"
-        objects, boundary = predict_and_score(east, model, pred, polygons, truth, args.tta)
-        rows.append(
-            {
-                "scene": name,
-                "recipe": recipe,
-                "targets": RECIPE_NAMES[recipe],
-                "predicted": objects["predicted"],
-                "true": objects["true"],
-                "matched": objects["matched"],
-                "precision": objects["precision"],
-                "recall": objects["recall"],
-                "f1": objects["f1"],
-                "boundary_f1_1px": boundary.get("f1", float("nan")),
-                "outside_share": outside_share(polygons, truth),
-                "train_seconds": trained,
-                "val_boundary_f1": card["metrics"]["val"]["boundary"]["f1"],
-                "val_objects_f1": card.get("delineation", {}).get("val_objects", {}).get("f1"),
-                "delineation": card.get("delineation", {}).get("thresholds"),
-            }
-        )
-        print(describe(rows[-1]), flush=True)
+        for tta in (False, True):
+            pred = root / name / f"pred-{recipe}{'-tta' * tta}.tif"
+            polygons = root / name / f"parcels-{recipe}{'-tta' * tta}.gpkg"
+            objects, boundary = predict_and_score(east, model, pred, polygons, truth, tta)
+            tuned = card.get("delineation", {})
+            tuned = tuned.get("tta", tuned) if tta else tuned
+            rows.append(
+                {
+                    "scene": name,
+                    "seed": args.seed,
+                    "recipe": recipe,
+                    "targets": RECIPE_NAMES[recipe],
+                    "tta": tta,
+                    "predicted": objects["predicted"],
+                    "true": objects["true"],
+                    "matched": objects["matched"],
+                    "precision": objects["precision"],
+                    "recall": objects["recall"],
+                    "f1": objects["f1"],
+                    "boundary_f1_1px": boundary.get("f1", float("nan")),
+                    "outside_share": outside_share(polygons, truth),
+                    "train_seconds": trained,
+                    "val_boundary_f1": card["metrics"]["val"]["boundary"]["f1"],
+                    "val_objects_f1": tuned.get("val_objects", {}).get("f1"),
+                    "delineation": tuned.get("thresholds"),
+                }
+            )
+            print(describe(rows[-1]), flush=True)
     return rows
 
 
@@ -179,11 +185,25 @@ def predict_and_score(image, model: Path, pred: Path, polygons: Path, truth: Pat
 
 def describe(row: dict) -> str:
     return (
-        f"{row['scene']:<10}({row['recipe']}) {row['targets']:<26}{row['predicted']:>6}"
+        f"{row['scene']:<10}{row['seed']:>4}  ({row['recipe']}) {row['targets']:<26}"
+        f"{'yes' if row['tta'] else 'no':>4}{row['predicted']:>6}"
         f"{row['true']:>6}{row['matched']:>7}{row['precision']:>10.3f}{row['recall']:>8.3f}"
         f"{row['f1']:>7.3f}{row['boundary_f1_1px']:>11.3f}{row['outside_share']:>9.1%}"
         f"{row['train_seconds']:>8.0f}{row['val_boundary_f1']:>8.3f}  {row['delineation']}"
     )
+
+
+def print_means(rows: list[dict]) -> None:
+    """Mean, lowest and highest object F1 per scene, recipe and TTA over the seeds."""
+    groups = {}
+    for row in rows:
+        groups.setdefault((row["scene"], row["recipe"], row["tta"]), []).append(row["f1"])
+    for (scene, recipe, tta), f1 in groups.items():
+        if len(f1) > 1:
+            print(
+                f"{scene:<10}({recipe}) tta {'yes' if tta else 'no':<4}object F1 mean "
+                f"{sum(f1) / len(f1):.3f} over {len(f1)} seeds ({min(f1):.3f}-{max(f1):.3f})"
+            )
 
 
 def add_training_arguments(parser: argparse.ArgumentParser, epochs: int) -> None:
@@ -205,23 +225,27 @@ def main() -> None:
     parser.add_argument(
         "--stride", type=int, default=None, help="chip stride (default: half a chip)"
     )
-    parser.add_argument("--tta", action="store_true", help="predict with the 8 flips and rotations")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="one run per seed")
     args = parser.parse_args()
     args.stride = args.stride or args.chip // 2
     print(
-        f"train west half, score east half; {args.epochs} epochs, seed {args.seed}, U-Net depth "
-        f"{args.depth} base {args.base_filters}, {args.chip} px chips every {args.stride} px"
+        f"train west half, score east half; {args.epochs} epochs, seeds {args.seeds or [args.seed]}"
+        f", U-Net depth {args.depth} base {args.base_filters}, {args.chip} px chips every "
+        f"{args.stride} px; each model scored without and with --tta"
     )
     print(
-        f"{'scene':<10}{'recipe':<30}{'pred':>6}{'true':>6}{'match':>7}{'precision':>10}"
-        f"{'recall':>8}{'F1':>7}{'bdry F1 1px':>11}{'outside':>9}{'train s':>8}"
+        f"{'scene':<10}{'seed':>4}  {'recipe':<30}{'tta':>4}{'pred':>6}{'true':>6}{'match':>7}"
+        f"{'precision':>10}{'recall':>8}{'F1':>7}{'bdry F1 1px':>11}{'outside':>9}{'train s':>8}"
         f"{'val bF1':>8}  delineation thresholds (tuned on val)"
     )
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         root = args.workdir or Path(tmp)
-        for scene in args.scenes:
-            rows += run_scene(scene, args, root)
+        for seed in args.seeds or [args.seed]:
+            args.seed = seed
+            for scene in args.scenes:
+                rows += run_scene(scene, args, root)
+    print_means(rows)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
 

@@ -54,6 +54,11 @@ def undo_dihedral(batch: np.ndarray, k: int) -> np.ndarray:
     return np.rot90(unflipped, -(k % 4), axes=(1, 2))
 
 
+def average_dihedral(run, batch: np.ndarray) -> np.ndarray:
+    """The mean of ``run`` over the 8 flips/rotations of ``batch``, each turned back."""
+    return sum(undo_dihedral(run(dihedral(batch, k)), k) for k in range(8)) / 8.0
+
+
 def load_inference_model(model_dir: str | Path, model_record: dict, policy: str):
     """The saved float32 model, rebuilt under ``policy`` (e.g. mixed_bfloat16) when asked."""
     import keras
@@ -116,8 +121,7 @@ class ForwardPass:
         batch[:count] = chips
         if not self.spec.tta:
             return self._once(batch)[:count]
-        total = sum(undo_dihedral(self._once(dihedral(batch, k)), k) for k in range(8))
-        return (total / 8.0)[:count]
+        return average_dihedral(self._once, batch)[:count]
 
 
 _PASSES: dict[ForwardSpec, ForwardPass] = {}

@@ -168,19 +168,38 @@ def _blend_image(job: BlockJob, path: str, window: Window):
         data, valid, _ = read_padded(src, read)
     image = normalize(data, valid, job.normalization)
     origins = [
-        (int(r), int(c))
+        (int(r) - r0, int(c) - c0)
         for r in rows
         for c in cols
         if valid[r - r0 : r - r0 + size, c - c0 : c - c0 + size].any()
     ]
-    forward = forward_pass(job.forward)
+    region = (top - r0, left - c0, bottom - top, right - left)
+    forward, batch_size = forward_pass(job.forward), job.forward.batch_size
+    blended = blend_chips(image, origins, size, forward, batch_size, job.classes, region)
+    inside = valid[top - r0 : bottom - r0, left - c0 : right - c0]
+    return blended, inside, len(origins)
+
+
+def blend_chips(
+    image: np.ndarray,
+    origins: Sequence[tuple[int, int]],
+    size: int,
+    forward,
+    batch_size: int,
+    classes: int,
+    region: tuple[int, int, int, int],
+) -> np.ndarray:
+    """(h, w, classes) float32 blend over ``region`` (top, left, h, w) of ``image`` (H, W, bands)
+    of the ``forward`` outputs of the chips of ``size`` px at ``origins`` (rows, cols; every
+    chip inside ``image``), weighted by :func:`blend_window`."""
+    top, left, height, width = region
+    bottom, right = top + height, left + width
     weight = blend_window(size)
-    height, width = bottom - top, right - left
-    total = np.zeros((height, width, job.classes), np.float32)
+    total = np.zeros((height, width, classes), np.float32)
     weights = np.zeros((height, width), np.float32)
-    for start in range(0, len(origins), job.forward.batch_size):
-        batch = origins[start : start + job.forward.batch_size]
-        chips = np.stack([image[r - r0 : r - r0 + size, c - c0 : c - c0 + size] for r, c in batch])
+    for start in range(0, len(origins), batch_size):
+        batch = origins[start : start + batch_size]
+        chips = np.stack([image[r : r + size, c : c + size] for r, c in batch])
         outputs = forward(chips)
         for (r, c), output in zip(batch, outputs):
             y0, y1 = max(r, top), min(r + size, bottom)
@@ -190,9 +209,28 @@ def _blend_image(job: BlockJob, path: str, window: Window):
                 w[..., None] * output[y0 - r : y1 - r, x0 - c : x1 - c]
             )
             weights[y0 - top : y1 - top, x0 - left : x1 - left] += w
-    inside = valid[top - r0 : bottom - r0, left - c0 : right - c0]
-    blended = total / np.maximum(weights, 1e-12)[..., None]
-    return blended, inside, len(origins)
+    return total / np.maximum(weights, 1e-12)[..., None]
+
+
+def predict_array(
+    image: np.ndarray, valid: np.ndarray, grid: ChipGrid, forward, batch_size: int, classes: int
+) -> np.ndarray:
+    """(h, w, classes) probabilities of a normalised in-memory image (h, w, bands), its chips
+    laid on ``grid`` and blended as :func:`predict` does on a raster of that size."""
+    height, width = valid.shape
+    size = grid.size
+    rows, cols = grid.origins(height), grid.origins(width)
+    top, left = int(-rows[0]), int(-cols[0])
+    pads = ((top, int(rows[-1]) + size - height), (left, int(cols[-1]) + size - width))
+    padded, padded_valid = np.pad(image, (*pads, (0, 0))), np.pad(valid, pads)
+    origins = [
+        (int(r) + top, int(c) + left)
+        for r in rows
+        for c in cols
+        if padded_valid[r + top : r + top + size, c + left : c + left + size].any()
+    ]
+    region = (top, left, height, width)
+    return blend_chips(padded, origins, size, forward, batch_size, classes, region)
 
 
 @dataclass
@@ -530,6 +568,13 @@ def _describe_raster(staged: StagedCog, kind: str, card: ModelCard, tags: dict) 
     dataset.update_tags(**tags)
 
 
+def tuned_delineation(card: ModelCard, tta: bool) -> dict[str, float]:
+    """The card's delineation thresholds tuned for plain or TTA prediction (one set in cards
+    written before TTA was tuned apart)."""
+    record = card.get("delineation", {})
+    return dict((record.get("tta", record) if tta else record).get("thresholds", {}))
+
+
 def _raster_tags(kind: str, card: ModelCard, model, thresholds, identity) -> dict[str, str]:
     model = str(Path(model).absolute())
     if kind == CLASS_MAP:
@@ -540,7 +585,7 @@ def _raster_tags(kind: str, card: ModelCard, model, thresholds, identity) -> dic
             thresholds,
             model,
             targets=card.targets,
-            delineation=dict(card.get("delineation", {}).get("thresholds", {})),
+            delineation=tuned_delineation(card, identity.get("tta", False)),
             task=card.task,
         ).to_tags()
     return {**tags, "geoseg_run": _run_key(identity)}

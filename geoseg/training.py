@@ -22,6 +22,7 @@ import pandas as pd
 import tensorflow as tf
 
 from geoseg import __version__
+from geoseg.chip_areas import stitched_areas, thinned
 from geoseg.contracts import (
     BACKGROUND,
     CARD_NAME,
@@ -36,7 +37,6 @@ from geoseg.data import (
     check_multiclass_bands,
     make_dataset,
     open_chips,
-    read_chip,
     select_classes,
 )
 from geoseg.device import resolve_precision, training_strategy
@@ -48,6 +48,8 @@ from geoseg.errors import (
     TrainingError,
     first_line,
 )
+from geoseg.forward import average_dihedral
+from geoseg.inference import ChipGrid, predict_array
 from geoseg.losses import (
     CATEGORICAL_NAMES,
     LOSSES,
@@ -73,6 +75,9 @@ HISTORY, SETTINGS, STATE = "history.csv", "settings.json", "state.json"
 ENCODER_RECORD = "encoder.json"  # how the encoder's weights were loaded, for the card
 BEST, LAST = "best.keras", "last.keras"
 BEST_STAGING = "best.partial.keras"  # ModelCheckpoint writes here; renamed when complete
+TUNING_PIXELS = 2**20
+"""Most validation pixels the delineation thresholds are tuned on (areas spread over them)."""
+
 MARKER_THRESHOLD = DEFAULT_THRESHOLD
 """The card's threshold of a regression target (``distance``): the marker level of parcel
 delineation until it is tuned."""
@@ -181,16 +186,22 @@ class TrainSummary:
             lines.extend(self._table(metrics["test"]))
         if "delineation" in self.card:
             tuned = self.card["delineation"]
-            found, at = tuned["val_objects"], tuned["thresholds"]
-            lines.append(
-                f"parcels on the val chips (one to one at IoU >= 0.5): F1 {found['f1']:.3f} "
-                f"(precision {found['precision']:.3f}, recall {found['recall']:.3f}; "
-                f"{found['matched']} of {found['true']}) at "
-                + ", ".join(f"{key} {value:g}" for key, value in at.items())
-            )
+            for record, how in ((tuned, ""), (tuned.get("tta"), " with --tta")):
+                if record:
+                    lines.append(self._parcels_line(record, how))
         if training["diverged"]:
             lines.append("the loss diverged at the end; the model is the best epoch before that")
         return "\n".join(lines)
+
+    @staticmethod
+    def _parcels_line(record: dict, how: str) -> str:
+        found, at = record["val_objects"], record["thresholds"]
+        return (
+            f"parcels on the val areas{how} (one to one at IoU >= 0.5): F1 {found['f1']:.3f} "
+            f"(precision {found['precision']:.3f}, recall {found['recall']:.3f}; "
+            f"{found['matched']} of {found['true']}) at "
+            + ", ".join(f"{key} {value:g}" for key, value in at.items())
+        )
 
     def _table(self, scores: dict) -> list[str]:
         """A header and one row per target: threshold, IoU, F1, precision, recall for a class;
@@ -769,7 +780,8 @@ def _multiclass_scores(model, plan: _Plan, val_data, test_data) -> dict:
 
 
 def _tune_delineation(model, chips: ChipsDirectory, plan: _Plan, thresholds: dict) -> dict | None:
-    """Parcel thresholds tuned for object F1 on the val chips, when parcels can be delineated."""
+    """Parcel thresholds tuned for object F1 on the val chips stitched into areas, when parcels
+    can be delineated: for plain prediction, and (under ``tta``) for ``predict --tta``."""
     targets = chips.record.targets
     outputs = {
         targets[name]["role"]: i for i, name in enumerate(plan.class_names) if targets[name]["role"]
@@ -779,21 +791,29 @@ def _tune_delineation(model, chips: ChipsDirectory, plan: _Plan, thresholds: dic
     if not tunable(list(outputs)) or "extent" not in truth_bands:
         return None
     normalization = chips.record["normalization"]
-    everything = list(range(len(chips.classes)))
+    areas = thinned(stitched_areas(chips, "val"), TUNING_PIXELS)
+    pieces = [
+        (normalize(np.moveaxis(a.image, -1, 0), a.valid, normalization), a.valid, a.mask)
+        for a in areas
+    ]
+    grid = ChipGrid(chips.chip_size, chips.chip_size // 4)  # predict's default overlap
+    classes = len(plan.class_names)
 
-    def read(image_path: str, mask_path: str):
-        data, valid, mask = read_chip(image_path, mask_path, everything)
-        valid = valid[..., 0] > 0
-        return normalize(np.moveaxis(data, -1, 0), valid, normalization), valid, mask
+    def run(batch: np.ndarray) -> np.ndarray:
+        return np.asarray(model(batch, training=False))
 
-    def predict(image: np.ndarray) -> np.ndarray:
-        return np.asarray(model(image[None], training=False))[0]
+    def predictor(tta: bool):
+        forward = (lambda batch: average_dihedral(run, batch)) if tta else run
+        return lambda image, valid: predict_array(image, valid, grid, forward, 16, classes)
 
     start = {key: thresholds.get(roles.get(key), 0.5) for key in ("extent", "boundary")}
     start["marker"] = thresholds.get(roles.get("distance"), MARKER_THRESHOLD)
-    return tune_delineation(
-        predict, [read(*files) for files in chips.files["val"]], outputs, truth_bands, start
-    )
+    record = tune_delineation(predictor(False), pieces, outputs, truth_bands, start)
+    if record is not None:
+        with_tta = tune_delineation(predictor(True), pieces, outputs, truth_bands, start)
+        record["tta"] = {k: with_tta[k] for k in ("thresholds", "val_objects")}
+        record["val_areas"] = {"areas": len(areas), "pixels": sum(a.pixels for a in areas)}
+    return record
 
 
 def _scores(plan: _Plan, measured: tuple, thresholds: dict) -> dict:

@@ -1,16 +1,18 @@
-"""Delineation thresholds tuned on validation chips for object F1, not pixel F1.
+"""Delineation thresholds tuned on validation areas for object F1, not pixel F1.
 
-Each validation chip is predicted whole; its true parcels come from the chip's own masks (the
-field extent split by the boundary, :func:`geoseg.regions.instance_labels_from_masks`), and the
-predicted parcels from the same delineation that ``geoseg vectorize`` runs
-(:func:`geoseg.regions.delineate_parcels`, or the closing of the boundary for a boundary-only
-model). Objects are matched one to one at IoU >= 0.5 in pixel space, summed over the chips, and
-the thresholds are chosen by coordinate ascent over :data:`CANDIDATES`, one threshold at a time.
-Parcels cut by a chip's edge count by their visible part on both sides, alike for every recipe.
+The validation chips are stitched back into the areas they cover (:mod:`geoseg.chip_areas`), so
+that most parcels are whole, and predicted as ``geoseg predict`` does (overlapping chips,
+blended). True parcels come from the stitched masks (the field extent split by the boundary,
+:func:`geoseg.regions.instance_labels_from_masks`), predicted parcels from the delineation that
+``geoseg vectorize`` runs (:func:`geoseg.regions.delineate_parcels`, or the closing of the
+boundary for a boundary-only model). Objects are matched one to one at IoU >= 0.5 in pixel
+space, summed over the areas; every combination of :data:`CANDIDATES` is tried. Parcels cut by
+an area's edge count by their visible part on both sides, alike for every recipe.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -24,13 +26,19 @@ from geoseg.scoring import scores
 logger = logging.getLogger(__name__)
 
 DEFAULTS = {"extent": 0.5, "boundary": 0.5, "marker": 0.5}
-CANDIDATES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-ROUNDS = 2
+CANDIDATES = {
+    "extent": (0.3, 0.4, 0.5, 0.6, 0.7),
+    "boundary": (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8),
+    "marker": (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8),
+}
+"""Thresholds tried together (every combination) for a model with an extent."""
+BOUNDARY_ONLY = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+"""Thresholds tried for a boundary-only model."""
 
 
 @dataclass
 class ChipSample:
-    """One validation chip: predicted bands by role (float 0..1), true parcels, validity."""
+    """One validation area or chip: predicted bands by role (float 0..1), true parcels, validity."""
 
     predicted: dict[str, np.ndarray]
     truth: np.ndarray
@@ -58,7 +66,7 @@ def delineate(sample: ChipSample, thresholds: dict[str, float]) -> np.ndarray:
 
 
 def object_counts(samples: Sequence[ChipSample], thresholds: dict[str, float]) -> dict:
-    """Matched, predicted and true parcels over the chips, with precision, recall and F1."""
+    """Matched, predicted and true parcels over the samples, with precision, recall and F1."""
     matched = predicted = true = 0
     for sample in samples:
         m, p, t = match_label_images(delineate(sample, thresholds), sample.truth, 0.5, sample.valid)
@@ -78,48 +86,47 @@ def tunable(roles: Sequence[str]) -> list[str]:
 def tune_thresholds(
     samples: Sequence[ChipSample], start: dict[str, float], keys: Sequence[str]
 ) -> tuple[dict[str, float], dict]:
-    """Coordinate ascent on object F1 from ``start``; returns the thresholds and their counts."""
-    best, best_counts = dict(start), object_counts(samples, start)
-    for _ in range(ROUNDS):
-        improved = False
-        for key in keys:
-            for value in CANDIDATES:
-                trial = {**best, key: value}
-                counts = object_counts(samples, trial)
-                if counts["f1"] > best_counts["f1"] + 1e-12:
-                    best, best_counts, improved = trial, counts, True
-        if not improved:
-            break
+    """The combination of candidate thresholds with the best object F1; ties go to the one
+    nearest ``start``. Returns the thresholds and their counts."""
+    choices = [BOUNDARY_ONLY] if list(keys) == ["boundary"] else [CANDIDATES[k] for k in keys]
+    best, best_key = dict(start), None
+    best_counts = object_counts(samples, start)
+    for values in itertools.product(*choices):
+        trial = {**start, **dict(zip(keys, values))}
+        counts = object_counts(samples, trial)
+        rank = (-counts["f1"], sum(abs(trial[k] - start.get(k, 0.5)) for k in keys))
+        if best_key is None or rank < best_key:
+            best, best_counts, best_key = trial, counts, rank
     return best, best_counts
 
 
 def tune_delineation(
-    predict: Callable[[np.ndarray], np.ndarray],
-    chips: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    predict: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    pieces: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
     outputs: dict[str, int],
     truth_bands: dict[str, int],
     start: dict[str, float],
 ) -> dict | None:
-    """Thresholds for the parcels of a model, tuned on validation chips for object F1.
+    """Thresholds for the parcels of a model, tuned on validation areas (or chips) for object F1.
 
-    ``predict`` maps a chip image (h, w, bands) to outputs (h, w, n) in 0..1; ``chips`` holds
-    (image, valid (h, w), full mask (h, w, bands)); ``outputs`` and ``truth_bands`` map roles
-    to output and mask band indexes; ``start`` holds the initial thresholds. Returns the card's
-    ``delineation`` record, or None when the chips have no extent or the model neither an
-    extent nor a boundary.
+    ``predict`` maps an image (h, w, bands) and its validity (h, w) to outputs (h, w, n) in
+    0..1; ``pieces`` holds (image, valid (h, w), full mask (h, w, bands)); ``outputs`` and
+    ``truth_bands`` map roles to output and mask band indexes; ``start`` holds the initial
+    thresholds. Returns the card's ``delineation`` record, or None when the masks have no
+    extent or the model neither an extent nor a boundary.
     """
     keys = tunable(list(outputs))
     if not keys or "extent" not in truth_bands:
         return None
     samples = []
-    for image, valid, mask in chips:
-        output = predict(image)
+    for image, valid, mask in pieces:
+        output = predict(image, valid)
         predicted = {role: output[..., i] for role, i in outputs.items()}
         samples.append(ChipSample(predicted, true_parcels(mask, truth_bands), valid.astype(bool)))
     default_counts = object_counts(samples, start)
     thresholds, counts = tune_thresholds(samples, start, keys)
     logger.info(
-        "delineation thresholds %s: object F1 %.3f on %d val chips (%.3f at %s)",
+        "delineation thresholds %s: object F1 %.3f on %d val areas (%.3f at %s)",
         thresholds, counts["f1"], len(samples), default_counts["f1"], start,
     )  # fmt: skip
     return {

@@ -29,7 +29,7 @@ def chips_with_faint_boundaries(strength: float, n: int = 3):
 def test_boundary_only_threshold_is_tuned_below_a_faint_boundary():
     chips = chips_with_faint_boundaries(0.35)
     record = tune_delineation(
-        lambda image: image[..., 1:], chips, {"boundary": 0}, {"extent": 0, "boundary": 1},
+        lambda image, valid: image[..., 1:], chips, {"boundary": 0}, {"extent": 0, "boundary": 1},
         {"boundary": 0.5},
     )  # fmt: skip
     assert record["tuned_for"] == "object_f1"
@@ -41,7 +41,7 @@ def test_boundary_only_threshold_is_tuned_below_a_faint_boundary():
 def test_extent_and_boundary_are_tuned_together():
     chips = chips_with_faint_boundaries(0.35)
     record = tune_delineation(
-        lambda image: image, chips, {"extent": 0, "boundary": 1}, {"extent": 0, "boundary": 1},
+        lambda image, _: image, chips, {"extent": 0, "boundary": 1}, {"extent": 0, "boundary": 1},
         {"extent": 0.5, "boundary": 0.5},
     )  # fmt: skip
     assert set(record["thresholds"]) == {"extent", "boundary"}
@@ -51,7 +51,7 @@ def test_extent_and_boundary_are_tuned_together():
 
 def test_nothing_to_tune_without_extent_truth_or_parcel_outputs():
     chips = chips_with_faint_boundaries(0.9)
-    assert tune_delineation(lambda i: i, chips, {"boundary": 1}, {"boundary": 1}, {}) is None
+    assert tune_delineation(lambda i, v: i, chips, {"boundary": 1}, {"boundary": 1}, {}) is None
     assert tunable(["distance"]) == [] and tunable(["extent", "distance"]) == ["extent", "marker"]
 
 
@@ -71,3 +71,7 @@ def test_training_tunes_the_delineation_and_predict_records_it(tiny_model, tiny_
                       mode="parcels", block_size=128)  # fmt: skip
     assert PredictionTags.read(tmp_path / "p.tif").delineation == tuned["thresholds"]
     assert summary.vectors.polygons == len(gpd.read_file(tmp_path / "p.gpkg"))
+    assert set(tuned["tta"]["thresholds"]) == {"extent", "boundary"}  # tuned apart for --tta
+    assert tuned["val_areas"]["areas"] > 0
+    predict(image, tiny_model, tmp_path / "t.tif", tta=True, block_size=256)
+    assert PredictionTags.read(tmp_path / "t.tif").delineation == tuned["tta"]["thresholds"]
