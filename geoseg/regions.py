@@ -140,6 +140,25 @@ def delineate_parcels(
     return labels[pad:-pad, pad:-pad]
 
 
+def confident(score: np.ndarray, pixels: np.ndarray, threshold: float) -> np.ndarray:
+    """Whether parcels with these summed extent levels (0..255 per pixel) over ``pixels``
+    reach a mean extent probability of ``threshold``."""
+    return np.asarray(score) >= threshold * 255.0 * np.asarray(pixels) - 1e-6
+
+
+def confident_parcels(labels: np.ndarray, extent: np.ndarray, threshold: float) -> np.ndarray:
+    """``labels`` without the parcels whose mean extent probability is below ``threshold``
+    (``extent`` in 0..1 or uint8 levels), as ``vectorize`` drops them."""
+    if threshold <= 0:
+        return labels
+    n = int(labels.max()) + 1
+    pixels = np.bincount(labels.ravel(), minlength=n)
+    score = np.bincount(labels.ravel(), weights=as_levels(extent).ravel(), minlength=n)
+    kept = confident(score, pixels, threshold)
+    kept[0] = False
+    return np.where(kept[labels], labels, 0).astype(labels.dtype)
+
+
 def extent_parcel_labels(extent, boundary, distance, valid, levels) -> np.ndarray:
     """Parcels of one window: markers grown into the field extent, then the far field pixels.
 

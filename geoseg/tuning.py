@@ -20,16 +20,22 @@ from dataclasses import dataclass
 import numpy as np
 
 from geoseg.objects import match_label_images
-from geoseg.regions import delineate_parcels, instance_labels_from_masks, parcel_labels
+from geoseg.regions import (
+    confident_parcels,
+    delineate_parcels,
+    instance_labels_from_masks,
+    parcel_labels,
+)
 from geoseg.scoring import scores
 
 logger = logging.getLogger(__name__)
 
-DEFAULTS = {"extent": 0.5, "boundary": 0.5, "marker": 0.5}
+DEFAULTS = {"extent": 0.5, "boundary": 0.5, "marker": 0.5, "parcel": 0.0}
 CANDIDATES = {
     "extent": (0.3, 0.4, 0.5, 0.6, 0.7),
     "boundary": (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8),
     "marker": (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8),
+    "parcel": (0.0, 0.5, 0.6, 0.7, 0.8),
 }
 """Thresholds tried together (every combination) for a model with an extent."""
 BOUNDARY_ONLY = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -56,23 +62,30 @@ def true_parcels(mask: np.ndarray, bands: dict[str, int]) -> np.ndarray | None:
 
 
 def delineate(sample: ChipSample, thresholds: dict[str, float]) -> np.ndarray:
-    """The parcels ``vectorize`` would find in this chip at ``thresholds``."""
+    """The parcels ``vectorize`` would find in this sample at ``thresholds``."""
     bands, thresholds = sample.predicted, {**DEFAULTS, **thresholds}
     if "extent" in bands:
-        return delineate_parcels(
+        labels = delineate_parcels(
             bands["extent"], bands.get("boundary"), bands.get("distance"), sample.valid, thresholds
         )
+        return confident_parcels(labels, bands["extent"], thresholds["parcel"])
     return parcel_labels(bands["boundary"] >= thresholds["boundary"], sample.valid)
 
 
-def object_counts(samples: Sequence[ChipSample], thresholds: dict[str, float]) -> dict:
-    """Matched, predicted and true parcels over the samples, with precision, recall and F1."""
+def counts_of(labelled: Sequence[tuple[np.ndarray, ChipSample]]) -> dict:
+    """Matched, predicted and true parcels over (predicted labels, sample) pairs, with
+    precision, recall and F1."""
     matched = predicted = true = 0
-    for sample in samples:
-        m, p, t = match_label_images(delineate(sample, thresholds), sample.truth, 0.5, sample.valid)
+    for labels, sample in labelled:
+        m, p, t = match_label_images(labels, sample.truth, 0.5, sample.valid)
         matched, predicted, true = matched + m, predicted + p, true + t
     s = scores(matched, predicted - matched, true - matched)
     return {"matched": matched, "predicted": predicted, "true": true, **s}
+
+
+def object_counts(samples: Sequence[ChipSample], thresholds: dict[str, float]) -> dict:
+    """Matched, predicted and true parcels over the samples at ``thresholds``."""
+    return counts_of([(delineate(sample, thresholds), sample) for sample in samples])
 
 
 def tunable(roles: Sequence[str]) -> list[str]:
@@ -80,6 +93,8 @@ def tunable(roles: Sequence[str]) -> list[str]:
     keys = [k for k in ("extent", "boundary") if k in roles]
     if "extent" in roles and "distance" in roles:
         keys.append("marker")
+    if "extent" in roles:
+        keys.append("parcel")
     return keys
 
 
@@ -87,17 +102,33 @@ def tune_thresholds(
     samples: Sequence[ChipSample], start: dict[str, float], keys: Sequence[str]
 ) -> tuple[dict[str, float], dict]:
     """The combination of candidate thresholds with the best object F1; ties go to the one
-    nearest ``start``. Returns the thresholds and their counts."""
-    choices = [BOUNDARY_ONLY] if list(keys) == ["boundary"] else [CANDIDATES[k] for k in keys]
-    best, best_key = dict(start), None
-    best_counts = object_counts(samples, start)
+    nearest ``start``. Returns the thresholds and their counts.
+
+    Each delineation is made once; the parcel threshold only drops some of its parcels.
+    """
+    start = {**DEFAULTS, **start}
+    outer = [k for k in keys if k != "parcel"]
+    parcel_levels = CANDIDATES["parcel"] if "parcel" in keys else (start["parcel"],)
+    choices = [BOUNDARY_ONLY] if outer == ["boundary"] else [CANDIDATES[k] for k in outer]
+    best, best_counts, best_rank = dict(start), object_counts(samples, start), None
     for values in itertools.product(*choices):
-        trial = {**start, **dict(zip(keys, values))}
-        counts = object_counts(samples, trial)
-        rank = (-counts["f1"], sum(abs(trial[k] - start.get(k, 0.5)) for k in keys))
-        if best_key is None or rank < best_key:
-            best, best_counts, best_key = trial, counts, rank
+        trial = {**start, **dict(zip(outer, values)), "parcel": 0.0}
+        found = [(delineate(sample, trial), sample) for sample in samples]
+        for level in parcel_levels:
+            trial = {**trial, "parcel": level}
+            kept = [(kept_parcels(labels, sample, level), sample) for labels, sample in found]
+            counts = counts_of(kept)
+            rank = (-counts["f1"], sum(abs(trial[k] - start[k]) for k in keys))
+            if best_rank is None or rank < best_rank:
+                best, best_counts, best_rank = trial, counts, rank
     return best, best_counts
+
+
+def kept_parcels(labels: np.ndarray, sample: ChipSample, threshold: float) -> np.ndarray:
+    """``labels`` without the parcels under ``threshold`` of mean extent (if there is one)."""
+    if "extent" not in sample.predicted:
+        return labels
+    return confident_parcels(labels, sample.predicted["extent"], threshold)
 
 
 def tune_delineation(
@@ -118,6 +149,7 @@ def tune_delineation(
     keys = tunable(list(outputs))
     if not keys or "extent" not in truth_bands:
         return None
+    start = {**DEFAULTS, **start}
     samples = []
     for image, valid, mask in pieces:
         output = predict(image, valid)

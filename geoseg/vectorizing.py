@@ -45,6 +45,7 @@ from geoseg.regions import (
     DELINEATION_HALO,
     NO_LEVEL,
     PARCELS_HALO,
+    confident,
     extent_parcel_labels,
     parcel_labels,
     quantized_level,
@@ -138,6 +139,8 @@ class VectorJob:
     classes_from: str = BANDS
     codes: tuple[int, ...] = ()
     """With classes from CODES or ARGMAX: the class codes made polygons (not background)."""
+    min_mean: float = 0.0
+    """Parcels from the extent whose mean extent probability (0..1) is below this are dropped."""
 
     @property
     def halo(self) -> int:
@@ -524,7 +527,10 @@ def finish(pieces: Pieces, job: VectorJob) -> Pieces:
 
 
 def finish_in_crs(pieces: Pieces, job: VectorJob) -> Pieces:
-    """Single polygons in CRS units without the small ones."""
+    """Single polygons in CRS units without the small ones (and, from the extent, without the
+    parcels of low mean extent probability)."""
+    if job.min_mean > 0:  # per parcel: its parts share its mean
+        pieces = pieces.select(confident(pieces.score, pieces.pixels, job.min_mean))
     finished = single_parts(pieces)
     if job.min_area > 0:  # per part: single_parts may have split a polygon
         finished = finished.select(shapely.area(finished.geometry) >= job.min_area)
@@ -669,6 +675,7 @@ def vectorize(
     mode: str = "regions",
     extent_threshold: float | None = None,
     marker_threshold: float | None = None,
+    parcel_threshold: float | None = None,
     min_area: float = 0.0,
     simplify: float = 0.0,
     block_size: int = 1024,
@@ -688,7 +695,8 @@ def vectorize(
     ``boundary`` class, small boundary gaps closed. Parcels share their edges.
     Thresholds default to the delineation thresholds stored by ``geoseg predict``, else the
     class thresholds (else 0.5); ``threshold`` sets one for every class, ``extent_threshold``
-    and ``marker_threshold`` the extent's and the markers'. ``min_area`` drops smaller
+    and ``marker_threshold`` the extent's and the markers'; parcels whose mean extent
+    probability is below ``parcel_threshold`` are dropped. ``min_area`` drops smaller
     polygons; ``simplify`` is a tolerance in CRS units, applied so that neighbours stay gap-free
     and geometries valid. The suffix of ``out`` names the format: ``.gpkg`` GeoPackage,
     ``.fgb`` FlatGeobuf, ``.parquet`` GeoParquet.
@@ -704,7 +712,8 @@ def vectorize(
         raise RasterError(f"{raster}: expected uint8 probabilities (0..255), as predict writes")
     source = class_source(raster)
     if source is None:
-        plan = _band_plan(raster, mode, threshold, extent_threshold, marker_threshold)
+        chosen = (threshold, extent_threshold, marker_threshold, parcel_threshold)
+        plan = _band_plan(raster, mode, *chosen)
     else:
         plan = _class_plan(raster, source, mode, threshold)
     out = check_output(out, overwrite).absolute()
@@ -778,13 +787,14 @@ class _Plan:
     roles: tuple[str, ...] = ()
     classes_from: str = BANDS
     codes: tuple[int, ...] = ()
+    min_mean: float = 0.0
 
     def job_fields(self) -> dict:
-        names = ("bands", "levels", "roles", "classes_from", "codes")
+        names = ("bands", "levels", "roles", "classes_from", "codes", "min_mean")
         return {name: getattr(self, name) for name in names}
 
 
-def _band_plan(raster, mode, threshold, extent_threshold, marker_threshold) -> _Plan:
+def _band_plan(raster, mode, threshold, extent_threshold, marker_threshold, parcel_threshold):
     """Regions of each band above its threshold, or parcels from the delineation bands."""
     tags = PredictionTags.read(str(raster))
     names, roles = list(tags.classes), tags.roles
@@ -793,11 +803,13 @@ def _band_plan(raster, mode, threshold, extent_threshold, marker_threshold) -> _
     if mode == "parcels" and "extent" in roles:
         delineated = tuple(r for r in ("extent", "boundary", "distance") if r in roles)
         bands = tuple(names.index(roles[r]) + 1 for r in delineated)
-        chosen = delineation_thresholds(tags, threshold, extent_threshold, marker_threshold)
+        chosen = delineation_thresholds(
+            tags, threshold, extent_threshold, marker_threshold, parcel_threshold
+        )
         levels = tuple(quantized_level(chosen[k]) for k in ("extent", "boundary", "marker"))
         levels = levels if "boundary" in roles else (levels[0], NO_LEVEL, levels[2])
         logger.info("delineating parcels from %s at %s", ", ".join(delineated), chosen)
-        return _Plan(["parcel"], bands, levels, delineated)
+        return _Plan(["parcel"], bands, levels, delineated, min_mean=chosen["parcel"])
     if mode == "parcels":
         tuned = tags.delineation.get("boundary") if threshold is None else None
         level = thresholds[roles["boundary"]] if tuned is None else tuned
@@ -831,15 +843,22 @@ def delineation_thresholds(
     threshold: float | None = None,
     extent_threshold: float | None = None,
     marker_threshold: float | None = None,
+    parcel_threshold: float | None = None,
 ) -> dict[str, float]:
-    """Extent, boundary and marker thresholds: the options, else the tuned delineation ones,
-    else the bands' class thresholds (the marker: the distance band's), else 0.5."""
+    """Extent, boundary, marker and parcel thresholds: the options, else the tuned delineation
+    ones, else the bands' class thresholds (the marker: the distance band's), else 0.5 (the
+    parcel's mean extent: 0, every parcel kept)."""
     roles, tuned = tags.roles, tags.delineation
     band = {"extent": "extent", "boundary": "boundary", "marker": "distance"}
     chosen = {}
     for key, role in band.items():
         stored = tags.thresholds.get(roles.get(role), DEFAULT_THRESHOLD)
         chosen[key] = float(tuned.get(key, stored))
+    chosen["parcel"] = float(tuned.get("parcel", 0.0))
+    if parcel_threshold is not None:
+        if not 0.0 <= parcel_threshold <= 1.0:
+            raise ParameterError(f"--parcel-threshold must be in [0, 1], got {parcel_threshold}")
+        chosen["parcel"] = float(parcel_threshold)
     if threshold is not None:
         chosen["extent"] = chosen["boundary"] = float(threshold)
     for key, value in (("extent", extent_threshold), ("marker", marker_threshold)):

@@ -14,6 +14,7 @@ from geoseg.contracts import PredictionTags
 from geoseg.objects import match_label_images
 from geoseg.regions import (
     REACH,
+    confident_parcels,
     delineate_parcels,
     instance_labels_from_masks,
     parcel_labels,
@@ -146,13 +147,14 @@ def test_delineation_thresholds_from_the_tags_and_the_options(prediction, tmp_pa
     tuned = {"extent": 0.4, "boundary": 0.6, "marker": 0.3}
     path = prediction(bands, delineation=tuned, thresholds={"boundary": 0.7, "distance": 0.2})
     tags = PredictionTags.read(path)
-    assert delineation_thresholds(tags) == tuned
-    assert delineation_thresholds(tags, 0.2, marker_threshold=0.8) == {
-        "extent": 0.2, "boundary": 0.2, "marker": 0.8}  # fmt: skip
+    assert delineation_thresholds(tags) == {**tuned, "parcel": 0.0}  # every parcel kept
+    assert delineation_thresholds(tags, 0.2, marker_threshold=0.8, parcel_threshold=0.6) == {
+        "extent": 0.2, "boundary": 0.2, "marker": 0.8, "parcel": 0.6}  # fmt: skip
     assert delineation_thresholds(tags, extent_threshold=0.7)["extent"] == 0.7
     stored = {"boundary": 0.7, "distance": 0.2}
     untuned = PredictionTags.read(prediction(bands, thresholds=stored))
-    assert delineation_thresholds(untuned) == {"extent": 0.5, "boundary": 0.7, "marker": 0.2}
+    assert delineation_thresholds(untuned) == {
+        "extent": 0.5, "boundary": 0.7, "marker": 0.2, "parcel": 0.0}  # fmt: skip
     # the extent (0.9) below its threshold: no field, no parcel
     summary = vectorize(path, tmp_path / "p.gpkg", mode="parcels", extent_threshold=0.95)
     assert summary.polygons == 0
@@ -160,6 +162,27 @@ def test_delineation_thresholds_from_the_tags_and_the_options(prediction, tmp_pa
                  "--marker-threshold", "0.5", "--extent-threshold", "0.5")  # fmt: skip
     assert result.exit_code == 0, result.output
     assert len(gpd.read_file(tmp_path / "q.gpkg")) == cells.max() - 1
+
+
+def test_parcels_of_low_mean_extent_are_dropped_alike_at_any_block_size(prediction, tmp_path):
+    bands, cells, _ = field_grid(noise=0.15, seed=2)
+    faint = np.isin(cells, [3, 7, 10])  # three fields the model is unsure of
+    grown = ndimage.binary_dilation(faint, iterations=3)
+    bands[0][grown] = (bands[0][grown] * 0.6).astype(np.uint8)
+    path = prediction(bands, delineation={"extent": 0.3, "boundary": 0.5, "marker": 0.4})
+    thresholds = {"extent": 0.3, "boundary": 0.5, "marker": 0.4}
+    labels = delineate_parcels(bands[0], bands[1], bands[2], None, thresholds)
+    kept = confident_parcels(labels, bands[0], 0.7)
+    expected = sorted(np.bincount(kept.ravel())[1:][np.bincount(kept.ravel())[1:] > 0].tolist())
+    assert 0 < len(expected) < len(np.unique(labels)) - 1  # some parcels dropped, not all
+    for block in (64, 1024):
+        vectorize(path, tmp_path / f"p{block}.gpkg", mode="parcels", parcel_threshold=0.7,
+                  block_size=block)  # fmt: skip
+        found = gpd.read_file(tmp_path / f"p{block}.gpkg")
+        assert sorted(found.pixels.tolist()) == expected, block
+        assert (found.mean_probability >= 0.7 - 1e-3).all()
+    everything = vectorize(path, tmp_path / "all.gpkg", mode="parcels", block_size=64)
+    assert everything.polygons == len(np.unique(labels)) - 1
 
 
 def test_a_prediction_without_extent_keeps_the_boundary_algorithm(prediction, tmp_path):

@@ -44,7 +44,7 @@ def test_extent_and_boundary_are_tuned_together():
         lambda image, _: image, chips, {"extent": 0, "boundary": 1}, {"extent": 0, "boundary": 1},
         {"extent": 0.5, "boundary": 0.5},
     )  # fmt: skip
-    assert set(record["thresholds"]) == {"extent", "boundary"}
+    assert set(record["thresholds"]) == {"extent", "boundary", "parcel"}
     assert record["val_objects"]["f1"] > record["val_objects_untuned"]["f1"]
     assert record["val_objects"]["f1"] > 0.9
 
@@ -52,7 +52,11 @@ def test_extent_and_boundary_are_tuned_together():
 def test_nothing_to_tune_without_extent_truth_or_parcel_outputs():
     chips = chips_with_faint_boundaries(0.9)
     assert tune_delineation(lambda i, v: i, chips, {"boundary": 1}, {"boundary": 1}, {}) is None
-    assert tunable(["distance"]) == [] and tunable(["extent", "distance"]) == ["extent", "marker"]
+    assert tunable(["distance"]) == [] and tunable(["extent", "distance"]) == [
+        "extent",
+        "marker",
+        "parcel",
+    ]
 
 
 def test_training_tunes_the_delineation_and_predict_records_it(tiny_model, tiny_chips, tmp_path):
@@ -63,7 +67,11 @@ def test_training_tunes_the_delineation_and_predict_records_it(tiny_model, tiny_
 
     card = read_model_card(tiny_model)
     tuned = card["delineation"]
-    assert tuned["tuned_for"] == "object_f1" and set(tuned["thresholds"]) == {"extent", "boundary"}
+    assert tuned["tuned_for"] == "object_f1" and set(tuned["thresholds"]) == {
+        "extent",
+        "boundary",
+        "parcel",
+    }
     assert tuned["val_objects"]["f1"] >= tuned["val_objects_untuned"]["f1"]
     assert tuned["val_objects"]["true"] > 0
     image = tiny_chips.parent / "scene" / "image.tif"
@@ -71,7 +79,11 @@ def test_training_tunes_the_delineation_and_predict_records_it(tiny_model, tiny_
                       mode="parcels", block_size=128)  # fmt: skip
     assert PredictionTags.read(tmp_path / "p.tif").delineation == tuned["thresholds"]
     assert summary.vectors.polygons == len(gpd.read_file(tmp_path / "p.gpkg"))
-    assert set(tuned["tta"]["thresholds"]) == {"extent", "boundary"}  # tuned apart for --tta
+    assert set(tuned["tta"]["thresholds"]) == {
+        "extent",
+        "boundary",
+        "parcel",
+    }  # tuned apart for --tta
     assert tuned["val_areas"]["areas"] > 0
     predict(image, tiny_model, tmp_path / "t.tif", tta=True, block_size=256)
     assert PredictionTags.read(tmp_path / "t.tif").delineation == tuned["tta"]["thresholds"]

@@ -115,7 +115,7 @@ def mixed_precision_option(help: str):
 
 def polygon_options(f):
     """``--threshold``, ``--mode``, ``--extent-threshold``, ``--marker-threshold``,
-    ``--min-area`` and ``--simplify`` of predict and vectorize."""
+    ``--parcel-threshold``, ``--min-area`` and ``--simplify`` of predict and vectorize."""
     options = [
         threshold_option(
             "Probability above which a pixel is positive, for every class "
@@ -143,6 +143,13 @@ def polygon_options(f):
             default=None,
             help="Parcels: distance (0 on outlines, 1 at field centres) above which a field "
             "pixel seeds its parcel [default: the model's delineation threshold, else 0.5].",
+        ),
+        click.option(
+            "--parcel-threshold",
+            type=click.FloatRange(0, 1),
+            default=None,
+            help="Parcels from an extent: drop those whose mean extent probability is below "
+            "this [default: the model's delineation threshold, else 0: keep all].",
         ),
         click.option(
             "--min-area",
