@@ -49,6 +49,21 @@ def test_extent_and_boundary_are_tuned_together():
     assert record["val_objects"]["f1"] > 0.9
 
 
+def test_a_parcel_threshold_drops_land_the_extent_half_believes_is_field():
+    extent, boundary = grid_chip()
+    extent[: 64 // 4] = 0  # the top row of cells is not field: a village
+    mask = np.stack([extent, boundary], axis=-1)
+    predicted_extent = np.where(extent == 1, 0.95, 0.75)  # above every extent threshold
+    image = np.stack([predicted_extent, boundary * 0.9], axis=-1).astype(np.float32)
+    chips = [(image, np.ones(extent.shape, bool), mask)] * 2
+    record = tune_delineation(
+        lambda image, _: image, chips, {"extent": 0, "boundary": 1}, {"extent": 0, "boundary": 1},
+        {"extent": 0.5, "boundary": 0.5},
+    )  # fmt: skip
+    assert 0.75 < record["thresholds"]["parcel"] <= 0.95
+    assert record["val_objects"]["predicted"] == record["val_objects"]["matched"] == 2 * 12
+
+
 def test_nothing_to_tune_without_extent_truth_or_parcel_outputs():
     chips = chips_with_faint_boundaries(0.9)
     assert tune_delineation(lambda i, v: i, chips, {"boundary": 1}, {"boundary": 1}, {}) is None
