@@ -250,7 +250,9 @@ def _without_far_vertices(polygons: np.ndarray, beyond: tuple) -> np.ndarray:
 
 def _inner_run_vertices(far: np.ndarray, ring_of: np.ndarray) -> np.ndarray:
     """Vertices of rings (``ring_of``, consecutive) both of whose edges join two ``far``
-    vertices."""
+    vertices (a ring wholly beyond one side loses them all)."""
+    if not len(far):  # every ring already gone
+        return far
     index = np.arange(len(far))
     first = np.append(True, ring_of[1:] != ring_of[:-1])
     last = np.append(ring_of[1:] != ring_of[:-1], True)

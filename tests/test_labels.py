@@ -215,6 +215,20 @@ def test_large_polygons_trimmed_to_the_window_burn_the_same():
     assert trimmed_vertices < 0.2 * windows * shapely.get_num_coordinates(parts).sum()
 
 
+def test_large_polygons_wholly_beyond_a_window_side_are_dropped_without_error():
+    """A many-vertex polygon wholly west of the window (its ring loses every vertex), alone
+    and beside one that crosses the window: the same pixels as burning them untrimmed."""
+    x, y = 500_000, 5_300_000
+    far_west = shapely.segmentize(shapely.box(x - 80, y - 20, x - 40, y - 2), 0.25)
+    crossing = shapely.segmentize(shapely.box(x - 10, y - 12, x + 6, y - 3), 0.25)
+    grid = window_transform(Window(0, 0, 28, 24), GRID)
+    for parts in (np.array([far_west]), np.array([far_west, crossing])):
+        trimmed = trimmed_to_window(parts, grid, (24, 28))
+        expected = rasterize_parts(parts, grid, (24, 28))
+        np.testing.assert_array_equal(burn_shapes(trimmed, grid, (24, 28)), expected)
+    assert len(trimmed_to_window(np.array([far_west]), grid, (24, 28))) == 0
+
+
 def test_labels_burn_the_same_through_rasterio(make_vector, monkeypatch):
     """Without the direct GDAL call (GEOSEG_RASTERIZE=rasterio) the masks are the same."""
     parcels, codes = hand_made_parcels()
