@@ -6,8 +6,8 @@ blended). True parcels come from the stitched masks (the field extent split by t
 :func:`geoseg.regions.instance_labels_from_masks`), predicted parcels from the delineation that
 ``geoseg vectorize`` runs (:func:`geoseg.regions.delineate_parcels`, or the closing of the
 boundary for a boundary-only model). Objects are matched one to one at IoU >= 0.5 in pixel
-space, summed over the areas; every combination of :data:`CANDIDATES` is tried. Parcels cut by
-an area's edge count by their visible part on both sides, alike for every recipe.
+space, summed over the areas; combinations of :data:`CANDIDATES` are searched coarse to fine.
+Parcels cut by an area's edge count by their visible part on both sides, alike for every recipe.
 """
 
 from __future__ import annotations
@@ -101,27 +101,37 @@ def tunable(roles: Sequence[str]) -> list[str]:
 def tune_thresholds(
     samples: Sequence[ChipSample], start: dict[str, float], keys: Sequence[str]
 ) -> tuple[dict[str, float], dict]:
-    """The combination of candidate thresholds with the best object F1; ties go to the one
-    nearest ``start``. Returns the thresholds and their counts.
+    """The combination of candidate thresholds with the best object F1, searched coarse to fine:
+    every combination of every other candidate, then every combination of the best one's
+    neighbours; ties go to the one nearest ``start``. Returns the thresholds and their counts.
 
     Each delineation is made once; the parcel threshold only drops some of its parcels.
     """
     start = {**DEFAULTS, **start}
     outer = [k for k in keys if k != "parcel"]
+    full = [BOUNDARY_ONLY] if outer == ["boundary"] else [CANDIDATES[k] for k in outer]
     parcel_levels = CANDIDATES["parcel"] if "parcel" in keys else (start["parcel"],)
-    choices = [BOUNDARY_ONLY] if outer == ["boundary"] else [CANDIDATES[k] for k in outer]
-    best, best_counts, best_rank = dict(start), object_counts(samples, start), None
-    for values in itertools.product(*choices):
-        trial = {**start, **dict(zip(outer, values)), "parcel": 0.0}
-        found = [(delineate(sample, trial), sample) for sample in samples]
-        for level in parcel_levels:
-            trial = {**trial, "parcel": level}
-            kept = [(kept_parcels(labels, sample, level), sample) for labels, sample in found]
-            counts = counts_of(kept)
-            rank = (-counts["f1"], sum(abs(trial[k] - start[k]) for k in keys))
-            if best_rank is None or rank < best_rank:
-                best, best_counts, best_rank = trial, counts, rank
-    return best, best_counts
+    tried: dict[tuple, tuple] = {}
+
+    def search(combinations) -> None:
+        for indexes in combinations:
+            if indexes in tried:
+                continue
+            trial = {**start, **{k: full[i][j] for i, (k, j) in enumerate(zip(outer, indexes))}}
+            found = [(delineate(sample, {**trial, "parcel": 0.0}), sample) for sample in samples]
+            for level in parcel_levels:
+                kept = [(kept_parcels(labels, sample, level), sample) for labels, sample in found]
+                counts, chosen = counts_of(kept), {**trial, "parcel": level}
+                rank = (-counts["f1"], sum(abs(chosen[k] - start[k]) for k in keys))
+                if indexes not in tried or rank < tried[indexes][0]:
+                    tried[indexes] = (rank, chosen, counts)
+
+    search(itertools.product(*[range(0, len(c), 2) for c in full]))
+    best = min(tried, key=lambda i: tried[i][0])
+    near = [range(max(0, j - 1), min(len(c), j + 2)) for j, c in zip(best, full)]
+    search(itertools.product(*near))
+    _, thresholds, counts = min(tried.values(), key=lambda entry: entry[0])
+    return thresholds, counts
 
 
 def kept_parcels(labels: np.ndarray, sample: ChipSample, threshold: float) -> np.ndarray:
