@@ -77,6 +77,8 @@ BEST, LAST = "best.keras", "last.keras"
 BEST_STAGING = "best.partial.keras"  # ModelCheckpoint writes here; renamed when complete
 TUNING_PIXELS = 2**20
 """Most validation pixels the delineation thresholds are tuned on (areas spread over them)."""
+TUNING_BATCH = 16
+"""Chips per forward call when predicting the validation areas for tuning."""
 
 MARKER_THRESHOLD = DEFAULT_THRESHOLD
 """The card's threshold of a regression target (``distance``): the marker level of parcel
@@ -781,7 +783,7 @@ def _multiclass_scores(model, plan: _Plan, val_data, test_data) -> dict:
 
 def _tune_delineation(model, chips: ChipsDirectory, plan: _Plan, thresholds: dict) -> dict | None:
     """Parcel thresholds tuned for object F1 on the val chips stitched into areas, when parcels
-    can be delineated: for plain prediction, and (under ``tta``) for ``predict --tta``."""
+    can be delineated: once for plain prediction and once (``tta``) for ``predict --tta``."""
     targets = chips.record.targets
     outputs = {
         targets[name]["role"]: i for i, name in enumerate(plan.class_names) if targets[name]["role"]
@@ -804,7 +806,9 @@ def _tune_delineation(model, chips: ChipsDirectory, plan: _Plan, thresholds: dic
 
     def predictor(tta: bool):
         forward = (lambda batch: average_dihedral(run, batch)) if tta else run
-        return lambda image, valid: predict_array(image, valid, grid, forward, 16, classes)
+        return lambda image, valid: predict_array(
+            image, valid, grid, forward, TUNING_BATCH, classes
+        )
 
     start = {key: thresholds.get(roles.get(key), 0.5) for key in ("extent", "boundary")}
     start["marker"] = thresholds.get(roles.get("distance"), MARKER_THRESHOLD)

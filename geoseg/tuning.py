@@ -37,7 +37,7 @@ CANDIDATES = {
     "marker": (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8),
     "parcel": (0.0, 0.5, 0.6, 0.7, 0.8),
 }
-"""Thresholds tried together (every combination) for a model with an extent."""
+"""Thresholds tried together for a model with an extent (searched coarse to fine)."""
 BOUNDARY_ONLY = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 """Thresholds tried for a boundary-only model."""
 
@@ -68,7 +68,7 @@ def delineate(sample: ChipSample, thresholds: dict[str, float]) -> np.ndarray:
         labels = delineate_parcels(
             bands["extent"], bands.get("boundary"), bands.get("distance"), sample.valid, thresholds
         )
-        return confident_parcels(labels, bands["extent"], thresholds["parcel"])
+        return kept_parcels(labels, sample, thresholds["parcel"])
     return parcel_labels(bands["boundary"] >= thresholds["boundary"], sample.valid)
 
 

@@ -11,6 +11,7 @@ from helpers import assert_one_line_error, run
 from scipy import ndimage
 
 from geoseg.contracts import PredictionTags
+from geoseg.errors import ParameterError
 from geoseg.objects import match_label_images
 from geoseg.regions import (
     REACH,
@@ -151,6 +152,8 @@ def test_delineation_thresholds_from_the_tags_and_the_options(prediction, tmp_pa
     assert delineation_thresholds(tags, 0.2, marker_threshold=0.8, parcel_threshold=0.6) == {
         "extent": 0.2, "boundary": 0.2, "marker": 0.8, "parcel": 0.6}  # fmt: skip
     assert delineation_thresholds(tags, extent_threshold=0.7)["extent"] == 0.7
+    with pytest.raises(ParameterError, match="--parcel-threshold must be in"):
+        delineation_thresholds(tags, parcel_threshold=1.5)
     stored = {"boundary": 0.7, "distance": 0.2}
     untuned = PredictionTags.read(prediction(bands, thresholds=stored))
     assert delineation_thresholds(untuned) == {
