@@ -15,6 +15,7 @@ import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
+from rasterio.enums import MaskFlags
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
 
@@ -159,6 +160,11 @@ def block_windows(width: int, height: int, block_size: int) -> list[Window]:
     return [w.intersection(whole) for w in chip_windows(width, height, block_size, block_size)]
 
 
+def all_valid(src: rasterio.DatasetReader) -> bool:
+    """True when the source has no nodata, mask or alpha: every pixel is valid, unread."""
+    return all(flags == [MaskFlags.all_valid] for flags in src.mask_flag_enums)
+
+
 def read_padded(
     src: rasterio.DatasetReader, window: Window, indexes: list[int] | None = None
 ) -> tuple[np.ndarray, ...]:
@@ -178,7 +184,10 @@ def read_padded(
     h, w = int(inner.height), int(inner.width)
     with reading(src.name):
         data[:, r0 : r0 + h, c0 : c0 + w] = src.read(indexes, window=inner)
-        valid[r0 : r0 + h, c0 : c0 + w] = src.dataset_mask(window=inner) > 0
+        if all_valid(src):
+            valid[r0 : r0 + h, c0 : c0 + w] = True
+        else:
+            valid[r0 : r0 + h, c0 : c0 + w] = src.dataset_mask(window=inner) > 0
     inside = np.zeros_like(valid)
     inside[r0 : r0 + h, c0 : c0 + w] = True
     return data, valid, inside

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import rasterio
 import shapely
+from affine import Affine
 from conftest import shared_sample
 from helpers import assert_one_line_error, mask_agreement, run
-from rasterio.enums import Compression
+from rasterio.enums import ColorInterp, Compression
 from rasterio.windows import Window
 from scipy import ndimage
 
@@ -756,3 +757,39 @@ def test_chips_written_apart_equal_chips_written_together(make_raster, tmp_path,
             assert a.profile == b.profile and a.mask_flag_enums == b.mask_flag_enums
             np.testing.assert_array_equal(a.read(), b.read())
             np.testing.assert_array_equal(a.dataset_mask(), b.dataset_mask())
+
+
+@pytest.mark.parametrize("kind", ["all valid", "nodata", "internal mask", "alpha"])
+def test_read_padded_validity_matches_gdal_mask(make_raster, tmp_path, kind):
+    data = np.random.default_rng(1).integers(1, 255, (4, 120, 90), dtype=np.uint8)
+    data[:, 10:30, 20:50] = 0
+    path = tmp_path / f"{kind}.tif".replace(" ", "_")
+    count = 4 if kind == "alpha" else 3
+    profile = dict(
+        driver="GTiff",
+        width=90,
+        height=120,
+        count=count,
+        dtype="uint8",
+        crs="EPSG:32633",
+        transform=Affine(0.5, 0, 500_000.0, 0, -0.5, 5_300_000.0),
+        nodata=0 if kind == "nodata" else None,
+    )
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data[:count])
+        if kind == "alpha":
+            dst.colorinterp = [
+                ColorInterp.red,
+                ColorInterp.green,
+                ColorInterp.blue,
+                ColorInterp.alpha,
+            ]
+        if kind == "internal mask":
+            dst.write_mask(data[0] > 0)
+    window = Window(-8, -8, 100, 100)
+    with rasterio.open(path) as src:
+        _, valid, inside = read_padded(src, window)
+        expected = np.zeros_like(valid)
+        expected[8:, 8:98] = src.dataset_mask(window=Window(0, 0, 90, 92)) > 0
+    np.testing.assert_array_equal(valid, expected)
+    assert valid[inside].all() == (kind == "all valid")
