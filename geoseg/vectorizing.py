@@ -4,8 +4,9 @@ Each block is labelled with a small halo (:mod:`geoseg.regions`) and polygonised
 coordinates, where block edges meet exactly. Polygons that do not reach an inner block edge are
 final and go straight to the output file. The others are kept with the labels on both sides of
 each block edge; two pieces across an edge are one region when a pair of neighbouring pixels
-has the same label in either block's window. Those pieces are united at the end, so only
-polygons on block borders are ever held in memory.
+has the same label in either block's window. Those pieces are united as soon as the blocks
+around them are in (:mod:`geoseg.border_merge`), so only polygons on the borders of blocks still
+to come are held in memory.
 
 A class map (``geoseg predict --class-map``) or a multiclass probability raster (its likeliest
 band) gives the regions of each class code but background, through the same blocks and merge.
@@ -20,7 +21,7 @@ import logging
 import os
 import time
 from array import array
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import chain
 from pathlib import Path
@@ -32,9 +33,8 @@ import shapely
 from affine import Affine
 from dask import delayed
 from rasterio.windows import Window
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
+from geoseg.border_merge import POLYGON, BorderMerge, Pieces
 from geoseg.cog import hidden_sibling
 from geoseg.contracts import DEFAULT_THRESHOLD, ClassMapTags, PredictionTags, is_class_map
 from geoseg.errors import ParameterError, RasterError
@@ -62,7 +62,6 @@ VECTOR_FORMATS = {".gpkg": "GeoPackage", ".fgb": "FlatGeobuf", ".parquet": "GeoP
 PROCESS_PIXELS = 4096 * 4096
 """Rasters of at least this many pixels are vectorised in local processes rather than threads:
 starting them costs about a second, and polygonising in threads gains little."""
-POLYGON = shapely.GeometryType.POLYGON
 BANDS, CODES, ARGMAX = "bands", "codes", "argmax"
 """Where a pixel's classes come from: each band above its threshold (overlapping classes), the
 class codes of a class map, or the likeliest band of multiclass probabilities."""
@@ -92,30 +91,6 @@ def class_source(raster: str | os.PathLike) -> ClassSource | None:
         return ClassSource(ClassMapTags.read(raster).classes, CODES)
     tags = PredictionTags.read(str(raster))
     return ClassSource(tags.classes, ARGMAX) if tags.task == "multiclass" else None
-
-
-@dataclass
-class Pieces:
-    """Polygons with their class, label, pixel count and summed score (0..255 per pixel)."""
-
-    classes: np.ndarray
-    labels: np.ndarray
-    geometry: np.ndarray
-    pixels: np.ndarray
-    score: np.ndarray
-
-    @classmethod
-    def concat(cls, parts: list[Pieces]) -> Pieces:
-        if not parts:
-            dtypes = (np.int64, np.int64, object, np.int64, np.float64)
-            return cls(*(np.empty(0, dtype) for dtype in dtypes))
-        return cls(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(cls)))
-
-    def select(self, keep: np.ndarray) -> Pieces:
-        return Pieces(*(getattr(self, f.name)[keep] for f in fields(self)))
-
-    def __len__(self) -> int:
-        return len(self.labels)
 
 
 @dataclass(frozen=True)
@@ -335,162 +310,6 @@ def edge_lines(labels: np.ndarray, halo: int, height: int, width: int, side: str
     else:
         lines = labels[rows, halo + width - 1], labels[rows, halo + width]
     return tuple(line.copy() for line in lines)
-
-
-def merge_border_pieces(
-    blocks: dict[tuple[int, int], BlockPolygons], classes: int, block_size: int
-) -> Pieces:
-    """Unite the border pieces that belong to one region across block edges."""
-    order = sorted(blocks)
-    pieces = Pieces.concat([blocks[i].border for i in order])
-    if not len(pieces):
-        return pieces
-    group = border_groups(blocks, order, classes, len(pieces))
-    order = np.argsort(group, kind="stable")
-    first = order[np.r_[0, np.flatnonzero(np.diff(group[order])) + 1]]
-    return Pieces(
-        pieces.classes[first],
-        np.arange(len(first), dtype=np.int64),
-        unite_groups(pieces.geometry, group, len(first), block_size),
-        np.bincount(group, weights=pieces.pixels, minlength=len(first)).astype(np.int64),
-        np.bincount(group, weights=pieces.score, minlength=len(first)),
-    )
-
-
-def border_groups(blocks: dict, order: list, classes: int, n: int) -> np.ndarray:
-    """The region (0..) of each border piece, in ``order`` of blocks: pieces across an edge are
-    one region when a pair of neighbouring pixels has the same label in either block's window."""
-    starts = np.cumsum([0] + [len(blocks[i].border) for i in order])
-    offset = dict(zip(order, starts[:-1]))
-
-    def key(classes, labels):
-        return (np.asarray(classes, np.int64) << 32) + np.asarray(labels, np.int64)
-
-    def ids(index, k, labels):
-        block = blocks[index].border
-        keys = key(block.classes, block.labels)
-        sorter = np.argsort(keys)
-        return offset[index] + sorter[np.searchsorted(keys, key(k, labels), sorter=sorter)]
-
-    pairs = []
-    for (row, col), block in blocks.items():
-        for neighbour, mine, theirs in (((row, col + 1), "right", "left"),
-                                        ((row + 1, col), "bottom", "top")):  # fmt: skip
-            if neighbour not in blocks:
-                continue
-            for k in range(classes):
-                in_a, out_a = block.edges[k, mine]
-                in_b, out_b = blocks[neighbour].edges[k, theirs]
-                same = (in_a > 0) & (in_b > 0) & ((in_a == out_a) | (in_b == out_b))
-                if same.any():
-                    a, b = np.unique(np.stack([in_a[same], in_b[same]]), axis=1)
-                    pairs.append(np.stack([ids((row, col), k, a), ids(neighbour, k, b)]))
-    links = np.concatenate(pairs, axis=1) if pairs else np.zeros((2, 0), int)
-    graph = coo_matrix((np.ones(links.shape[1]), (links[0], links[1])), shape=(n, n))
-    return connected_components(graph, directed=False)[1]
-
-
-def unite_groups(geometry: np.ndarray, group: np.ndarray, groups: int, block_size: int):
-    """The union of the pieces of each group (pixel coordinates, whole regions once united).
-
-    Exact and without overlay of the holes: a piece's holes lie inside its block, so they are
-    holes of the region as they are; only the outer rings are united, as a coverage (they share
-    edges and never overlap), and lose the vertices the block edges left on straight runs.
-    """
-    united = np.empty(groups, dtype=object)
-    sizes = np.bincount(group, minlength=groups)
-    alone = (sizes[group] == 1) & (shapely.get_type_id(geometry) == POLYGON)
-    united[group[alone]] = geometry[alone]
-    if alone.all():
-        return united
-    parts, owner = shapely.get_parts(geometry[~alone], return_index=True)
-    part_group = group[~alone][owner]
-    chosen = np.unique(part_group)
-    shells = shapely.polygons(shapely.get_exterior_ring(parts))
-    outer = unite_shells(shells, part_group, chosen, block_size)
-    exact = outer != None  # noqa: E711 (elementwise)
-    if exact.any():
-        holes, hole_part = interior_rings(parts)
-        hole_group = part_group[hole_part]
-        keep = np.isin(hole_group, chosen[exact])
-        outer = drop_collinear(outer[exact])
-        united[chosen[exact]] = with_holes(outer, holes[keep], hole_group[keep], chosen[exact])
-    for g in chosen[~exact]:  # never seen: the general overlay
-        logger.debug("coverage union failed; overlay union of the pieces of region %d", g)
-        united[g] = shapely.simplify(shapely.union_all(geometry[group == g]), 0.0)
-    return united
-
-
-def unite_shells(shells, group: np.ndarray, groups: np.ndarray, block_size: int) -> np.ndarray:
-    """The union of the outer rings (``shells``) of each of ``groups``; None where it is not
-    one polygon of their total area (which a coverage gives)."""
-    order = np.argsort(group, kind="stable")
-    members = np.split(order, np.flatnonzero(np.diff(group[order])) + 1)
-    dense = densify_block_edges(shells, block_size)
-    areas = shapely.area(shells)
-    return np.array([coverage_union(dense[m], areas[m].sum()) for m in members], dtype=object)
-
-
-def coverage_union(dense: np.ndarray, area: float):
-    """The union of polygons that share edges vertex for vertex and never overlap, or None."""
-    try:
-        united = shapely.coverage_union_all(dense)
-    except shapely.errors.GEOSException:
-        return None
-    return united if united.geom_type == "Polygon" and united.area == area else None
-
-
-def densify_block_edges(shells: np.ndarray, block_size: int) -> np.ndarray:
-    """Polygons without holes (pixel coordinates) with a vertex at every pixel corner along
-    block edges, so that pieces on both sides of an edge share theirs."""
-    coords, ring = shapely.get_coordinates(shapely.get_exterior_ring(shells), return_index=True)
-    starts = np.flatnonzero(np.r_[ring[1:] == ring[:-1], False])  # segment i: i -> i + 1
-    start, step = coords[starts], coords[starts + 1] - coords[starts]
-    length = np.abs(step).sum(axis=1)
-    on_edge = ((step[:, 0] == 0) & (start[:, 0] % block_size == 0)) | (
-        (step[:, 1] == 0) & (start[:, 1] % block_size == 0)
-    )
-    counts = np.where(on_edge, length, 1).astype(np.int64)
-    segment = np.repeat(np.arange(len(starts)), counts)
-    k = np.arange(len(segment)) - np.repeat(np.cumsum(counts) - counts, counts)
-    unit = step / np.maximum(length, 1)[:, None]  # axis-parallel: exact
-    points = start[segment] + k[:, None] * unit[segment]
-    return shapely.polygons(shapely.linearrings(points, indices=ring[starts][segment]))
-
-
-def interior_rings(polygons: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The holes of ``polygons`` and the index of the polygon of each."""
-    rings, owner = shapely.get_rings(polygons, return_index=True)
-    hole = np.r_[False, owner[1:] == owner[:-1]]  # each polygon's first ring is its shell
-    return rings[hole], owner[hole]
-
-
-def with_holes(outer: np.ndarray, holes: np.ndarray, hole_group, groups: np.ndarray):
-    """``outer`` polygons (one per group of ``groups``) with the holes of their group added."""
-    rings, owner = shapely.get_rings(outer, return_index=True)
-    position = np.searchsorted(groups, hole_group)
-    owner = np.concatenate([owner, position])
-    shell = np.r_[True, owner[1 : len(rings)] != owner[: len(rings) - 1]]
-    rank = np.concatenate([~shell, np.ones(len(holes), bool)])  # shells first
-    order = np.lexsort((rank, owner))
-    return shapely.polygons(np.concatenate([rings, holes])[order], indices=owner[order])
-
-
-def drop_collinear(polygons: np.ndarray) -> np.ndarray:
-    """Polygons without the vertices in the middle of straight runs (exact in pixel units)."""
-    rings, owner = shapely.get_rings(polygons, return_index=True)
-    coords, ring = shapely.get_coordinates(rings, return_index=True)
-    closing = np.r_[ring[1:] != ring[:-1], True]
-    coords, ring = coords[~closing], ring[~closing]
-    index = np.arange(len(ring))
-    starts = np.r_[0, np.flatnonzero(np.diff(ring)) + 1]
-    ends = np.r_[starts[1:], len(ring)] - 1
-    before, after = index - 1, index + 1
-    before[starts], after[ends] = ends, starts
-    d1, d2 = coords - coords[before], coords[after] - coords
-    keep = d1[:, 0] * d2[:, 1] != d1[:, 1] * d2[:, 0]
-    rings = shapely.linearrings(coords[keep], indices=ring[keep])
-    return shapely.polygons(rings, indices=owner)
 
 
 def single_parts(pieces: Pieces) -> Pieces:
@@ -737,16 +556,17 @@ def vectorize(
     metadata = {"geoseg_source": str(raster), "geoseg_extent": json.dumps(info.bounds)}
     writer = PolygonWriter(draft, mode, info.crs.to_wkt(), plan.class_names, metadata)
     started = time.perf_counter()
-    kept: dict[tuple[int, int], BlockPolygons] = {}
+    merge = BorderMerge(job.outputs, block_size, -(-info.height // block_size), per_row)
     deferred: list[Pieces] = []
 
     def consume(block: BlockPolygons) -> None:
+        merged = merge.add(block)
         if job.defer_simplify:
-            deferred.append(block.final)
+            deferred.extend([block.final, merged])
         else:
             writer.write_rows(block.final)
-        block.final = None
-        kept[block.index] = block
+            if len(merged):
+                writer.write(finish(merged, job))
 
     # shapes() holds the GIL, so threads barely overlap: large rasters go to processes
     processes = workers != 1 and len(windows) > 1 and info.width * info.height >= PROCESS_PIXELS
@@ -761,8 +581,8 @@ def vectorize(
                 progress=progress,
                 processes=processes,
             )
-            merged = merge_border_pieces(kept, job.outputs, block_size)
-            writer.write(finish(Pieces.concat([*deferred, merged]), job))
+            if deferred:
+                writer.write(finish(Pieces.concat(deferred), job))
         os.replace(draft, out)
     finally:
         draft.unlink(missing_ok=True)

@@ -16,10 +16,13 @@ from helpers import assert_one_line_error, run
 from rasterio.windows import Window
 from scipy import ndimage
 
+import geoseg.border_merge
 import geoseg.vectorizing
+from geoseg.border_merge import BorderMerge
 from geoseg.contracts import PredictionTags
 from geoseg.errors import ParameterError
 from geoseg.gpkg import read_layer_metadata, read_polygons
+from geoseg.raster import block_windows
 from geoseg.regions import PARCELS_HALO
 from geoseg.vectorizing import Pieces, VectorJob, finish, vectorize, vectorize_block
 
@@ -382,6 +385,7 @@ SCRIPT = """
 import logging
 import sys
 
+import geoseg.border_merge
 import geoseg.vectorizing
 
 
@@ -442,7 +446,7 @@ def test_merged_regions_equal_the_regions_of_one_block(mask_raster, tmp_path):
 
 
 def test_drop_collinear_keeps_only_the_corners():
-    from geoseg.vectorizing import drop_collinear
+    from geoseg.border_merge import drop_collinear
 
     ring = [(0, 0), (0, 1), (0, 2), (1, 2), (2, 2), (2, 1), (2, 0), (1, 0), (0, 0)]
     hole = [(0.5, 0.5), (1, 0.5), (1.5, 0.5), (1.5, 1.5), (0.5, 1.5), (0.5, 0.5)]
@@ -455,9 +459,35 @@ def test_the_overlay_union_stands_in_where_the_coverage_union_fails(
 ):
     mask = holey_mask(120)
     path = mask_raster(mask)
-    monkeypatch.setattr(geoseg.vectorizing, "coverage_union", lambda dense, area: None)
+    monkeypatch.setattr(geoseg.border_merge, "coverage_union", lambda dense, area: None)
     vectorize(path, tmp_path / "v.gpkg", block_size=32)
     regions = gpd.read_file(tmp_path / "v.gpkg")
     count, sizes = components(mask)
     assert len(regions) == count and sorted(regions.pixels.tolist()) == sizes
     assert regions.is_valid.all() and (regions.geom_type == "Polygon").all()
+
+
+def merged_in_order(blocks, order, block_size, grid):
+    """Feed ``blocks`` to one BorderMerge in ``order``: the regions it unites (normalised WKB)
+    and the number of pieces it held after each block."""
+    merge, united, held = BorderMerge(1, block_size, *grid), [], []
+    for i in order:
+        united.extend(shapely.to_wkb(shapely.normalize(merge.add(blocks[i]).geometry)))
+        held.append(len(merge.held))
+    return sorted(united), held
+
+
+def test_border_merge_unites_regions_as_blocks_arrive_in_any_order(mask_raster):
+    mask = holey_mask(224)
+    path = mask_raster(mask)
+    info = geoseg.vectorizing.open_raster_info(path)
+    job = VectorJob(str(path), info.width, info.height, (1,), (128,), "regions", info.transform)
+    windows = block_windows(info.width, info.height, 32)
+    blocks = [vectorize_block(job, divmod(i, 7), w) for i, w in enumerate(windows)]
+    finals = sum(len(b.final) for b in blocks)
+    in_rows, held = merged_in_order(blocks, range(49), 32, (7, 7))
+    shuffled, _ = merged_in_order(blocks, np.random.default_rng(0).permutation(49), 32, (7, 7))
+    assert in_rows == shuffled and held[-1] == 0
+    assert finals + len(in_rows) == components(mask)[0]
+    pieces = sum(len(b.border) for b in blocks)
+    assert max(held) < 0.5 * pieces  # in row order about two of seven rows are held
