@@ -125,7 +125,7 @@ def run_scene(name: str, args, root: Path) -> list[dict]:
         size=args.chip,
         stride=args.stride,
         keep_empty=1.0,
-        val_fraction=0.2,
+        val_fraction=args.val_fraction,
         seed=args.seed,
         overwrite=True,
     )
@@ -226,6 +226,9 @@ def main() -> None:
         "--stride", type=int, default=None, help="chip stride (default: half a chip)"
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="one run per seed")
+    parser.add_argument(
+        "--val-fraction", type=float, default=0.2, help="share of the western chips for val"
+    )
     args = parser.parse_args()
     args.stride = args.stride or args.chip // 2
     print(

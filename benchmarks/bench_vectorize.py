@@ -22,8 +22,8 @@ with ``--with-gpkg``).
 A second table gives the peak memory (RSS) of ``geoseg vectorize`` at each size, each run in a
 fresh child process: with threads (as below 16 Mpx) and with the default (processes from
 16 Mpx); for the latter also the largest worker process. Flat figures show that what a run holds
-does not grow with the raster (only the polygons on block borders and two label lines per block
-edge are kept to the end).
+does not grow with the raster (the polygons on the borders of blocks still to come and two label
+lines per edge of those blocks are held; a region is written once the blocks around it are in).
 
 Run ``.venv/bin/python benchmarks/bench_vectorize.py`` (``make bench``: 5000, 7071 and 10 000 px);
 ``--size`` scales them, ``--masks`` and ``--tables`` pick what runs.

@@ -298,7 +298,7 @@ def class_code_labels(job: VectorJob, data: np.ndarray, valid: np.ndarray):
 def edge_lines(labels: np.ndarray, halo: int, height: int, width: int, side: str):
     """Labels of the block's pixel line along ``side`` and of the halo line just beyond it.
 
-    Copies: they are kept until the end of the run, and a view would keep the whole label image.
+    Copies: they are kept until the neighbour arrives, and a view would keep the whole label image.
     """
     rows, cols = slice(halo, halo + height), slice(halo, halo + width)
     if side == "top":
