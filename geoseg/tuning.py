@@ -30,7 +30,7 @@ from geoseg.scoring import scores
 
 logger = logging.getLogger(__name__)
 
-DEFAULTS = {"extent": 0.5, "boundary": 0.5, "marker": 0.5, "parcel": 0.0, "min_pixels": 0.0}
+DEFAULTS = {"extent": 0.5, "boundary": 0.5, "marker": 0.5, "parcel": 0.0}
 CANDIDATES = {
     "extent": (0.3, 0.4, 0.5, 0.6, 0.7),
     "boundary": (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8),
@@ -38,8 +38,6 @@ CANDIDATES = {
     "parcel": (0.0, 0.5, 0.6, 0.7, 0.8),
 }
 """Thresholds tried together for a model with an extent (searched coarse to fine)."""
-MIN_PIXELS = (0, 10, 20, 30, 50)
-"""Smallest parcels kept (pixels), tried once the thresholds are chosen (extent models)."""
 BOUNDARY_ONLY = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 """Thresholds tried for a boundary-only model."""
 
@@ -70,7 +68,7 @@ def delineate(sample: ChipSample, thresholds: dict[str, float]) -> np.ndarray:
         labels = delineate_parcels(
             bands["extent"], bands.get("boundary"), bands.get("distance"), sample.valid, thresholds
         )
-        return kept_parcels(labels, sample, thresholds["parcel"], thresholds["min_pixels"])
+        return kept_parcels(labels, sample, thresholds["parcel"])
     return parcel_labels(bands["boundary"] >= thresholds["boundary"], sample.valid)
 
 
@@ -96,7 +94,7 @@ def tunable(roles: Sequence[str]) -> list[str]:
     if "extent" in roles and "distance" in roles:
         keys.append("marker")
     if "extent" in roles:
-        keys.extend(["parcel", "min_pixels"])
+        keys.append("parcel")
     return keys
 
 
@@ -105,13 +103,12 @@ def tune_thresholds(
 ) -> tuple[dict[str, float], dict]:
     """The combination of candidate thresholds with the best object F1, searched coarse to fine:
     every combination of every other candidate, then every combination of the best one's
-    neighbours; ties go to the one nearest ``start``. Then, with an extent, the smallest parcel
-    kept (:data:`MIN_PIXELS`; ties to the smaller). Returns the thresholds and their counts.
+    neighbours; ties go to the one nearest ``start``. Returns the thresholds and their counts.
 
-    Each delineation is made once; the parcel threshold and size only drop some of its parcels.
+    Each delineation is made once; the parcel threshold only drops some of its parcels.
     """
     start = {**DEFAULTS, **start}
-    outer = [k for k in keys if k not in ("parcel", "min_pixels")]
+    outer = [k for k in keys if k != "parcel"]
     full = [BOUNDARY_ONLY] if outer == ["boundary"] else [CANDIDATES[k] for k in outer]
     parcel_levels = CANDIDATES["parcel"] if "parcel" in keys else (start["parcel"],)
     tried: dict[tuple, tuple] = {}
@@ -121,14 +118,10 @@ def tune_thresholds(
             if indexes in tried:
                 continue
             trial = {**start, **{k: full[i][j] for i, (k, j) in enumerate(zip(outer, indexes))}}
-            found = every_parcel(samples, trial)
+            found = [(delineate(sample, {**trial, "parcel": 0.0}), sample) for sample in samples]
             for level in parcel_levels:
-                chosen = {**trial, "parcel": level}
-                kept = [
-                    (kept_parcels(labels, sample, level, chosen["min_pixels"]), sample)
-                    for labels, sample in found
-                ]
-                counts = counts_of(kept)
+                kept = [(kept_parcels(labels, sample, level), sample) for labels, sample in found]
+                counts, chosen = counts_of(kept), {**trial, "parcel": level}
                 rank = (-counts["f1"], sum(abs(chosen[k] - start[k]) for k in keys))
                 if indexes not in tried or rank < tried[indexes][0]:
                     tried[indexes] = (rank, chosen, counts)
@@ -138,41 +131,14 @@ def tune_thresholds(
     near = [range(max(0, j - 1), min(len(c), j + 2)) for j, c in zip(best, full)]
     search(itertools.product(*near))
     _, thresholds, counts = min(tried.values(), key=lambda entry: entry[0])
-    if "min_pixels" in keys:
-        thresholds, counts = smallest_parcel(samples, thresholds)
     return thresholds, counts
 
 
-def every_parcel(samples: Sequence[ChipSample], thresholds: dict[str, float]) -> list[tuple]:
-    """(labels, sample) of each sample's delineation, none of its parcels dropped."""
-    everything = {**thresholds, "parcel": 0.0, "min_pixels": 0.0}
-    return [(delineate(sample, everything), sample) for sample in samples]
-
-
-def smallest_parcel(samples: Sequence[ChipSample], thresholds: dict[str, float]):
-    """``thresholds`` with the size of :data:`MIN_PIXELS` that gives the best object F1 (ties
-    to the smaller), and its counts."""
-    found, best = every_parcel(samples, thresholds), None
-    for size in MIN_PIXELS:
-        level = thresholds["parcel"]
-        counts = counts_of([(kept_parcels(lab, s, level, size), s) for lab, s in found])
-        if best is None or counts["f1"] > best[1]["f1"]:
-            best = ({**thresholds, "min_pixels": float(size)}, counts)
-    return best
-
-
-def kept_parcels(
-    labels: np.ndarray, sample: ChipSample, threshold: float, min_pixels: float = 0.0
-) -> np.ndarray:
-    """``labels`` without the parcels under ``threshold`` of mean extent (if there is one) or
-    under ``min_pixels`` pixels."""
+def kept_parcels(labels: np.ndarray, sample: ChipSample, threshold: float) -> np.ndarray:
+    """``labels`` without the parcels under ``threshold`` of mean extent (if there is one)."""
     if "extent" not in sample.predicted:
         return labels
-    kept = confident_parcels(labels, sample.predicted["extent"], threshold)
-    if min_pixels > 0:
-        sizes = np.bincount(kept.ravel())
-        kept = np.where(sizes[kept] >= min_pixels, kept, 0).astype(kept.dtype)
-    return kept
+    return confident_parcels(labels, sample.predicted["extent"], threshold)
 
 
 def tune_delineation(

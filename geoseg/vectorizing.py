@@ -116,8 +116,6 @@ class VectorJob:
     """With classes from CODES or ARGMAX: the class codes made polygons (not background)."""
     min_mean: float = 0.0
     """Parcels from the extent whose mean extent probability (0..1) is below this are dropped."""
-    min_pixels: float = 0.0
-    """Parcels from the extent of fewer pixels than this are dropped."""
 
     @property
     def halo(self) -> int:
@@ -352,8 +350,6 @@ def finish_in_crs(pieces: Pieces, job: VectorJob) -> Pieces:
     parcels of low mean extent probability)."""
     if job.min_mean > 0:  # per parcel: its parts share its mean
         pieces = pieces.select(confident(pieces.score, pieces.pixels, job.min_mean))
-    if job.min_pixels > 0:
-        pieces = pieces.select(pieces.pixels >= job.min_pixels)
     finished = single_parts(pieces)
     if job.min_area > 0:  # per part: single_parts may have split a polygon
         finished = finished.select(shapely.area(finished.geometry) >= job.min_area)
@@ -499,7 +495,6 @@ def vectorize(
     extent_threshold: float | None = None,
     marker_threshold: float | None = None,
     parcel_threshold: float | None = None,
-    min_parcel_pixels: float | None = None,
     min_area: float = 0.0,
     simplify: float = 0.0,
     block_size: int = 1024,
@@ -520,8 +515,7 @@ def vectorize(
     Thresholds default to the delineation thresholds stored by ``geoseg predict``, else the
     class thresholds (else 0.5); ``threshold`` sets one for every class, ``extent_threshold``
     and ``marker_threshold`` the extent's and the markers'; parcels whose mean extent
-    probability is below ``parcel_threshold`` are dropped, and those of fewer pixels than
-    ``min_parcel_pixels`` (default: the tuned size, else 0). ``min_area`` drops smaller
+    probability is below ``parcel_threshold`` are dropped. ``min_area`` drops smaller
     polygons; ``simplify`` is a tolerance in CRS units, applied so that neighbours stay gap-free
     and geometries valid. The suffix of ``out`` names the format: ``.gpkg`` GeoPackage,
     ``.fgb`` FlatGeobuf, ``.parquet`` GeoParquet.
@@ -538,7 +532,6 @@ def vectorize(
     source = class_source(raster)
     if source is None:
         chosen = (threshold, extent_threshold, marker_threshold, parcel_threshold)
-        chosen = (*chosen, min_parcel_pixels)
         plan = _band_plan(raster, mode, *chosen)
     else:
         plan = _class_plan(raster, source, mode, threshold)
@@ -615,15 +608,13 @@ class _Plan:
     classes_from: str = BANDS
     codes: tuple[int, ...] = ()
     min_mean: float = 0.0
-    min_pixels: float = 0.0
 
     def job_fields(self) -> dict:
-        names = ("bands", "levels", "roles", "classes_from", "codes", "min_mean", "min_pixels")
+        names = ("bands", "levels", "roles", "classes_from", "codes", "min_mean")
         return {name: getattr(self, name) for name in names}
 
 
-def _band_plan(raster, mode, threshold, extent_threshold, marker_threshold, parcel_threshold,
-               min_parcel_pixels):  # fmt: skip
+def _band_plan(raster, mode, threshold, extent_threshold, marker_threshold, parcel_threshold):
     """Regions of each band above its threshold, or parcels from the delineation bands."""
     tags = PredictionTags.read(str(raster))
     names, roles = list(tags.classes), tags.roles
@@ -633,16 +624,12 @@ def _band_plan(raster, mode, threshold, extent_threshold, marker_threshold, parc
         delineated = tuple(r for r in ("extent", "boundary", "distance") if r in roles)
         bands = tuple(names.index(roles[r]) + 1 for r in delineated)
         chosen = delineation_thresholds(
-            tags, threshold, extent_threshold, marker_threshold, parcel_threshold,
-            min_parcel_pixels,
-        )  # fmt: skip
+            tags, threshold, extent_threshold, marker_threshold, parcel_threshold
+        )
         levels = tuple(quantized_level(chosen[k]) for k in ("extent", "boundary", "marker"))
         levels = levels if "boundary" in roles else (levels[0], NO_LEVEL, levels[2])
         logger.info("delineating parcels from %s at %s", ", ".join(delineated), chosen)
-        return _Plan(
-            ["parcel"], bands, levels, delineated,
-            min_mean=chosen["parcel"], min_pixels=chosen["min_pixels"],
-        )  # fmt: skip
+        return _Plan(["parcel"], bands, levels, delineated, min_mean=chosen["parcel"])
     if mode == "parcels":
         tuned = tags.delineation.get("boundary") if threshold is None else None
         level = thresholds[roles["boundary"]] if tuned is None else tuned
@@ -677,11 +664,10 @@ def delineation_thresholds(
     extent_threshold: float | None = None,
     marker_threshold: float | None = None,
     parcel_threshold: float | None = None,
-    min_parcel_pixels: float | None = None,
 ) -> dict[str, float]:
-    """Extent, boundary, marker and parcel thresholds and the smallest parcel (pixels): the
-    options, else the tuned delineation ones, else the bands' class thresholds (the marker: the
-    distance band's), else 0.5 (the parcel's mean extent and size: 0, every parcel kept)."""
+    """Extent, boundary, marker and parcel thresholds: the options, else the tuned delineation
+    ones, else the bands' class thresholds (the marker: the distance band's), else 0.5 (the
+    parcel's mean extent: 0, every parcel kept)."""
     roles, tuned = tags.roles, tags.delineation
     band = {"extent": "extent", "boundary": "boundary", "marker": "distance"}
     chosen = {}
@@ -693,11 +679,6 @@ def delineation_thresholds(
         if not 0.0 <= parcel_threshold <= 1.0:
             raise ParameterError(f"--parcel-threshold must be in [0, 1], got {parcel_threshold}")
         chosen["parcel"] = float(parcel_threshold)
-    chosen["min_pixels"] = float(tuned.get("min_pixels", 0.0))
-    if min_parcel_pixels is not None:
-        if min_parcel_pixels < 0:
-            raise ParameterError(f"--min-parcel-pixels must be >= 0, got {min_parcel_pixels}")
-        chosen["min_pixels"] = float(min_parcel_pixels)
     if threshold is not None:
         chosen["extent"] = chosen["boundary"] = float(threshold)
     for key, value in (("extent", extent_threshold), ("marker", marker_threshold)):

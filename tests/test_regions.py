@@ -148,20 +148,16 @@ def test_delineation_thresholds_from_the_tags_and_the_options(prediction, tmp_pa
     tuned = {"extent": 0.4, "boundary": 0.6, "marker": 0.3}
     path = prediction(bands, delineation=tuned, thresholds={"boundary": 0.7, "distance": 0.2})
     tags = PredictionTags.read(path)
-    keep_all = {"parcel": 0.0, "min_pixels": 0.0}
-    assert delineation_thresholds(tags) == {**tuned, **keep_all}  # every parcel kept
-    assert delineation_thresholds(
-        tags, 0.2, marker_threshold=0.8, parcel_threshold=0.6, min_parcel_pixels=12
-    ) == {"extent": 0.2, "boundary": 0.2, "marker": 0.8, "parcel": 0.6, "min_pixels": 12.0}
+    assert delineation_thresholds(tags) == {**tuned, "parcel": 0.0}  # every parcel kept
+    assert delineation_thresholds(tags, 0.2, marker_threshold=0.8, parcel_threshold=0.6) == {
+        "extent": 0.2, "boundary": 0.2, "marker": 0.8, "parcel": 0.6}  # fmt: skip
     assert delineation_thresholds(tags, extent_threshold=0.7)["extent"] == 0.7
     with pytest.raises(ParameterError, match="--parcel-threshold must be in"):
         delineation_thresholds(tags, parcel_threshold=1.5)
-    with pytest.raises(ParameterError, match="--min-parcel-pixels must be >= 0"):
-        delineation_thresholds(tags, min_parcel_pixels=-1)
     stored = {"boundary": 0.7, "distance": 0.2}
     untuned = PredictionTags.read(prediction(bands, thresholds=stored))
     assert delineation_thresholds(untuned) == {
-        "extent": 0.5, "boundary": 0.7, "marker": 0.2, **keep_all}  # fmt: skip
+        "extent": 0.5, "boundary": 0.7, "marker": 0.2, "parcel": 0.0}  # fmt: skip
     # the extent (0.9) below its threshold: no field, no parcel
     summary = vectorize(path, tmp_path / "p.gpkg", mode="parcels", extent_threshold=0.95)
     assert summary.polygons == 0
@@ -190,21 +186,6 @@ def test_parcels_of_low_mean_extent_are_dropped_alike_at_any_block_size(predicti
         assert (found.mean_probability >= 0.7 - 1e-3).all()
     everything = vectorize(path, tmp_path / "all.gpkg", mode="parcels", block_size=64)
     assert everything.polygons == len(np.unique(labels)) - 1
-
-
-def test_parcels_under_the_tuned_size_are_dropped_alike_at_any_block_size(prediction, tmp_path):
-    bands, _, _ = field_grid(noise=0.15, seed=2)
-    thresholds = {"extent": 0.3, "boundary": 0.5, "marker": 0.4}
-    sizes = np.bincount(delineate_parcels(bands[0], bands[1], bands[2], None, thresholds).ravel())
-    sizes = np.sort(sizes[1:][sizes[1:] > 0])
-    cut = float(sizes[len(sizes) // 2])  # half of the parcels are smaller
-    path = prediction(bands, delineation={**thresholds, "min_pixels": cut})
-    for block in (64, 1024):
-        vectorize(path, tmp_path / f"p{block}.gpkg", mode="parcels", block_size=block)
-        found = gpd.read_file(tmp_path / f"p{block}.gpkg")
-        assert sorted(found.pixels.tolist()) == sizes[sizes >= cut].tolist(), block
-    every = vectorize(path, tmp_path / "all.gpkg", mode="parcels", min_parcel_pixels=0)
-    assert every.polygons == len(sizes)
 
 
 def test_a_prediction_without_extent_keeps_the_boundary_algorithm(prediction, tmp_path):

@@ -44,7 +44,7 @@ def test_extent_and_boundary_are_tuned_together():
         lambda image, _: image, chips, {"extent": 0, "boundary": 1}, {"extent": 0, "boundary": 1},
         {"extent": 0.5, "boundary": 0.5},
     )  # fmt: skip
-    assert set(record["thresholds"]) == {"extent", "boundary", "parcel", "min_pixels"}
+    assert set(record["thresholds"]) == {"extent", "boundary", "parcel"}
     assert record["val_objects"]["f1"] > record["val_objects_untuned"]["f1"]
     assert record["val_objects"]["f1"] > 0.9
 
@@ -64,23 +64,6 @@ def test_a_parcel_threshold_drops_land_the_extent_half_believes_is_field():
     assert record["val_objects"]["predicted"] == record["val_objects"]["matched"] == 2 * 12
 
 
-def test_the_smallest_parcel_kept_is_tuned_to_drop_slivers_off_the_fields():
-    extent, boundary = grid_chip()
-    extent[: 64 // 4] = 0  # the top row of cells is not field ...
-    predicted_extent = extent * 0.95
-    for col in range(2, 64, 8):
-        predicted_extent[6:10, col : col + 4] = 0.95  # ... but the model sees 4 x 4 px fields
-    mask = np.stack([extent, boundary], axis=-1)
-    image = np.stack([predicted_extent, boundary * 0.9], axis=-1).astype(np.float32)
-    chips = [(image, np.ones(extent.shape, bool), mask)] * 2
-    record = tune_delineation(
-        lambda image, _: image, chips, {"extent": 0, "boundary": 1}, {"extent": 0, "boundary": 1},
-        {"extent": 0.5, "boundary": 0.5},
-    )  # fmt: skip
-    assert 16 < record["thresholds"]["min_pixels"] <= 14 * 14
-    assert record["val_objects"]["predicted"] == record["val_objects"]["matched"] == 2 * 12
-
-
 def test_nothing_to_tune_without_extent_truth_or_parcel_outputs():
     chips = chips_with_faint_boundaries(0.9)
     assert tune_delineation(lambda i, v: i, chips, {"boundary": 1}, {"boundary": 1}, {}) is None
@@ -88,7 +71,6 @@ def test_nothing_to_tune_without_extent_truth_or_parcel_outputs():
         "extent",
         "marker",
         "parcel",
-        "min_pixels",
     ]
 
 
@@ -104,7 +86,6 @@ def test_training_tunes_the_delineation_and_predict_records_it(tiny_model, tiny_
         "extent",
         "boundary",
         "parcel",
-        "min_pixels",
     }
     assert tuned["val_objects"]["f1"] >= tuned["val_objects_untuned"]["f1"]
     assert tuned["val_objects"]["true"] > 0
@@ -117,7 +98,6 @@ def test_training_tunes_the_delineation_and_predict_records_it(tiny_model, tiny_
         "extent",
         "boundary",
         "parcel",
-        "min_pixels",
     }  # tuned apart for --tta
     assert tuned["val_areas"]["areas"] > 0
     predict(image, tiny_model, tmp_path / "t.tif", tta=True, block_size=256)

@@ -115,8 +115,7 @@ def mixed_precision_option(help: str):
 
 def polygon_options(f):
     """``--threshold``, ``--mode``, ``--extent-threshold``, ``--marker-threshold``,
-    ``--parcel-threshold``, ``--min-parcel-pixels``, ``--min-area`` and ``--simplify`` of
-    predict and vectorize."""
+    ``--parcel-threshold``, ``--min-area`` and ``--simplify`` of predict and vectorize."""
     options = [
         threshold_option(
             "Probability above which a pixel is positive, for every class "
@@ -151,13 +150,6 @@ def polygon_options(f):
             default=None,
             help="Parcels from an extent: drop those whose mean extent probability is below "
             "this [default: the model's delineation threshold, else 0: keep all].",
-        ),
-        click.option(
-            "--min-parcel-pixels",
-            type=click.FloatRange(min=0),
-            default=None,
-            help="Parcels from an extent: drop those of fewer pixels than this "
-            "[default: the size tuned with the model, else 0: keep all].",
         ),
         click.option(
             "--min-area",
