@@ -61,6 +61,7 @@ class BorderMerge:
     def __init__(self, classes: int, block_size: int, rows: int, cols: int):
         self.classes, self.block_size, self.shape = classes, block_size, (rows, cols)
         self.arrived = np.zeros((rows, cols), bool)
+        self.settled = np.zeros((rows, cols), bool)  # arrived, and so have all its neighbours
         self.held = Pieces.concat([])
         self.held_ids = np.zeros(0, np.int64)  # increasing
         self.held_block = np.zeros((0, 2), np.int64)
@@ -84,6 +85,7 @@ class BorderMerge:
         for neighbour, mine, theirs in self.neighbours(index):
             if self.arrived[neighbour]:
                 self.link(index, mine, neighbour, theirs)
+        self.settle_around(index)
         return self.unite_whole()
 
     def neighbours(self, index: tuple[int, int]):
@@ -109,24 +111,24 @@ class BorderMerge:
         keys, ids = self.lookup[index]
         return ids[np.searchsorted(keys, piece_keys(k, labels))]
 
-    def settled(self) -> np.ndarray:
-        """Blocks whose neighbours have all arrived (their pieces' links are all known)."""
-        padded = np.pad(self.arrived, 1, constant_values=True)
-        around = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
-        return self.arrived & around
+    def settle_around(self, index: tuple[int, int]) -> None:
+        """Mark ``index`` and its neighbours settled where all their neighbours are in: their
+        pieces' links are all known, and their lookups and edge lines no longer needed."""
+        for block in [index, *(n for n, _, _ in self.neighbours(index))]:
+            around = all(self.arrived[n] for n, _, _ in self.neighbours(block))
+            if self.arrived[block] and around and not self.settled[block]:
+                self.settled[block] = True
+                del self.lookup[block], self.edges[block]
 
     def unite_whole(self) -> Pieces:
         """Unite and stop holding the regions whose pieces all lie in settled blocks."""
-        settled = self.settled()
-        for index in [i for i in self.lookup if settled[i]]:
-            del self.lookup[index], self.edges[index]
         if not len(self.held):
             return Pieces.concat([])
         n = len(self.held)
         local = np.searchsorted(self.held_ids, self.links)
         graph = coo_matrix((np.ones(local.shape[1]), (local[0], local[1])), shape=(n, n))
         count, region = connected_components(graph, directed=False)
-        unsettled = ~settled[tuple(self.held_block.T)]
+        unsettled = ~self.settled[tuple(self.held_block.T)]
         open_ = np.bincount(region, unsettled.astype(float), minlength=count) > 0
         whole = ~open_[region]
         if not whole.any():
