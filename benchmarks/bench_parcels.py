@@ -125,7 +125,7 @@ def run_scene(name: str, args, root: Path) -> list[dict]:
         size=args.chip,
         stride=args.stride,
         keep_empty=1.0,
-        val_fraction=args.val_fraction,
+        val_fraction=0.0 if args.folds > 1 else args.val_fraction,  # folds pool train and val
         seed=args.seed,
         overwrite=True,
     )
@@ -136,7 +136,7 @@ def run_scene(name: str, args, root: Path) -> list[dict]:
         geoseg.train(
             chips, model, classes=list(RECIPES[recipe]), epochs=args.epochs, seed=args.seed,
             base_filters=args.base_filters, depth=args.depth, batch_size=8, patience=args.epochs,
-            mixed_precision="off", overwrite=True,
+            mixed_precision="off", folds=args.folds, overwrite=True,
         )  # fmt: skip
         trained = time.perf_counter() - started
         card = read_model_card(model)
@@ -153,6 +153,7 @@ def run_scene(name: str, args, root: Path) -> list[dict]:
                     "recipe": recipe,
                     "targets": RECIPE_NAMES[recipe],
                     "tta": tta,
+                    "folds": args.folds,
                     "predicted": objects["predicted"],
                     "true": objects["true"],
                     "matched": objects["matched"],
@@ -229,11 +230,16 @@ def main() -> None:
     parser.add_argument(
         "--val-fraction", type=float, default=0.2, help="share of the western chips for val"
     )
+    parser.add_argument(
+        "--folds", type=int, default=1, help="train --folds K: an ensemble of K spatial folds"
+    )
     args = parser.parse_args()
     args.stride = args.stride or args.chip // 2
     print(
         f"train west half, score east half; {args.epochs} epochs, seeds {args.seeds or [args.seed]}"
-        f", U-Net depth {args.depth} base {args.base_filters}, {args.chip} px chips every "
+        f", U-Net depth {args.depth} base {args.base_filters}"
+        + (f" x {args.folds} folds" if args.folds > 1 else "")
+        + f", {args.chip} px chips every "
         f"{args.stride} px; each model scored without and with --tta"
     )
     print(

@@ -57,13 +57,15 @@ class Area:
 
 
 def placed_chips(chips: ChipsDirectory, split: str) -> list[PlacedChip]:
-    """The chips of ``split`` with their scene and pixel offsets, from ``chips.gpkg``."""
+    """The chips of ``split`` (as ``chips.files`` lists them: a fold's view may differ from
+    ``chips.gpkg``) with their scene and pixel offsets, from ``chips.gpkg``."""
     index = pyogrio.read_dataframe(
         chips.root / "chips.gpkg",
-        columns=["split", "scene", "row", "col", "image", "mask"],
+        columns=["scene", "row", "col", "image", "mask"],
         read_geometry=False,
     )
-    index = index[index["split"] == split]
+    members = {image for image, _ in chips.files[split]}
+    index = index[[str(chips.root / image) in members for image in index["image"]]]
     return [
         PlacedChip(scene, int(row), int(col), str(chips.root / image), str(chips.root / mask))
         for scene, row, col, image, mask in zip(

@@ -8,7 +8,7 @@ are multiples of ``2 ** depth`` runs through it.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from geoseg.contracts import TASKS
 from geoseg.errors import ParameterError
@@ -35,7 +35,9 @@ class UNetConfig:
     target gets its own 1x1 sigmoid head ``head_{name}``. Without names (models written before
     heads existed) one 1x1 convolution gives every channel. With ``task`` ``multiclass`` the
     outputs are one softmax (``heads`` then starts with :data:`BACKGROUND`). ``encoder`` is
-    :data:`UNET` or a keras.applications encoder under the same decoder.
+    :data:`UNET` or a keras.applications encoder under the same decoder. With ``members`` > 1
+    the network is that many such U-Nets (``fold0``, ``fold1``, ...) whose outputs are averaged:
+    the ensemble that ``train --folds`` writes.
     """
 
     bands: int
@@ -46,6 +48,7 @@ class UNetConfig:
     heads: tuple[str, ...] = ()
     task: str = "multilabel"
     encoder: str = UNET
+    members: int = 1
 
     def __post_init__(self):
         object.__setattr__(self, "heads", tuple(str(h) for h in self.heads or ()))
@@ -66,6 +69,8 @@ class UNetConfig:
             raise ParameterError(f"base filters must be at least 1, not {self.base_filters}")
         if not 0.0 <= self.dropout < 1.0:
             raise ParameterError(f"dropout must be in [0, 1), not {self.dropout}")
+        if self.members < 1:
+            raise ParameterError(f"an ensemble needs at least one member, not {self.members}")
 
     @property
     def divisor(self) -> int:
@@ -122,12 +127,35 @@ def output_heads(x, config: UNetConfig):
 
 
 def build_model(config: UNetConfig):
-    """The network ``config`` describes: geoseg's U-Net or a keras.applications encoder's."""
+    """The network ``config`` describes: geoseg's U-Net or a keras.applications encoder's, or
+    an ensemble of them (``config.members`` > 1)."""
+    if config.members > 1:
+        return build_ensemble(config)
     if config.encoder == UNET:
         return build_unet(config)
     from geoseg.encoders import build_encoder_unet
 
     return build_encoder_unet(config)
+
+
+def build_ensemble(config: UNetConfig):
+    """``config.members`` networks of ``config``, named ``fold{k}``, and the mean of their
+    outputs (``mean_of_folds``): one model, saved and loaded like any other."""
+    import keras
+
+    members = [build_model(replace(config, members=1)) for _ in range(config.members)]
+    inputs = keras.Input(shape=(None, None, config.bands), name="image")
+    outputs = []
+    for k, member in enumerate(members):
+        member.name = member_name(k)
+        outputs.append(member(inputs))
+    mean = keras.layers.Average(name="mean_of_folds", dtype="float32")(outputs)
+    return keras.Model(inputs, mean, name="geoseg_ensemble")
+
+
+def member_name(k: int) -> str:
+    """The layer name of an ensemble's k-th member."""
+    return f"fold{k}"
 
 
 def config_from_record(record: dict) -> UNetConfig:

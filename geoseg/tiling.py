@@ -508,7 +508,7 @@ def _split(
     else:
         units = [by_name[r.chip.scene].block_of(r.chip.row, r.chip.col) for r in kept]
     _, unit_of = np.unique(units, return_inverse=True)
-    search = _SplitSearch(unit_of, _overlap_pairs(footprints, unit_of), fractions)
+    search = _SplitSearch(unit_of, overlap_pairs(footprints, unit_of), fractions)
     search.run(seed)
     codes = search.code[unit_of]
     for r, code, alive in zip(kept, codes, search.alive):
@@ -528,7 +528,7 @@ def _split(
     return [r for r in kept if r.status == "kept"], footprints[search.alive]
 
 
-def _overlap_pairs(footprints: np.ndarray, unit_of: np.ndarray) -> np.ndarray:
+def overlap_pairs(footprints: np.ndarray, unit_of: np.ndarray) -> np.ndarray:
     """Pairs (2, n) of chips of different units whose footprints share pixels (not only edges)."""
     first, second = shapely.STRtree(footprints).query(footprints, predicate="intersects")
     candidate = (first < second) & (unit_of[first] != unit_of[second])

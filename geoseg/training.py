@@ -118,6 +118,8 @@ class TrainSettings:
     encoder_weights: str | None = None
     """``imagenet`` (the default for a keras.applications encoder), ``none`` or a path."""
     freeze_encoder_epochs: int = 0
+    folds: int = 1
+    """With 2 or more, train one model per spatial fold and save their mean (an ensemble)."""
     devices: int | None = None
     """Replicas to train on (GPUs, else logical CPUs); default every GPU, else the CPU."""
 
@@ -143,6 +145,8 @@ class TrainSettings:
             )
         if self.freeze_encoder_epochs < 0 or (self.devices is not None and self.devices < 1):
             raise ParameterError("--freeze-encoder-epochs must be >= 0 and --devices >= 1")
+        if self.folds < 1:
+            raise ParameterError(f"--folds must be at least 1, not {self.folds}")
         weights = self.encoder_weights
         if weights not in (None, "imagenet", "none") and not Path(weights).is_file():
             raise InputFileError(f"--encoder-weights {weights}: no such weights file")
@@ -169,9 +173,15 @@ class TrainSummary:
         training, metrics = self.card["training"], self.card["metrics"]
         multiclass = self.card.get("task") == "multiclass"
         at = "each pixel's likeliest class" if multiclass else "thresholds tuned on these val chips"
+        best = training["best_epoch"]
+        if isinstance(best, list):  # --folds: one per fold, validated out of fold
+            best = f"{training['folds']} folds, best epochs " + ", ".join(map(str, best))
+            at += ", out of fold"
+        else:
+            best = f"best epoch {best}"
         lines = [
             f"trained {self.epochs_run} epochs in {self.seconds:.0f} s "
-            f"(best epoch {training['best_epoch']}, {training['precision']}) -> {self.out}",
+            f"({best}, {training['precision']}) -> {self.out}",
             f"validation, {training['val_chips']} chips, at {at}"
             + ("" if multiclass else " (optimistic)")
             + (f"; mean IoU {metrics['val_mean_iou']:.3f}" if multiclass else "")
@@ -226,6 +236,8 @@ class TrainSummary:
 def describe_epoch(epoch: int, epochs: int, logs: dict) -> str:
     """One line per epoch: losses, mean IoU, learning rate."""
     parts = [f"epoch {epoch}/{epochs}"]
+    if "fold" in logs:  # --folds
+        parts.insert(0, f"fold {logs['fold']}")
     for key in ("loss", "val_loss", "iou", "val_iou"):
         if key in logs:
             parts.append(f"{key} {logs[key]:.4f}")
@@ -241,7 +253,7 @@ def partial_directory(out: str | Path) -> Path:
 
 
 def train(
-    chips: str | Path,
+    chips: str | Path | ChipsDirectory,
     out: str | Path,
     *,
     resume: bool = False,
@@ -253,13 +265,21 @@ def train(
     """Train a BatchNorm U-Net on a chips directory and write the model directory ``out``.
 
     ``settings`` are the fields of :class:`TrainSettings`. ``progress(step, steps)`` is called
-    after every training batch, ``on_epoch(epoch, epochs, logs)`` after every epoch.
+    after every training batch, ``on_epoch(epoch, epochs, logs)`` after every epoch. With
+    ``folds`` >= 2, one model is trained per spatial fold and ``out`` holds their ensemble
+    (:func:`geoseg.cross_validation.train_folds`).
     """
     settings = TrainSettings(**settings)
     settings.check()
-    chips_dir = open_chips(chips)
+    chips_dir = chips if isinstance(chips, ChipsDirectory) else open_chips(chips)
     out = Path(out).absolute()
     check_not_inside(out, [chips_dir.root])
+    if settings.folds > 1:
+        if resume:
+            raise ParameterError("--resume cannot continue a --folds run; start it again")
+        from geoseg.cross_validation import train_folds
+
+        return train_folds(chips_dir, out, settings, overwrite, progress, on_epoch)
     work = partial_directory(out)
     stored_precision = None
     if resume:
@@ -357,16 +377,25 @@ def validation_scores(
 ) -> tuple[ScoreHistogram, RegressionErrors]:
     """Predict every (image, mask) batch of ``dataset``: score histograms of the class targets
     and errors of the regression targets (``kinds``: one per output channel)."""
+    return pooled_validation_scores([(model, dataset)], names, kinds)
+
+
+def pooled_validation_scores(
+    pairs: Sequence[tuple], names: Sequence[str], kinds: Sequence[str]
+) -> tuple[ScoreHistogram, RegressionErrors]:
+    """:func:`validation_scores` summed over (model, dataset) pairs: each fold's val chips
+    predicted by its own model."""
     classes = [i for i, k in enumerate(kinds) if k == "class"]
     regression = [i for i, k in enumerate(kinds) if k == "regression"]
     histogram = ScoreHistogram([names[i] for i in classes])
     errors = RegressionErrors([names[i] for i in regression])
-    for images, masks in dataset:
-        predicted, masks = np.asarray(model(images, training=False)), np.asarray(masks)
-        if classes:
-            histogram.add(predicted[..., classes], masks[..., classes])
-        if regression:
-            errors.add(predicted[..., regression], masks[..., regression])
+    for model, dataset in pairs:
+        for images, masks in dataset:
+            predicted, masks = np.asarray(model(images, training=False)), np.asarray(masks)
+            if classes:
+                histogram.add(predicted[..., classes], masks[..., classes])
+            if regression:
+                errors.add(predicted[..., regression], masks[..., regression])
     return histogram, errors
 
 
@@ -712,10 +741,11 @@ def _finish(
     final = build_model(plan.network)
     final.set_weights(best.get_weights())
     final.save(work / MODEL_NAME)
+    test = None if test_data is None else (final, test_data)
     if plan.task == "multiclass":
-        thresholds, scores = {}, _multiclass_scores(final, plan, val_data, test_data)
+        thresholds, scores = {}, multiclass_scores(plan, [(final, val_data)], test)
     else:
-        thresholds, scores = _multilabel_scores(final, plan, val_data, test_data)
+        thresholds, scores = multilabel_scores(plan, [(final, val_data)], test)
 
     plot_history(history, plan.class_names, work / "training.png")
     best_row = history.iloc[_best_epoch(work, history, settings.monitor) - 1]
@@ -728,7 +758,7 @@ def _finish(
             * (UNFREEZE_LR_FACTOR if settings.freeze_encoder_epochs else 1),
         }
     delineation = (
-        None if plan.task == "multiclass" else _tune_delineation(final, chips, plan, thresholds)
+        None if plan.task == "multiclass" else tune_parcels([(final, chips)], plan, thresholds)
     )
     if delineation is not None:
         card["delineation"] = delineation
@@ -736,15 +766,16 @@ def _finish(
     return card
 
 
-def _multilabel_scores(model, plan: _Plan, val_data, test_data) -> tuple[dict, dict]:
-    """Thresholds tuned for F1 on val; scores per target on val (and test at them)."""
-    val = validation_scores(model, val_data, plan.class_names, plan.kinds)  # the model as saved
+def multilabel_scores(plan: _Plan, val: Sequence[tuple], test: tuple | None) -> tuple[dict, dict]:
+    """Thresholds tuned for F1 on val; scores per target on val (and test at them). ``val``
+    holds (model, dataset) pairs, pooled; ``test`` one pair or None."""
+    val = pooled_validation_scores(val, plan.class_names, plan.kinds)  # the model as saved
     tuned = val[0].best_thresholds()
     thresholds = {n: tuned.get(n, MARKER_THRESHOLD) for n in plan.class_names}
     scores = {"val": _scores(plan, val, thresholds)}
     logger.info("thresholds chosen on val: %s", _describe_scores(thresholds, scores["val"]))
-    if test_data is not None:
-        test = validation_scores(model, test_data, plan.class_names, plan.kinds)
+    if test is not None:
+        test = validation_scores(*test, plan.class_names, plan.kinds)
         scores["test"] = _scores(plan, test, thresholds)
         logger.info("test scores at them: %s", _describe_scores(thresholds, scores["test"]))
     return thresholds, scores
@@ -752,23 +783,30 @@ def _multilabel_scores(model, plan: _Plan, val_data, test_data) -> tuple[dict, d
 
 def confusion_matrix(model, dataset, names: Sequence[str]) -> ConfusionMatrix:
     """Pixels of every (image, one-hot target) batch of ``dataset`` by true and likeliest class."""
+    return pooled_confusion_matrix([(model, dataset)], names)
+
+
+def pooled_confusion_matrix(pairs: Sequence[tuple], names: Sequence[str]) -> ConfusionMatrix:
+    """:func:`confusion_matrix` summed over (model, dataset) pairs."""
     matrix = ConfusionMatrix(names)
-    for images, targets in dataset:
-        predicted = np.argmax(np.asarray(model(images, training=False)), axis=-1)
-        targets = np.asarray(targets)
-        truth = np.where(targets[..., 0] <= 1.0, np.argmax(targets, axis=-1), 255)
-        matrix.add(truth, predicted)
+    for model, dataset in pairs:
+        for images, targets in dataset:
+            predicted = np.argmax(np.asarray(model(images, training=False)), axis=-1)
+            targets = np.asarray(targets)
+            truth = np.where(targets[..., 0] <= 1.0, np.argmax(targets, axis=-1), 255)
+            matrix.add(truth, predicted)
     return matrix
 
 
-def _multiclass_scores(model, plan: _Plan, val_data, test_data) -> dict:
+def multiclass_scores(plan: _Plan, val: Sequence[tuple], test: tuple | None) -> dict:
     """Per class IoU, F1, precision, recall of the likeliest class on val (and test), and mean
-    IoU of the foreground classes as ``{split}_mean_iou``."""
+    IoU of the foreground classes as ``{split}_mean_iou``; ``val`` and ``test`` as for
+    :func:`multilabel_scores`."""
     scores = {}
-    for split, data in (("val", val_data), ("test", test_data)):
-        if data is None:
+    for split, pairs in (("val", val), ("test", [test] if test else None)):
+        if pairs is None:
             continue
-        found = confusion_matrix(model, data, plan.class_names).to_json()
+        found = pooled_confusion_matrix(pairs, plan.class_names).to_json()
         scores[split] = found["per_class"]
         scores[f"{split}_mean_iou"] = found["mean_iou"]
         scores[f"{split}_confusion"] = found["matrix"]
@@ -781,9 +819,12 @@ def _multiclass_scores(model, plan: _Plan, val_data, test_data) -> dict:
     return scores
 
 
-def _tune_delineation(model, chips: ChipsDirectory, plan: _Plan, thresholds: dict) -> dict | None:
+def tune_parcels(pairs: Sequence[tuple], plan: _Plan, thresholds: dict) -> dict | None:
     """Parcel thresholds tuned for object F1 on the val chips stitched into areas, when parcels
-    can be delineated: once for plain prediction and once (``tta``) for ``predict --tta``."""
+    can be delineated: once for plain prediction and once (``tta``) for ``predict --tta``.
+    ``pairs`` holds (model, chips) pairs: the val areas of each chips view are predicted by its
+    model and pooled."""
+    chips = pairs[0][1]
     targets = chips.record.targets
     outputs = {
         targets[name]["role"]: i for i, name in enumerate(plan.class_names) if targets[name]["role"]
@@ -793,18 +834,20 @@ def _tune_delineation(model, chips: ChipsDirectory, plan: _Plan, thresholds: dic
     if not tunable(list(outputs)) or "extent" not in truth_bands:
         return None
     normalization = chips.record["normalization"]
-    areas = thinned(stitched_areas(chips, "val"), TUNING_PIXELS)
-    pieces = [
-        (normalize(np.moveaxis(a.image, -1, 0), a.valid, normalization), a.valid, a.mask)
-        for a in areas
-    ]
+    pieces, models = [], []
+    budget = TUNING_PIXELS / len(pairs)
+    for model, view in pairs:
+        for a in thinned(stitched_areas(view, "val"), budget):
+            image = normalize(np.moveaxis(a.image, -1, 0), a.valid, normalization)
+            pieces.append((image, a.valid, a.mask))
+            models.append(model)
     grid = ChipGrid(chips.chip_size, chips.chip_size // 4)  # predict's default overlap
     classes = len(plan.class_names)
 
-    def run(batch: np.ndarray) -> np.ndarray:
-        return np.asarray(model(batch, training=False))
+    def predictor(model, tta: bool):
+        def run(batch: np.ndarray) -> np.ndarray:
+            return np.asarray(model(batch, training=False))
 
-    def predictor(tta: bool):
         forward = (lambda batch: average_dihedral(run, batch)) if tta else run
         return lambda image, valid: predict_array(
             image, valid, grid, forward, TUNING_BATCH, classes
@@ -812,11 +855,13 @@ def _tune_delineation(model, chips: ChipsDirectory, plan: _Plan, thresholds: dic
 
     start = {key: thresholds.get(roles.get(key), 0.5) for key in ("extent", "boundary")}
     start["marker"] = thresholds.get(roles.get("distance"), MARKER_THRESHOLD)
-    record = tune_delineation(predictor(False), pieces, outputs, truth_bands, start)
+    plain = [predictor(m, False) for m in models]
+    record = tune_delineation(plain, pieces, outputs, truth_bands, start)
     if record is not None:
-        with_tta = tune_delineation(predictor(True), pieces, outputs, truth_bands, start)
+        with_tta = [predictor(m, True) for m in models]
+        with_tta = tune_delineation(with_tta, pieces, outputs, truth_bands, start)
         record["tta"] = {k: with_tta[k] for k in ("thresholds", "val_objects")}
-        record["val_areas"] = {"areas": len(areas), "pixels": sum(a.pixels for a in areas)}
+        record["val_areas"] = {"areas": len(pieces), "pixels": sum(p[1].size for p in pieces)}
     return record
 
 

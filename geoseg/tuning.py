@@ -141,8 +141,11 @@ def kept_parcels(labels: np.ndarray, sample: ChipSample, threshold: float) -> np
     return confident_parcels(labels, sample.predicted["extent"], threshold)
 
 
+Predictor = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
 def tune_delineation(
-    predict: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    predict: Predictor | Sequence[Predictor],
     pieces: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
     outputs: dict[str, int],
     truth_bands: dict[str, int],
@@ -151,7 +154,8 @@ def tune_delineation(
     """Thresholds for the parcels of a model, tuned on validation areas (or chips) for object F1.
 
     ``predict`` maps an image (h, w, bands) and its validity (h, w) to outputs (h, w, n) in
-    0..1; ``pieces`` holds (image, valid (h, w), full mask (h, w, bands)); ``outputs`` and
+    0..1 (or is a sequence of such, one per piece: each fold's areas predicted by its own
+    model); ``pieces`` holds (image, valid (h, w), full mask (h, w, bands)); ``outputs`` and
     ``truth_bands`` map roles to output and mask band indexes; ``start`` holds the initial
     thresholds. Returns the card's ``delineation`` record, or None when the masks have no
     extent or the model neither an extent nor a boundary.
@@ -160,9 +164,10 @@ def tune_delineation(
     if not keys or "extent" not in truth_bands:
         return None
     start = {**DEFAULTS, **start}
+    predictors = [predict] * len(pieces) if callable(predict) else list(predict)
     samples = []
-    for image, valid, mask in pieces:
-        output = predict(image, valid)
+    for (image, valid, mask), run in zip(pieces, predictors, strict=True):
+        output = run(image, valid)
         predicted = {role: output[..., i] for role, i in outputs.items()}
         samples.append(ChipSample(predicted, true_parcels(mask, truth_bands), valid.astype(bool)))
     default_counts = object_counts(samples, start)

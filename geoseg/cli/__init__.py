@@ -410,6 +410,15 @@ def tile(images, out, **options):
     help="Train on this many GPUs (one replica each, --batch-size is the global batch) "
     "[default: every visible GPU, else the CPU].",
 )
+@click.option(
+    "--folds",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="With K >= 2: pool the train and val chips into K spatial folds, train one model per "
+    "fold on the others, tune thresholds on every chip out of fold and save the mean of the K "
+    "models (K times the training, usually better parcels).",
+)
 @mixed_precision_option("auto: float16 on a GPU, bfloat16 on CPUs built for it.")
 @seed_option
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its last epoch.")
@@ -429,6 +438,7 @@ def train(chips, out, **options):
       $ geoseg train chips/ --task multiclass --classes wheat,barley,grass --out model/
       $ geoseg train chips/ --encoder resnet50 --encoder-weights resnet50.weights.h5 \\
           --freeze-encoder-epochs 5 --out model/
+      $ geoseg train chips/ --folds 3 --out model/    # an ensemble of 3 spatial folds
       $ geoseg train chips/ --out model/ --resume      # after an interruption
     """
     from geoseg.data import open_chips, select_classes

@@ -1,0 +1,178 @@
+"""Cross-validated training (``geoseg train --folds K``): one U-Net per spatial fold, saved as
+their mean.
+
+Each fold's model trains on the chips that share no pixel with its fold and validates on the
+fold (:func:`geoseg.folds.spatial_folds`), so every train or val chip is predicted once by a
+model that never saw it. The thresholds and the parcel delineation are tuned on those pooled
+out-of-fold predictions, which cover every chip rather than one val split, and the saved model
+averages the K members' outputs. The model directory holds the ensemble's ``model.keras``,
+``geoseg.json`` and ``history.csv`` (every fold's epochs, with a ``fold`` column) and, under
+``folds/``, each member's own model directory (``training.png`` is fold 0's).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+
+from geoseg.contracts import CARD_NAME, MODEL_NAME, write_model_card
+from geoseg.data import ChipsDirectory, make_dataset
+from geoseg.folds import spatial_folds
+from geoseg.model import build_model, member_name
+from geoseg.outputs import check_output, replace_with
+from geoseg.training import (
+    HISTORY,
+    EpochReport,
+    Progress,
+    TrainSettings,
+    TrainSummary,
+    _plan,
+    multiclass_scores,
+    multilabel_scores,
+    partial_directory,
+    train,
+    tune_parcels,
+)
+
+FOLDS_DIR = "folds"
+
+logger = logging.getLogger(__name__)
+
+
+def train_folds(
+    chips: ChipsDirectory,
+    out: Path,
+    settings: TrainSettings,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+    on_epoch: EpochReport | None = None,
+) -> TrainSummary:
+    """Train ``settings.folds`` models on spatial folds of ``chips`` (fold k with seed
+    ``seed + k``) and write their ensemble to ``out``."""
+    check_output(out, overwrite)
+    views = spatial_folds(chips, settings.folds, settings.seed)
+    plan = _plan(views[0], settings)
+    work = partial_directory(out)
+    shutil.rmtree(work, ignore_errors=True)
+    (work / FOLDS_DIR).mkdir(parents=True)
+    started = time.monotonic()
+    try:
+        cards = []
+        for k, view in enumerate(views):
+            logger.info("fold %d of %d", k + 1, len(views))
+            member = {**settings.to_json(), "folds": 1, "seed": settings.seed + k}
+            fold = train(
+                view, work / FOLDS_DIR / member_name(k), overwrite=True, progress=progress,
+                on_epoch=_tagged(on_epoch, f"{k + 1}/{len(views)}"), **member,
+            )  # fmt: skip
+            cards.append(fold.card)
+        card = _ensemble(work, chips, views, plan, settings, cards)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    replace_with(work, out)
+    summary = TrainSummary(out, card, card["training"]["epochs_run"], time.monotonic() - started)
+    logger.info("trained %d folds in %.1f s -> %s", len(views), summary.seconds, out)
+    return summary
+
+
+def _tagged(on_epoch: EpochReport | None, fold: str) -> EpochReport | None:
+    """``on_epoch`` with the fold added to the logs it is given."""
+    if on_epoch is None:
+        return None
+    return lambda epoch, epochs, logs: on_epoch(epoch, epochs, {**logs, "fold": fold})
+
+
+def _ensemble(work: Path, chips, views: list[ChipsDirectory], plan, settings, cards) -> dict:
+    """Save the mean of the fold models; score and tune it on the pooled out-of-fold
+    predictions (test chips by the ensemble); write its card and history."""
+    previous = keras.config.dtype_policy().name
+    keras.config.set_dtype_policy("float32")  # members are saved float32; so is the ensemble
+    try:
+        network = replace(plan.network, members=len(views))
+        ensemble = build_model(network)
+        members = []
+        for k in range(len(views)):
+            member = keras.models.load_model(
+                work / FOLDS_DIR / member_name(k) / MODEL_NAME, compile=False
+            )
+            ensemble.get_layer(member_name(k)).set_weights(member.get_weights())
+            members.append(member)
+        ensemble.save(work / MODEL_NAME)
+
+        def dataset(view, split):
+            return make_dataset(
+                view, split, settings.batch_size, plan.class_bands, training=False, task=plan.task
+            )
+
+        val = [(m, dataset(v, "val")) for m, v in zip(members, views)]
+        test = (ensemble, dataset(chips, "test")) if chips.files["test"] else None
+        if plan.task == "multiclass":
+            thresholds, scores = {}, multiclass_scores(plan, val, test)
+            delineation = None
+        else:
+            thresholds, scores = multilabel_scores(plan, val, test)
+            delineation = tune_parcels(list(zip(members, views)), plan, thresholds)
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+    card = _ensemble_card(cards, chips, network, settings, thresholds, scores)
+    if delineation is not None:
+        card["delineation"] = delineation
+    write_model_card(work / CARD_NAME, card)
+    histories = [
+        pd.read_csv(work / FOLDS_DIR / member_name(k) / HISTORY).assign(fold=k)
+        for k in range(len(views))
+    ]
+    pd.concat(histories, ignore_index=True).to_csv(work / HISTORY, index=False)
+    shutil.copy(work / FOLDS_DIR / member_name(0) / "training.png", work / "training.png")
+    return card
+
+
+def _ensemble_card(cards, chips, network, settings, thresholds, scores) -> dict:
+    """Fold 0's card with the ensemble's model, thresholds, pooled scores and every fold's
+    training record."""
+    first = cards[0]
+    per_fold = [
+        {
+            "fold": k,
+            "seed": c["training"]["seed"],
+            "best_epoch": c["training"]["best_epoch"],
+            "epochs_run": c["training"]["epochs_run"],
+            "train_chips": c["training"]["train_chips"],
+            "val_chips": c["training"]["val_chips"],
+            "val_loss": c["metrics"]["val_loss"],
+        }
+        for k, c in enumerate(cards)
+    ]
+    card = {key: value for key, value in first.items() if key != "delineation"}
+    card["created"] = datetime.now(UTC).isoformat(timespec="seconds")
+    card["threshold"] = thresholds
+    card["metrics"] = {
+        **scores,
+        "val_loss": float(np.mean([f["val_loss"] for f in per_fold])),
+    }
+    card["model"] = {**first["model"], **network.to_dict()}
+    card["training"] = {
+        **first["training"],
+        **settings.to_json(),
+        "best_epoch": [f["best_epoch"] for f in per_fold],
+        "epochs_run": sum(f["epochs_run"] for f in per_fold),
+        "diverged": any(c["training"]["diverged"] for c in cards),
+        "chips": str(chips.root),
+        "train_chips": len(chips.files["train"]) + len(chips.files["val"]),
+        "val_chips": sum(f["val_chips"] for f in per_fold),
+        "test_chips": len(chips.files["test"]),
+        "folds": settings.folds,
+        "validation": "out_of_fold",
+        "per_fold": per_fold,
+    }
+    return card

@@ -1,0 +1,157 @@
+"""Cross-validated training: spatial folds of chips, the ensemble model, ``train --folds``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyogrio
+import pytest
+import shapely
+from helpers import assert_one_line_error, run
+
+from geoseg import synth, tile, train
+from geoseg.chip_areas import placed_chips
+from geoseg.contracts import read_model_card
+from geoseg.data import open_chips
+from geoseg.errors import ParameterError
+from geoseg.folds import spatial_folds
+from geoseg.model import UNetConfig, build_model, member_name
+
+TINY = dict(base_filters=4, depth=2, batch_size=8, mixed_precision="off")
+
+
+@pytest.fixture(scope="module")
+def overlapping_chips(tmp_path_factory):
+    """64 px chips every 32 px of a 384 px synthetic scene: neighbours share pixels."""
+    root = tmp_path_factory.mktemp("folds")
+    synth(str(root / "scene"), size=384, seed=4, buildings=False)
+    tile(
+        [str(root / "scene" / "image.tif")], str(root / "chips"),
+        labels=str(root / "scene" / "parcels.gpkg"), boundary_width="1.5", size=64, stride=32,
+        keep_empty=1.0, val_fraction=0.2, test_fraction=0.1, workers=1,
+    )  # fmt: skip
+    return open_chips(root / "chips")
+
+
+def footprints(chips, pairs):
+    index = pyogrio.read_dataframe(chips.root / "chips.gpkg", columns=["image"])
+    by_image = dict(zip((str(chips.root / p) for p in index["image"]), index.geometry.values))
+    return [by_image[image] for image, _ in pairs]
+
+
+def test_every_chip_is_validated_once_by_a_model_that_never_saw_its_pixels(overlapping_chips):
+    chips = overlapping_chips
+    views = spatial_folds(chips, 3, seed=0)
+    pooled = {image for image, _ in chips.files["train"] + chips.files["val"]}
+    validated = [image for view in views for image, _ in view.files["val"]]
+    assert sorted(validated) == sorted(pooled)  # each once
+    for view in views:
+        assert view.files["test"] == chips.files["test"]
+        assert view.files["train"] and view.files["val"]
+        val = shapely.union_all(footprints(chips, view.files["val"]))
+        for chip in footprints(chips, view.files["train"]):
+            assert shapely.intersection(chip, val).area < 1e-6 * chip.area
+    sizes = [len(v.files["val"]) for v in views]
+    assert max(sizes) - min(sizes) <= max(sizes) // 2  # blocks dealt to the smallest fold
+
+
+def test_folds_are_seeded(overlapping_chips):
+    first = [v.files["val"] for v in spatial_folds(overlapping_chips, 2, seed=1)]
+    again = [v.files["val"] for v in spatial_folds(overlapping_chips, 2, seed=1)]
+    assert first == again
+
+
+def test_too_many_folds_for_the_blocks_is_an_error(overlapping_chips):
+    with pytest.raises(ParameterError, match="blocks of chips"):
+        spatial_folds(overlapping_chips, 500, seed=0)
+    with pytest.raises(ParameterError, match="at least 2"):
+        spatial_folds(overlapping_chips, 1, seed=0)
+
+
+def test_stitched_areas_follow_the_view_not_the_index(overlapping_chips):
+    view = spatial_folds(overlapping_chips, 2, seed=0)[1]
+    placed = {chip.image for chip in placed_chips(view, "val")}
+    assert placed == {image for image, _ in view.files["val"]}
+
+
+def test_ensemble_is_the_mean_of_its_members_and_reloads(tmp_path):
+    import keras
+
+    config = UNetConfig(bands=3, classes=2, base_filters=4, depth=2, heads=("a", "b"), members=3)
+    ensemble = build_model(config)
+    x = np.random.default_rng(0).random((2, 32, 32, 3)).astype("float32")
+    members = [ensemble.get_layer(member_name(k)) for k in range(3)]
+    expected = np.mean([np.asarray(m(x, training=False)) for m in members], axis=0)
+    np.testing.assert_allclose(np.asarray(ensemble(x, training=False)), expected, atol=1e-6)
+    ensemble.save(tmp_path / "model.keras")
+    loaded = keras.models.load_model(tmp_path / "model.keras", compile=False)
+    np.testing.assert_allclose(np.asarray(loaded(x, training=False)), expected, atol=1e-6)
+
+
+def test_an_ensemble_reloads_under_another_precision(tmp_path):
+    import keras
+
+    from geoseg.forward import load_inference_model
+
+    config = UNetConfig(bands=3, classes=1, base_filters=4, depth=2, heads=("a",), members=2)
+    build_model(config).save(tmp_path / "model.keras")
+    model = load_inference_model(
+        tmp_path, {"architecture": "unet", **config.to_dict()}, "mixed_bfloat16"
+    )
+    assert keras.config.dtype_policy().name == "float32"
+    x = np.random.default_rng(0).random((1, 32, 32, 3)).astype("float32")
+    saved = keras.models.load_model(tmp_path / "model.keras", compile=False)
+    np.testing.assert_allclose(
+        np.asarray(model(x, training=False)), np.asarray(saved(x, training=False)), atol=0.05
+    )
+
+
+@pytest.fixture(scope="module")
+def ensemble(overlapping_chips, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ensemble") / "model"
+    summary = train(overlapping_chips.root, out, epochs=2, seed=5, folds=2, **TINY)
+    return out, summary
+
+
+def test_train_folds_writes_an_ensemble_with_out_of_fold_scores(ensemble, overlapping_chips):
+    out, summary = ensemble
+    card = read_model_card(out)
+    training = card["training"]
+    assert training["folds"] == 2 and training["validation"] == "out_of_fold"
+    assert [f["seed"] for f in training["per_fold"]] == [5, 6]
+    assert len(training["best_epoch"]) == 2 and training["epochs_run"] == 4
+    pooled = len(overlapping_chips.files["train"]) + len(overlapping_chips.files["val"])
+    assert training["val_chips"] == pooled
+    assert card["model"]["members"] == 2
+    assert set(card["metrics"]["val"]) == {"parcels", "boundary"}
+    assert "test" in card["metrics"]
+    assert card["delineation"]["tuned_for"] == "object_f1"
+    for k in range(2):
+        assert read_model_card(out / "folds" / member_name(k))["model"]["members"] == 1
+    history = pd.read_csv(out / "history.csv")
+    assert list(history["fold"]) == [0, 0, 1, 1]
+    assert "2 folds, best epochs" in summary.describe()
+    assert not any(p.name.endswith(".partial") for p in out.parent.iterdir())
+
+
+def test_an_ensemble_predicts(ensemble, overlapping_chips, tmp_path):
+    import rasterio
+
+    from geoseg import predict
+
+    out, _ = ensemble
+    image = overlapping_chips.root.parent / "scene" / "image.tif"
+    predict(image, out, tmp_path / "pred.tif", block_size=256, overlap=16)
+    with rasterio.open(tmp_path / "pred.tif") as src:
+        assert src.count == 2 and src.descriptions == ("parcels", "boundary")
+
+
+def test_folds_cli_bad_input(overlapping_chips, tmp_path):
+    chips = str(overlapping_chips.root)
+    result = run("train", chips, "--out", tmp_path / "m", "--folds", "0")
+    assert_one_line_error(result, "--folds")
+    result = run("train", chips, "--out", tmp_path / "m", "--folds", "400", "--epochs", "1")
+    assert_one_line_error(result, "blocks of chips")
+    result = run("train", chips, "--out", tmp_path / "m", "--folds", "2", "--resume")
+    assert_one_line_error(result, "--resume")
+    assert not (tmp_path / "m").exists()
