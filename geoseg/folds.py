@@ -1,10 +1,10 @@
 """Spatial folds of a chips directory for cross-validation (``geoseg train --folds``).
 
-The train and val chips are pooled and grouped into blocks on the map (the blocks ``tile``
-split by, about four chips a side). Blocks are dealt to the folds in a seeded order, each to
-the fold with the fewest chips so far. In the view of fold k, its chips are val and the chips
-sharing no pixel with them train, so every chip is validated once by a model that never saw its
-pixels. Test chips stay test in every view.
+The train and val chips are pooled and grouped into square blocks on the map (four chips a
+side, or smaller where that leaves fewer than two blocks per fold). Blocks are dealt to the
+folds in a seeded order, each to the fold with the fewest chips so far. In the view of fold
+k, its chips are val and the chips sharing no pixel with them train, so every chip is
+validated once by a model that never saw its pixels. Test chips stay test in every view.
 """
 
 from __future__ import annotations
@@ -20,6 +20,9 @@ from geoseg.data import ChipsDirectory
 from geoseg.errors import ParameterError
 from geoseg.tiling import BLOCK_CHIPS, overlap_pairs
 
+BLOCKS_PER_FOLD = 2
+"""Fewest blocks per fold before the blocks are made smaller (down to a chip)."""
+
 logger = logging.getLogger(__name__)
 
 
@@ -31,16 +34,13 @@ def spatial_folds(chips: ChipsDirectory, folds: int, seed: int) -> list[ChipsDir
     index = pyogrio.read_dataframe(chips.root / "chips.gpkg", columns=["split", "image", "mask"])
     pooled = index[index["split"].isin(["train", "val"])].reset_index(drop=True)
     footprints = np.asarray(pooled.geometry.values)
-    blocks = _map_blocks(
-        footprints, chips.chip_size, chips.record["sampling"].get("split_block_px")
-    )
-    unique, block_of = np.unique(blocks, axis=0, return_inverse=True)
+    unique, block_of = _blocks(footprints, chips.chip_size, folds)
     if len(unique) < folds:
         raise ParameterError(
             f"--folds {folds} needs at least {folds} blocks of chips; these chips cover "
             f"{len(unique)} (tile more land or use fewer folds)"
         )
-    fold_of = _deal(np.bincount(block_of.ravel()), folds, seed)[block_of.ravel()]
+    fold_of = _deal(np.bincount(block_of), folds, seed)[block_of]
     first, second = overlap_pairs(footprints, fold_of)
     files = list(
         zip(
@@ -60,11 +60,29 @@ def spatial_folds(chips: ChipsDirectory, folds: int, seed: int) -> list[ChipsDir
     return views
 
 
-def _map_blocks(footprints: np.ndarray, chip_size: int, block_px: int | None) -> np.ndarray:
+def _blocks(footprints: np.ndarray, chip_size: int, folds: int) -> tuple[np.ndarray, np.ndarray]:
+    """The blocks (unique rows, columns) and each chip's block: as large as leaves
+    :data:`BLOCKS_PER_FOLD` blocks per fold, from :data:`BLOCK_CHIPS` chips a side down to one.
+
+    Large blocks matter: a train chip may share no pixel with the val chips of its fold, so
+    with overlapping chips every block edge next to another fold costs a row of train chips.
+    """
+    side = BLOCK_CHIPS * chip_size
+    while True:
+        unique, block_of = np.unique(
+            _map_blocks(footprints, chip_size, side), axis=0, return_inverse=True
+        )
+        if len(unique) >= BLOCKS_PER_FOLD * folds or side <= chip_size:
+            logger.info("folds dealt in %d blocks of %d px", len(unique), side)
+            return unique, block_of.ravel()
+        side //= 2
+
+
+def _map_blocks(footprints: np.ndarray, chip_size: int, block_px: int) -> np.ndarray:
     """(n, 2) block row and column of each chip's centre on a map grid of ``block_px`` pixels."""
     bounds = shapely.bounds(footprints)
     pixel = (bounds[0, 2] - bounds[0, 0]) / chip_size
-    side = (block_px or BLOCK_CHIPS * chip_size) * pixel
+    side = block_px * pixel
     centres = shapely.get_coordinates(shapely.centroid(footprints))
     x0, y0 = bounds[:, 0].min(), bounds[:, 3].max()
     return np.stack(
