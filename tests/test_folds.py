@@ -55,6 +55,18 @@ def test_every_chip_is_validated_once_by_a_model_that_never_saw_its_pixels(overl
     assert max(sizes) - min(sizes) <= max(sizes) // 2  # blocks dealt to the smallest fold
 
 
+def test_blocks_are_as_large_as_the_folds_allow(overlapping_chips):
+    from geoseg.folds import _blocks
+
+    chips = overlapping_chips
+    index = pyogrio.read_dataframe(chips.root / "chips.gpkg", columns=["split"])
+    pooled = np.asarray(index[index["split"] != "test"].geometry.values)
+    two, _ = _blocks(pooled, chips.chip_size, 2)  # 4 chips a side: 256 px blocks
+    three, block_of = _blocks(pooled, chips.chip_size, 3)  # too few: halved to 128 px
+    assert len(two) < 6 <= len(three)
+    assert np.bincount(block_of).min() >= 1
+
+
 def test_folds_are_seeded(overlapping_chips):
     first = [v.files["val"] for v in spatial_folds(overlapping_chips, 2, seed=1)]
     again = [v.files["val"] for v in spatial_folds(overlapping_chips, 2, seed=1)]
