@@ -25,17 +25,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
 
-import geopandas as gpd
-import rasterio
-import shapely
-from rasterio.windows import Window
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # as the CLI: no oneDNN notes
 
-import geoseg
-from geoseg.contracts import read_model_card
+import geopandas as gpd  # noqa: E402
+import rasterio  # noqa: E402
+import shapely  # noqa: E402
+from rasterio.windows import Window  # noqa: E402
+
+import geoseg  # noqa: E402
+from geoseg.contracts import read_model_card  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 RECIPES = {
