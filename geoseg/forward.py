@@ -18,6 +18,7 @@ class ForwardSpec:
 
     model_dir: str
     model: tuple[tuple[str, object], ...]  # the card's "model" record, as items
+    version: tuple[int, int, int]  # model.keras's inode, mtime, size: retrained, it is reloaded
     chip_size: int
     bands: int
     batch_size: int
@@ -28,13 +29,23 @@ class ForwardSpec:
     @classmethod
     def from_card(cls, model_dir: str | Path, card: ModelCard, **options) -> ForwardSpec:
         """The spec of a ``geoseg train`` model folder and its card; ``options`` as fields."""
+        model_dir = Path(model_dir).absolute()
         return cls(
-            model_dir=str(Path(model_dir).absolute()),
+            model_dir=str(model_dir),
             model=tuple((k, _hashable(v)) for k, v in card["model"].items()),
+            version=_file_version(model_dir / MODEL_NAME),
             chip_size=card.chip_size,
             bands=card.band_count,
             **options,
         )
+
+
+def _file_version(path: Path) -> tuple[int, int, int]:
+    try:
+        stat = path.stat()
+    except OSError:
+        raise InputFileError(f"{path}: no such model file") from None
+    return stat.st_ino, stat.st_mtime_ns, stat.st_size
 
 
 def _hashable(value):
@@ -129,8 +140,13 @@ _LOCK = threading.Lock()
 
 
 def forward_pass(spec: ForwardSpec) -> ForwardPass:
-    """The process's forward pass for ``spec``: the model is loaded on first use only."""
+    """The process's forward pass for ``spec``: the model is loaded on first use only, and
+    again when its file has changed (the passes of its older versions are dropped)."""
     with _LOCK:
         if spec not in _PASSES:
+            for stale in [
+                s for s in _PASSES if s.model_dir == spec.model_dir and s.version != spec.version
+            ]:
+                del _PASSES[stale]
             _PASSES[spec] = ForwardPass(spec)
         return _PASSES[spec]

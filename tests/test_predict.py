@@ -116,6 +116,23 @@ def test_forward_pass_is_traced_once_and_cached_per_process(tiny_model):
     assert forward._run.experimental_get_tracing_count() == 1
 
 
+def test_a_model_saved_again_in_its_folder_is_loaded_again(tiny_model, tmp_path):
+    import shutil
+
+    import keras
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model, folder)
+    chips = np.random.default_rng(3).random((2, 64, 64, 3)).astype(np.float32)
+    before = forward_pass(spec_for(folder))(chips)
+    retrained = keras.models.load_model(folder / "model.keras", compile=False)
+    retrained.set_weights([w * 0.5 for w in retrained.get_weights()])
+    retrained.save(folder / "model.keras")  # as a new `geoseg train --overwrite` would
+    after = forward_pass(spec_for(folder))(chips)
+    assert not np.allclose(before, after, atol=1e-3)
+    np.testing.assert_allclose(after, ForwardPass(spec_for(folder))(chips), atol=1e-6)
+
+
 def interrupt_after(blocks: int):
     """A progress callback that stops the run (as Ctrl-C does) after ``blocks`` blocks."""
 
