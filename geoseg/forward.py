@@ -18,7 +18,7 @@ class ForwardSpec:
 
     model_dir: str
     model: tuple[tuple[str, object], ...]  # the card's "model" record, as items
-    version: tuple[int, int, int]  # model.keras's inode, mtime, size: retrained, it is reloaded
+    version: tuple[int, int]  # model.keras's file_version: a retrained model is loaded again
     chip_size: int
     bands: int
     batch_size: int
@@ -33,19 +33,20 @@ class ForwardSpec:
         return cls(
             model_dir=str(model_dir),
             model=tuple((k, _hashable(v)) for k, v in card["model"].items()),
-            version=_file_version(model_dir / MODEL_NAME),
+            version=file_version(model_dir / MODEL_NAME),
             chip_size=card.chip_size,
             bands=card.band_count,
             **options,
         )
 
 
-def _file_version(path: Path) -> tuple[int, int, int]:
+def file_version(path: Path) -> tuple[int, int]:
+    """The size and modification time (ns) of ``path``: a file written again differs."""
     try:
         stat = path.stat()
     except OSError:
-        raise InputFileError(f"{path}: no such model file") from None
-    return stat.st_ino, stat.st_mtime_ns, stat.st_size
+        raise InputFileError(f"{path}: no such file") from None
+    return stat.st_size, stat.st_mtime_ns
 
 
 def _hashable(value):

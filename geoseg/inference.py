@@ -40,7 +40,7 @@ from geoseg.contracts import (
     read_model_card,
 )
 from geoseg.errors import ParameterError, RasterError
-from geoseg.forward import ForwardSpec, forward_pass
+from geoseg.forward import ForwardSpec, file_version, forward_pass
 from geoseg.outputs import check_output
 from geoseg.parallel import Progress, check_scheduler, compute_each
 from geoseg.raster import block_windows, normalize, open_raster, open_raster_info, read_padded
@@ -432,13 +432,8 @@ def _versions(paths) -> list:
     """Each file's path, size and modification time (what a resumed run must find again);
     the path alone for a URL."""
     return [
-        [absolute(p)] if is_gdal_path(p) else [absolute(p), *_file_version(Path(p))] for p in paths
+        [absolute(p)] if is_gdal_path(p) else [absolute(p), *file_version(Path(p))] for p in paths
     ]
-
-
-def _file_version(path: Path) -> list[int]:
-    stat = path.stat()
-    return [stat.st_size, stat.st_mtime_ns]
 
 
 def _check_options(chip: int, overlap: int, block_size: int, batch_size: int) -> None:
@@ -507,9 +502,9 @@ def run_identity(image, model, **options) -> dict:
     model = Path(model).absolute()
     return {
         "image": absolute(image),
-        "image_file": None if is_gdal_path(image) else _file_version(Path(image)),
+        "image_file": None if is_gdal_path(image) else list(file_version(Path(image))),
         "model": str(model),
-        "model_file": _file_version(model / MODEL_NAME),
+        "model_file": list(file_version(model / MODEL_NAME)),
         "model_card": hashlib.sha256((model / CARD_NAME).read_bytes()).hexdigest(),
         **options,
     }
