@@ -10,7 +10,14 @@ import rasterio
 from helpers import assert_one_line_error, run
 
 from geoseg.contracts import read_model_card
-from geoseg.forward import ForwardPass, ForwardSpec, dihedral, forward_pass, undo_dihedral
+from geoseg.forward import (
+    _PASSES,
+    ForwardPass,
+    ForwardSpec,
+    dihedral,
+    forward_pass,
+    undo_dihedral,
+)
 from geoseg.inference import ChipGrid, predict
 
 
@@ -131,6 +138,7 @@ def test_a_model_saved_again_in_its_folder_is_loaded_again(tiny_model, tmp_path)
     after = forward_pass(spec_for(folder))(chips)
     assert not np.allclose(before, after, atol=1e-3)
     np.testing.assert_allclose(after, ForwardPass(spec_for(folder))(chips), atol=1e-6)
+    assert [s.version for s in _PASSES if s.model_dir == str(folder)] == [spec_for(folder).version]
 
 
 def interrupt_after(blocks: int):
