@@ -123,7 +123,7 @@ def run_scene(name: str, args, root: Path) -> list[dict]:
         [str(west)],
         str(chips),
         labels=str(parcels),
-        boundary_width="1px",
+        boundary_width=args.boundary_width,
         distance=True,
         size=args.chip,
         stride=args.stride,
@@ -232,6 +232,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="one run per seed")
     parser.add_argument(
         "--val-fraction", type=float, default=0.2, help="share of the western chips for val"
+    )
+    parser.add_argument(
+        "--boundary-width", default="1px", help="width of the boundary target (tile's option)"
     )
     parser.add_argument(
         "--folds", type=int, default=1, help="train --folds K: an ensemble of K spatial folds"
