@@ -218,7 +218,9 @@ def add_training_arguments(parser: argparse.ArgumentParser, epochs: int) -> None
     parser.add_argument("--depth", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
-    parser.add_argument("--workdir", type=Path, default=None, help="keep the outputs here")
+    parser.add_argument(
+        "--workdir", type=Path, default=None, help="keep the outputs here (bench_parcels: seed{N}/)"
+    )
 
 
 def main() -> None:
@@ -258,8 +260,8 @@ def main() -> None:
         root = args.workdir or Path(tmp)
         for seed in args.seeds or [args.seed]:
             args.seed = seed
-            for scene in args.scenes:
-                rows += run_scene(scene, args, root)
+            for scene in args.scenes:  # a folder per seed: --workdir keeps every seed's outputs
+                rows += run_scene(scene, args, root / f"seed{seed}")
     print_means(rows)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
