@@ -18,7 +18,8 @@ Scenes: ``denmark`` (``../shared/data/denmark_s2_parcels``: Sentinel-2 at 10 m, 
 the Danish register, a village and farmyards that are not parcels) and ``synthetic`` (a
 ``geoseg synth`` scene with non-field land).
 
-Run ``.venv/bin/python benchmarks/bench_parcels.py [--scenes denmark synthetic] [--epochs N]``.
+Run ``.venv/bin/python benchmarks/bench_parcels.py [--scenes denmark synthetic] [--epochs N]``;
+with ``--workdir DIR`` each seed's chips, models, predictions and parcels stay in ``DIR/seed{N}/``.
 """
 
 from __future__ import annotations
@@ -218,9 +219,7 @@ def add_training_arguments(parser: argparse.ArgumentParser, epochs: int) -> None
     parser.add_argument("--depth", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
-    parser.add_argument(
-        "--workdir", type=Path, default=None, help="keep the outputs here (bench_parcels: seed{N}/)"
-    )
+    parser.add_argument("--workdir", type=Path, default=None, help="keep the outputs here")
 
 
 def main() -> None:
@@ -260,7 +259,7 @@ def main() -> None:
         root = args.workdir or Path(tmp)
         for seed in args.seeds or [args.seed]:
             args.seed = seed
-            for scene in args.scenes:  # a folder per seed: --workdir keeps every seed's outputs
+            for scene in args.scenes:
                 rows += run_scene(scene, args, root / f"seed{seed}")
     print_means(rows)
     if args.json:
