@@ -115,6 +115,32 @@ def role_names(targets: Mapping) -> dict[str, str]:
     return {t["role"]: name for name, t in targets.items() if t.get("role")}
 
 
+WATERSHED, CLOSING = "watershed", "closing"
+"""The two parcel delineations: a watershed of the field extent (with its boundary and
+distance when there are), or the areas the boundary closes (a boundary alone)."""
+
+
+def delineation_method(roles: Mapping) -> str | None:
+    """How parcels are delineated from targets with these roles; None when they cannot be."""
+    if "extent" in roles:
+        return WATERSHED
+    return CLOSING if "boundary" in roles else None
+
+
+def describe_delineation(roles: Mapping) -> str:
+    """Which parcel delineation targets with these roles give, and why, in one phrase."""
+    method = delineation_method(roles)
+    if method == WATERSHED:
+        used = ", ".join(role for role in ROLES if role in roles)
+        return f"parcels by a watershed of the field extent ({used})"
+    if method == CLOSING:
+        return (
+            "parcels by closing the boundary alone, which breaks fields into pieces "
+            "(no field extent: label parcels as polygons of one class to get one)"
+        )
+    return "no parcels (no field extent or boundary target)"
+
+
 class _ChipContract(_Record):
     """What chips folders and models share: classes (every target, in band order), chip size,
     bands, and each target's kind (``class`` 0/1 or ``regression`` 0..1) and role."""

@@ -368,12 +368,24 @@ class VectorLabels:
         self._indexed: dict[str, _IndexedGeometries] = {}
         self._lock = threading.Lock()
         logger.info("%s: %d features, classes %s", spec.path, len(geoms), ", ".join(self.classes))
+        if self.is_extent and self._is_line.any():
+            into = "the boundary only" if spec.boundary_width else "no target (no boundary)"
+            logger.info(
+                "%s: %d line features (fences, ditches, hedges) go into %s, never the extent",
+                spec.path, int(self._is_line.sum()), into,
+            )  # fmt: skip
+
+    @property
+    def is_extent(self) -> bool:
+        """Whether the features are a field extent: one class with polygons. Its lines (fences,
+        ditches, hedges drawn between fields) then belong to the boundary alone."""
+        return len(self.feature_classes) == 1 and not self._is_line.all()
 
     @property
     def targets(self) -> dict[str, dict]:
         """Each band's kind and role: a single class of polygons is the field extent."""
         targets = default_targets(self.classes)
-        if len(self.feature_classes) == 1 and not self._is_line.any():
+        if self.is_extent:
             targets[self.feature_classes[0]]["role"] = "extent"
         if self.spec.distance:
             targets[DISTANCE] = {"kind": "regression", "role": "distance"}
@@ -430,7 +442,7 @@ class VectorLabels:
             areas, lines = (codes == k) & ~is_line, (codes == k) & is_line
             if areas.any():
                 out[k] = burn_shapes(indexed.geoms[hits[areas]], transform, shape)
-            if lines.any():
+            if lines.any() and not self.is_extent:
                 lines_bands = bands[lines] if width else None
                 out[k] |= burn_lines(
                     indexed.geoms[hits[lines]], transform, shape, width, lines_bands

@@ -20,7 +20,15 @@ from rasterio.warp import transform_bounds
 
 from geoseg import __version__
 from geoseg.chips import DEFAULT_CODEC, Chip, ChipResult, ChipRules, check_codec, cut_chips
-from geoseg.contracts import DATASET_NAME, DATASET_SCHEMA, DISTANCE_SCALE, DatasetRecord
+from geoseg.contracts import (
+    DATASET_NAME,
+    DATASET_SCHEMA,
+    DISTANCE_SCALE,
+    DatasetRecord,
+    delineation_method,
+    describe_delineation,
+    role_names,
+)
 from geoseg.errors import LabelsError, ParameterError, RasterError, ResourceError, first_line
 from geoseg.labels import (
     FILE_NODATA,
@@ -111,7 +119,9 @@ class TileSummary:
             means = ", ".join(f"{k} {v:.2f}" for k, v in frequencies if k in regression)
             line += f"; positive pixels: {shares}" if shares else ""
             line += f"; mean {means}" if means else ""
-        return "\n".join([line] + [f"warning: {w}" for w in self.warnings])
+        roles = role_names(self.targets)
+        lines = [line] + ([describe_delineation(roles)] if delineation_method(roles) else [])
+        return "\n".join(lines + [f"warning: {w}" for w in self.warnings])
 
 
 def tile(

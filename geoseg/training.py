@@ -30,6 +30,9 @@ from geoseg.contracts import (
     DEFAULT_THRESHOLD,
     MODEL_NAME,
     TASKS,
+    delineation_method,
+    describe_delineation,
+    role_names,
     write_model_card,
 )
 from geoseg.data import (
@@ -196,6 +199,8 @@ class TrainSummary:
             )
             lines.append(f"held-out test, {training['test_chips']} test chips, {at}:")
             lines.extend(self._table(metrics["test"]))
+        if not multiclass and delineation_method(role_names(self.card["targets"])):
+            lines.append(describe_delineation(role_names(self.card["targets"])))
         if "delineation" in self.card:
             tuned = self.card["delineation"]
             for record, how in ((tuned, ""), (tuned.get("tta"), " with --tta")):

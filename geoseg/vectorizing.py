@@ -36,7 +36,15 @@ from rasterio.windows import Window
 
 from geoseg.border_merge import POLYGON, BorderMerge, Pieces
 from geoseg.cog import hidden_sibling
-from geoseg.contracts import DEFAULT_THRESHOLD, ClassMapTags, PredictionTags, is_class_map
+from geoseg.contracts import (
+    CLOSING,
+    DEFAULT_THRESHOLD,
+    WATERSHED,
+    ClassMapTags,
+    PredictionTags,
+    describe_delineation,
+    is_class_map,
+)
 from geoseg.errors import ParameterError, RasterError
 from geoseg.outputs import check_output
 from geoseg.parallel import Progress, compute_each
@@ -477,13 +485,20 @@ class VectorizeSummary:
     per_class: dict
     blocks: int
     seconds: float
+    delineation: str = ""
+    """How parcels were delineated (``watershed`` or ``closing``); empty for regions."""
 
     def describe(self) -> str:
         detail = ", ".join(f"{name} {n:,}" for name, n in self.per_class.items())
-        return (
+        line = (
             f"polygons: {self.out} ({self.polygons:,} {self.mode}: {detail}; "
             f"{self.blocks} blocks in {self.seconds:.1f} s)"
         )
+        if self.delineation == CLOSING:
+            line += "\nwarning: " + describe_delineation({"boundary": "boundary"})
+        elif self.delineation:
+            line += "; by a watershed of the field extent"
+        return line
 
 
 def vectorize(
@@ -554,6 +569,8 @@ def vectorize(
     out.parent.mkdir(parents=True, exist_ok=True)
     draft = hidden_sibling(out, out.suffix)
     metadata = {"geoseg_source": str(raster), "geoseg_extent": json.dumps(info.bounds)}
+    if plan.delineation:
+        metadata["geoseg_delineation"] = plan.delineation
     writer = PolygonWriter(draft, mode, info.crs.to_wkt(), plan.class_names, metadata)
     started = time.perf_counter()
     merge = BorderMerge(job.outputs, block_size, -(-info.height // block_size), per_row)
@@ -594,6 +611,7 @@ def vectorize(
         per_class=writer.per_class,
         blocks=len(windows),
         seconds=time.perf_counter() - started,
+        delineation=plan.delineation,
     )
 
 
@@ -608,6 +626,8 @@ class _Plan:
     classes_from: str = BANDS
     codes: tuple[int, ...] = ()
     min_mean: float = 0.0
+    delineation: str = ""
+    """``watershed`` or ``closing`` in parcels mode (:func:`geoseg.contracts.delineation_method`)."""
 
     def job_fields(self) -> dict:
         names = ("bands", "levels", "roles", "classes_from", "codes", "min_mean")
@@ -628,13 +648,16 @@ def _band_plan(raster, mode, threshold, extent_threshold, marker_threshold, parc
         )
         levels = tuple(quantized_level(chosen[k]) for k in ("extent", "boundary", "marker"))
         levels = levels if "boundary" in roles else (levels[0], NO_LEVEL, levels[2])
-        logger.info("delineating parcels from %s at %s", ", ".join(delineated), chosen)
-        return _Plan(["parcel"], bands, levels, delineated, min_mean=chosen["parcel"])
+        logger.info("%s at %s", describe_delineation(roles), chosen)
+        return _Plan(
+            ["parcel"], bands, levels, delineated, min_mean=chosen["parcel"], delineation=WATERSHED
+        )
     if mode == "parcels":
         tuned = tags.delineation.get("boundary") if threshold is None else None
         level = thresholds[roles["boundary"]] if tuned is None else tuned
-        logger.info("parcels enclosed by %s at %s", roles["boundary"], level)
-        return _Plan(["parcel"], (names.index(roles["boundary"]) + 1,), (quantized_level(level),))
+        logger.info("%s; %s at %s", describe_delineation(roles), roles["boundary"], level)
+        band = (names.index(roles["boundary"]) + 1,)
+        return _Plan(["parcel"], band, (quantized_level(level),), delineation=CLOSING)
     class_names = [n for n in names if tags.targets[n]["kind"] == "class"] or names
     bands = tuple(names.index(n) + 1 for n in class_names)
     levels = tuple(quantized_level(thresholds[name]) for name in class_names)

@@ -394,3 +394,47 @@ def test_distance_needs_parcel_polygons(make_raster, make_vector, tmp_path):
     assert_one_line_error(result, "--distance", "label raster")
     result = run("tile", image, "--distance", "--out", tmp_path / "c")
     assert_one_line_error(result, "--distance", "need --labels")
+
+
+def test_lines_among_parcel_polygons_burn_into_the_boundary_only(make_vector):
+    """Fences and ditches drawn as lines beside parcel polygons: the polygons stay the field
+    extent (the recipe engages), the lines go into the boundary, never into the extent."""
+    field = shapely.box(500_005, 5_299_985, 500_015, 5_299_995)  # rows and columns 10..29
+    fence = shapely.LineString([(500_025, 5_299_999), (500_025, 5_299_970)])  # column 50
+    across = shapely.LineString([(500_005, 5_299_990), (500_015, 5_299_990)])  # row 20
+    path = make_vector([field, fence, across])
+    spec = LabelSpec(str(path), boundary_width=Length.parse("1px"), distance=True)
+    labels = open_labels(spec)
+    assert labels.targets["labels"]["role"] == "extent"
+    extent, boundary, distance = labels.burn(labels._crs, GRID, (60, 60), 0.5)
+    assert extent.sum() == 400 and not extent[:, 40:].any()  # the field alone
+    assert boundary[2:60, 49:51].any(axis=1).all()
+    assert boundary[19:21, 12:28].any(axis=0).all()  # the line across the field too
+    assert not distance[:, 40:].any()  # lines are never parcels
+    alone = open_labels(LabelSpec(str(make_vector([field], name="alone.gpkg")), distance=True))
+    np.testing.assert_array_equal(alone.burn(alone._crs, GRID, (60, 60), 0.5)[1], distance)
+    # lines only: no extent (a layer of roads or ditches)
+    lines = open_labels(LabelSpec(str(make_vector([fence], name="lines.gpkg"))))
+    assert [t["role"] for t in lines.targets.values()] == [None]
+    assert lines.burn(lines._crs, GRID, (60, 60), 0.5)[0, 2:60, 49:51].any(axis=1).all()
+
+
+def test_tile_says_which_delineation_the_labels_give(make_raster, make_vector, tmp_path):
+    image = make_raster(width=128, height=128)
+    fields = [
+        shapely.box(500_002, 5_299_970, 500_030, 5_299_998),
+        shapely.box(500_032, 5_299_940, 500_060, 5_299_998),
+    ]
+    fence = shapely.LineString([(500_031, 5_299_999), (500_031, 5_299_936)])
+    mixed = make_vector([*fields, fence])
+    result = run("tile", image, "--labels", mixed, "--size", 64, "--boundary-width", "1px",
+                 "--distance", "--out", tmp_path / "a")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "parcels by a watershed of the field extent (extent, boundary, distance)" in (
+        result.output
+    )
+    crops = make_vector([*fields], name="crops.gpkg", crop=["wheat", "maize"])
+    result = run("tile", image, "--labels", crops, "--class-field", "crop", "--size", 64,
+                 "--boundary-width", "1px", "--out", tmp_path / "b")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "parcels by closing the boundary alone" in result.output

@@ -15,6 +15,7 @@ from geoseg.contracts import PredictionTags, read_model_card
 from geoseg.data import make_dataset, open_chips
 from geoseg.errors import ParameterError
 from geoseg.forward import ForwardSpec, load_inference_model
+from geoseg.gpkg import read_layer_metadata
 from geoseg.inference import predict
 from geoseg.scoring import RegressionErrors
 
@@ -92,6 +93,12 @@ def test_predict_writes_every_target_with_descriptions_and_tags(
     assert tags.targets["distance"]["kind"] == "regression"
     assert tags.roles == {"extent": "parcels", "boundary": "boundary", "distance": "distance"}
     assert tags.thresholds["distance"] == 0.5
+    summary = predict(
+        image, tiny_multitask_model, tmp_path / "again.tif", block_size=256, overlap=16,
+        vectors=tmp_path / "parcels.gpkg", mode="parcels",
+    )  # fmt: skip
+    assert read_layer_metadata(tmp_path / "parcels.gpkg")["geoseg_delineation"] == "watershed"
+    assert "by a watershed of the field extent" in summary.describe()
 
 
 def test_regression_target_alone_monitored_by_its_error(tiny_multitask_chips, tmp_path):

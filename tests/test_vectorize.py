@@ -185,6 +185,19 @@ def test_parcels_on_a_grid(block_size, mask_raster, tmp_path):
     assert (shared.max(axis=1) > 10).all()
 
 
+def test_the_closing_fallback_is_reported_in_the_summary_and_the_file(mask_raster, tmp_path):
+    """A boundary-only prediction delineates by closing the boundary: said, never silent."""
+    boundary, _ = parcel_grid()
+    path = mask_raster(boundary, name="boundary")
+    summary = vectorize(path, tmp_path / "p.gpkg", mode="parcels")
+    assert summary.delineation == "closing"
+    assert "warning: parcels by closing the boundary alone" in summary.describe()
+    assert read_layer_metadata(tmp_path / "p.gpkg")["geoseg_delineation"] == "closing"
+    regions = vectorize(path, tmp_path / "r.gpkg")
+    assert "geoseg_delineation" not in read_layer_metadata(tmp_path / "r.gpkg")
+    assert "warning" not in regions.describe()
+
+
 def test_parcels_simplified_stay_valid_without_gaps(mask_raster, tmp_path):
     boundary, expected = parcel_grid()
     for i in range(30):  # a diagonal splits one cell: a staircase that simplification smooths
