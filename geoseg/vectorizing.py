@@ -627,7 +627,7 @@ class _Plan:
     codes: tuple[int, ...] = ()
     min_mean: float = 0.0
     delineation: str = ""
-    """``watershed`` or ``closing`` in parcels mode (:func:`geoseg.contracts.delineation_method`)."""
+    """``watershed`` or ``closing`` in parcels mode (see ``delineation_method``)."""
 
     def job_fields(self) -> dict:
         names = ("bands", "levels", "roles", "classes_from", "codes", "min_mean")
