@@ -72,7 +72,7 @@ from geoseg.outputs import check_not_inside, check_output, replace_with
 from geoseg.plots import plot_history
 from geoseg.raster import normalize
 from geoseg.scoring import ConfusionMatrix, RegressionErrors, ScoreHistogram
-from geoseg.tuning import tunable, tune_delineation
+from geoseg.tuning import object_counts, predicted_samples, tunable, tune_delineation
 
 HISTORY, SETTINGS, STATE = "history.csv", "settings.json", "state.json"
 ENCODER_RECORD = "encoder.json"  # how the encoder's weights were loaded, for the card
@@ -82,6 +82,13 @@ TUNING_PIXELS = 2**20
 """Most validation pixels the delineation thresholds are tuned on (areas spread over them)."""
 TUNING_BATCH = 16
 """Chips per forward call when predicting the validation areas for tuning."""
+
+FIT_PIXELS = 2**19
+"""Most training pixels the fit report (parcels of the training areas) is measured on."""
+FITTED = 0.8
+"""Object F1 on its own training areas below which a model is said to underfit."""
+OVERFIT_GAP = 0.25
+"""Object F1 on the training areas this far above the validation's: overfitting."""
 
 MARKER_THRESHOLD = DEFAULT_THRESHOLD
 """The card's threshold of a regression target (``distance``): the marker level of parcel
@@ -206,9 +213,20 @@ class TrainSummary:
             for record, how in ((tuned, ""), (tuned.get("tta"), " with --tta")):
                 if record:
                     lines.append(self._parcels_line(record, how))
+            if "fit_objects" in tuned:
+                lines.append(self._fit_line(tuned))
         if training["diverged"]:
             lines.append("the loss diverged at the end; the model is the best epoch before that")
         return "\n".join(lines)
+
+    @staticmethod
+    def _fit_line(record: dict) -> str:
+        fit, val = record["fit_objects"], record["val_objects"]
+        return (
+            f"fit: parcels of {record['fit_areas']['areas']} train areas F1 {fit['f1']:.3f} "
+            f"({fit['matched']} of {fit['true']}, {fit['predicted']} predicted), val "
+            f"{val['f1']:.3f}: {fit_verdict(fit['f1'], val['f1'])}"
+        )
 
     @staticmethod
     def _parcels_line(record: dict, how: str) -> str:
@@ -839,13 +857,17 @@ def tune_parcels(pairs: Sequence[tuple], plan: _Plan, thresholds: dict) -> dict 
     if not tunable(list(outputs)) or "extent" not in truth_bands:
         return None
     normalization = chips.record["normalization"]
-    pieces, models = [], []
-    budget = TUNING_PIXELS / len(pairs)
-    for model, view in pairs:
-        for a in thinned(stitched_areas(view, "val"), budget):
-            image = normalize(np.moveaxis(a.image, -1, 0), a.valid, normalization)
-            pieces.append((image, a.valid, a.mask))
-            models.append(model)
+
+    def areas_of(split: str, pixels: int) -> tuple[list, list]:
+        pieces, models = [], []
+        for model, view in pairs:
+            for a in thinned(stitched_areas(view, split), pixels / len(pairs)):
+                image = normalize(np.moveaxis(a.image, -1, 0), a.valid, normalization)
+                pieces.append((image, a.valid, a.mask))
+                models.append(model)
+        return pieces, models
+
+    pieces, models = areas_of("val", TUNING_PIXELS)
     grid = ChipGrid(chips.chip_size, chips.chip_size // 4)  # predict's default overlap
     classes = len(plan.class_names)
 
@@ -867,7 +889,31 @@ def tune_parcels(pairs: Sequence[tuple], plan: _Plan, thresholds: dict) -> dict 
         with_tta = tune_delineation(with_tta, pieces, outputs, truth_bands, start)
         record["tta"] = {k: with_tta[k] for k in ("thresholds", "val_objects")}
         record["val_areas"] = {"areas": len(pieces), "pixels": sum(p[1].size for p in pieces)}
+        fit_pieces, fit_models = areas_of("train", FIT_PIXELS)
+        if fit_pieces:
+            samples = predicted_samples(
+                [predictor(m, False) for m in fit_models], fit_pieces, outputs, truth_bands
+            )
+            record["fit_objects"] = object_counts(samples, record["thresholds"])
+            pixels = sum(p[1].size for p in fit_pieces)
+            record["fit_areas"] = {"areas": len(fit_pieces), "pixels": pixels}
+            logger.info(
+                "fit: parcels on %d train areas F1 %.3f, on the val areas %.3f",
+                len(fit_pieces), record["fit_objects"]["f1"], record["val_objects"]["f1"],
+            )  # fmt: skip
     return record
+
+
+def fit_verdict(fit_f1: float, val_f1: float) -> str:
+    """What the object F1 on the training areas against the validation areas says of a model."""
+    if fit_f1 < FITTED:
+        return (
+            "underfitting: it does not delineate its own training parcels; train longer, "
+            "wider or from pretrained encoder weights"
+        )
+    if fit_f1 - val_f1 > OVERFIT_GAP:
+        return "overfitting: it fits its training parcels far better; more labelled areas help"
+    return "the fit and the validation agree"
 
 
 def _scores(plan: _Plan, measured: tuple, thresholds: dict) -> dict:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from geoseg.contracts import delineation_method
 from geoseg.objects import match_label_images
 from geoseg.regions import (
     confident_parcels,
@@ -144,6 +145,23 @@ def kept_parcels(labels: np.ndarray, sample: ChipSample, threshold: float) -> np
 Predictor = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
+def predicted_samples(
+    predict: Predictor | Sequence[Predictor],
+    pieces: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    outputs: dict[str, int],
+    truth_bands: dict[str, int],
+) -> list[ChipSample]:
+    """Each piece predicted (by one predictor, or each by its own) with its true parcels;
+    arguments as for :func:`tune_delineation`."""
+    predictors = [predict] * len(pieces) if callable(predict) else list(predict)
+    samples = []
+    for (image, valid, mask), run in zip(pieces, predictors, strict=True):
+        output = run(image, valid)
+        predicted = {role: output[..., i] for role, i in outputs.items()}
+        samples.append(ChipSample(predicted, true_parcels(mask, truth_bands), valid.astype(bool)))
+    return samples
+
+
 def tune_delineation(
     predict: Predictor | Sequence[Predictor],
     pieces: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
@@ -164,12 +182,7 @@ def tune_delineation(
     if not keys or "extent" not in truth_bands:
         return None
     start = {**DEFAULTS, **start}
-    predictors = [predict] * len(pieces) if callable(predict) else list(predict)
-    samples = []
-    for (image, valid, mask), run in zip(pieces, predictors, strict=True):
-        output = run(image, valid)
-        predicted = {role: output[..., i] for role, i in outputs.items()}
-        samples.append(ChipSample(predicted, true_parcels(mask, truth_bands), valid.astype(bool)))
+    samples = predicted_samples(predict, pieces, outputs, truth_bands)
     default_counts = object_counts(samples, start)
     thresholds, counts = tune_thresholds(samples, start, keys)
     logger.info(
@@ -177,6 +190,7 @@ def tune_delineation(
         thresholds, counts["f1"], len(samples), default_counts["f1"], start,
     )  # fmt: skip
     return {
+        "method": delineation_method(outputs),
         "thresholds": {k: thresholds[k] for k in keys},
         "tuned_for": "object_f1",
         "iou": 0.5,

@@ -89,6 +89,11 @@ def test_training_tunes_the_delineation_and_predict_records_it(tiny_model, tiny_
     }
     assert tuned["val_objects"]["f1"] >= tuned["val_objects_untuned"]["f1"]
     assert tuned["val_objects"]["true"] > 0
+    assert tuned["method"] == "watershed"
+    # the fit report: parcels of (a bounded sample of) the training areas at the same thresholds
+    fit = tuned["fit_objects"]
+    assert fit["true"] > 0 and 0 <= fit["matched"] <= min(fit["true"], fit["predicted"])
+    assert 0 < tuned["fit_areas"]["pixels"] <= 2**19
     image = tiny_chips.parent / "scene" / "image.tif"
     summary = predict(image, tiny_model, tmp_path / "p.tif", vectors=tmp_path / "p.gpkg",
                       mode="parcels", block_size=128)  # fmt: skip
@@ -102,3 +107,17 @@ def test_training_tunes_the_delineation_and_predict_records_it(tiny_model, tiny_
     assert tuned["val_areas"]["areas"] > 0
     predict(image, tiny_model, tmp_path / "t.tif", tta=True, block_size=256)
     assert PredictionTags.read(tmp_path / "t.tif").delineation == tuned["tta"]["thresholds"]
+
+
+def test_the_fit_report_tells_underfitting_from_overfitting(tiny_model):
+    from geoseg.contracts import read_model_card
+    from geoseg.training import TrainSummary, fit_verdict
+
+    assert fit_verdict(0.45, 0.40).startswith("underfitting")
+    assert fit_verdict(0.95, 0.50).startswith("overfitting")
+    assert fit_verdict(0.90, 0.80) == "the fit and the validation agree"
+    card = read_model_card(tiny_model)
+    text = TrainSummary(tiny_model, dict(card), 2, 1.0).describe()
+    fit = card["delineation"]["fit_objects"]
+    assert f"fit: parcels of {card['delineation']['fit_areas']['areas']} train areas" in text
+    assert f"F1 {fit['f1']:.3f}" in text and "parcels by a watershed of the field extent" in text
