@@ -104,6 +104,15 @@ SADDLE = 0.5
 NO_LEVEL = 256
 """A level no uint8 value reaches: the band is absent."""
 
+QUIET_RADIUS = 3
+"""Parcels that meet where no boundary pixel within this many pixels reaches the merge level
+are one field (several distance peaks, no boundary between them)."""
+
+
+def merge_level(threshold: float) -> int:
+    """The boundary level (0..255) below which a contact of two parcels is quiet; 0: no merge."""
+    return int(round(threshold * 255.0))
+
 
 def quantized_level(threshold: float) -> int:
     """The smallest 0..255 value counted as positive at ``threshold`` (at least 1)."""
@@ -127,17 +136,23 @@ def delineate_parcels(
     """Parcel labels (int32, 0 = none) of whole arrays, exactly as ``vectorize`` finds them.
 
     ``extent``, ``boundary`` and ``distance`` are uint8 0..255 or floats 0..1 (``boundary`` or
-    ``distance`` may be None); ``thresholds`` has "extent", "boundary" and "marker" in 0..1.
+    ``distance`` may be None); ``thresholds`` has "extent", "boundary" and "marker" in 0..1, and
+    may have "merge" (see :func:`extent_parcel_labels`; 0 or absent: no merge).
     """
     extent, boundary, distance = as_levels(extent), as_levels(boundary), as_levels(distance)
     valid = np.ones(extent.shape, bool) if valid is None else np.asarray(valid, bool)
     pad = DELINEATION_HALO  # as a block's halo beyond the raster: nothing there
     bands = [np.pad(b, pad) if b is not None else None for b in (extent, boundary, distance)]
-    levels = tuple(quantized_level(thresholds[k]) for k in ("extent", "boundary", "marker"))
-    if boundary is None:
-        levels = (levels[0], NO_LEVEL, levels[2])
+    levels = delineation_levels(thresholds, boundary is not None)
     labels = extent_parcel_labels(*bands, np.pad(valid, pad), levels)
     return labels[pad:-pad, pad:-pad]
+
+
+def delineation_levels(thresholds: dict[str, float], with_boundary: bool) -> tuple[int, ...]:
+    """The extent, boundary, marker and merge levels (0..255) of delineation ``thresholds``."""
+    levels = [quantized_level(thresholds[k]) for k in ("extent", "boundary", "marker")]
+    merge = merge_level(thresholds.get("merge", 0.0)) if with_boundary else 0
+    return (levels[0], levels[1] if with_boundary else NO_LEVEL, levels[2], merge)
 
 
 def confident(score: np.ndarray, pixels: np.ndarray, threshold: float) -> np.ndarray:
@@ -162,15 +177,17 @@ def confident_parcels(labels: np.ndarray, extent: np.ndarray, threshold: float) 
 def extent_parcel_labels(extent, boundary, distance, valid, levels) -> np.ndarray:
     """Parcels of one window: markers grown into the field extent, then the far field pixels.
 
-    ``levels`` (extent, boundary, marker) are 0..255 levels (boundary :data:`NO_LEVEL` when
-    absent). Markers: 4-connected field pixels with distance >= marker and boundary below its
-    level. They grow by a discrete watershed of the elevation (distance, lowered where the
-    boundary is likely; ``255 - boundary`` without distance) reaching :data:`REACH` pixels,
-    entering boundary pixels but never crossing them; field pixels beyond join the parcels
-    they touch through the gap-closed boundary's gaps, and the boundary pixels left go to their
-    nearest parcel. Outside the extent: 0.
+    ``levels`` (extent, boundary, marker[, merge]) are 0..255 levels (boundary
+    :data:`NO_LEVEL` when absent). Markers: 4-connected field pixels with distance >= marker
+    and boundary below its level. They grow by a discrete watershed of the elevation (distance,
+    lowered where the boundary is likely; ``255 - boundary`` without distance) reaching
+    :data:`REACH` pixels, entering boundary pixels but never crossing them. Parcels then join
+    where they meet on a high saddle, or on quiet pixels: no boundary within
+    :data:`QUIET_RADIUS` reaches the merge level (one field with several distance peaks); field
+    pixels beyond join the parcels they touch through the gap-closed boundary's gaps, and the
+    boundary pixels left go to their nearest parcel. Outside the extent: 0.
     """
-    e_level, b_level, m_level = levels
+    e_level, b_level, m_level, merge = (*levels, 0)[:4]
     field = valid & (extent >= e_level)
     on_boundary = boundary >= b_level if boundary is not None else np.zeros_like(field)
     if distance is None and boundary is None:
@@ -185,7 +202,10 @@ def extent_parcel_labels(extent, boundary, distance, valid, levels) -> np.ndarra
     steps = np.round(np.linspace(m_level, 0, REACH_LEVELS)).astype(int)
     labels = region_labels(markers)
     labels = grow_by_levels(labels, field, elevation, steps, REACH_STEPS, on_boundary)
-    labels = join_parcels(labels, field, on_boundary, elevation >= m_level * SADDLE)
+    high = elevation >= m_level * SADDLE
+    if merge and boundary is not None:
+        high |= ndimage.maximum_filter(boundary, footprint=disk(QUIET_RADIUS)) < merge
+    labels = join_parcels(labels, field, on_boundary, high)
     return grow_by_levels(labels, field, elevation, [0], FILL_STEPS, on_boundary)
 
 

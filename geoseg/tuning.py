@@ -31,7 +31,7 @@ from geoseg.scoring import scores
 
 logger = logging.getLogger(__name__)
 
-DEFAULTS = {"extent": 0.5, "boundary": 0.5, "marker": 0.5, "parcel": 0.0}
+DEFAULTS = {"extent": 0.5, "boundary": 0.5, "marker": 0.5, "parcel": 0.0, "merge": 0.0}
 CANDIDATES = {
     "extent": (0.3, 0.4, 0.5, 0.6, 0.7),
     "boundary": (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8),
@@ -39,6 +39,8 @@ CANDIDATES = {
     "parcel": (0.0, 0.5, 0.6, 0.7, 0.8),
 }
 """Thresholds tried together for a model with an extent (searched coarse to fine)."""
+MERGE = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
+"""Merge levels tried once the others are chosen (0: parcels on quiet contacts stay apart)."""
 BOUNDARY_ONLY = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 """Thresholds tried for a boundary-only model."""
 
@@ -96,6 +98,8 @@ def tunable(roles: Sequence[str]) -> list[str]:
         keys.append("marker")
     if "extent" in roles:
         keys.append("parcel")
+    if "extent" in roles and "boundary" in roles:
+        keys.append("merge")
     return keys
 
 
@@ -109,7 +113,7 @@ def tune_thresholds(
     Each delineation is made once; the parcel threshold only drops some of its parcels.
     """
     start = {**DEFAULTS, **start}
-    outer = [k for k in keys if k != "parcel"]
+    outer = [k for k in keys if k not in ("parcel", "merge")]
     full = [BOUNDARY_ONLY] if outer == ["boundary"] else [CANDIDATES[k] for k in outer]
     parcel_levels = CANDIDATES["parcel"] if "parcel" in keys else (start["parcel"],)
     tried: dict[tuple, tuple] = {}
@@ -131,7 +135,14 @@ def tune_thresholds(
     best = min(tried, key=lambda i: tried[i][0])
     near = [range(max(0, j - 1), min(len(c), j + 2)) for j, c in zip(best, full)]
     search(itertools.product(*near))
-    _, thresholds, counts = min(tried.values(), key=lambda entry: entry[0])
+    rank, thresholds, counts = min(tried.values(), key=lambda entry: entry[0])
+    if "merge" in keys:
+        for level in MERGE:
+            trial = {**thresholds, "merge": level}
+            found = counts_of([(delineate(sample, trial), sample) for sample in samples])
+            order = (-found["f1"], sum(abs(trial[k] - start[k]) for k in keys))
+            if order < rank:
+                rank, thresholds, counts = order, trial, found
     return thresholds, counts
 
 

@@ -51,9 +51,9 @@ from geoseg.parallel import Progress, compute_each
 from geoseg.raster import GDAL_CACHE_BYTES, block_windows, open_raster_info, read_padded
 from geoseg.regions import (
     DELINEATION_HALO,
-    NO_LEVEL,
     PARCELS_HALO,
     confident,
+    delineation_levels,
     extent_parcel_labels,
     parcel_labels,
     quantized_level,
@@ -118,7 +118,7 @@ class VectorJob:
     defer_simplify: bool = field(default=False)
     roles: tuple[str, ...] = ()
     """Parcels from the extent: the role of each band read (extent first); ``levels`` are then
-    the extent, boundary and marker levels."""
+    the extent, boundary, marker and merge levels."""
     classes_from: str = BANDS
     codes: tuple[int, ...] = ()
     """With classes from CODES or ARGMAX: the class codes made polygons (not background)."""
@@ -646,8 +646,7 @@ def _band_plan(raster, mode, threshold, extent_threshold, marker_threshold, parc
         chosen = delineation_thresholds(
             tags, threshold, extent_threshold, marker_threshold, parcel_threshold
         )
-        levels = tuple(quantized_level(chosen[k]) for k in ("extent", "boundary", "marker"))
-        levels = levels if "boundary" in roles else (levels[0], NO_LEVEL, levels[2])
+        levels = delineation_levels(chosen, "boundary" in roles)
         logger.info("%s at %s", describe_delineation(roles), chosen)
         return _Plan(
             ["parcel"], bands, levels, delineated, min_mean=chosen["parcel"], delineation=WATERSHED
@@ -688,9 +687,9 @@ def delineation_thresholds(
     marker_threshold: float | None = None,
     parcel_threshold: float | None = None,
 ) -> dict[str, float]:
-    """Extent, boundary, marker and parcel thresholds: the options, else the tuned delineation
-    ones, else the bands' class thresholds (the marker: the distance band's), else 0.5 (the
-    parcel's mean extent: 0, every parcel kept)."""
+    """Extent, boundary, marker, parcel and merge thresholds: the options, else the tuned
+    delineation ones, else the bands' class thresholds (the marker: the distance band's), else
+    0.5 (the parcel's mean extent: 0, every parcel kept; the merge: 0, no quiet merge)."""
     roles, tuned = tags.roles, tags.delineation
     band = {"extent": "extent", "boundary": "boundary", "marker": "distance"}
     chosen = {}
@@ -698,6 +697,7 @@ def delineation_thresholds(
         stored = tags.thresholds.get(roles.get(role), DEFAULT_THRESHOLD)
         chosen[key] = float(tuned.get(key, stored))
     chosen["parcel"] = float(tuned.get("parcel", 0.0))
+    chosen["merge"] = float(tuned.get("merge", 0.0))
     if parcel_threshold is not None:
         if not 0.0 <= parcel_threshold <= 1.0:
             raise ParameterError(f"--parcel-threshold must be in [0, 1], got {parcel_threshold}")

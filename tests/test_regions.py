@@ -148,16 +148,16 @@ def test_delineation_thresholds_from_the_tags_and_the_options(prediction, tmp_pa
     tuned = {"extent": 0.4, "boundary": 0.6, "marker": 0.3}
     path = prediction(bands, delineation=tuned, thresholds={"boundary": 0.7, "distance": 0.2})
     tags = PredictionTags.read(path)
-    assert delineation_thresholds(tags) == {**tuned, "parcel": 0.0}  # every parcel kept
+    assert delineation_thresholds(tags) == {**tuned, "parcel": 0.0, "merge": 0.0}  # as before
     assert delineation_thresholds(tags, 0.2, marker_threshold=0.8, parcel_threshold=0.6) == {
-        "extent": 0.2, "boundary": 0.2, "marker": 0.8, "parcel": 0.6}  # fmt: skip
+        "extent": 0.2, "boundary": 0.2, "marker": 0.8, "parcel": 0.6, "merge": 0.0}  # fmt: skip
     assert delineation_thresholds(tags, extent_threshold=0.7)["extent"] == 0.7
     with pytest.raises(ParameterError, match="--parcel-threshold must be in"):
         delineation_thresholds(tags, parcel_threshold=1.5)
     stored = {"boundary": 0.7, "distance": 0.2}
     untuned = PredictionTags.read(prediction(bands, thresholds=stored))
     assert delineation_thresholds(untuned) == {
-        "extent": 0.5, "boundary": 0.7, "marker": 0.2, "parcel": 0.0}  # fmt: skip
+        "extent": 0.5, "boundary": 0.7, "marker": 0.2, "parcel": 0.0, "merge": 0.0}  # fmt: skip
     # the extent (0.9) below its threshold: no field, no parcel
     summary = vectorize(path, tmp_path / "p.gpkg", mode="parcels", extent_threshold=0.95)
     assert summary.polygons == 0
@@ -244,3 +244,54 @@ def test_object_matching_one_to_one_at_an_iou():
     valid = np.ones(true.shape, bool)
     valid[:, 15:] = False  # ignored: 2 is then 10:15, matched by 8 exactly
     assert match_label_images(predicted, true, valid=valid) == (2, 4, 4)
+
+
+def two_peaks(with_boundary_between: bool):
+    """Extent, boundary and distance (uint8) of a 60 x 160 px field whose distance has two peaks
+    with a deep valley between them; with a boundary line across it, two fields."""
+    height, width = 60, 160
+    extent = np.zeros((height + 8, width + 8), np.uint8)
+    extent[4:-4, 4:-4] = 230
+    boundary = np.zeros_like(extent)
+    boundary[4:6, 4:-4] = boundary[-6:-4, 4:-4] = 230
+    boundary[4:-4, 4:6] = boundary[4:-4, -6:-4] = 230
+    if with_boundary_between:
+        boundary[4:-4, 83:85] = 230
+    rows, cols = np.mgrid[: extent.shape[0], : extent.shape[1]]
+    cones = [1 - np.hypot(rows - 34, cols - c) / 50 for c in (44, 124)]  # 0.2 between them
+    distance = np.where(extent > 0, np.clip(np.maximum(*cones), 0, 1), 0) * 250
+    return extent, boundary, np.rint(distance).astype(np.uint8)
+
+
+def test_a_field_with_two_distance_peaks_and_no_boundary_between_is_one_parcel():
+    """The valley between the peaks is below the saddle: without the merge, two parcels."""
+    extent, boundary, distance = two_peaks(with_boundary_between=False)
+    apart = delineate_parcels(extent, boundary, distance, None, THRESHOLDS)
+    assert len(np.unique(apart[apart > 0])) == 2
+    merged = delineate_parcels(extent, boundary, distance, None, {**THRESHOLDS, "merge": 0.3})
+    assert len(np.unique(merged[merged > 0])) == 1
+    assert (merged[extent > 0] > 0).all()
+    extent, boundary, distance = two_peaks(with_boundary_between=True)
+    fields = delineate_parcels(extent, boundary, distance, None, {**THRESHOLDS, "merge": 0.3})
+    assert len(np.unique(fields[fields > 0])) == 2  # a boundary between them: two fields
+    assert len(np.unique(fields[:, :80][fields[:, :80] > 0])) == 1
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.12])
+def test_the_quiet_merge_does_not_depend_on_the_block_size(noise, prediction, tmp_path):
+    bands, _, _ = field_grid(noise=noise, seed=5)
+    extent, boundary, distance = two_peaks(with_boundary_between=False)
+    h, w = extent.shape
+    bands[:, 200 : 200 + h, 40 : 40 + w] = np.stack([extent, boundary, distance])
+    tuned = {**THRESHOLDS, "merge": 0.3}
+    path = prediction(bands, delineation=tuned)
+    whole = delineate_parcels(*bands, None, tuned)
+    counts = np.bincount(whole.ravel())[1:]
+    sizes = sorted(counts[counts > 0].tolist())
+    assert len(sizes) < len(
+        np.unique(delineate_parcels(*bands, None, THRESHOLDS))
+    )  # the merge joins some
+    for size in (64, 150, 4096):
+        vectorize(path, tmp_path / f"m{size}.gpkg", mode="parcels", block_size=size)
+        parcels = gpd.read_file(tmp_path / f"m{size}.gpkg", layer="parcels")
+        assert sorted(parcels.pixels.tolist()) == sizes, size

@@ -44,7 +44,7 @@ def test_extent_and_boundary_are_tuned_together():
         lambda image, _: image, chips, {"extent": 0, "boundary": 1}, {"extent": 0, "boundary": 1},
         {"extent": 0.5, "boundary": 0.5},
     )  # fmt: skip
-    assert set(record["thresholds"]) == {"extent", "boundary", "parcel"}
+    assert set(record["thresholds"]) == {"extent", "boundary", "parcel", "merge"}
     assert record["val_objects"]["f1"] > record["val_objects_untuned"]["f1"]
     assert record["val_objects"]["f1"] > 0.9
 
@@ -86,6 +86,7 @@ def test_training_tunes_the_delineation_and_predict_records_it(tiny_model, tiny_
         "extent",
         "boundary",
         "parcel",
+        "merge",
     }
     assert tuned["val_objects"]["f1"] >= tuned["val_objects_untuned"]["f1"]
     assert tuned["val_objects"]["true"] > 0
@@ -103,6 +104,7 @@ def test_training_tunes_the_delineation_and_predict_records_it(tiny_model, tiny_
         "extent",
         "boundary",
         "parcel",
+        "merge",
     }  # tuned apart for --tta
     assert tuned["val_areas"]["areas"] > 0
     predict(image, tiny_model, tmp_path / "t.tif", tta=True, block_size=256)
