@@ -68,3 +68,30 @@ def test_several_real_scenes_in_one_dataset(tmp_path):
     assert summary.written == 4 * 4 + 8 * 8
     chips = gpd.read_file(tmp_path / "chips" / "chips.gpkg")
     assert chips.crs.to_epsg() == 28992 and set(chips["crs"]) == {"EPSG:28992", "EPSG:3395"}
+
+
+def test_danish_parcels_with_their_outlines_as_lines_give_the_same_chips(tmp_path):
+    """The Danish register with every third parcel's outline added as a line feature (a fence
+    or ditch layer mixed in, as cadastre layers often are): the polygons stay the field extent
+    and every mask is the same as from the polygons alone."""
+    import shapely
+
+    folder = shared_sample("denmark_s2_parcels")
+    parcels = gpd.read_file(folder / "parcels.shp")[["geometry"]]
+    fences = gpd.GeoDataFrame(
+        geometry=shapely.boundary(parcels.geometry.to_numpy()[::3]), crs=parcels.crs
+    ).explode(index_parts=False)
+    mixed = tmp_path / "mixed.gpkg"
+    gpd.GeoDataFrame(geometry=[*parcels.geometry, *fences.geometry], crs=parcels.crs).to_file(mixed)
+    options = dict(boundary_width="1px", distance=True, size=64, stride=32, workers=1)
+    chips = {}
+    for name, labels in (("polygons", folder / "parcels.shp"), ("mixed", mixed)):
+        summary = tile([str(folder / "image.tif")], str(tmp_path / name), labels=str(labels),
+                       **options)  # fmt: skip
+        assert summary.targets["parcels" if name == "polygons" else "mixed"]["role"] == "extent"
+        chips[name] = sorted((tmp_path / name / "masks").glob("*.tif"))
+    assert [p.name for p in chips["polygons"]] == [p.name for p in chips["mixed"]]
+    assert len(chips["mixed"]) > 50
+    for a, b in zip(chips["polygons"], chips["mixed"]):
+        with rasterio.open(a) as first, rasterio.open(b) as second:
+            np.testing.assert_array_equal(first.read(), second.read(), err_msg=a.name)
