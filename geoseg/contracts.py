@@ -127,6 +127,12 @@ def delineation_method(roles: Mapping) -> str | None:
     return CLOSING if "boundary" in roles else None
 
 
+CLOSING_NOTE = (
+    "parcels by closing the boundary alone, which breaks fields into pieces "
+    "(no field extent: label parcels as polygons of one class to get one)"
+)
+
+
 def describe_delineation(roles: Mapping) -> str:
     """Which parcel delineation targets with these roles give, and why, in one phrase."""
     method = delineation_method(roles)
@@ -134,10 +140,7 @@ def describe_delineation(roles: Mapping) -> str:
         used = ", ".join(role for role in ROLES if role in roles)
         return f"parcels by a watershed of the field extent ({used})"
     if method == CLOSING:
-        return (
-            "parcels by closing the boundary alone, which breaks fields into pieces "
-            "(no field extent: label parcels as polygons of one class to get one)"
-        )
+        return CLOSING_NOTE
     return "no parcels (no field extent or boundary target)"
 
 

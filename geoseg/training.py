@@ -209,8 +209,9 @@ class TrainSummary:
             )
             lines.append(f"held-out test, {training['test_chips']} test chips, {at}:")
             lines.extend(self._table(metrics["test"]))
-        if not multiclass and delineation_method(role_names(self.card["targets"])):
-            lines.append(describe_delineation(role_names(self.card["targets"])))
+        roles = role_names(self.card["targets"])
+        if not multiclass and delineation_method(roles):
+            lines.append(describe_delineation(roles))
         if "delineation" in self.card:
             tuned = self.card["delineation"]
             for record, how in ((tuned, ""), (tuned.get("tta"), " with --tta")):

@@ -137,7 +137,7 @@ def tune_thresholds(
     search(itertools.product(*near))
     rank, thresholds, counts = min(tried.values(), key=lambda entry: entry[0])
     if "merge" in keys:
-        for level in MERGE:
+        for level in (m for m in MERGE if m != thresholds["merge"]):  # that one is ranked
             trial = {**thresholds, "merge": level}
             found = counts_of([(delineate(sample, trial), sample) for sample in samples])
             order = (-found["f1"], sum(abs(trial[k] - start[k]) for k in keys))

@@ -38,6 +38,7 @@ from geoseg.border_merge import POLYGON, BorderMerge, Pieces
 from geoseg.cog import hidden_sibling
 from geoseg.contracts import (
     CLOSING,
+    CLOSING_NOTE,
     DEFAULT_THRESHOLD,
     WATERSHED,
     ClassMapTags,
@@ -495,7 +496,7 @@ class VectorizeSummary:
             f"{self.blocks} blocks in {self.seconds:.1f} s)"
         )
         if self.delineation == CLOSING:
-            line += "\nwarning: " + describe_delineation({"boundary": "boundary"})
+            line += f"\nwarning: {CLOSING_NOTE}"
         elif self.delineation:
             line += "; by a watershed of the field extent"
         return line

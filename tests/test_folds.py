@@ -138,6 +138,7 @@ def test_train_folds_writes_an_ensemble_with_out_of_fold_scores(ensemble, overla
     assert set(card["metrics"]["val"]) == {"parcels", "boundary"}
     assert "test" in card["metrics"]
     assert card["delineation"]["tuned_for"] == "object_f1"
+    assert card["delineation"]["fit_objects"]["true"] > 0  # each fold's own training areas
     for k in range(2):
         assert read_model_card(out / "folds" / member_name(k))["model"]["members"] == 1
     history = pd.read_csv(out / "history.csv")

@@ -413,6 +413,11 @@ def test_lines_among_parcel_polygons_burn_into_the_boundary_only(make_vector):
     assert not distance[:, 40:].any()  # lines are never parcels
     alone = open_labels(LabelSpec(str(make_vector([field], name="alone.gpkg")), distance=True))
     np.testing.assert_array_equal(alone.burn(alone._crs, GRID, (60, 60), 0.5)[1], distance)
+    no_boundary = open_labels(LabelSpec(str(path)))  # the lines are then left out
+    assert no_boundary.targets[no_boundary.classes[0]]["role"] == "extent"
+    np.testing.assert_array_equal(
+        no_boundary.burn(no_boundary._crs, GRID, (60, 60), 0.5)[0], extent
+    )
     # lines only: no extent (a layer of roads or ditches)
     lines = open_labels(LabelSpec(str(make_vector([fence], name="lines.gpkg"))))
     assert [t["role"] for t in lines.targets.values()] == [None]
