@@ -26,9 +26,10 @@ from pathlib import Path
 
 import rasterio
 import rasterio.shutil
+from rasterio.windows import Window
 
 from geoseg.errors import OutputExistsError, ParameterError
-from geoseg.outputs import check_output, write_text_atomically
+from geoseg.outputs import check_output, output_lock, publish, write_failure, write_text_atomically
 from geoseg.raster import GDAL_CACHE_BYTES
 
 logger = logging.getLogger(__name__)
@@ -92,6 +93,24 @@ def partial_paths(path: str | os.PathLike) -> tuple[Path, Path]:
     return path.parent / f".{path.name}.partial.tif", path.parent / f".{path.name}.partial.json"
 
 
+def verify_raster(path: str | os.PathLike) -> None:
+    """Raise unless ``path`` opens and the last block of every level (full resolution and each
+    overview), pixels and mask, reads: the parts a truncated or half-written file lacks."""
+    with rasterio.open(path) as dataset:
+        levels = len(dataset.overviews(1))
+    for level in (None, *range(levels)):
+        options = {} if level is None else {"overview_level": level}
+        with rasterio.open(path, **options) as dataset:
+            height, width = dataset.block_shapes[0]
+            row = (dataset.height - 1) // height * height
+            col = (dataset.width - 1) // width * width
+            window = Window(
+                col, row, min(width, dataset.width - col), min(height, dataset.height - row)
+            )
+            dataset.read(window=window)
+            dataset.read_masks(1, window=window)
+
+
 class StagedCog:
     """A COG written block by block under a hidden name; resumable after an interruption.
 
@@ -123,6 +142,15 @@ class StagedCog:
         self._checkpointed = time.monotonic()
 
     def __enter__(self) -> StagedCog:
+        self._lock = output_lock(self.path)
+        self._lock.__enter__()
+        try:
+            return self._start()
+        except BaseException:
+            self._lock.__exit__(None, None, None)
+            raise
+
+    def _start(self) -> StagedCog:
         check_output(self.path, self.overwrite)
         if self.journal.is_file() and self.draft.is_file():
             self._take_over_partial()
@@ -183,27 +211,46 @@ class StagedCog:
     def write_block(self, index: int, data, mask, window) -> None:
         """Write block ``index`` (bands and a 0/255 validity mask, or None for a raster whose
         nodata value marks invalid pixels) at ``window``."""
-        with self._env():
-            self.dataset.write(data, window=window)
-            if mask is not None:
-                self.dataset.write_mask(mask, window=window)
+        try:
+            with self._env():
+                self.dataset.write(data, window=window)
+                if mask is not None:
+                    self.dataset.write_mask(mask, window=window)
+        except Exception as exc:
+            self.done.clear()  # what is on disk cannot be trusted for a resume
+            raise write_failure(self.path, exc) from None
         self.done.add(index)
         if time.monotonic() - self._checkpointed > CHECKPOINT_SECONDS:
             self.checkpoint()
 
     def checkpoint(self) -> None:
         """Put the blocks written so far on disk and record them in the journal."""
-        self._close()
+        try:
+            self._close()
+            verify_raster(self.draft)
+        except Exception as exc:
+            self.done.clear()
+            raise write_failure(self.path, exc) from None
         self._write_journal()
         self._open("r+")
         self._checkpointed = time.monotonic()
 
     def __exit__(self, kind, error, trace) -> None:
         try:
+            self._finish(kind)
+        finally:
+            self._lock.__exit__(None, None, None)
+
+    def _finish(self, kind) -> None:
+        try:
             self._close()
-        except Exception:
             if kind is None:
-                raise
+                verify_raster(self.draft)
+        except Exception as exc:
+            self._discard_partial()  # its blocks cannot be trusted for a resume
+            if kind is None:
+                raise write_failure(self.path, exc) from None
+            return
         if kind is not None:
             if self.done:
                 self._write_journal()
@@ -215,7 +262,13 @@ class StagedCog:
         try:
             with self._env():
                 rasterio.shutil.copy(self.draft, final, driver="COG", **self.cog_options)
-            os.replace(final, self.path)
-        finally:
+        except Exception as exc:  # GDAL's own errors (CPLE_*) are not all RasterioErrors
             final.unlink(missing_ok=True)
+            self._write_journal()  # the draft is whole: --resume only copies it again
+            raise write_failure(self.path, exc) from None
+        try:
+            publish(final, self.path, verify_raster)
+        except Exception:
+            self._write_journal()
+            raise
         self._discard_partial()

@@ -27,7 +27,7 @@ from geoseg.contracts import CARD_NAME, MODEL_NAME, write_model_card
 from geoseg.data import ChipsDirectory, make_dataset
 from geoseg.folds import spatial_folds
 from geoseg.model import build_model, member_name
-from geoseg.outputs import check_output, replace_with
+from geoseg.outputs import replace_with
 from geoseg.training import (
     HISTORY,
     EpochReport,
@@ -35,6 +35,7 @@ from geoseg.training import (
     TrainSettings,
     TrainSummary,
     _plan,
+    check_fresh_start,
     multiclass_scores,
     multilabel_scores,
     partial_directory,
@@ -57,10 +58,10 @@ def train_folds(
 ) -> TrainSummary:
     """Train ``settings.folds`` models on spatial folds of ``chips`` (fold k with seed
     ``seed + k``) and write their ensemble to ``out``."""
-    check_output(out, overwrite)
+    work = partial_directory(out)
+    check_fresh_start(work, out, overwrite)
     views = spatial_folds(chips, settings.folds, settings.seed)
     plan = _plan(views[0], settings)
-    work = partial_directory(out)
     shutil.rmtree(work, ignore_errors=True)
     (work / FOLDS_DIR).mkdir(parents=True)
     started = time.monotonic()

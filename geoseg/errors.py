@@ -45,3 +45,12 @@ class NotAPredictionError(GeosegError, ValueError):
 
 class ResourceError(GeosegError, MemoryError):
     """The run needs more memory than the machine has, e.g. for very large chips."""
+
+
+class OutputWriteError(GeosegError, OSError):
+    """An output could not be written completely (a full disk, a failing writer); nothing was
+    published under its name."""
+
+
+class OutputLockedError(GeosegError, BlockingIOError):
+    """Another run is writing the same output."""

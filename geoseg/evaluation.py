@@ -38,7 +38,7 @@ from geoseg.errors import (
     first_line,
 )
 from geoseg.labels import BOUNDARY, IGNORE, LabelSpec, Length, is_raster_path, open_labels
-from geoseg.outputs import check_not_an_input, check_output, write_text_atomically
+from geoseg.outputs import check_apart, check_output, write_text_atomically
 from geoseg.parallel import Progress, compute_each
 from geoseg.raster import block_windows, open_raster, open_raster_info, read_padded
 from geoseg.regions import disk
@@ -159,8 +159,8 @@ def evaluate(
         if local_file_missing(path):
             raise InputFileError(f"{path}: no such file")
     if json_out is not None:
+        check_apart([json_out], [prediction, truth])
         check_output(json_out, overwrite)
-        check_not_an_input(json_out, [prediction, truth], "--json")
     source = _class_source(prediction)
     if source is not None:
         _check_class_options(prediction, threshold, classes)

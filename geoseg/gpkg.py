@@ -22,6 +22,7 @@ import json
 import os
 import queue
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,8 @@ import pyarrow as pa
 import pyogrio
 import pyproj
 import shapely
+
+from geoseg.errors import OutputWriteError, first_line
 
 _DRIVERS = {".gpkg": "GPKG", ".fgb": "FlatGeobuf"}  # and .parquet, written with pyarrow
 _END = None
@@ -163,7 +166,9 @@ class LayerWriter(_Batches):
             pyogrio.write_arrow(
                 stream, path, geometry_name="geometry", geometry_type="Polygon", **options
             )
-        except BaseException as exc:  # handed to the caller's next write or close
+        except Exception as exc:  # handed to the caller's next write or close
+            self._error = OutputWriteError(first_line(exc))
+        except BaseException as exc:
             self._error = exc
 
     def write_wkb(self, wkb: np.ndarray, **arrays) -> None:
@@ -205,6 +210,27 @@ class LayerWriter(_Batches):
             self._thread.join()
 
 
+@contextmanager
+def _writing():
+    """Errors of the file writer (a full disk) as :class:`OutputWriteError`."""
+    try:
+        yield
+    except (OSError, pa.ArrowException) as exc:
+        raise OutputWriteError(first_line(exc)) from None
+
+
+def verify_layer(path: str | os.PathLike, count: int) -> None:
+    """Raise unless the polygon file at ``path`` opens and holds ``count`` features."""
+    if _is_parquet(path):
+        import pyarrow.parquet as pq
+
+        found = pq.ParquetFile(path).metadata.num_rows
+    else:
+        found = pyogrio.read_info(path, force_feature_count=True)["features"]
+    if found != count:
+        raise OutputWriteError(f"{path} holds {found} features, not the {count} written")
+
+
 class GeoParquetWriter(_Batches):
     """:class:`LayerWriter`'s interface for a GeoParquet file (WKB geometry, GeoParquet 1.1).
 
@@ -239,16 +265,19 @@ class GeoParquetWriter(_Batches):
         if fiboa:
             stored["fiboa"] = json.dumps(FIBOA_COLLECTION)
         super().__init__(columns, stored)
-        self._writer = pq.ParquetWriter(path, self._schema, compression="zstd")
+        with _writing():
+            self._writer = pq.ParquetWriter(path, self._schema, compression="zstd")
 
     def write_wkb(self, wkb: np.ndarray, **arrays) -> None:
         """Append polygons as WKB (in the file's CRS) with one array per column."""
         if len(wkb):
-            self._writer.write_batch(self._batch(wkb, arrays))
+            with _writing():
+                self._writer.write_batch(self._batch(wkb, arrays))
 
     def close(self) -> None:
         """Write the file's footer."""
-        self._writer.close()
+        with _writing():
+            self._writer.close()
 
     def __enter__(self) -> GeoParquetWriter:
         return self

@@ -41,7 +41,7 @@ from geoseg.contracts import (
 )
 from geoseg.errors import ParameterError, RasterError
 from geoseg.forward import ForwardSpec, file_version, forward_pass
-from geoseg.outputs import check_output
+from geoseg.outputs import check_apart, check_output
 from geoseg.parallel import Progress, check_scheduler, compute_each
 from geoseg.raster import block_windows, normalize, open_raster, open_raster_info, read_padded
 from geoseg.remote import absolute, is_gdal_path
@@ -328,8 +328,8 @@ def predict(
     _check_options(chip, overlap, block_size, batch_size)
     thresholds = _thresholds(card, threshold)
     _check_class_map(card, model, class_map)
-    _check_outputs(image, model, out, vectors, class_map, mode, min_area, simplify, block_size,
-                   card)  # fmt: skip
+    _check_outputs([image, *dates], model, out, vectors, class_map, mode, min_area, simplify,
+                   block_size, card)  # fmt: skip
     identity = run_identity(
         image, model, overlap=overlap, block_size=block_size, batch_size=batch_size, tta=tta,
         device=device, mixed_precision=mixed_precision, threshold=threshold,
@@ -472,17 +472,10 @@ def _check_class_map(card: ModelCard, model, class_map) -> None:
         )
 
 
-def _check_outputs(image, model, out, vectors, class_map, mode, min_area, simplify, block_size,
-                   card):  # fmt: skip
+def _check_outputs(images, model, out, vectors, class_map, mode, min_area, simplify,
+                   block_size, card):  # fmt: skip
     """Outputs must differ from the inputs and each other; polygon options must fit the model."""
-    inputs = {Path(image).resolve(): "the input image", Path(model).resolve(): "the model"}
-    outputs = {"--out": out, "--class-map": class_map, "--vectors": vectors}
-    given = {option: Path(path).resolve() for option, path in outputs.items() if path is not None}
-    for option, path in given.items():
-        if path in inputs:
-            raise ParameterError(f"{option} {outputs[option]} is {inputs[path]}")
-    if len(set(given.values())) < len(given):
-        raise ParameterError(f"{', '.join(given)} must name different files")
+    check_apart([out, class_map, vectors], [*images, model])
     if vectors is None:
         return
     from geoseg.vectorizing import check_parcels_class, check_vector_options, check_vector_path

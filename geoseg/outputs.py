@@ -1,15 +1,27 @@
-"""Outputs that appear complete or not at all: build under a temporary name, rename at the end."""
+"""The rules every output follows, in one place (``docs/reliability.md``).
+
+- An output is never an input: it never resolves to an input file, a file inside an input
+  folder or another output of the run, and an output folder never holds an input
+  (:func:`check_apart`).
+- One writer per output: a run holds a lock on each output while it writes
+  (:func:`output_lock`); a lock left by a dead process is free.
+- Complete or absent: outputs are built under a hidden name, verified, then renamed
+  (:func:`staged_directory`, :func:`publish`).
+"""
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
 import shutil
+import socket
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from geoseg.errors import OutputExistsError
+from geoseg.errors import OutputExistsError, OutputLockedError, OutputWriteError, first_line
 
 
 def check_output(path: str | os.PathLike, overwrite: bool) -> Path:
@@ -21,21 +33,107 @@ def check_output(path: str | os.PathLike, overwrite: bool) -> Path:
     return path
 
 
-def check_not_inside(out: str | os.PathLike, inputs: list[str | os.PathLike]) -> None:
-    """Refuse an output folder that is, or holds, one of the inputs (overwrite would delete it)."""
-    out = Path(out).resolve()
-    for path in inputs:
-        path = Path(path).resolve()
-        if path == out or out in path.parents:
-            raise OutputExistsError(f"{out} holds the input {path}: choose another output folder")
+def check_apart(outputs: Iterable, inputs: Iterable) -> None:
+    """Refuse any output that resolves to an input file, lies inside an input folder, holds an
+    input, or is (or holds) another output; ``--overwrite`` does not change this. ``None``
+    entries and GDAL paths (URLs, ``/vsi...``) are skipped."""
+    from geoseg.remote import is_gdal_path
+
+    def local(paths):
+        return [Path(p).resolve() for p in paths if p is not None and not is_gdal_path(str(p))]
+
+    outputs, inputs = local(outputs), local(inputs)
+    for out in outputs:
+        for source in inputs:
+            if out == source:
+                raise OutputExistsError(f"the output {out} is an input: choose another file")
+            if source in out.parents and source.is_dir():
+                raise OutputExistsError(
+                    f"the output {out} is inside the input folder {source}: choose another place"
+                )
+            if out in source.parents:
+                raise OutputExistsError(f"the output {out} holds the input {source}")
+    for i, out in enumerate(outputs):
+        for other in outputs[i + 1 :]:
+            if out == other or out in other.parents or other in out.parents:
+                raise OutputExistsError(f"two outputs of one run overlap: {out} and {other}")
 
 
-def check_not_an_input(out: str | os.PathLike, inputs: list, option: str = "--out") -> None:
-    """Refuse an output file that is one of the inputs, whatever ``--overwrite`` says."""
-    target = Path(out).resolve()
-    for path in inputs:
-        if path is not None and Path(path).resolve() == target:
-            raise OutputExistsError(f"{option} {out} is one of the inputs: choose another file")
+def lock_path(path: str | os.PathLike) -> Path:
+    """The hidden lock file of an output."""
+    path = Path(path).absolute()
+    return path.parent / f".{path.name}.lock"
+
+
+@contextmanager
+def output_lock(path: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive lock on the output ``path`` while the block runs; refuse at once when
+    another live process holds it. The lock is an ``flock`` on a hidden sibling file, which the
+    system releases when its process dies, so a crashed run never blocks the next one."""
+    target = lock_path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        descriptor = os.open(target, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(descriptor, 200).decode(errors="replace").strip() or "unknown"
+            os.close(descriptor)
+            raise OutputLockedError(
+                f"another geoseg run ({holder}) is writing {Path(path).absolute()}; wait for it "
+                "or choose another output"
+            ) from None
+        try:  # the file may have been removed by the holder that released it meanwhile
+            same = os.fstat(descriptor).st_ino == os.stat(target).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(descriptor)
+    try:
+        os.ftruncate(descriptor, 0)
+        os.write(descriptor, f"pid {os.getpid()} on {socket.gethostname()}".encode())
+        yield
+    finally:
+        target.unlink(missing_ok=True)
+        os.close(descriptor)
+
+
+@contextmanager
+def output_locks(paths: Iterable) -> Iterator[None]:
+    """:func:`output_lock` on each path that is not None."""
+    with ExitStack() as stack:
+        for path in paths:
+            if path is not None:
+                stack.enter_context(output_lock(path))
+        yield
+
+
+def write_failure(path: str | os.PathLike, exc: BaseException) -> OutputWriteError:
+    """The one-line error of an output that could not be written, naming a full disk."""
+    folder = Path(path).absolute().parent
+    try:
+        full = shutil.disk_usage(folder).free < 1 << 20
+    except OSError:
+        full = False
+    full = (
+        full
+        or getattr(exc, "errno", None) == errno.ENOSPC
+        or any(words in str(exc) for words in ("No space", "disk is full"))
+    )
+    why = "no space left on the device" if full else first_line(exc)
+    return OutputWriteError(f"could not write {path}: {why}; nothing was written under that name")
+
+
+def publish(draft: Path, path: Path, verify: Callable[[Path], None]) -> None:
+    """Rename the finished ``draft`` to ``path`` once ``verify(draft)`` passes (it raises on a
+    damaged file); a draft that fails is removed and nothing appears under ``path``."""
+    try:
+        verify(draft)
+        os.replace(draft, path)
+    except Exception as exc:
+        draft.unlink(missing_ok=True)
+        raise write_failure(path, exc) from None
 
 
 def write_text_atomically(path: str | os.PathLike, text: str) -> None:
@@ -56,13 +154,14 @@ def staged_directory(path: str | os.PathLike, overwrite: bool) -> Iterator[Path]
     path.parent.mkdir(parents=True, exist_ok=True)
     token = uuid.uuid4().hex[:8]
     staging = path.parent / f".{path.name}.partial-{token}"
-    staging.mkdir()
-    try:
-        yield staging
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    replace_with(staging, path)
+    with output_lock(path):
+        staging.mkdir()
+        try:
+            yield staging
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        replace_with(staging, path)
 
 
 def replace_with(staging: Path, path: Path) -> None:

@@ -16,7 +16,7 @@ from rasterio.windows import from_bounds
 from geoseg.cog import class_colormap
 from geoseg.contracts import CLASS_MAP_NODATA, ClassMapTags, PredictionTags, is_class_map
 from geoseg.errors import ParameterError
-from geoseg.outputs import check_not_an_input, check_output
+from geoseg.outputs import check_apart, check_output
 from geoseg.raster import open_raster_info
 
 CLASS_ALPHA = 0.7
@@ -45,8 +45,8 @@ def quicklook(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    check_apart([out], [prediction, image, vectors])
     out = check_output(out, overwrite)
-    check_not_an_input(out, [prediction, image, vectors])
     info = open_raster_info(prediction)
     scale = max(info.width, info.height) / max_size
     shape = (max(1, round(info.height / scale)), max(1, round(info.width / scale)))

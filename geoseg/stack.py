@@ -21,7 +21,7 @@ from xml.sax.saxutils import escape
 import numpy as np
 
 from geoseg.errors import ParameterError, RasterError
-from geoseg.outputs import check_output, write_text_atomically
+from geoseg.outputs import check_apart, check_output, write_text_atomically
 from geoseg.raster import RasterInfo, open_raster, open_raster_info
 from geoseg.remote import absolute, gdal_path
 
@@ -178,9 +178,7 @@ def write_stack(
     out = Path(out)
     if out.suffix.lower() != ".vrt":
         raise ParameterError(f"{out}: a stack is written as a GDAL VRT; name it .vrt")
-    inputs = {Path(p).absolute() for p in paths}
-    if out.absolute() in inputs:
-        raise ParameterError(f"{out} is one of the stacked rasters")
+    check_apart([out], [*paths, like])
     check_output(out, overwrite)
     write_text_atomically(out, stack_vrt(paths, like))
     with open_raster(out) as src:

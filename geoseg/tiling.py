@@ -38,7 +38,7 @@ from geoseg.labels import (
     open_labels,
     parse_label_nodata,
 )
-from geoseg.outputs import check_not_inside, check_output, staged_directory
+from geoseg.outputs import check_apart, check_output, staged_directory
 from geoseg.parallel import Progress, compute
 from geoseg.raster import (
     RasterInfo,
@@ -166,10 +166,10 @@ def tile(
     if split_by not in SPLIT_BY:
         raise ParameterError(f"--split-by must be one of {', '.join(SPLIT_BY)}, got {split_by!r}")
     check_codec(compress)
-    check_output(out, overwrite)
     images = [absolute(p) for p in images]
     labels = None if labels is None else absolute(labels)
-    check_not_inside(out, images + ([labels] if labels else []))
+    check_apart([out], [*images, labels])
+    check_output(out, overwrite)
     if boundary_width is not None and not isinstance(boundary_width, Length):
         boundary_width = Length.parse(str(boundary_width))
     label_nodata = parse_label_nodata(label_nodata)

@@ -69,7 +69,7 @@ from geoseg.losses import (
     training_metrics,
 )
 from geoseg.model import UNET, UNetConfig, build_model
-from geoseg.outputs import check_not_inside, check_output, replace_with
+from geoseg.outputs import check_apart, check_output, output_lock, replace_with
 from geoseg.plots import plot_history
 from geoseg.raster import normalize
 from geoseg.scoring import ConfusionMatrix, RegressionErrors, ScoreHistogram
@@ -300,7 +300,13 @@ def train(
     settings.check()
     chips_dir = chips if isinstance(chips, ChipsDirectory) else open_chips(chips)
     out = Path(out).absolute()
-    check_not_inside(out, [chips_dir.root])
+    check_apart([out], [chips_dir.root])
+    with output_lock(out):
+        return _train(chips_dir, out, settings, resume, overwrite, progress, on_epoch)
+
+
+def _train(chips_dir, out: Path, settings: TrainSettings, resume, overwrite, progress, on_epoch):
+    """The body of :func:`train`, run while it holds the lock on ``out``."""
     if settings.folds > 1:
         if resume:
             raise ParameterError("--resume cannot continue a --folds run; start it again")
@@ -546,16 +552,22 @@ def _start_fresh(
     work: Path, out: Path, overwrite: bool, settings: TrainSettings, chips, plan
 ) -> None:
     """Refuse to clobber a finished model or a resumable run unless ``overwrite``."""
+    check_fresh_start(work, out, overwrite)
+    shutil.rmtree(work, ignore_errors=True)  # also a run stopped before its first epoch
+    work.mkdir(parents=True)
+    run = {"settings": settings.to_json(), "chips": str(chips.root), "precision": plan.precision}
+    (work / SETTINGS).write_text(json.dumps(run, indent=2))
+
+
+def check_fresh_start(work: Path, out: Path, overwrite: bool) -> None:
+    """Refuse a finished model at ``out`` or an interrupted run in ``work`` unless
+    ``overwrite``."""
     check_output(out, overwrite)
     if (work / LAST).is_file() and not overwrite:
         raise OutputExistsError(
             f"an interrupted run towards {out} is in {work}: continue it with --resume "
             "or start again with --overwrite"
         )
-    shutil.rmtree(work, ignore_errors=True)  # also a run stopped before its first epoch
-    work.mkdir(parents=True)
-    run = {"settings": settings.to_json(), "chips": str(chips.root), "precision": plan.precision}
-    (work / SETTINGS).write_text(json.dumps(run, indent=2))
 
 
 def _resumable_settings(work: Path, settings: TrainSettings, chips) -> tuple[TrainSettings, str]:

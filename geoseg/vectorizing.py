@@ -46,8 +46,8 @@ from geoseg.contracts import (
     describe_delineation,
     is_class_map,
 )
-from geoseg.errors import ParameterError, RasterError
-from geoseg.outputs import check_output
+from geoseg.errors import OutputWriteError, ParameterError, RasterError
+from geoseg.outputs import check_output, output_lock, publish, write_failure
 from geoseg.parallel import Progress, compute_each
 from geoseg.raster import GDAL_CACHE_BYTES, block_windows, open_raster_info, read_padded
 from geoseg.regions import (
@@ -572,7 +572,6 @@ def vectorize(
     metadata = {"geoseg_source": str(raster), "geoseg_extent": json.dumps(info.bounds)}
     if plan.delineation:
         metadata["geoseg_delineation"] = plan.delineation
-    writer = PolygonWriter(draft, mode, info.crs.to_wkt(), plan.class_names, metadata)
     started = time.perf_counter()
     merge = BorderMerge(job.outputs, block_size, -(-info.height // block_size), per_row)
     deferred: list[Pieces] = []
@@ -589,19 +588,25 @@ def vectorize(
     # shapes() holds the GIL, so threads barely overlap: large rasters go to processes
     processes = workers != 1 and len(windows) > 1 and info.width * info.height >= PROCESS_PIXELS
     logger.info("vectorizing %s (%s): %d blocks of %d px", raster, mode, len(windows), block_size)
+    from geoseg.gpkg import verify_layer
+
     try:
-        with writer:
-            compute_each(
-                tasks,
-                consume,
-                workers=workers,
-                scheduler=scheduler,
-                progress=progress,
-                processes=processes,
-            )
-            if deferred:
-                writer.write(finish(Pieces.concat(deferred), job))
-        os.replace(draft, out)
+        with output_lock(out):
+            writer = PolygonWriter(draft, mode, info.crs.to_wkt(), plan.class_names, metadata)
+            with writer:
+                compute_each(
+                    tasks,
+                    consume,
+                    workers=workers,
+                    scheduler=scheduler,
+                    progress=progress,
+                    processes=processes,
+                )
+                if deferred:
+                    writer.write(finish(Pieces.concat(deferred), job))
+            publish(draft, out, lambda path: verify_layer(path, writer.count))
+    except OutputWriteError as exc:
+        raise write_failure(out, exc) from None
     finally:
         draft.unlink(missing_ok=True)
     logger.info("%s: %d polygons in %.1f s", out, writer.count, time.perf_counter() - started)

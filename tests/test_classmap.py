@@ -231,8 +231,8 @@ def test_predict_vectors_of_a_multiclass_model_are_the_class_regions(
     [
         ("multilabel", ["--class-map needs a multiclass model"]),
         ("exists", ["already exists"]),
-        ("is_image", ["--class-map", "is the input image"]),
-        ("is_out", ["must name different files"]),
+        ("is_image", ["is an input"]),
+        ("is_out", ["overlap"]),
         ("threshold", ["--threshold does not apply to a multiclass model"]),
         ("parcels", ["--mode parcels", "multiclass"]),
     ],

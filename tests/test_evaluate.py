@@ -203,7 +203,7 @@ def test_json_never_replaces_a_file_by_accident(case, prediction, make_vector, t
     before = target.read_bytes()
     extra = [] if case == "json_exists" else ["--overwrite"]
     result = run("evaluate", pred, "--truth", truth, "--json", target, *extra)
-    assert_one_line_error(result, "one of the inputs" if extra else "already exists")
+    assert_one_line_error(result, "is an input" if extra else "already exists")
     assert target.read_bytes() == before
     assert run("evaluate", pred, "--truth", truth, "--json", tmp_path / "s.json",
                "--overwrite").exit_code == 0 or case != "json_exists"  # fmt: skip
@@ -227,7 +227,7 @@ def test_quicklook_never_writes_over_an_input(prediction, make_raster, tmp_path)
     for target in (pred, image):
         before = target.read_bytes()
         result = run("quicklook", pred, "--image", image, "--out", target, "--overwrite")
-        assert_one_line_error(result, "one of the inputs")
+        assert_one_line_error(result, "is an input")
         assert target.read_bytes() == before
 
 

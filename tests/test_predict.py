@@ -244,7 +244,7 @@ def test_cli_predict_with_parcels(tiny_model, scene_image, tmp_path):
         ("vectors_exist", ["already exists"]),
         ("scheduler", ["cannot reach"]),
         ("block", ["--block-size"]),
-        ("out_is_input", ["is the input image"]),
+        ("out_is_input", ["is an input"]),
     ],
 )
 def test_bad_input_gives_one_line_and_no_output(

@@ -238,7 +238,7 @@ def test_bad_chips_directories_are_refused(tiny_chips, tmp_path):
     chips = without_val(tiny_chips, tmp_path)
     assert_one_line_error(run("train", chips, "--out", tmp_path / "m"), "val split has no chips")
     assert not (tmp_path / "m").exists()
-    assert_one_line_error(run("train", tiny_chips, "--out", tiny_chips, "--overwrite"), "holds")
+    assert_one_line_error(run("train", tiny_chips, "--out", tiny_chips, "--overwrite"), "is an input")
     assert_one_line_error(run("train", tiny_chips, "--out", tmp_path / "x", "--resume"), "resume")
 
 

@@ -444,12 +444,12 @@ def train(chips, out, **options):
       $ geoseg train chips/ --out model/ --resume      # after an interruption
     """
     from geoseg.data import open_chips, select_classes
-    from geoseg.outputs import check_not_inside, check_output
+    from geoseg.outputs import check_apart, check_output
 
     # what can be checked without TensorFlow fails in a second instead of after its import
     chips_dir = open_chips(chips)
     select_classes(chips_dir, options["classes"])
-    check_not_inside(out, [chips_dir.root])
+    check_apart([out], [chips_dir.root])
     if not options["resume"]:
         check_output(out, options["overwrite"])
 

@@ -1,0 +1,159 @@
+"""Nothing lost, nothing passed off: full disks, writers that fail, outputs that are inputs and
+two runs on one output (``docs/reliability.md``)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import rasterio
+import rasterio.shutil
+
+from geoseg.outputs import lock_path, output_lock
+from tests.helpers import assert_one_line_error, run
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 160 KB tmpfs mounted in ``tmp_path/small`` (skip where mounting is not allowed)."""
+    folder = tmp_path / "small"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=160k", "tmpfs", str(folder)], capture_output=True
+    )
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    yield folder
+    subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def visible(folder):
+    return sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+
+
+def test_predict_on_a_full_disk_fails_in_one_line_and_publishes_nothing(
+    tiny_model, make_raster, small_disk
+):
+    image = make_raster(width=900, height=900, count=3, seed=1)
+    result = run("predict", image, "-m", tiny_model, "-o", small_disk / "p.tif")
+    assert_one_line_error(result, "no space left", "p.tif")
+    assert visible(small_disk) == []
+
+
+def test_vectorize_on_a_full_disk_fails_in_one_line(tiny_model, make_raster, tmp_path, small_disk):
+    image = make_raster(width=600, height=600, count=3, seed=2)
+    pred = tmp_path / "p.tif"
+    assert run("predict", image, "-m", tiny_model, "-o", pred).exit_code == 0
+    (small_disk / ".filler").write_bytes(b"\0" * (150 << 10))
+    for name in ("x.gpkg", "x.fgb", "x.parquet"):
+        result = run("vectorize", pred, "-o", small_disk / name, "--mode", "regions")
+        assert_one_line_error(result, "no space left", name)
+    assert visible(small_disk) == []
+
+
+def test_a_cog_writer_that_fails_midway_publishes_nothing_and_resume_finishes(
+    tiny_model, make_raster, tmp_path, monkeypatch
+):
+    image = make_raster(width=700, height=500, count=3, seed=3)
+    out = tmp_path / "p.tif"
+    copy = rasterio.shutil.copy
+
+    def truncated_copy(source, target, **options):  # returns normally, as GDAL does
+        copy(source, target, **options)
+        size = os.path.getsize(target)
+        with open(target, "r+b") as file:
+            file.truncate(size * 2 // 3)
+
+    monkeypatch.setattr(rasterio.shutil, "copy", truncated_copy)
+    assert_one_line_error(run("predict", image, "-m", tiny_model, "-o", out), "could not write")
+    assert not out.exists()
+    monkeypatch.setattr(rasterio.shutil, "copy", copy)
+    assert run("predict", image, "-m", tiny_model, "-o", out, "--resume").exit_code == 0
+    with rasterio.open(out) as written:
+        assert written.read().std() > 0
+
+
+def test_no_output_may_be_an_input_even_with_overwrite(tiny_model, make_raster, tmp_path):
+    june = make_raster(width=128, height=128, name="june.tif", seed=4)
+    july = make_raster(width=128, height=128, name="july.tif", seed=5)
+    before = july.read_bytes()
+    cases = [
+        ["predict", june, july, "--dates", "-m", tiny_model, "-o", july],
+        ["predict", june, "-m", tiny_model, "-o", tiny_model / "model.keras"],
+        ["predict", june, "-m", tiny_model, "-o", tmp_path / "p.tif", "--vectors", july],
+        ["stack", june, july, "-o", tmp_path / "x" / ".." / "july.tif"],
+        ["vectorize", june, "-o", tmp_path],
+    ]
+    (tmp_path / "x").mkdir()
+    for args in cases:
+        assert_one_line_error(run(*args, "--overwrite"), "input")
+    assert july.read_bytes() == before
+    assert (tiny_model / "model.keras").stat().st_size > 1000
+
+
+def test_stack_resolves_its_output_before_comparing(make_raster, tmp_path):
+    a = make_raster(width=64, height=64, name="a.tif")
+    b = make_raster(width=64, height=64, name="b.tif")
+    assert run("stack", a, b, "-o", tmp_path / "s.vrt").exit_code == 0
+    (tmp_path / "x").mkdir()
+    result = run(
+        "stack", tmp_path / "s.vrt", b, "-o", tmp_path / "x" / ".." / "s.vrt", "--overwrite"
+    )
+    assert_one_line_error(result, "is an input")
+    with rasterio.open(tmp_path / "s.vrt") as stacked:
+        assert stacked.count == 6
+
+
+def test_a_second_run_on_a_locked_output_is_refused_and_a_dead_lock_is_free(
+    tiny_model, make_raster, tmp_path
+):
+    image = make_raster(width=200, height=200, count=3, seed=6)
+    out = tmp_path / "same.tif"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom geoseg.outputs import output_lock\n"
+         f"with output_lock({str(out)!r}):\n    print('held', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        result = run("predict", image, "-m", tiny_model, "-o", out)
+        assert_one_line_error(result, "another geoseg run", f"pid {holder.pid}")
+        assert not out.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert lock_path(out).exists()  # left behind by the killed process: stale, not blocking
+    assert run("predict", image, "-m", tiny_model, "-o", out, "--resume").exit_code == 0
+    assert out.exists() and not lock_path(out).exists()
+
+
+@pytest.mark.parametrize("command", ["tile", "train", "vectorize"])
+def test_tile_train_and_vectorize_take_the_lock_on_their_output(
+    command, tiny_chips, tiny_model, make_raster, tmp_path
+):
+    image = make_raster(width=128, height=128, count=3, seed=7)
+    out = tmp_path / ("out.gpkg" if command == "vectorize" else "out")
+    if command == "vectorize":
+        run("predict", image, "-m", tiny_model, "-o", tmp_path / "p.tif")
+    args = {
+        "tile": ["tile", image, "--out", out, "--size", "64"],
+        "train": ["train", tiny_chips, "--out", out, "--epochs", "1"],
+        "vectorize": ["vectorize", tmp_path / "p.tif", "-o", out],
+    }[command]
+    with output_lock(out):
+        assert_one_line_error(run(*args), "another geoseg run")
+    assert not out.exists()
+
+
+def test_folds_keep_an_interrupted_run_without_overwrite(tiny_chips, tmp_path):
+    out = tmp_path / "m"
+    work = tmp_path / ".m.partial"
+    work.mkdir()
+    (work / "last.keras").write_bytes(b"an interrupted run")
+    result = run("train", tiny_chips, "--out", out, "--folds", "2", "--epochs", "1")
+    assert_one_line_error(result, "interrupted run", "--overwrite")
+    assert (work / "last.keras").read_bytes() == b"an interrupted run"
