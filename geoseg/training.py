@@ -7,6 +7,7 @@ output, with ``model.keras``, ``geoseg.json``, ``history.csv``, ``training.png``
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
@@ -22,7 +23,6 @@ import pandas as pd
 import tensorflow as tf
 
 from geoseg import __version__
-from geoseg.chip_areas import stitched_areas, thinned
 from geoseg.contracts import (
     BACKGROUND,
     CARD_NAME,
@@ -52,8 +52,6 @@ from geoseg.errors import (
     TrainingError,
     first_line,
 )
-from geoseg.forward import average_dihedral
-from geoseg.inference import ChipGrid, predict_array
 from geoseg.losses import (
     CATEGORICAL_NAMES,
     LOSSES,
@@ -70,10 +68,17 @@ from geoseg.losses import (
 )
 from geoseg.model import UNET, UNetConfig, build_model
 from geoseg.outputs import check_apart, check_output, output_lock, replace_with
+from geoseg.parcel_areas import (
+    PARCELS_MONITOR,
+    ParcelMonitor,
+    ParcelRoles,
+    area_pieces,
+    area_predictor,
+    parcel_roles,
+)
 from geoseg.plots import plot_history
-from geoseg.raster import normalize
 from geoseg.scoring import ConfusionMatrix, RegressionErrors, ScoreHistogram
-from geoseg.tuning import object_counts, predicted_samples, tunable, tune_delineation
+from geoseg.tuning import object_counts, predicted_samples, tune_delineation
 
 HISTORY, SETTINGS, STATE = "history.csv", "settings.json", "state.json"
 ENCODER_RECORD = "encoder.json"  # how the encoder's weights were loaded, for the card
@@ -81,8 +86,6 @@ BEST, LAST = "best.keras", "last.keras"
 BEST_STAGING = "best.partial.keras"  # ModelCheckpoint writes here; renamed when complete
 TUNING_PIXELS = 2**20
 """Most validation pixels the delineation thresholds are tuned on (areas spread over them)."""
-TUNING_BATCH = 16
-"""Chips per forward call when predicting the validation areas for tuning."""
 
 FIT_PIXELS = 2**19
 """Most training pixels the fit report (parcels of the training areas) is measured on."""
@@ -120,7 +123,9 @@ class TrainSettings:
     augment: bool = True
     jitter: float = 0.0
     patience: int = 10
-    monitor: str = "val_loss"
+    monitor: str = "auto"
+    """What picks the best epoch and stops early; ``auto``: the validation areas' parcels
+    (``val_parcels_f1``) for a model whose parcels can be delineated, else ``val_loss``."""
     mixed_precision: str = "auto"
     seed: int = 0
     classes: Sequence[str] | None = None
@@ -372,8 +377,14 @@ def _train(chips_dir, out: Path, settings: TrainSettings, resume, overwrite, pro
                 epochs=end,
                 initial_epoch=epoch,
                 callbacks=_callbacks(
-                    work, settings, resume or epoch > initial_epoch, progress, on_epoch
-                ),
+                    work,
+                    chips_dir,
+                    plan,
+                    settings,
+                    resume or epoch > initial_epoch,
+                    progress,
+                    on_epoch,
+                ),  # fmt: skip
                 shuffle=False,  # the dataset reshuffles itself
                 verbose=0,
             )
@@ -449,6 +460,10 @@ class _Plan:
     task: str = "multilabel"
     replicas: str = "one CPU"
     """What training runs on, e.g. ``2 GPUs (MirroredStrategy)``."""
+    monitor: str = "val_loss"
+    """The log value that picks the best epoch (``auto`` resolved)."""
+    roles: ParcelRoles | None = None
+    """Where the parcels' extent, boundary and distance are, when they can be delineated."""
 
     @property
     def class_targets(self) -> list[str]:
@@ -497,14 +512,21 @@ def _plan(chips: ChipsDirectory, settings: TrainSettings) -> _Plan:
     monitors = {"val_loss", "val_iou"} if class_targets else {"val_loss"}
     monitors |= {f"val_{metric_key(m, c)}" for m in ("iou", "f1") for c in class_targets}
     monitors |= {f"val_{metric_key('mae', n)}" for n, k in zip(class_names, kinds) if k != "class"}
-    if settings.monitor not in monitors:
+    roles = None if settings.task == "multiclass" else parcel_roles(chips, class_names)
+    if roles is not None:
+        monitors.add(PARCELS_MONITOR)
+    monitor = settings.monitor
+    if monitor == "auto":
+        monitor = PARCELS_MONITOR if roles is not None else "val_loss"
+    if monitor not in monitors:
         raise ParameterError(
-            f"cannot monitor {settings.monitor!r}; choose one of {', '.join(sorted(monitors))}"
+            f"cannot monitor {monitor!r}; choose auto or one of {', '.join(sorted(monitors))}"
         )
     precision = resolve_precision(settings.mixed_precision)
     return _Plan(
-        class_names, class_bands, weights, source, network, precision, kinds, settings.task
-    )
+        class_names, class_bands, weights, source, network, precision, kinds, settings.task,
+        monitor=monitor, roles=roles,
+    )  # fmt: skip
 
 
 def _multiclass_outputs(chips: ChipsDirectory, settings: TrainSettings):
@@ -555,8 +577,19 @@ def _start_fresh(
     check_fresh_start(work, out, overwrite)
     shutil.rmtree(work, ignore_errors=True)  # also a run stopped before its first epoch
     work.mkdir(parents=True)
-    run = {"settings": settings.to_json(), "chips": str(chips.root), "precision": plan.precision}
+    run = {
+        "settings": settings.to_json(),
+        "chips": str(chips.root),
+        "chips_content": chips_content(chips),
+        "precision": plan.precision,
+    }
     (work / SETTINGS).write_text(json.dumps(run, indent=2))
+
+
+def chips_content(chips: ChipsDirectory) -> str:
+    """A fingerprint of what a chips directory holds: the hash of its dataset.json (classes,
+    bands, normalisation, chip lists), which a new tiling rewrites."""
+    return hashlib.sha256((chips.root / "dataset.json").read_bytes()).hexdigest()
 
 
 def check_fresh_start(work: Path, out: Path, overwrite: bool) -> None:
@@ -577,6 +610,11 @@ def _resumable_settings(work: Path, settings: TrainSettings, chips) -> tuple[Tra
     run = json.loads((work / SETTINGS).read_text())
     if run["chips"] != str(chips.root):
         raise ParameterError(f"--resume needs the interrupted run's chips: {run['chips']}")
+    if run.get("chips_content", chips_content(chips)) != chips_content(chips):
+        raise ParameterError(
+            f"--resume needs the interrupted run's chips: {chips.root} was tiled again since "
+            "(its dataset.json changed); start again with --overwrite"
+        )
     stored, given = run["settings"], settings.to_json()
     changed = [k for k in stored if k != "epochs" and stored[k] != given.get(k)]
     if changed:
@@ -736,9 +774,9 @@ def _lower_is_better(monitor: str) -> bool:
     return monitor.endswith("loss") or monitor.startswith(("val_mae_", "mae_"))
 
 
-def _callbacks(work, settings, resume, progress, on_epoch) -> list:
-    mode = "min" if _lower_is_better(settings.monitor) else "max"
-    watch = dict(monitor=settings.monitor, mode=mode)
+def _callbacks(work, chips, plan: _Plan, settings, resume, progress, on_epoch) -> list:
+    mode = "min" if _lower_is_better(plan.monitor) else "max"
+    watch = dict(monitor=plan.monitor, mode=mode)
     checkpoint = keras.callbacks.ModelCheckpoint(
         str(work / BEST_STAGING), save_best_only=True, **watch
     )
@@ -746,8 +784,12 @@ def _callbacks(work, settings, resume, progress, on_epoch) -> list:
     plateau = keras.callbacks.ReduceLROnPlateau(
         factor=0.5, patience=max(1, settings.patience // 2), min_lr=settings.lr / 100, **watch
     )
+    scoring = []  # before every callback that reads the monitored value
+    if plan.monitor == PARCELS_MONITOR:
+        scoring = [ParcelMonitor(chips, plan.roles, len(plan.class_names))]
     return [
         _StopOnNaN(),
+        *scoring,
         checkpoint,  # before _ResumePoint, which promotes what it wrote this epoch
         stopping,
         plateau,
@@ -768,7 +810,7 @@ def _finish(
     Test chips, when there are any, are scored at the val thresholds (an unbiased estimate).
     """
     history = pd.read_csv(work / HISTORY)
-    monitored = history[settings.monitor].where(np.isfinite(history["loss"]))
+    monitored = history[plan.monitor].where(np.isfinite(history["loss"]))
     if not (work / BEST).is_file() or not np.isfinite(monitored).any():
         shutil.rmtree(work)
         raise TrainingError(
@@ -787,7 +829,7 @@ def _finish(
         thresholds, scores = multilabel_scores(plan, [(final, val_data)], test)
 
     plot_history(history, plan.class_names, work / "training.png")
-    best_row = history.iloc[_best_epoch(work, history, settings.monitor) - 1]
+    best_row = history.iloc[_best_epoch(work, history, plan.monitor) - 1]
     card = _model_card(chips, plan, settings, thresholds, scores, best_row, history)
     if (work / ENCODER_RECORD).is_file():
         card["encoder"] = {
@@ -864,51 +906,32 @@ def tune_parcels(pairs: Sequence[tuple], plan: _Plan, thresholds: dict) -> dict 
     ``pairs`` holds (model, chips) pairs: the val areas of each chips view are predicted by its
     model and pooled."""
     chips = pairs[0][1]
-    targets = chips.record.targets
-    outputs = {
-        targets[name]["role"]: i for i, name in enumerate(plan.class_names) if targets[name]["role"]
-    }
-    roles = {role: plan.class_names[i] for role, i in outputs.items()}
-    truth_bands = {role: chips.classes.index(name) for role, name in chips.record.roles.items()}
-    if not tunable(list(outputs)) or "extent" not in truth_bands:
+    roles = parcel_roles(chips, plan.class_names)
+    if roles is None:
         return None
-    normalization = chips.record["normalization"]
-
-    def areas_of(split: str, pixels: int) -> tuple[list, list]:
-        pieces, models = [], []
-        for model, view in pairs:
-            for a in thinned(stitched_areas(view, split), pixels / len(pairs)):
-                image = normalize(np.moveaxis(a.image, -1, 0), a.valid, normalization)
-                pieces.append((image, a.valid, a.mask))
-                models.append(model)
-        return pieces, models
-
-    pieces, models = areas_of("val", TUNING_PIXELS)
-    grid = ChipGrid(chips.chip_size, chips.chip_size // 4)  # predict's default overlap
     classes = len(plan.class_names)
 
-    def predictor(model, tta: bool):
-        def run(batch: np.ndarray) -> np.ndarray:
-            return np.asarray(model(batch, training=False))
+    def areas_of(split: str, pixels: int, tta: bool = False) -> tuple[list, list]:
+        pieces, predictors = [], []
+        for model, view in pairs:
+            found = area_pieces(view, split, pixels / len(pairs))
+            pieces += found
+            predictors += [area_predictor(model, chips.chip_size, classes, tta)] * len(found)
+        return pieces, predictors
 
-        forward = (lambda batch: average_dihedral(run, batch)) if tta else run
-        return lambda image, valid: predict_array(
-            image, valid, grid, forward, TUNING_BATCH, classes
-        )
-
-    start = {key: thresholds.get(roles.get(key), 0.5) for key in ("extent", "boundary")}
-    start["marker"] = thresholds.get(roles.get("distance"), MARKER_THRESHOLD)
-    plain = [predictor(m, False) for m in models]
-    record = tune_delineation(plain, pieces, outputs, truth_bands, start)
+    start = {key: thresholds.get(roles.names.get(key), 0.5) for key in ("extent", "boundary")}
+    start["marker"] = thresholds.get(roles.names.get("distance"), MARKER_THRESHOLD)
+    pieces, plain = areas_of("val", TUNING_PIXELS)
+    record = tune_delineation(plain, pieces, roles.outputs, roles.truth_bands, start)
     if record is not None:
-        with_tta = [predictor(m, True) for m in models]
-        with_tta = tune_delineation(with_tta, pieces, outputs, truth_bands, start)
+        with_tta = areas_of("val", TUNING_PIXELS, tta=True)[1]
+        with_tta = tune_delineation(with_tta, pieces, roles.outputs, roles.truth_bands, start)
         record["tta"] = {k: with_tta[k] for k in ("thresholds", "val_objects")}
         record["val_areas"] = {"areas": len(pieces), "pixels": sum(p[1].size for p in pieces)}
-        fit_pieces, fit_models = areas_of("train", FIT_PIXELS)
+        fit_pieces, fit_predictors = areas_of("train", FIT_PIXELS)
         if fit_pieces:
             samples = predicted_samples(
-                [predictor(m, False) for m in fit_models], fit_pieces, outputs, truth_bands
+                fit_predictors, fit_pieces, roles.outputs, roles.truth_bands
             )
             record["fit_objects"] = object_counts(samples, record["thresholds"])
             pixels = sum(p[1].size for p in fit_pieces)
@@ -1009,6 +1032,7 @@ def _model_card(chips, plan, settings, thresholds, scores, best_row, history) ->
         "replicas": plan.replicas,
         "training": {
             **settings.to_json(),
+            "monitor": plan.monitor,
             "classes": plan.class_names,
             "precision": plan.precision,
             "best_epoch": int(best_row["epoch"]) + 1,

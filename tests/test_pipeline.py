@@ -102,3 +102,23 @@ def test_the_shipped_pipelines_load_with_today_s_option_names(name):
     stages = load_pipeline(path)
     predict = next(stage for stage in stages if stage.name == "predict")
     assert predict.args[0].endswith(".tif") and "--model" in predict.args
+
+
+def test_a_pipeline_never_replaces_its_own_folder_or_files_it_did_not_write(tmp_path):
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    (tmp_path / "keep.txt").write_text("mine")
+    path = sub / "p.yaml"
+    for stage, words in (
+        ("{out: ., size: 128}", "holds the input"),
+        ("{out: keep.txt, size: 128}", "not written by this pipeline"),
+    ):
+        path.write_text(f"workdir: ..\nstages:\n  - synth: {stage}\n")
+        result = run("run", path)
+        assert result.exit_code == 1 and "Traceback" not in result.output
+        assert result.output.strip().splitlines()[-1].startswith("Error:")
+        assert words in result.output.strip().splitlines()[-1]
+    assert (tmp_path / "keep.txt").read_text() == "mine" and path.is_file()
+    path.write_text("stages:\n  - synth: {out: scene, size: 128, buildings: false}\n")
+    assert run("run", path).exit_code == 0
+    assert run("run", path, "--force").exit_code == 0  # its own output: replaced

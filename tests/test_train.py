@@ -91,7 +91,7 @@ def test_interrupted_run_resumes_from_its_last_epoch(tiny_chips, tmp_path):
 
 def test_stale_best_staging_file_never_becomes_the_best_model(tiny_chips, tmp_path):
     """A crash mid-save leaves a half-written best.partial.keras; a resume must not promote it."""
-    out, tiny = tmp_path / "model", dict(classes=["boundary"], **TINY)
+    out, tiny = tmp_path / "model", dict(classes=["boundary"], monitor="val_loss", **TINY)
 
     def interrupt(epoch, epochs, logs):
         if epoch == 1:
@@ -238,7 +238,7 @@ def test_bad_chips_directories_are_refused(tiny_chips, tmp_path):
     chips = without_val(tiny_chips, tmp_path)
     assert_one_line_error(run("train", chips, "--out", tmp_path / "m"), "val split has no chips")
     assert not (tmp_path / "m").exists()
-    assert_one_line_error(run("train", tiny_chips, "--out", tiny_chips, "--overwrite"), "is an input")
+    assert_one_line_error(run("train", tiny_chips, "--out", tiny_chips, "--overwrite"), "input")
     assert_one_line_error(run("train", tiny_chips, "--out", tmp_path / "x", "--resume"), "resume")
 
 
@@ -263,3 +263,34 @@ def test_diverging_run_is_an_error_and_leaves_nothing(tiny_chips, tmp_path):
     last = result.output.strip().splitlines()[-1]  # after the epoch lines
     assert last.startswith("Error: training diverged") and "--lr" in last
     assert not out.exists() and not partial_directory(out).exists()
+
+
+def test_resume_refuses_chips_tiled_again_since(tiny_chips, tmp_path):
+    chips, out = tmp_path / "chips", tmp_path / "model"
+    shutil.copytree(tiny_chips, chips)
+
+    def interrupt(epoch, epochs, logs):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(chips, out, epochs=3, on_epoch=interrupt, classes=["boundary"], **TINY)
+    record = json.loads((chips / "dataset.json").read_text())
+    record["classes"] = list(reversed(record["classes"]))
+    (chips / "dataset.json").write_text(json.dumps(record))  # as another tiling would
+    with pytest.raises(ParameterError, match="tiled again"):
+        train(chips, out, epochs=3, classes=["boundary"], resume=True, **TINY)
+    assert (partial_directory(out) / "last.keras").is_file()
+
+
+def test_a_parcel_model_stops_and_keeps_its_best_epoch_by_the_parcels(
+    tiny_multitask_chips, tmp_path
+):
+    train(tiny_multitask_chips, tmp_path / "m", epochs=2, **TINY)
+    card = read_model_card(tmp_path / "m")
+    history = pd.read_csv(tmp_path / "m" / "history.csv")
+    assert card["training"]["monitor"] == "val_parcels_f1"
+    assert history["val_parcels_f1"].between(0, 1).all()
+    best = int(history["val_parcels_f1"].idxmax()) + 1
+    assert card["training"]["best_epoch"] == best
+    train(tiny_multitask_chips, tmp_path / "b", epochs=1, monitor="val_loss", **TINY)
+    assert "val_parcels_f1" not in pd.read_csv(tmp_path / "b" / "history.csv")

@@ -369,10 +369,11 @@ def tile(images, out, **options):
 )
 @click.option(
     "--monitor",
-    default="val_loss",
+    default="auto",
     show_default=True,
-    help="What picks the best epoch: val_loss, val_iou, val_iou_CLASS, val_f1_CLASS or "
-    "val_mae_TARGET (a regression target such as distance).",
+    help="What picks the best epoch and stops early: auto (val_parcels_f1, the object F1 of "
+    "the validation areas' parcels, for a model that delineates parcels; else val_loss), "
+    "val_loss, val_iou, val_iou_CLASS, val_f1_CLASS or val_mae_TARGET.",
 )
 @click.option(
     "--task",

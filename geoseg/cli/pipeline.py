@@ -22,7 +22,8 @@ from pathlib import Path
 
 import click
 
-from geoseg.errors import InputFileError, ParameterError
+from geoseg.errors import InputFileError, OutputExistsError, ParameterError
+from geoseg.outputs import check_apart
 
 STAGES = ("synth", "tile", "train", "predict", "vectorize", "evaluate", "quicklook")
 OUTPUTS = ("out", "vectors", "json_out", "class_map")
@@ -132,6 +133,13 @@ def up_to_date(stage: Stage) -> bool:
         return False
 
 
+def owned(stage: Stage) -> bool:
+    """Whether the stage's existing outputs were written by an earlier run of this stage (its
+    record is there): only those may be replaced. Outputs that do not exist yet are free."""
+    existing = [p for p in stage.outputs if p.exists() or p.is_symlink()]
+    return not existing or record_path(stage).is_file()
+
+
 def _record_run(stage: Stage) -> None:
     if stage.outputs:
         record_path(stage).write_text(json.dumps(stage_record(stage), indent=1) + "\n")
@@ -167,10 +175,18 @@ def run_pipeline(
             continue
         if report:
             report(stage, "running")
+        check_apart(stage.outputs, [path, *stage.inputs])
         takes_overwrite = any(p.name == "overwrite" for p in main.commands[stage.name].params)
-        overwrite = ["--overwrite"] if takes_overwrite else []  # the pipeline owns its outputs
-        if stage.outputs:  # a stage that fails midway must not look up to date
-            record_path(stage).unlink(missing_ok=True)
+        if not owned(stage):
+            found = next(p for p in stage.outputs if p.exists() or p.is_symlink())
+            raise OutputExistsError(
+                f"stage {stage.name}: {found} exists and was not written by this pipeline; "
+                "move it away or name another output"
+            )
+        overwrite = ["--overwrite"] if takes_overwrite else []  # outputs this pipeline wrote
+        if stage.outputs:  # a failed stage must not look up to date; its record stays a claim
+            record_path(stage).parent.mkdir(parents=True, exist_ok=True)
+            record_path(stage).write_text(json.dumps({"command": stage.name, "running": True}))
         main.main([stage.name, *stage.args, *overwrite], standalone_mode=False)
         _record_run(stage)
         done.append((stage.name, "ran"))
