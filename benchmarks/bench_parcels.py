@@ -138,11 +138,14 @@ def run_scene(name: str, args, root: Path) -> list[dict]:
     for recipe in args.recipes:
         started = time.perf_counter()
         model = root / name / f"model-{recipe}"
-        geoseg.train(
-            chips, model, classes=list(RECIPES[recipe]), epochs=args.epochs, seed=args.seed,
-            base_filters=args.base_filters, depth=args.depth, batch_size=8, patience=args.epochs,
-            mixed_precision="off", folds=args.folds, overwrite=True, encoder=args.encoder,
+        chosen = dict(
+            epochs=args.epochs, base_filters=args.base_filters, depth=args.depth, batch_size=8,
+            patience=args.epochs, mixed_precision="off", encoder=args.encoder,
             encoder_weights=args.encoder_weights,
+        )  # fmt: skip
+        geoseg.train(
+            chips, model, classes=list(RECIPES[recipe]), seed=args.seed, folds=args.folds,
+            overwrite=True, **({} if args.defaults else chosen),
         )  # fmt: skip
         trained = time.perf_counter() - started
         card = read_model_card(model)
@@ -244,20 +247,30 @@ def main() -> None:
     parser.add_argument(
         "--folds", type=int, default=1, help="train --folds K: an ensemble of K spatial folds"
     )
+    parser.add_argument(
+        "--defaults",
+        action="store_true",
+        help="train with geoseg train's defaults (network, epochs, batch, early stopping)",
+    )
     parser.add_argument("--encoder", default="unet", help="train --encoder (e.g. vgg16)")
     parser.add_argument(
         "--encoder-weights", default=None, help="train --encoder-weights (e.g. hed, none)"
     )
     args = parser.parse_args()
     args.stride = args.stride or args.chip // 2
-    print(
-        f"train west half, score east half; {args.epochs} epochs, seeds {args.seeds or [args.seed]}"
+    network = (
+        "geoseg train's defaults"
+        if args.defaults
+        else f"{args.epochs} epochs"
         + (
             f", U-Net depth {args.depth}"
             if args.encoder == "unet"
             else f", {args.encoder} encoder ({args.encoder_weights or 'imagenet'} weights)"
         )
         + f" base {args.base_filters}"
+    )
+    print(
+        f"train west half, score east half; {network}, seeds {args.seeds or [args.seed]}"
         + (f" x {args.folds} folds" if args.folds > 1 else "")
         + f", {args.chip} px chips every "
         f"{args.stride} px; each model scored without and with --tta"

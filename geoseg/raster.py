@@ -188,9 +188,28 @@ def read_padded(
             valid[r0 : r0 + h, c0 : c0 + w] = True
         else:
             valid[r0 : r0 + h, c0 : c0 + w] = src.dataset_mask(window=inner) > 0
+    finite = finite_pixels(data, src.name)
+    if not finite.all():
+        valid &= finite
+        data[:, ~finite] = fill  # the declared nodata (which may be NaN itself), or 0
     inside = np.zeros_like(valid)
     inside[r0 : r0 + h, c0 : c0 + w] = True
     return data, valid, inside
+
+
+_NOTED: set[str] = set()
+
+
+def finite_pixels(data: np.ndarray, name: str) -> np.ndarray:
+    """(h, w) True where every band of ``data`` (bands, h, w) is finite: NaN and infinite values
+    are nodata wherever geoseg reads pixels, declared or not (noted once per raster)."""
+    if not np.issubdtype(data.dtype, np.floating):
+        return np.ones(data.shape[1:], dtype=bool)
+    finite = np.isfinite(data).all(axis=0)
+    if not finite.all() and name not in _NOTED:
+        _NOTED.add(name)
+        logger.warning("%s: NaN or infinite pixels are read as nodata", name)
+    return finite
 
 
 def sample_windows(width: int, height: int, size: int, max_windows: int) -> list[Window]:
@@ -216,7 +235,7 @@ def sample_valid_pixels(
     with open_raster(path) as src, reading(path):
         for window in sample_windows(src.width, src.height, window_size, max_windows):
             data = src.read(window=window)
-            valid = src.dataset_mask(window=window) > 0
+            valid = (src.dataset_mask(window=window) > 0) & finite_pixels(data, path)
             chunks.append(data[:, valid])
     logger.debug("%s: %d valid pixels sampled", path, sum(c.shape[1] for c in chunks))
     pixels = np.concatenate(chunks, axis=1) if chunks else np.empty((0, 0))
@@ -230,9 +249,12 @@ def band_statistics(samples: list[np.ndarray]) -> list[dict[str, float]]:
 
     ``p2``/``p98`` suit any dtype (8-bit, 16-bit, signed); :func:`normalize` uses them.
     """
-    pixels = np.concatenate([s.astype(np.float64) for s in samples if s.size], axis=1)
-    if pixels.size == 0:
-        raise RasterError("no valid pixels found to compute band statistics")
+    found = [s.astype(np.float64) for s in samples if s.size]
+    if not found:
+        raise RasterError(
+            "no valid pixels found to compute band statistics (every pixel is nodata)"
+        )
+    pixels = np.concatenate(found, axis=1)
     p = np.percentile(pixels, [2, 50, 98], axis=1)
     return [
         {

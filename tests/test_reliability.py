@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import rasterio
 import rasterio.shutil
@@ -157,3 +158,30 @@ def test_folds_keep_an_interrupted_run_without_overwrite(tiny_chips, tmp_path):
     result = run("train", tiny_chips, "--out", out, "--folds", "2", "--epochs", "1")
     assert_one_line_error(result, "interrupted run", "--overwrite")
     assert (work / "last.keras").read_bytes() == b"an interrupted run"
+
+
+def nan_raster(make_raster, rows: int):
+    data = np.random.default_rng(8).uniform(0, 1, (3, 256, 256)).astype("float32")
+    data[:, :rows] = np.nan
+    return make_raster(width=256, height=256, dtype="float32", data=data, name=f"nan{rows}.tif")
+
+
+def test_nan_pixels_without_a_declared_nodata_are_nodata(tiny_model, make_raster, tmp_path):
+    image = nan_raster(make_raster, 100)
+    result = run("predict", image, "-m", tiny_model, "-o", tmp_path / "p.tif")
+    assert result.exit_code == 0, result.output
+    assert "NaN or infinite pixels are read as nodata" in result.output
+    with rasterio.open(tmp_path / "p.tif") as pred:
+        valid, near = pred.dataset_mask() > 0, pred.read()[:, 100:116]
+    assert not valid[:100].any() and valid[100:].all()
+    assert (near > 0).mean() > 0.9  # the good pixels beside them are predicted, not zeroed
+    everything = nan_raster(make_raster, 256)
+    result = run("predict", everything, "-m", tiny_model, "-o", tmp_path / "q.tif")
+    assert result.exit_code == 0, result.output
+    with rasterio.open(tmp_path / "q.tif") as pred:
+        assert not pred.dataset_mask().any()
+    result = run("tile", image, "--out", tmp_path / "chips", "--size", "64")
+    assert result.exit_code == 0, result.output
+    assert_one_line_error(
+        run("tile", everything, "--out", tmp_path / "c2", "--size", "64"), "no valid pixels"
+    )
