@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,10 +79,18 @@ def load_inference_model(model_dir: str | Path, model_record: dict, policy: str)
     from geoseg.model import build_model, config_from_record
 
     path = Path(model_dir) / MODEL_NAME
+    if path.is_file() and not zipfile.is_zipfile(path):
+        raise InputFileError(f"{path}: cannot load the model (not a Keras archive: damaged?)")
     try:
         saved = keras.models.load_model(path, compile=False)
     except Exception as exc:  # Keras raises many types for a damaged archive
         raise InputFileError(f"{path}: cannot load the model ({first_line(exc)})") from None
+    bands = model_record.get("bands")
+    if bands and saved.input_shape[-1] != bands:
+        raise InputFileError(
+            f"{model_dir}: its card lists {bands} bands but the model takes "
+            f"{saved.input_shape[-1]}; the card and model.keras are of different runs"
+        )
     if policy == "float32":
         return saved
     config = config_from_record(model_record)

@@ -170,7 +170,7 @@ def replace_with(staging: Path, path: Path) -> None:
     if path.exists() or path.is_symlink():
         os.rename(path, old)
     os.rename(staging, path)
-    if old.is_dir():
-        shutil.rmtree(old, ignore_errors=True)
-    elif old.exists():
+    if old.is_symlink() or old.is_file():  # a link is removed, never what it points to
         old.unlink()
+    elif old.is_dir():
+        shutil.rmtree(old, ignore_errors=True)

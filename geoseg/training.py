@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
+from itertools import chain
 from pathlib import Path
 
 import keras
@@ -504,6 +505,12 @@ def _plan(chips: ChipsDirectory, settings: TrainSettings) -> _Plan:
     for split in ("train", "val"):
         if not chips.files[split]:
             raise ParameterError(f"{chips.root}: the {split} split has no chips")
+    missing = [p for pair in chain(*chips.files.values()) for p in pair if not Path(p).is_file()]
+    if missing:
+        raise InputFileError(
+            f"{chips.root}: {len(missing)} chip files listed in chips.gpkg are missing, "
+            f"e.g. {Path(missing[0]).relative_to(chips.root)}; tile again"
+        )
     keys = [metric_key("iou", c) for c in class_names]
     if len(set(keys)) != len(keys):
         raise ParameterError(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import time
 from array import array
@@ -729,8 +730,8 @@ def check_vector_options(mode: str, min_area: float, simplify: float, block_size
     """Refuse option values ``vectorize`` cannot use (also checked before ``predict`` runs)."""
     if mode not in MODES:
         raise ParameterError(f"--mode must be one of {', '.join(MODES)}, not {mode!r}")
-    if min_area < 0 or simplify < 0:
-        raise ParameterError("--min-area and --simplify must not be negative")
+    if not (0 <= min_area < math.inf and 0 <= simplify < math.inf):
+        raise ParameterError("--min-area and --simplify must be finite and not negative")
     if block_size < 2 * PARCELS_HALO:
         raise ParameterError(f"--block-size must be at least {2 * PARCELS_HALO}")
 

@@ -9,6 +9,7 @@ import pytest
 from helpers import assert_one_line_error, run
 
 from geoseg.cli.pipeline import load_pipeline, run_pipeline
+from geoseg.errors import ParameterError
 
 SMALL = """
 workdir: {workdir}
@@ -122,3 +123,16 @@ def test_a_pipeline_never_replaces_its_own_folder_or_files_it_did_not_write(tmp_
     path.write_text("stages:\n  - synth: {out: scene, size: 128, buildings: false}\n")
     assert run("run", path).exit_code == 0
     assert run("run", path, "--force").exit_code == 0  # its own output: replaced
+
+
+def test_urls_pass_through_and_empty_values_are_refused(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        "stages:\n  - tile: {images: ['https://host/a.tif', /vsis3/b/c.tif], out: chips}\n"
+    )
+    stage = load_pipeline(path)[0]
+    assert stage.args[:2] == ["https://host/a.tif", "/vsis3/b/c.tif"]
+    assert stage.inputs == []
+    path.write_text("stages:\n  - tile: {images: [a.tif], labels:, out: chips}\n")
+    with pytest.raises(ParameterError, match="'labels' has no value"):
+        load_pipeline(path)

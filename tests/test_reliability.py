@@ -185,3 +185,61 @@ def test_nan_pixels_without_a_declared_nodata_are_nodata(tiny_model, make_raster
     assert_one_line_error(
         run("tile", everything, "--out", tmp_path / "c2", "--size", "64"), "no valid pixels"
     )
+
+
+def test_non_finite_float_options_are_refused(tiny_model, make_raster, tmp_path):
+    image = make_raster(width=128, height=128, count=3, seed=9)
+    assert run("predict", image, "-m", tiny_model, "-o", tmp_path / "p.tif").exit_code == 0
+    for option, value in (("--simplify", "inf"), ("--min-area", "nan")):
+        result = run("vectorize", tmp_path / "p.tif", "-o", tmp_path / "v.gpkg", option, value)
+        assert result.exit_code == 2 and "not a finite number" in result.output
+    from geoseg import vectorize
+    from geoseg.errors import ParameterError
+
+    with pytest.raises(ParameterError, match="finite"):
+        vectorize(tmp_path / "p.tif", tmp_path / "v.gpkg", simplify=float("inf"))
+
+
+def test_a_model_card_of_another_run_or_a_damaged_model_is_one_line(
+    tiny_model, make_raster, tmp_path
+):
+    import json
+    import shutil
+
+    image = make_raster(width=128, height=128, count=3, seed=10)
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    card = json.loads((model / "geoseg.json").read_text())
+    card["model"]["bands"] = 4
+    card["bands"]["count"] = 4
+    (model / "geoseg.json").write_text(json.dumps(card))
+    four = make_raster(width=128, height=128, count=4, seed=10)
+    result = run("predict", four, "-m", model, "-o", tmp_path / "p.tif")
+    assert_one_line_error(result, "4 bands", "takes 3")
+    shutil.copytree(tiny_model, model, dirs_exist_ok=True)
+    (model / "model.keras").write_bytes(b"garbage")
+    result = run("predict", image, "-m", model, "-o", tmp_path / "p.tif")
+    assert_one_line_error(result, "cannot load the model", "damaged")
+
+
+def test_training_names_the_first_missing_chip(tiny_chips, tmp_path):
+    import shutil
+
+    chips = tmp_path / "chips"
+    shutil.copytree(tiny_chips, chips)
+    victim = sorted((chips / "masks").iterdir())[0]
+    victim.unlink()
+    result = run("train", chips, "--out", tmp_path / "m", "--epochs", "1")
+    assert_one_line_error(result, "missing", victim.name)
+    assert not (tmp_path / "m").exists() and not (tmp_path / ".m.partial").exists()
+
+
+def test_an_output_symlink_is_replaced_without_leftovers(make_raster, tmp_path):
+    image = make_raster(width=128, height=128, count=3)
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    link = tmp_path / "olink"
+    link.symlink_to(target)
+    assert run("tile", image, "--out", link, "--size", "64", "--overwrite").exit_code == 0
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".olink")) == []
+    assert (link / "dataset.json").is_file() and target.is_dir()

@@ -11,6 +11,7 @@ import click
 
 from geoseg import __version__
 from geoseg.cli.options import (
+    FiniteRange,
     LengthType,
     block_size_option,
     class_field_option,
@@ -121,7 +122,7 @@ def main(verbose: int):
 @click.option("--crs", default="EPSG:32633", show_default=True, help="CRS of the scene.")
 @click.option(
     "--resolution",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteRange(min=0, min_open=True),
     default=0.5,
     show_default=True,
     help="Pixel size in CRS units.",
@@ -134,7 +135,7 @@ def main(verbose: int):
 )
 @click.option(
     "--non-field",
-    type=click.FloatRange(0, 0.9),
+    type=FiniteRange(0, 0.9),
     default=0.2,
     show_default=True,
     metavar="SHARE",
@@ -306,7 +307,7 @@ def tile(images, out, **options):
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option(
     "--lr",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteRange(min=0, min_open=True),
     default=1e-3,
     show_default=True,
     help="Initial learning rate (Adam); halved when the monitored value stalls.",
@@ -327,7 +328,7 @@ def tile(images, out, **options):
 )
 @click.option(
     "--dropout",
-    type=click.FloatRange(0, 1, max_open=True),
+    type=FiniteRange(0, 1, max_open=True),
     default=0.0,
     show_default=True,
     help="Dropout at the bottom of the U-Net.",
@@ -345,7 +346,7 @@ def tile(images, out, **options):
     show_default=True,
     help="Positive weight per class target: auto (from class frequencies) or W1,W2,...",
 )
-@click.option("--dice-weight", type=click.FloatRange(min=0), default=1.0, show_default=True)
+@click.option("--dice-weight", type=FiniteRange(min=0), default=1.0, show_default=True)
 @classes_option("Train on these targets of the chips only, in this order [default: all].")
 @click.option(
     "--augment/--no-augment",
@@ -355,7 +356,7 @@ def tile(images, out, **options):
 )
 @click.option(
     "--jitter",
-    type=click.FloatRange(0, 1, max_open=True),
+    type=FiniteRange(0, 1, max_open=True),
     default=0.0,
     show_default=True,
     help="Also vary brightness and contrast by up to this much.",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import click
 
 from geoseg.errors import ParameterError
@@ -37,7 +39,17 @@ class NameListType(click.ParamType):
         return names
 
 
-fraction = click.FloatRange(0.0, 1.0)
+class FiniteRange(click.FloatRange):
+    """A float range that also refuses NaN and infinity (``nan`` passes every comparison)."""
+
+    def convert(self, value, param, ctx):
+        value = super().convert(value, param, ctx)
+        if not math.isfinite(value):
+            self.fail(f"{value} is not a finite number", param, ctx)
+        return value
+
+
+fraction = FiniteRange(0.0, 1.0)
 
 out_option = click.option(
     "--out",
@@ -98,7 +110,7 @@ def class_field_option(help: str = "Attribute holding each feature's class."):
 def threshold_option(help: str):
     """``--threshold P``: one probability threshold for every class."""
     return click.option(
-        "--threshold", type=click.FloatRange(0, 1, min_open=True), default=None, help=help
+        "--threshold", type=FiniteRange(0, 1, min_open=True), default=None, help=help
     )
 
 
@@ -132,35 +144,35 @@ def polygon_options(f):
         ),
         click.option(
             "--extent-threshold",
-            type=click.FloatRange(0, 1, min_open=True),
+            type=FiniteRange(0, 1, min_open=True),
             default=None,
             help="Parcels: extent probability above which a pixel is in a field "
             "[default: the model's delineation threshold].",
         ),
         click.option(
             "--marker-threshold",
-            type=click.FloatRange(0, 1, min_open=True),
+            type=FiniteRange(0, 1, min_open=True),
             default=None,
             help="Parcels: distance (0 on outlines, 1 at field centres) above which a field "
             "pixel seeds its parcel [default: the model's delineation threshold, else 0.5].",
         ),
         click.option(
             "--parcel-threshold",
-            type=click.FloatRange(0, 1),
+            type=FiniteRange(0, 1),
             default=None,
             help="Parcels from an extent: drop those whose mean extent probability is below "
             "this [default: the model's delineation threshold, else 0: keep all].",
         ),
         click.option(
             "--min-area",
-            type=click.FloatRange(min=0),
+            type=FiniteRange(min=0),
             default=0.0,
             show_default=True,
             help="Drop polygons smaller than this, in CRS units squared.",
         ),
         click.option(
             "--simplify",
-            type=click.FloatRange(min=0),
+            type=FiniteRange(min=0),
             default=0.0,
             show_default=True,
             help="Simplification tolerance in CRS units; neighbours stay gap-free.",

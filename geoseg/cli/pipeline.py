@@ -24,6 +24,7 @@ import click
 
 from geoseg.errors import InputFileError, OutputExistsError, ParameterError
 from geoseg.outputs import check_apart
+from geoseg.remote import is_gdal_path
 
 STAGES = ("synth", "tile", "train", "predict", "vectorize", "evaluate", "quicklook")
 OUTPUTS = ("out", "vectors", "json_out", "class_map")
@@ -78,9 +79,12 @@ def _stage(entry, workdir: Path, source: Path) -> Stage:
         if param is None or param.name == "help":
             raise ParameterError(f"{source}: stage {name}: unknown option {key!r}")
         values = value if isinstance(value, list) else [value]
+        if value is None or value == [] or any(v is None for v in values):
+            raise ParameterError(f"{source}: stage {name}: {key!r} has no value")
         if isinstance(param.type, click.Path):
-            values = [str(workdir / str(v)) for v in values]
-            (outputs if param.name in OUTPUTS else inputs).extend(Path(v) for v in values)
+            values = [str(v) if is_gdal_path(str(v)) else str(workdir / str(v)) for v in values]
+            local = [Path(v) for v in values if not is_gdal_path(v)]  # URLs are not tracked
+            (outputs if param.name in OUTPUTS else inputs).extend(local)
         if isinstance(param, click.Argument):
             args.extend(str(v) for v in values)
         elif param.is_flag:
