@@ -37,12 +37,20 @@ from geoseg.errors import (
     ParameterError,
     first_line,
 )
-from geoseg.labels import BOUNDARY, IGNORE, LabelSpec, Length, is_raster_path, open_labels
+from geoseg.labels import (
+    BOUNDARY,
+    IGNORE,
+    LabelSpec,
+    Length,
+    is_raster_path,
+    open_labels,
+    vector_layer,
+)
 from geoseg.outputs import check_apart, check_output, write_text_atomically
 from geoseg.parallel import Progress, compute_each
 from geoseg.raster import block_windows, open_raster, open_raster_info, read_padded
 from geoseg.regions import disk
-from geoseg.remote import local_file_missing
+from geoseg.remote import is_gdal_path, local_file_missing
 from geoseg.scoring import ConfusionMatrix, resolve_thresholds, scores
 
 logger = logging.getLogger(__name__)
@@ -158,6 +166,10 @@ def evaluate(
     for path in (prediction, truth):
         if local_file_missing(path):
             raise InputFileError(f"{path}: no such file")
+    from geoseg.gpkg import is_parquet  # Arrow only where polygons are read
+
+    if not (is_raster_path(truth) or is_gdal_path(str(truth)) or is_parquet(truth)):
+        vector_layer(str(truth))  # several layers: refused, never the first one silently
     if json_out is not None:
         check_apart([json_out], [prediction, truth])
         check_output(json_out, overwrite)
@@ -395,10 +407,14 @@ def _field_values(truth, class_field) -> set[str]:
     """The distinct values of a vector file's class field, as the label burner reads them."""
     import pyogrio
 
+    from geoseg.gpkg import is_parquet, read_polygons
     from geoseg.labels import category_text
 
     try:
-        frame = pyogrio.read_dataframe(truth, columns=[class_field], read_geometry=False)
+        if is_parquet(truth):
+            frame = read_polygons(truth)
+        else:
+            frame = pyogrio.read_dataframe(truth, columns=[class_field], read_geometry=False)
     except Exception as exc:  # pyogrio raises several types for unreadable files
         raise InputFileError(f"{truth}: not a readable vector file ({first_line(exc)})") from None
     if class_field not in frame.columns:
@@ -524,8 +540,6 @@ def _score_block(job: _RasterJob, window: Window):
 def _evaluate_polygons(
     prediction: str, truth: str, class_field: str | None, chosen: Sequence[str] | None
 ) -> Evaluation:
-    import geopandas as gpd
-
     from geoseg.gpkg import read_layer_metadata, read_polygons
 
     try:
@@ -539,7 +553,7 @@ def _evaluate_polygons(
         )
     result = Evaluation(prediction, truth)
     try:
-        true = gpd.read_file(truth)
+        true = read_polygons(truth)
     except Exception as exc:
         raise InputFileError(f"{truth}: not a readable vector file ({exc})") from None
     if true.crs is None:

@@ -45,7 +45,8 @@ core properties only (``id``, ``geometry``, ``area``, ``perimeter``, ``determina
 ``determination_datetime``), its own columns beside them, as fiboa allows."""
 
 
-def _is_parquet(path) -> bool:
+def is_parquet(path) -> bool:
+    """Whether ``path`` names a GeoParquet file (by its suffix)."""
     return Path(path).suffix.lower() == ".parquet"
 
 
@@ -57,7 +58,7 @@ def open_layer(
     ``path`` may be a staging name; it must end with ``.gpkg``, ``.fgb`` or ``.parquet``.
     ``fiboa``: the columns are fiboa's, which a GeoParquet file declares in its metadata.
     """
-    if _is_parquet(path):
+    if is_parquet(path):
         return GeoParquetWriter(path, layer, crs, columns, metadata, fiboa=fiboa)
     driver = _DRIVERS.get(Path(path).suffix.lower())
     if driver is None:
@@ -67,7 +68,7 @@ def open_layer(
 
 def read_layer_metadata(path: str | os.PathLike) -> dict[str, str]:
     """The layer metadata ``open_layer`` wrote (empty when there are none)."""
-    if _is_parquet(path):
+    if is_parquet(path):
         import pyarrow.parquet as pq
 
         stored = pq.read_schema(path).metadata or {}
@@ -108,7 +109,7 @@ def read_polygons(path: str | os.PathLike, **options):
     """A GeoDataFrame of the polygon file at ``path``; ``options`` go to the geopandas reader."""
     import geopandas as gpd
 
-    if _is_parquet(path):
+    if is_parquet(path):
         return gpd.read_parquet(path, **options)
     return gpd.read_file(path, **options)
 
@@ -221,7 +222,7 @@ def _writing():
 
 def verify_layer(path: str | os.PathLike, count: int) -> None:
     """Raise unless the polygon file at ``path`` opens and holds ``count`` features."""
-    if _is_parquet(path):
+    if is_parquet(path):
         import pyarrow.parquet as pq
 
         found = pq.ParquetFile(path).metadata.num_rows

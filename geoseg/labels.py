@@ -86,6 +86,7 @@ class LabelSpec:
     boundary_width: Length | None = None
     nodata: float | str | None = FILE_NODATA  # label raster value to ignore; None: no nodata
     distance: bool = False  # also a ``distance`` band: the parcels' normalised inner distance
+    layer: str | None = None  # the layer of a vector file of several
 
 
 def parse_label_nodata(value: float | str | None) -> float | str | None:
@@ -341,7 +342,8 @@ class VectorLabels:
         if spec.nodata != FILE_NODATA:
             raise ParameterError("--label-nodata applies to a label raster, not vector labels")
         self.spec = spec
-        frame = _read_vector(spec.path).explode(index_parts=False)  # also splits collections
+        frame = _read_vector(spec.path, spec.layer)
+        frame = frame.explode(index_parts=False)  # also splits collections
         frame = frame[frame.geometry.geom_type.isin(_AREA_TYPES | _LINE_TYPES)]
         if frame.empty:
             raise LabelsError(f"{spec.path}: labels contain no polygons or lines")
@@ -464,9 +466,32 @@ def _natural_key(name: str) -> tuple:
         return (1, 0.0, name)
 
 
-def _read_vector(path: str) -> gpd.GeoDataFrame:
+def vector_layer(path: str, layer: str | None = None) -> str | None:
+    """The layer to read from the vector file ``path``: ``layer``, or the file's only layer;
+    a file of several layers needs one named (never silently its first)."""
+    import pyogrio
+
     try:
-        frame = gpd.read_file(path, engine="pyogrio")
+        names = [str(n) for n in pyogrio.list_layers(path)[:, 0]]
+    except Exception as exc:  # pyogrio raises several types for unreadable files
+        raise InputFileError(f"{path}: not a readable vector file ({first_line(exc)})") from None
+    if layer is not None and layer not in names:
+        raise LabelsError(f"{path}: no layer {layer!r} (layers: {', '.join(names)})")
+    if layer is None and len(names) > 1:
+        raise LabelsError(
+            f"{path} holds {len(names)} layers ({', '.join(names)}): name the one to use"
+        )
+    return layer
+
+
+def _read_vector(path: str, layer: str | None = None) -> gpd.GeoDataFrame:
+    from geoseg.gpkg import is_parquet, read_polygons
+
+    try:
+        if is_parquet(path):  # GeoParquet, as geoseg writes it, whatever GDAL can read
+            frame = read_polygons(path)
+        else:
+            frame = gpd.read_file(path, engine="pyogrio", layer=vector_layer(path, layer))
     except Exception as exc:  # pyogrio raises several types for unreadable files
         raise InputFileError(f"{path}: not a readable vector file ({first_line(exc)})") from None
     if frame.crs is None:

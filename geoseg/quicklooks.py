@@ -65,9 +65,9 @@ def quicklook(
         axes.imshow(_display_image(image, info, shape), extent=extent, interpolation="nearest")
     axes.imshow(overlay, extent=extent, interpolation="nearest")
     if vectors is not None:
-        import geopandas as gpd
+        from geoseg.gpkg import read_polygons
 
-        polygons = gpd.read_file(vectors).to_crs(info.crs)
+        polygons = read_polygons(vectors).to_crs(info.crs)
         polygons.boundary.plot(ax=axes, color="cyan", linewidth=0.8)
     if legend:
         axes.legend(handles=legend, loc="lower right", fontsize="small", framealpha=0.8)

@@ -134,6 +134,7 @@ def tile(
     boundary_width: str | float | Length | None = None,
     distance: bool = False,
     label_nodata: float | str | None = FILE_NODATA,
+    labels_layer: str | None = None,
     size: int = 256,
     stride: int | None = None,
     keep_empty: float = 0.1,
@@ -185,11 +186,15 @@ def tile(
             boundary_width,
             label_nodata,
             distance,
+            labels_layer,
         )
-    elif class_field or classes or boundary_width or distance or label_nodata != FILE_NODATA:
+    elif (
+        class_field or classes or boundary_width or distance or labels_layer
+        or label_nodata != FILE_NODATA
+    ):  # fmt: skip
         raise ParameterError(
-            "--class-field, --classes, --boundary-width, --distance and --label-nodata need "
-            "--labels"
+            "--class-field, --classes, --boundary-width, --distance, --label-nodata and "
+            "--labels-layer need --labels"
         )
     loaded = open_labels(spec) if spec else None
     covered = [loaded is None or loaded.overlaps(i.crs, i.bounds) for i in infos]

@@ -3,6 +3,7 @@ two runs on one output (``docs/reliability.md``)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -243,3 +244,44 @@ def test_an_output_symlink_is_replaced_without_leftovers(make_raster, tmp_path):
     assert run("tile", image, "--out", link, "--size", "64", "--overwrite").exit_code == 0
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".olink")) == []
     assert (link / "dataset.json").is_file() and target.is_dir()
+
+
+def test_a_vector_file_of_several_layers_needs_one_named(make_raster, tmp_path):
+    import geopandas as gpd
+    import shapely
+
+    image = make_raster(width=128, height=128, count=3)
+    with rasterio.open(image) as src:
+        left, bottom, right, top = src.bounds
+    box = shapely.box(left, bottom, (left + right) / 2, (bottom + top) / 2)
+    labels = tmp_path / "layers.gpkg"
+    for name, geometry in (("aoi", shapely.box(left, bottom, right, top)), ("buildings", box)):
+        gpd.GeoDataFrame(geometry=[geometry], crs="EPSG:32633").to_file(labels, layer=name)
+    result = run("tile", image, "--labels", labels, "--out", tmp_path / "c", "--size", "64")
+    assert_one_line_error(result, "2 layers", "aoi, buildings")
+    result = run(
+        "tile", image, "--labels", labels, "--labels-layer", "buildings",
+        "--out", tmp_path / "c", "--size", "64", "--keep-empty", "1",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "c" / "dataset.json").read_text())
+    (frequency,) = record["class_frequencies"].values()
+    assert frequency == pytest.approx(0.25, abs=0.02)  # the buildings, not the whole aoi
+    result = run("evaluate", image, "--truth", labels)
+    assert_one_line_error(result, "2 layers")
+
+
+def test_geoparquet_labels_are_read_as_geoseg_writes_them(make_raster, tmp_path):
+    import geopandas as gpd
+    import shapely
+
+    image = make_raster(width=128, height=128, count=3)
+    with rasterio.open(image) as src:
+        left, bottom, right, top = src.bounds
+    box = shapely.box(left, bottom, (left + right) / 2, top)
+    gpd.GeoDataFrame(geometry=[box], crs="EPSG:32633").to_parquet(tmp_path / "l.parquet")
+    result = run(
+        "tile", image, "--labels", tmp_path / "l.parquet", "--out", tmp_path / "c",
+        "--size", "64", "--keep-empty", "1",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output

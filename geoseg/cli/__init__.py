@@ -199,6 +199,11 @@ def stack(rasters, out, like, overwrite):
     default=None,
     help="Vector labels (GeoPackage, Shapefile, GeoJSON; any CRS) or a label raster.",
 )
+@click.option(
+    "--labels-layer",
+    default=None,
+    help="The layer of a --labels file that holds several (a GeoPackage with layers).",
+)
 @class_field_option()
 @classes_option("Classes to keep, in band order, e.g. building,road.")
 @click.option(
