@@ -33,6 +33,29 @@ def spatial_folds(chips: ChipsDirectory, folds: int, seed: int) -> list[ChipsDir
         raise ParameterError(f"--folds must be at least 2, not {folds}")
     index = pyogrio.read_dataframe(chips.root / "chips.gpkg", columns=["split", "image", "mask"])
     pooled = index[index["split"].isin(["train", "val"])].reset_index(drop=True)
+    views = _views(chips, pooled, folds, seed)
+    empty = next((k for k, view in enumerate(views) if not view.files["train"]), None)
+    if empty is not None:
+        works = next(
+            (k for k in range(folds - 1, 1, -1)
+             if all(v.files["train"] for v in _views(chips, pooled, k, seed))),
+            None,
+        )  # fmt: skip
+        raise ParameterError(
+            f"fold {empty + 1} of {folds} has no train chips: every other chip shares pixels "
+            "with its val chips (the scenes overlap); "
+            + (f"--folds {works} works" if works else "no number of folds works on these chips")
+        )
+    for k, view in enumerate(views):
+        logger.info(
+            "fold %d of %d: %d train, %d val chips",
+            k + 1, folds, len(view.files["train"]), len(view.files["val"]),
+        )  # fmt: skip
+    return views
+
+
+def _views(chips: ChipsDirectory, pooled, folds: int, seed: int) -> list[ChipsDirectory]:
+    """The views of :func:`spatial_folds` for the pooled train and val chips."""
     footprints = np.asarray(pooled.geometry.values)
     unique, block_of = _blocks(footprints, chips.chip_size, folds)
     if len(unique) < folds:
@@ -56,7 +79,6 @@ def spatial_folds(chips: ChipsDirectory, folds: int, seed: int) -> list[ChipsDir
         val = [f for f, fold in zip(files, fold_of) if fold == k]
         train = [f for f, fold, n in zip(files, fold_of, near) if fold != k and not n]
         views.append(replace(chips, files={**chips.files, "train": train, "val": val}))
-        logger.info("fold %d of %d: %d train, %d val chips", k + 1, folds, len(train), len(val))
     return views
 
 

@@ -168,3 +168,38 @@ def test_folds_cli_bad_input(overlapping_chips, tmp_path):
     result = run("train", chips, "--out", tmp_path / "m", "--folds", "2", "--resume")
     assert_one_line_error(result, "--resume")
     assert not (tmp_path / "m").exists()
+
+
+def test_folds_on_overlapping_real_patches_train_or_say_which_k_works(tmp_path):
+    """Nine 160 px patches of the Danish scene, each 8 px from the last (95 % overlap), as
+    field samples are often published: every fold trains, or one line names a K that does."""
+    import rasterio
+    from conftest import shared_sample
+    from rasterio.windows import Window
+
+    folder = shared_sample("denmark_s2_parcels")
+    patches = []
+    with rasterio.open(folder / "image.tif") as src:
+        for i in range(9):
+            window = Window(8 * i, 8 * i, 160, 160)
+            profile = {**src.profile, "width": 160, "height": 160,
+                       "transform": src.window_transform(window)}  # fmt: skip
+            patches.append(tmp_path / f"patch{i}.tif")
+            with rasterio.open(patches[-1], "w", **profile) as dst:
+                dst.write(src.read(window=window))
+    tile(
+        [str(p) for p in patches], str(tmp_path / "chips"), labels=str(folder / "parcels.shp"),
+        boundary_width="1px", size=64, stride=32, keep_empty=1.0, val_fraction=0.2, workers=1,
+    )  # fmt: skip
+    chips = open_chips(tmp_path / "chips")
+    for folds in (2, 3, 5):
+        try:
+            views = spatial_folds(chips, folds, seed=0)
+        except ParameterError as exc:
+            assert "works" in str(exc), exc
+            message = str(exc)
+            if "--folds" in message.split("; ")[-1]:
+                working = int(message.split("--folds ")[-1].split()[0])
+                assert all(v.files["train"] for v in spatial_folds(chips, working, seed=0))
+        else:
+            assert all(v.files["train"] and v.files["val"] for v in views)
