@@ -39,11 +39,14 @@ from geoseg.errors import (
 )
 from geoseg.labels import (
     BOUNDARY,
+    FILE_NODATA,
     IGNORE,
     LabelSpec,
     Length,
+    ignored_background,
     is_raster_path,
     open_labels,
+    parse_label_nodata,
     vector_layer,
 )
 from geoseg.outputs import check_apart, check_output, write_text_atomically
@@ -143,6 +146,7 @@ def evaluate(
     block_size: int = 2048,
     json_out: str | Path | None = None,
     overwrite: bool = False,
+    label_nodata: float | str | None = FILE_NODATA,
     workers: int | None = None,
     scheduler: str | None = None,
     progress: Progress | None = None,
@@ -173,8 +177,13 @@ def evaluate(
     if json_out is not None:
         check_apart([json_out], [prediction, truth])
         check_output(json_out, overwrite)
+    label_nodata = parse_label_nodata(label_nodata)
+    if label_nodata != FILE_NODATA and not is_raster_path(truth):
+        raise ParameterError("--label-nodata applies to a truth raster, not vector truth")
     source = _class_source(prediction)
     if source is not None:
+        if label_nodata != FILE_NODATA:
+            raise ParameterError("--label-nodata applies to probabilities, not a class map")
         _check_class_options(prediction, threshold, classes)
         result = _evaluate_classes(str(prediction), source, str(truth), class_field, block_size,
                                    workers, scheduler, progress)  # fmt: skip
@@ -182,6 +191,7 @@ def evaluate(
         result = _evaluate_raster(
             str(prediction), str(truth), class_field, _length(boundary_tolerance),
             _length(boundary_width), threshold, classes, block_size, workers, scheduler, progress,
+            label_nodata,
         )  # fmt: skip
     else:
         result = _evaluate_polygons(str(prediction), str(truth), class_field, classes)
@@ -225,7 +235,8 @@ class _RasterJob:
 
 
 def _evaluate_raster(prediction, truth, class_field, tolerance, width, threshold, chosen,
-                     block_size, workers, scheduler, progress) -> Evaluation:  # fmt: skip
+                     block_size, workers, scheduler, progress,
+                     label_nodata=FILE_NODATA) -> Evaluation:  # fmt: skip
     from geoseg.vectorizing import quantized_level
 
     info = open_raster_info(prediction)
@@ -242,9 +253,14 @@ def _evaluate_raster(prediction, truth, class_field, tolerance, width, threshold
         truth,
         class_field=class_field,
         boundary_width=width if has_boundary and not is_raster_path(truth) else None,
+        nodata=label_nodata,
     )
     labels = open_labels(spec)
     result = Evaluation(prediction, truth)
+    why = ignored_background(labels, spec)
+    if why:
+        result.notes.append(why)
+        logger.warning("%s", why)
     if not labels.overlaps(info.crs, info.bounds):
         raise LabelsError(f"{truth}: no truth inside the prediction's extent")
     if is_raster_path(truth):

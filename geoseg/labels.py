@@ -458,6 +458,17 @@ class VectorLabels:
         return out
 
 
+def ignored_background(labels, spec: LabelSpec) -> str | None:
+    """Why a label raster's background is ignored, when its own nodata (0) is the background
+    value and nothing overrides it; None otherwise. Tile and evaluate say it alike."""
+    if isinstance(labels, RasterLabels) and spec.nodata == FILE_NODATA and labels.nodata == 0:
+        return (
+            f"{Path(spec.path).name} declares nodata 0, so its background (0) is ignored; "
+            "give --label-nodata none if 0 means background"
+        )
+    return None
+
+
 def _natural_key(name: str) -> tuple:
     """Sort numeric class values as numbers (2 before 10), others as text."""
     try:

@@ -35,6 +35,7 @@ from geoseg.labels import (
     LabelSpec,
     Length,
     RasterLabels,
+    ignored_background,
     open_labels,
     parse_label_nodata,
 )
@@ -660,12 +661,8 @@ def _class_warnings(frequencies: dict[str, float], labels, spec: LabelSpec | Non
         if not isinstance(labels, RasterLabels):
             logger.info("%s", text)
             continue
-        if isinstance(labels, RasterLabels) and spec.nodata == FILE_NODATA and labels.nodata == 0:
-            text += (
-                f": {Path(spec.path).name} declares nodata 0, so its background (0) is ignored;"
-                " give --label-nodata none if 0 means background"
-            )
-        warnings.append(text)
+        why = ignored_background(labels, spec)
+        warnings.append(f"{text}: {why}" if why else text)
     return warnings
 
 

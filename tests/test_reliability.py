@@ -285,3 +285,23 @@ def test_geoparquet_labels_are_read_as_geoseg_writes_them(make_raster, tmp_path)
         "--size", "64", "--keep-empty", "1",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
+
+
+def test_evaluate_says_a_truth_mask_ignores_its_background_and_takes_label_nodata(
+    tiny_model, make_raster, tmp_path
+):
+    image = make_raster(width=128, height=128, count=3, seed=11)
+    run("predict", image, "-m", tiny_model, "-o", tmp_path / "p.tif")
+    truth = np.zeros((1, 128, 128), "uint8")
+    truth[:, 40:60, 40:60] = 1
+    mask = make_raster(width=128, height=128, count=1, data=truth, nodata=0, name="mask.tif")
+    args = ["evaluate", tmp_path / "p.tif", "--truth", mask, "--classes", "parcels"]
+    result = run(*args)
+    assert result.exit_code == 0, result.output
+    assert "declares nodata 0, so its background (0) is ignored" in result.output
+    ignored = run(*args, "--json", tmp_path / "a.json")
+    scored = run(*args, "--label-nodata", "none", "--json", tmp_path / "b.json")
+    assert ignored.exit_code == 0 and scored.exit_code == 0, scored.output
+    a = json.loads((tmp_path / "a.json").read_text())["pixels"]["parcels"]
+    b = json.loads((tmp_path / "b.json").read_text())["pixels"]["parcels"]
+    assert b["precision"] < a["precision"]  # the background now counts against it

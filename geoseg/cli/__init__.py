@@ -18,6 +18,7 @@ from geoseg.cli.options import (
     classes_option,
     file_out_option,
     fraction,
+    label_nodata_option,
     mixed_precision_option,
     out_option,
     overwrite_option,
@@ -220,13 +221,7 @@ def stack(rasters, out, like, overwrite):
     "class) the distance to its outline over the parcel's largest, 0..254 (254 at the centre), "
     "0 outside parcels. Needs polygon labels.",
 )
-@click.option(
-    "--label-nodata",
-    default="file",
-    metavar="VALUE|none",
-    help="Label raster value to ignore; 'none': every value is a label "
-    "[default: the label raster's own nodata].",
-)
+@label_nodata_option("Label raster")
 @click.option(
     "--size",
     type=int,
@@ -648,6 +643,7 @@ def vectorize(raster, out, **options):
     show_default=True,
     help="Width of the true boundaries burned from polygon outlines.",
 )
+@label_nodata_option("Truth raster")
 @threshold_option("Probability threshold for every class [default: those stored by predict].")
 @classes_option("Score only these prediction classes, e.g. building [default: those in the truth].")
 @block_size_option()

@@ -51,6 +51,18 @@ class FiniteRange(click.FloatRange):
 
 fraction = FiniteRange(0.0, 1.0)
 
+
+def label_nodata_option(what: str):
+    """``--label-nodata``: the value of a label (or truth) raster to ignore."""
+    return click.option(
+        "--label-nodata",
+        default="file",
+        metavar="VALUE|none",
+        help=f"{what} value to ignore; 'none': every value is a label "
+        f"[default: the {what.lower()}'s own nodata].",
+    )
+
+
 out_option = click.option(
     "--out",
     "-o",
