@@ -143,9 +143,12 @@ def run_scene(name: str, args, root: Path) -> list[dict]:
             patience=args.epochs, mixed_precision="off", encoder=args.encoder,
             encoder_weights=args.encoder_weights,
         )  # fmt: skip
+        if args.patience is not None:
+            chosen["patience"] = args.patience
+        given = {"patience": args.patience} if args.patience is not None else {}
         geoseg.train(
             chips, model, classes=list(RECIPES[recipe]), seed=args.seed, folds=args.folds,
-            overwrite=True, **({} if args.defaults else chosen),
+            overwrite=True, **(given if args.defaults else chosen),
         )  # fmt: skip
         trained = time.perf_counter() - started
         card = read_model_card(model)
@@ -251,6 +254,12 @@ def main() -> None:
         "--defaults",
         action="store_true",
         help="train with geoseg train's defaults (network, epochs, batch, early stopping)",
+    )
+    parser.add_argument(
+        "--patience",
+        type=int,
+        default=None,
+        help="train --patience (default: --epochs, or train's own with --defaults)",
     )
     parser.add_argument("--encoder", default="unet", help="train --encoder (e.g. vgg16)")
     parser.add_argument(
