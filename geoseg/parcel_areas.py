@@ -96,6 +96,9 @@ class ParcelMonitor(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:
             return
+        if not np.isfinite(float(logs.get("loss", 0.0))):  # a diverged model predicts NaN
+            logs[PARCELS_MONITOR] = 0.0
+            return
         predict = area_predictor(self.model, self.chip_size, self.classes)
         samples = predicted_samples(
             predict, self.pieces, self.roles.outputs, self.roles.truth_bands
