@@ -123,7 +123,9 @@ class TrainSettings:
     dice_weight: float = 1.0
     augment: bool = True
     jitter: float = 0.0
-    patience: int = 10
+    patience: int = 25
+    """Epochs without improvement before stopping: small sets have short, noisy epochs, and
+    10 stopped the Danish parcels before they fit (docs/benchmarks.md)."""
     monitor: str = "auto"
     """What picks the best epoch and stops early; ``auto``: the validation areas' parcels
     (``val_parcels_f1``) for a model whose parcels can be delineated, else ``val_loss``."""

@@ -364,9 +364,10 @@ def tile(images, out, **options):
 @click.option(
     "--patience",
     type=click.IntRange(min=0),
-    default=10,
+    default=25,
     show_default=True,
-    help="Stop after this many epochs without improvement.",
+    help="Stop after this many epochs without improvement (fewer for large data, whose "
+    "epochs are long).",
 )
 @click.option(
     "--monitor",
