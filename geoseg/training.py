@@ -70,11 +70,13 @@ from geoseg.losses import (
 from geoseg.model import UNET, UNetConfig, build_model
 from geoseg.outputs import check_apart, check_output, output_lock, replace_with
 from geoseg.parcel_areas import (
+    MIN_MONITOR_PARCELS,
     PARCELS_MONITOR,
     ParcelMonitor,
     ParcelRoles,
     area_pieces,
     area_predictor,
+    monitored_parcels,
     parcel_roles,
 )
 from geoseg.plots import plot_history
@@ -128,7 +130,8 @@ class TrainSettings:
     10 stopped the Danish parcels before they fit (docs/benchmarks.md)."""
     monitor: str = "auto"
     """What picks the best epoch and stops early; ``auto``: the validation areas' parcels
-    (``val_parcels_f1``) for a model whose parcels can be delineated, else ``val_loss``."""
+    (``val_parcels_f1``) for a model whose parcels can be delineated, when they hold at least
+    ``MIN_MONITOR_PARCELS`` true parcels, else ``val_loss``."""
     mixed_precision: str = "auto"
     seed: int = 0
     classes: Sequence[str] | None = None
@@ -269,11 +272,11 @@ class TrainSummary:
 
 
 def describe_epoch(epoch: int, epochs: int, logs: dict) -> str:
-    """One line per epoch: losses, mean IoU, learning rate."""
+    """One line per epoch: losses, mean IoU, the parcels' object F1, learning rate."""
     parts = [f"epoch {epoch}/{epochs}"]
     if "fold" in logs:  # --folds
         parts.insert(0, f"fold {logs['fold']}")
-    for key in ("loss", "val_loss", "iou", "val_iou"):
+    for key in ("loss", "val_loss", "iou", "val_iou", PARCELS_MONITOR):
         if key in logs:
             parts.append(f"{key} {logs[key]:.4f}")
     if "learning_rate" in logs:
@@ -526,7 +529,12 @@ def _plan(chips: ChipsDirectory, settings: TrainSettings) -> _Plan:
         monitors.add(PARCELS_MONITOR)
     monitor = settings.monitor
     if monitor == "auto":
-        monitor = PARCELS_MONITOR if roles is not None else "val_loss"
+        monitor = "val_loss"
+        if roles is not None:
+            seen = monitored_parcels(chips, roles)
+            if seen >= MIN_MONITOR_PARCELS:
+                monitor = PARCELS_MONITOR
+            logger.info("monitor %s: the val areas hold %d true parcels", monitor, seen)
     if monitor not in monitors:
         raise ParameterError(
             f"cannot monitor {monitor!r}; choose auto or one of {', '.join(sorted(monitors))}"

@@ -136,3 +136,13 @@ def test_urls_pass_through_and_empty_values_are_refused(tmp_path):
     path.write_text("stages:\n  - tile: {images: [a.tif], labels:, out: chips}\n")
     with pytest.raises(ParameterError, match="'labels' has no value"):
         load_pipeline(path)
+
+
+def test_quicklook_vectors_are_an_input_not_an_output(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        "stages:\n  - quicklook: {prediction: p.tif, vectors: v.gpkg, out: preview.png}\n"
+    )
+    stage = load_pipeline(path)[0]
+    assert stage.outputs == [tmp_path / "preview.png"]
+    assert tmp_path / "v.gpkg" in stage.inputs

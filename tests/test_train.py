@@ -285,12 +285,16 @@ def test_resume_refuses_chips_tiled_again_since(tiny_chips, tmp_path):
 def test_a_parcel_model_stops_and_keeps_its_best_epoch_by_the_parcels(
     tiny_multitask_chips, tmp_path
 ):
-    train(tiny_multitask_chips, tmp_path / "m", epochs=2, **TINY)
+    train(tiny_multitask_chips, tmp_path / "m", epochs=2, monitor="val_parcels_f1", **TINY)
     card = read_model_card(tmp_path / "m")
     history = pd.read_csv(tmp_path / "m" / "history.csv")
     assert card["training"]["monitor"] == "val_parcels_f1"
     assert history["val_parcels_f1"].between(0, 1).all()
     best = int(history["val_parcels_f1"].idxmax()) + 1
     assert card["training"]["best_epoch"] == best
-    train(tiny_multitask_chips, tmp_path / "b", epochs=1, monitor="val_loss", **TINY)
+    from geoseg.training import describe_epoch
+
+    assert "val_parcels_f1 0.5000" in describe_epoch(1, 2, {"loss": 1.0, "val_parcels_f1": 0.5})
+    train(tiny_multitask_chips, tmp_path / "b", epochs=1, **TINY)  # auto: too few val parcels
+    assert read_model_card(tmp_path / "b")["training"]["monitor"] == "val_loss"
     assert "val_parcels_f1" not in pd.read_csv(tmp_path / "b" / "history.csv")

@@ -28,6 +28,8 @@ from geoseg.remote import is_gdal_path
 
 STAGES = ("synth", "tile", "train", "predict", "vectorize", "evaluate", "quicklook")
 OUTPUTS = ("out", "vectors", "json_out", "class_map")
+INPUTS = {"quicklook": ("vectors",)}
+"""Options named like an output that a command reads (quicklook draws ``--vectors``)."""
 
 
 @dataclass
@@ -84,7 +86,8 @@ def _stage(entry, workdir: Path, source: Path) -> Stage:
         if isinstance(param.type, click.Path):
             values = [str(v) if is_gdal_path(str(v)) else str(workdir / str(v)) for v in values]
             local = [Path(v) for v in values if not is_gdal_path(v)]  # URLs are not tracked
-            (outputs if param.name in OUTPUTS else inputs).extend(local)
+            written = param.name in OUTPUTS and param.name not in INPUTS.get(name, ())
+            (outputs if written else inputs).extend(local)
         if isinstance(param, click.Argument):
             args.extend(str(v) for v in values)
         elif param.is_flag:
