@@ -143,9 +143,10 @@ def run_scene(name: str, args, root: Path) -> list[dict]:
             patience=args.epochs, mixed_precision="off", encoder=args.encoder,
             encoder_weights=args.encoder_weights,
         )  # fmt: skip
-        if args.patience is not None:
-            chosen["patience"] = args.patience
-        given = {"patience": args.patience} if args.patience is not None else {}
+        given = {
+            k: getattr(args, k) for k in ("patience", "jitter") if getattr(args, k) is not None
+        }
+        chosen.update(given)
         geoseg.train(
             chips, model, classes=list(RECIPES[recipe]), seed=args.seed, folds=args.folds,
             overwrite=True, **(given if args.defaults else chosen),
@@ -260,6 +261,9 @@ def main() -> None:
         type=int,
         default=None,
         help="train --patience (default: --epochs, or train's own with --defaults)",
+    )
+    parser.add_argument(
+        "--jitter", type=float, default=None, help="train --jitter (brightness and contrast)"
     )
     parser.add_argument("--encoder", default="unet", help="train --encoder (e.g. vgg16)")
     parser.add_argument(
