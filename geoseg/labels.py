@@ -498,11 +498,13 @@ def vector_layer(path: str, layer: str | None = None) -> str | None:
 def _read_vector(path: str, layer: str | None = None) -> gpd.GeoDataFrame:
     from geoseg.gpkg import is_parquet, read_polygons
 
+    parquet = is_parquet(path)  # GeoParquet, as geoseg writes it, whatever GDAL can read
+    layer = None if parquet else vector_layer(path, layer)
     try:
-        if is_parquet(path):  # GeoParquet, as geoseg writes it, whatever GDAL can read
+        if parquet:
             frame = read_polygons(path)
         else:
-            frame = gpd.read_file(path, engine="pyogrio", layer=vector_layer(path, layer))
+            frame = gpd.read_file(path, engine="pyogrio", layer=layer)
     except Exception as exc:  # pyogrio raises several types for unreadable files
         raise InputFileError(f"{path}: not a readable vector file ({first_line(exc)})") from None
     if frame.crs is None:

@@ -18,7 +18,7 @@ import shutil
 import socket
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 
 from geoseg.errors import OutputExistsError, OutputLockedError, OutputWriteError, first_line
@@ -97,16 +97,6 @@ def output_lock(path: str | os.PathLike) -> Iterator[None]:
     finally:
         target.unlink(missing_ok=True)
         os.close(descriptor)
-
-
-@contextmanager
-def output_locks(paths: Iterable) -> Iterator[None]:
-    """:func:`output_lock` on each path that is not None."""
-    with ExitStack() as stack:
-        for path in paths:
-            if path is not None:
-                stack.enter_context(output_lock(path))
-        yield
 
 
 def write_failure(path: str | os.PathLike, exc: BaseException) -> OutputWriteError:

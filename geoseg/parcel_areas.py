@@ -69,15 +69,6 @@ def area_pieces(chips: ChipsDirectory, split: str, pixels: int) -> list[tuple]:
     return pieces
 
 
-def monitored_parcels(chips: ChipsDirectory, roles: ParcelRoles) -> int:
-    """How many true parcels the per-epoch score would see in the validation areas."""
-    return sum(
-        len(np.unique(labels[labels > 0]))
-        for _, _, mask in area_pieces(chips, "val", MONITOR_PIXELS)
-        if (labels := true_parcels(mask, roles.truth_bands)) is not None
-    )
-
-
 def area_predictor(model, chip_size: int, classes: int, tta: bool = False):
     """(image, valid) -> (h, w, classes) probabilities of ``model`` as ``predict`` gives them
     (chips overlapping by a quarter, blended; with ``tta``, averaged over the 8 dihedral
@@ -94,12 +85,18 @@ def area_predictor(model, chip_size: int, classes: int, tta: bool = False):
 class ParcelMonitor(keras.callbacks.Callback):
     """Adds :data:`PARCELS_MONITOR` to the logs of every epoch: the best object F1 of the
     validation areas' parcels over :data:`MONITOR_LEVELS`. It must come before the callbacks
-    that read the logs (checkpoint, early stopping, CSV)."""
+    that read the logs (checkpoint, early stopping, CSV). ``parcels`` is how many true parcels
+    it sees."""
 
     def __init__(self, chips: ChipsDirectory, roles: ParcelRoles, classes: int):
         super().__init__()
         self.roles, self.classes, self.chip_size = roles, classes, chips.chip_size
         self.pieces = area_pieces(chips, "val", MONITOR_PIXELS)
+        self.parcels = sum(
+            len(np.unique(labels[labels > 0]))
+            for _, _, mask in self.pieces
+            if (labels := true_parcels(mask, roles.truth_bands)) is not None
+        )
         keys = tunable(list(roles.outputs))
         levels = {k: v for k, v in MONITOR_LEVELS.items() if k in keys}
         self.trials = [{**DEFAULTS, "boundary": b, "marker": m}

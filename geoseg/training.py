@@ -76,7 +76,6 @@ from geoseg.parcel_areas import (
     ParcelRoles,
     area_pieces,
     area_predictor,
-    monitored_parcels,
     parcel_roles,
 )
 from geoseg.plots import plot_history
@@ -340,6 +339,7 @@ def _train(chips_dir, out: Path, settings: TrainSettings, resume, overwrite, pro
     else:
         _start_fresh(work, out, overwrite, settings, chips_dir, plan)
     plan = replace(plan, replicas=replicas)
+    plan, scoring = _parcel_monitor(chips_dir, plan, settings)
     logger.info(_describe_plan(plan, settings, chips_dir))
 
     started = time.monotonic()
@@ -384,8 +384,8 @@ def _train(chips_dir, out: Path, settings: TrainSettings, resume, overwrite, pro
                 initial_epoch=epoch,
                 callbacks=_callbacks(
                     work,
-                    chips_dir,
                     plan,
+                    scoring,
                     settings,
                     resume or epoch > initial_epoch,
                     progress,
@@ -528,13 +528,8 @@ def _plan(chips: ChipsDirectory, settings: TrainSettings) -> _Plan:
     if roles is not None:
         monitors.add(PARCELS_MONITOR)
     monitor = settings.monitor
-    if monitor == "auto":
-        monitor = "val_loss"
-        if roles is not None:
-            seen = monitored_parcels(chips, roles)
-            if seen >= MIN_MONITOR_PARCELS:
-                monitor = PARCELS_MONITOR
-            logger.info("monitor %s: the val areas hold %d true parcels", monitor, seen)
+    if monitor == "auto":  # until the val areas are counted (_parcel_monitor)
+        monitor = PARCELS_MONITOR if roles is not None else "val_loss"
     if monitor not in monitors:
         raise ParameterError(
             f"cannot monitor {monitor!r}; choose auto or one of {', '.join(sorted(monitors))}"
@@ -791,7 +786,22 @@ def _lower_is_better(monitor: str) -> bool:
     return monitor.endswith("loss") or monitor.startswith(("val_mae_", "mae_"))
 
 
-def _callbacks(work, chips, plan: _Plan, settings, resume, progress, on_epoch) -> list:
+def _parcel_monitor(
+    chips: ChipsDirectory, plan: _Plan, settings: TrainSettings
+) -> tuple[_Plan, ParcelMonitor | None]:
+    """The per-epoch parcel score when the plan watches it. ``auto`` falls back to
+    ``val_loss`` when the val areas hold fewer than :data:`MIN_MONITOR_PARCELS` true parcels."""
+    if plan.monitor != PARCELS_MONITOR:
+        return plan, None
+    scoring = ParcelMonitor(chips, plan.roles, len(plan.class_names))
+    logger.info("the val areas hold %d true parcels", scoring.parcels)
+    if settings.monitor == "auto" and scoring.parcels < MIN_MONITOR_PARCELS:
+        logger.info("monitor val_loss: fewer than %d parcels score noisily", MIN_MONITOR_PARCELS)
+        return replace(plan, monitor="val_loss"), None
+    return plan, scoring
+
+
+def _callbacks(work, plan: _Plan, scoring, settings, resume, progress, on_epoch) -> list:
     mode = "min" if _lower_is_better(plan.monitor) else "max"
     watch = dict(monitor=plan.monitor, mode=mode)
     checkpoint = keras.callbacks.ModelCheckpoint(
@@ -801,12 +811,9 @@ def _callbacks(work, chips, plan: _Plan, settings, resume, progress, on_epoch) -
     plateau = keras.callbacks.ReduceLROnPlateau(
         factor=0.5, patience=max(1, settings.patience // 2), min_lr=settings.lr / 100, **watch
     )
-    scoring = []  # before every callback that reads the monitored value
-    if plan.monitor == PARCELS_MONITOR:
-        scoring = [ParcelMonitor(chips, plan.roles, len(plan.class_names))]
     return [
         _StopOnNaN(),
-        *scoring,
+        *([scoring] if scoring else []),  # before every callback that reads the monitored value
         checkpoint,  # before _ResumePoint, which promotes what it wrote this epoch
         stopping,
         plateau,
@@ -922,33 +929,36 @@ def tune_parcels(pairs: Sequence[tuple], plan: _Plan, thresholds: dict) -> dict 
     can be delineated: once for plain prediction and once (``tta``) for ``predict --tta``.
     ``pairs`` holds (model, chips) pairs: the val areas of each chips view are predicted by its
     model and pooled."""
-    chips = pairs[0][1]
-    roles = parcel_roles(chips, plan.class_names)
+    chips, roles = pairs[0][1], plan.roles
     if roles is None:
         return None
     classes = len(plan.class_names)
 
-    def areas_of(split: str, pixels: int, tta: bool = False) -> tuple[list, list]:
-        pieces, predictors = [], []
+    def areas_of(split: str, pixels: int) -> tuple[list, list]:
+        """The pieces of ``split`` of every view and the model that predicts each."""
+        pieces, models = [], []
         for model, view in pairs:
             found = area_pieces(view, split, pixels / len(pairs))
             pieces += found
-            predictors += [area_predictor(model, chips.chip_size, classes, tta)] * len(found)
-        return pieces, predictors
+            models += [model] * len(found)
+        return pieces, models
+
+    def predictors(models, tta: bool = False) -> list:
+        return [area_predictor(m, chips.chip_size, classes, tta) for m in models]
 
     start = {key: thresholds.get(roles.names.get(key), 0.5) for key in ("extent", "boundary")}
     start["marker"] = thresholds.get(roles.names.get("distance"), MARKER_THRESHOLD)
-    pieces, plain = areas_of("val", TUNING_PIXELS)
-    record = tune_delineation(plain, pieces, roles.outputs, roles.truth_bands, start)
+    pieces, models = areas_of("val", TUNING_PIXELS)
+    record = tune_delineation(predictors(models), pieces, roles.outputs, roles.truth_bands, start)
     if record is not None:
-        with_tta = areas_of("val", TUNING_PIXELS, tta=True)[1]
+        with_tta = predictors(models, tta=True)
         with_tta = tune_delineation(with_tta, pieces, roles.outputs, roles.truth_bands, start)
         record["tta"] = {k: with_tta[k] for k in ("thresholds", "val_objects")}
         record["val_areas"] = {"areas": len(pieces), "pixels": sum(p[1].size for p in pieces)}
-        fit_pieces, fit_predictors = areas_of("train", FIT_PIXELS)
+        fit_pieces, fit_models = areas_of("train", FIT_PIXELS)
         if fit_pieces:
             samples = predicted_samples(
-                fit_predictors, fit_pieces, roles.outputs, roles.truth_bands
+                predictors(fit_models), fit_pieces, roles.outputs, roles.truth_bands
             )
             record["fit_objects"] = object_counts(samples, record["thresholds"])
             pixels = sum(p[1].size for p in fit_pieces)

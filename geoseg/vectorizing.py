@@ -593,21 +593,22 @@ def vectorize(
 
     try:
         with output_lock(out):
-            writer = PolygonWriter(draft, mode, info.crs.to_wkt(), plan.class_names, metadata)
-            with writer:
-                compute_each(
-                    tasks,
-                    consume,
-                    workers=workers,
-                    scheduler=scheduler,
-                    progress=progress,
-                    processes=processes,
-                )
-                if deferred:
-                    writer.write(finish(Pieces.concat(deferred), job))
+            try:  # the writer's own errors (a full disk); publish words its own
+                writer = PolygonWriter(draft, mode, info.crs.to_wkt(), plan.class_names, metadata)
+                with writer:
+                    compute_each(
+                        tasks,
+                        consume,
+                        workers=workers,
+                        scheduler=scheduler,
+                        progress=progress,
+                        processes=processes,
+                    )
+                    if deferred:
+                        writer.write(finish(Pieces.concat(deferred), job))
+            except OutputWriteError as exc:
+                raise write_failure(out, exc) from None
             publish(draft, out, lambda path: verify_layer(path, writer.count))
-    except OutputWriteError as exc:
-        raise write_failure(out, exc) from None
     finally:
         draft.unlink(missing_ok=True)
     logger.info("%s: %d polygons in %.1f s", out, writer.count, time.perf_counter() - started)
