@@ -355,6 +355,16 @@ def finish(pieces: Pieces, job: VectorJob) -> Pieces:
     return finish_in_crs(moved, job)
 
 
+def _filters_said(job: VectorJob) -> str:
+    """The filters that may have removed every polygon, as the end of a sentence."""
+    said = []
+    if job.min_area > 0:
+        said.append(f"smaller than {job.min_area:g} square CRS units")
+    if job.min_mean > 0:
+        said.append(f"of mean extent probability under {job.min_mean:g}")
+    return f": none is left after dropping those {' and those '.join(said)}" if said else ""
+
+
 def finish_in_crs(pieces: Pieces, job: VectorJob) -> Pieces:
     """Single polygons in CRS units without the small ones (and, from the extent, without the
     parcels of low mean extent probability)."""
@@ -612,6 +622,8 @@ def vectorize(
     finally:
         draft.unlink(missing_ok=True)
     logger.info("%s: %d polygons in %.1f s", out, writer.count, time.perf_counter() - started)
+    if not writer.count:
+        logger.warning("%s holds no polygon%s", out, _filters_said(job))
     return VectorizeSummary(
         out=out,
         mode=mode,

@@ -145,6 +145,17 @@ def test_mean_probability_threshold_and_min_area(mask_raster, tmp_path):
     assert len(gpd.read_file(tmp_path / "b.gpkg")) == 3
 
 
+def test_a_filter_that_removes_every_polygon_is_a_warning(mask_raster, tmp_path, caplog):
+    values = np.zeros((64, 64), np.uint8)
+    values[10:20, 10:20] = 200
+    path = mask_raster(values, thresholds={"building": 0.6})
+    vectorize(path, tmp_path / "a.gpkg", block_size=32, min_area=1e12)
+    assert len(gpd.read_file(tmp_path / "a.gpkg")) == 0
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warned == [f"{tmp_path / 'a.gpkg'} holds no polygon: none is left after dropping "
+                      "those smaller than 1e+12 square CRS units"]  # fmt: skip
+
+
 def test_nodata_is_never_a_region(make_raster, tmp_path):
     values = np.full((1, 64, 64), 255, np.uint8)
     values[0, :, 30:34] = 0  # nodata splits the region in two
