@@ -116,6 +116,13 @@ def prepare_scene(name: str, root: Path, seed: int) -> tuple[Path, Path]:
     return scene / "image.tif", scene / "parcels.gpkg"
 
 
+def folds(args) -> int | str:
+    """``train --folds`` of this run: as given, else 1, or train's own with ``--defaults``."""
+    if args.folds is None:
+        return "auto" if args.defaults else 1
+    return args.folds if args.folds == "auto" else int(args.folds)
+
+
 def run_scene(name: str, args, root: Path) -> list[dict]:
     image, parcels = prepare_scene(name, root, args.seed)
     west, east = split_image(image, root / name)
@@ -130,7 +137,7 @@ def run_scene(name: str, args, root: Path) -> list[dict]:
         size=args.chip,
         stride=args.stride,
         keep_empty=1.0,
-        val_fraction=0.0 if args.folds > 1 else args.val_fraction,  # folds pool train and val
+        val_fraction=0.0 if folds(args) not in (1, "auto") else args.val_fraction,  # pooled
         seed=args.seed,
         overwrite=True,
     )
@@ -144,11 +151,13 @@ def run_scene(name: str, args, root: Path) -> list[dict]:
             encoder_weights=args.encoder_weights,
         )  # fmt: skip
         given = {
-            k: getattr(args, k) for k in ("patience", "jitter") if getattr(args, k) is not None
+            k: getattr(args, k)
+            for k in ("patience", "jitter", "epoch_chips")
+            if getattr(args, k) is not None
         }
         chosen.update(given)
         geoseg.train(
-            chips, model, classes=list(RECIPES[recipe]), seed=args.seed, folds=args.folds,
+            chips, model, classes=list(RECIPES[recipe]), seed=args.seed, folds=folds(args),
             overwrite=True, **(given if args.defaults else chosen),
         )  # fmt: skip
         trained = time.perf_counter() - started
@@ -166,7 +175,7 @@ def run_scene(name: str, args, root: Path) -> list[dict]:
                     "recipe": recipe,
                     "targets": RECIPE_NAMES[recipe],
                     "tta": tta,
-                    "folds": args.folds,
+                    "folds": card["training"]["folds"],
                     "predicted": objects["predicted"],
                     "true": objects["true"],
                     "matched": objects["matched"],
@@ -249,7 +258,9 @@ def main() -> None:
         "--boundary-width", default="1px", help="width of the boundary target (tile's option)"
     )
     parser.add_argument(
-        "--folds", type=int, default=1, help="train --folds K: an ensemble of K spatial folds"
+        "--folds",
+        default=None,
+        help="train --folds K or auto (default: 1, or train's own with --defaults)",
     )
     parser.add_argument(
         "--defaults",
@@ -264,6 +275,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--jitter", type=float, default=None, help="train --jitter (brightness and contrast)"
+    )
+    parser.add_argument(
+        "--epoch-chips", type=int, default=None, help="train --epoch-chips (repeat small sets)"
     )
     parser.add_argument("--encoder", default="unet", help="train --encoder (e.g. vgg16)")
     parser.add_argument(
@@ -284,7 +298,7 @@ def main() -> None:
     )
     print(
         f"train west half, score east half; {network}, seeds {args.seeds or [args.seed]}"
-        + (f" x {args.folds} folds" if args.folds > 1 else "")
+        + (f", folds {folds(args)}" if folds(args) != 1 else "")
         + f", {args.chip} px chips every "
         f"{args.stride} px; each model scored without and with --tta"
     )

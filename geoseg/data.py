@@ -234,6 +234,7 @@ def make_dataset(
     seed: int = 0,
     cache: bool | None = None,
     task: str = "multilabel",
+    repeats: int = 1,
 ):
     """A ``tf.data.Dataset`` of (image, mask) batches; masks are float32 with 255 = ignore.
 
@@ -243,6 +244,7 @@ def make_dataset(
     of an ignored pixel. With ``training``, chips are reshuffled every epoch and augmented
     (when ``augment_chips``). ``cache`` keeps decoded chips in memory after the first pass; by
     default it does so when they take less than :data:`CACHE_SHARE` of the memory.
+    ``repeats`` passes over the chips (each reshuffled, with new flips) make one epoch.
     Normalisation runs on batches.
     """
     import tensorflow as tf
@@ -294,6 +296,8 @@ def make_dataset(
         dataset = shuffled(dataset.map(load, **parallel).cache())
     else:  # shuffle file names, decode every epoch
         dataset = shuffled(dataset).map(load, **parallel)
+    if repeats > 1:
+        dataset = dataset.repeat(repeats)
     augmenting = training and augment_chips
     if augmenting:  # per pixel, class codes move like the masks they come from
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)

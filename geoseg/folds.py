@@ -1,6 +1,7 @@
 """Spatial folds of a chips directory for cross-validation (``geoseg train --folds``).
 
-The train and val chips are pooled and grouped into square blocks on the map (four chips a
+The train, val and spare chips (those kept aside at tile's split borders, unless they share
+pixels with a test chip) are pooled and grouped into square blocks on the map (four chips a
 side, or smaller where that leaves fewer than two blocks per fold). Blocks are dealt to the
 folds in a seeded order, each to the fold with the fewest chips so far. In the view of fold
 k, its chips are val and the chips sharing no pixel with them train, so every chip is
@@ -18,10 +19,17 @@ import shapely
 
 from geoseg.data import ChipsDirectory
 from geoseg.errors import ParameterError
-from geoseg.tiling import BLOCK_CHIPS, overlap_pairs
+from geoseg.tiling import BLOCK_CHIPS, SPARE, overlap_pairs
 
 BLOCKS_PER_FOLD = 2
 """Fewest blocks per fold before the blocks are made smaller (down to a chip)."""
+AUTO_FOLDS = "auto"
+SMALL_SET_FOLDS = 3
+"""Folds of ``auto`` for a small set of parcel chips: the Danish parcels' measured best
+(docs/benchmarks.md)."""
+SMALL_SET_PIXELS = 2**24
+"""Train and val pixels (e.g. 1024 chips of 128 px) up to which a set counts as small, so
+that the ensemble's three trainings stay short."""
 
 logger = logging.getLogger(__name__)
 
@@ -31,8 +39,7 @@ def spatial_folds(chips: ChipsDirectory, folds: int, seed: int) -> list[ChipsDir
     share no pixel with them train."""
     if folds < 2:
         raise ParameterError(f"--folds must be at least 2, not {folds}")
-    index = pyogrio.read_dataframe(chips.root / "chips.gpkg", columns=["split", "image", "mask"])
-    pooled = index[index["split"].isin(["train", "val"])].reset_index(drop=True)
+    pooled = pooled_chips(chips)
     views = _views(chips, pooled, folds, seed)
     empty = next((k for k, view in enumerate(views) if not view.files["train"]), None)
     if empty is not None:
@@ -52,6 +59,43 @@ def spatial_folds(chips: ChipsDirectory, folds: int, seed: int) -> list[ChipsDir
             k + 1, folds, len(view.files["train"]), len(view.files["val"]),
         )  # fmt: skip
     return views
+
+
+def auto_folds(chips: ChipsDirectory, delineates: bool, seed: int) -> int:
+    """Folds for ``folds="auto"``: :data:`SMALL_SET_FOLDS` (or fewer, as many as give every
+    fold train chips) for a small set of chips whose model delineates parcels, else 1."""
+    pooled = pooled_chips(chips)
+    pixels = len(pooled) * chips.chip_size**2
+    if not delineates or pixels > SMALL_SET_PIXELS:
+        why = "no parcels to delineate" if not delineates else "a large set"
+        logger.info("folds auto: one model (%s)", why)
+        return 1
+    for folds in range(SMALL_SET_FOLDS, 1, -1):
+        try:
+            views = _views(chips, pooled, folds, seed)
+        except ParameterError:  # too few blocks
+            continue
+        if all(view.files["train"] for view in views):
+            logger.info(
+                "folds auto: an ensemble of %d fold models for a small set of parcel chips "
+                "(%d chips; %dx the training and the prediction of one model)",
+                folds, len(pooled), folds,
+            )  # fmt: skip
+            return folds
+    logger.info("folds auto: one model (no split into folds leaves every fold train chips)")
+    return 1
+
+
+def pooled_chips(chips: ChipsDirectory):
+    """The train, val and spare chips of ``chips.gpkg`` (footprints, image and mask paths),
+    without the spare chips that share pixels with a test chip."""
+    index = pyogrio.read_dataframe(chips.root / "chips.gpkg", columns=["split", "image", "mask"])
+    aside = index[index["split"].isin([SPARE, "test"])].reset_index(drop=True)
+    is_test = (aside["split"] == "test").to_numpy()
+    touching = np.concatenate(overlap_pairs(np.asarray(aside.geometry.values), is_test))
+    near_test = set(aside["image"].to_numpy()[touching[~is_test[touching]]])
+    pooled = index["split"].isin(["train", "val", SPARE]) & ~index["image"].isin(near_test)
+    return index[pooled].reset_index(drop=True)
 
 
 def _views(chips: ChipsDirectory, pooled, folds: int, seed: int) -> list[ChipsDirectory]:

@@ -61,7 +61,10 @@ SCENE_AT_MOST_BLOCKS = 1.5
 """With ``split_by="auto"``, scenes whose larger side is at most this many split blocks are
 split whole (by scene), when there are enough of them and they do not overlap."""
 SPLITS = ("train", "val", "test")
-"""In order of precedence: a chip sharing pixels with a chip of a later split is dropped."""
+"""In order of precedence: a chip sharing pixels with a chip of a later split is kept aside."""
+SPARE = "spare"
+"""The split of chips kept aside at split borders: one model neither trains nor validates on
+them; ``train --folds`` pools them with train and val (those clear of the test chips)."""
 DOMINANT_CLASS = 0.95
 """A class positive on more of the labelled pixels than this gets a warning."""
 COUNTS = (
@@ -72,7 +75,7 @@ COUNTS = (
     "test",
     "dropped_nodata",
     "dropped_empty",
-    "dropped_split_buffer",
+    "spare",
     "dropped_unlabelled",
 )
 
@@ -88,7 +91,8 @@ class TileSummary:
     val: int
     dropped_nodata: int
     dropped_empty: int
-    dropped_split_buffer: int
+    spare: int
+    """Chips kept aside at split borders (split ``spare``), in ``written`` too."""
     test: int = 0
     dropped_unlabelled: int = 0
     split_by: str = "blocks"
@@ -109,10 +113,12 @@ class TileSummary:
         line = (
             f"wrote {self.written} chips to {self.out} ({splits}; split by {self.split_by}) "
             f"from {self.candidates} candidates; dropped {self.dropped_nodata} for nodata, "
-            f"{self.dropped_empty} empty, {self.dropped_split_buffer} at split borders"
+            f"{self.dropped_empty} empty"
         )
         if self.dropped_unlabelled:
             line += f", {self.dropped_unlabelled} in images without labels"
+        if self.spare:
+            line += f"; kept {self.spare} aside at split borders (spare: only folds use them)"
         if self.class_frequencies:
             regression = {k for k, t in self.targets.items() if t.get("kind") == "regression"}
             frequencies = self.class_frequencies.items()
@@ -255,7 +261,7 @@ def tile(
         kept = [r for r in results if r.status == "kept"]
         footprints = _footprints(kept, plans, size)
         kept, footprints = _split(
-            kept, footprints, plans, stride, mode, (val_fraction, test_fraction), seed, staging
+            kept, footprints, plans, stride, mode, (val_fraction, test_fraction), seed
         )
         frequencies = _class_frequencies(kept, targets)
         warnings += _class_warnings(frequencies, loaded, spec)
@@ -264,6 +270,7 @@ def tile(
         _write_index(staging / "chips.gpkg", kept, footprints, plans, targets, size)
         written = len(kept)
         by_split = Counter(r.chip.split for r in kept)
+        split = written - by_split[SPARE]
         summary = TileSummary(
             out=Path(out),
             candidates=candidates,
@@ -273,11 +280,11 @@ def tile(
             test=by_split["test"],
             dropped_nodata=sum(r.status == "nodata" for r in results),
             dropped_empty=sum(r.status == "empty" for r in results),
-            dropped_split_buffer=sum(r.status == "split" for r in results),
+            spare=by_split[SPARE],
             dropped_unlabelled=sum(p.count for p in unlabelled),
             split_by=mode,
-            val_fraction_reached=by_split["val"] / written if written else 0.0,
-            test_fraction_reached=by_split["test"] / written if written else 0.0,
+            val_fraction_reached=by_split["val"] / split if split else 0.0,
+            test_fraction_reached=by_split["test"] / split if split else 0.0,
             classes=class_names,
             class_frequencies=frequencies,
             targets=targets,
@@ -508,12 +515,11 @@ def _split(
     mode: str,
     fractions: tuple[float, float],
     seed: int,
-    staging: Path,
 ) -> tuple[list[ChipResult], np.ndarray]:
     """Assign train/val/test to the kept chips by scene or by block.
 
-    Chips that share pixels with a chip of another split are dropped and their files deleted.
-    Returns the chips left and their footprints.
+    Chips that share pixels with a chip of another split are kept aside (split
+    :data:`SPARE`). Returns the chips and their footprints.
     """
     if not kept:
         return kept, footprints
@@ -528,20 +534,16 @@ def _split(
     search.run(seed)
     codes = search.code[unit_of]
     for r, code, alive in zip(kept, codes, search.alive):
-        r.chip = replace(r.chip, split=SPLITS[code])
-        if not alive:
-            r.status = "split"
-            for folder in ("images", "masks"):
-                (staging / folder / f"{r.chip.id}.tif").unlink(missing_ok=True)
+        r.chip = replace(r.chip, split=SPLITS[code] if alive else SPARE)
     logger.info(
-        "split by %s: %d units; %d train, %d val, %d test chips, %d dropped at borders (%.2f s)",
+        "split by %s: %d units; %d train, %d val, %d test chips, %d spare at borders (%.2f s)",
         mode,
         search.code.size,
         *search.counts,
         int((~search.alive).sum()),
         time.perf_counter() - start,
     )
-    return [r for r in kept if r.status == "kept"], footprints[search.alive]
+    return kept, footprints
 
 
 def overlap_pairs(footprints: np.ndarray, unit_of: np.ndarray) -> np.ndarray:

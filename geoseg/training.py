@@ -53,6 +53,7 @@ from geoseg.errors import (
     TrainingError,
     first_line,
 )
+from geoseg.folds import AUTO_FOLDS, auto_folds
 from geoseg.losses import (
     CATEGORICAL_NAMES,
     LOSSES,
@@ -124,6 +125,9 @@ class TrainSettings:
     dice_weight: float = 1.0
     augment: bool = True
     jitter: float = 0.0
+    epoch_chips: int = 0
+    """Chips an epoch draws at least: a smaller train split is passed over several times per
+    epoch (reshuffled, new flips), so tiny sets get enough steps between validations."""
     patience: int = 25
     """Epochs without improvement before stopping: small sets have short, noisy epochs, and
     10 stopped the Danish parcels before they fit (docs/benchmarks.md)."""
@@ -139,8 +143,10 @@ class TrainSettings:
     encoder_weights: str | None = None
     """``imagenet`` (the default for a keras.applications encoder), ``none`` or a path."""
     freeze_encoder_epochs: int = 0
-    folds: int = 1
-    """With 2 or more, train one model per spatial fold and save their mean (an ensemble)."""
+    folds: int | str = AUTO_FOLDS
+    """With 2 or more, train one model per spatial fold and save their mean (an ensemble).
+    ``auto``: an ensemble of 3 folds for a small set of parcel chips, one model otherwise
+    (:func:`geoseg.folds.auto_folds`)."""
     devices: int | None = None
     """Replicas to train on (GPUs, else logical CPUs); default every GPU, else the CPU."""
 
@@ -166,8 +172,8 @@ class TrainSettings:
             )
         if self.freeze_encoder_epochs < 0 or (self.devices is not None and self.devices < 1):
             raise ParameterError("--freeze-encoder-epochs must be >= 0 and --devices >= 1")
-        if self.folds < 1:
-            raise ParameterError(f"--folds must be at least 1, not {self.folds}")
+        if self.folds != AUTO_FOLDS and not (isinstance(self.folds, int) and self.folds >= 1):
+            raise ParameterError(f"folds must be auto or at least 1, not {self.folds!r}")
         weights = self.encoder_weights
         if weights not in (None, *NAMED_WEIGHTS) and not Path(weights).is_file():
             raise InputFileError(f"--encoder-weights {weights}: no such weights file")
@@ -317,9 +323,18 @@ def train(
 
 def _train(chips_dir, out: Path, settings: TrainSettings, resume, overwrite, progress, on_epoch):
     """The body of :func:`train`, run while it holds the lock on ``out``."""
+    if settings.folds == AUTO_FOLDS:
+        if resume and (partial_directory(out) / LAST).is_file():  # one model's interrupted run
+            folds = 1
+        else:
+            folds = auto_folds(chips_dir, _delineates(chips_dir, settings), settings.seed)
+        settings = replace(settings, folds=folds)
     if settings.folds > 1:
         if resume:
-            raise ParameterError("--resume cannot continue a --folds run; start it again")
+            raise ParameterError(
+                f"--resume cannot continue an ensemble of {settings.folds} folds (the default "
+                "for a small set of parcel chips); start it again"
+            )
         from geoseg.cross_validation import train_folds
 
         return train_folds(chips_dir, out, settings, overwrite, progress, on_epoch)
@@ -359,6 +374,7 @@ def _train(chips_dir, out: Path, settings: TrainSettings, resume, overwrite, pro
             chips_dir, "train", settings.batch_size, plan.class_bands, training=True,
             augment_chips=settings.augment, jitter=settings.jitter,
             seed=settings.seed + 1000 * initial_epoch, task=plan.task,
+            repeats=epoch_repeats(len(chips_dir.files["train"]), settings.epoch_chips),
         )  # fmt: skip
         val_data = make_dataset(
             chips_dir, "val", settings.batch_size, plan.class_bands, training=False, task=plan.task
@@ -539,6 +555,14 @@ def _plan(chips: ChipsDirectory, settings: TrainSettings) -> _Plan:
         class_names, class_bands, weights, source, network, precision, kinds, settings.task,
         monitor=monitor, roles=roles,
     )  # fmt: skip
+
+
+def _delineates(chips: ChipsDirectory, settings: TrainSettings) -> bool:
+    """Whether the model trained on ``chips`` with ``settings`` delineates parcels."""
+    if settings.task == "multiclass":
+        return False
+    names = [chips.classes[b] for b in select_classes(chips, settings.classes)]
+    return parcel_roles(chips, names) is not None
 
 
 def _multiclass_outputs(chips: ChipsDirectory, settings: TrainSettings):
@@ -779,6 +803,11 @@ class _Report(keras.callbacks.Callback):
         logger.info(describe_epoch(epoch + 1, self.params["epochs"], logs))
         if self.on_epoch:
             self.on_epoch(epoch + 1, self.params["epochs"], logs)
+
+
+def epoch_repeats(train_chips: int, epoch_chips: int) -> int:
+    """Passes over ``train_chips`` chips that draw at least ``epoch_chips`` in one epoch."""
+    return max(1, -(-epoch_chips // max(train_chips, 1)))
 
 
 def _lower_is_better(monitor: str) -> bool:

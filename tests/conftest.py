@@ -103,7 +103,7 @@ def tiny_chips(tmp_path_factory) -> Path:
     return root / "chips"
 
 
-TINY_TRAINING = dict(base_filters=4, depth=2, batch_size=8, mixed_precision="off")
+TINY_TRAINING = dict(base_filters=4, depth=2, batch_size=8, mixed_precision="off", folds=1)
 
 
 @pytest.fixture(scope="session")

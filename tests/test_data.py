@@ -96,6 +96,24 @@ def test_training_order_is_reproducible_and_reshuffled(tiny_chips, cache):
     assert not np.array_equal(one, two)  # a new order (and new flips) every epoch
 
 
+@pytest.mark.parametrize("cache", [False, True])
+def test_an_epoch_of_repeats_passes_over_every_chip_that_often(tiny_chips, cache):
+    from geoseg.training import epoch_repeats
+
+    chips = open_chips(tiny_chips)
+    n = len(chips.files["train"])
+    assert epoch_repeats(n, 0) == 1 and epoch_repeats(n, n) == 1 and epoch_repeats(n, n + 1) == 2
+    once = make_dataset(chips, "train", 4, [1], training=True, augment_chips=False, cache=cache)
+    thrice = make_dataset(
+        chips, "train", 4, [1], training=True, augment_chips=False, cache=cache, repeats=3
+    )
+
+    def chip_sums(dataset):
+        return sorted(float(s) for _, m in dataset for s in m.numpy().sum(axis=(1, 2, 3)))
+
+    assert chip_sums(thrice) == sorted(chip_sums(once) * 3)
+
+
 def test_augmentation_moves_image_and_mask_together():
     image = tf.random.stateless_uniform((16, 16, 3), (0, 0))
     mask = tf.cast(image[..., :1] > 0.5, tf.uint8)

@@ -14,7 +14,7 @@ from geoseg.chip_areas import placed_chips
 from geoseg.contracts import read_model_card
 from geoseg.data import open_chips
 from geoseg.errors import ParameterError
-from geoseg.folds import spatial_folds
+from geoseg.folds import pooled_chips, spatial_folds
 from geoseg.model import UNetConfig, build_model, member_name
 
 TINY = dict(base_filters=4, depth=2, batch_size=8, mixed_precision="off")
@@ -43,6 +43,12 @@ def test_every_chip_is_validated_once_by_a_model_that_never_saw_its_pixels(overl
     chips = overlapping_chips
     views = spatial_folds(chips, 3, seed=0)
     pooled = {image for image, _ in chips.files["train"] + chips.files["val"]}
+    spare = set(str(chips.root / p) for p in pooled_chips(chips)["image"]) - pooled
+    assert spare  # the chips kept aside at tile's split borders, away from the test chips
+    test = shapely.union_all(footprints(chips, chips.files["test"]))
+    for chip in footprints(chips, [(image, None) for image in spare]):
+        assert shapely.intersection(chip, test).area < 1e-6 * chip.area
+    pooled |= spare
     validated = [image for view in views for image, _ in view.files["val"]]
     assert sorted(validated) == sorted(pooled)  # each once
     for view in views:
@@ -132,8 +138,7 @@ def test_train_folds_writes_an_ensemble_with_out_of_fold_scores(ensemble, overla
     assert training["folds"] == 2 and training["validation"] == "out_of_fold"
     assert [f["seed"] for f in training["per_fold"]] == [5, 6]
     assert len(training["best_epoch"]) == 2 and training["epochs_run"] == 4
-    pooled = len(overlapping_chips.files["train"]) + len(overlapping_chips.files["val"])
-    assert training["val_chips"] == pooled
+    assert training["val_chips"] == len(pooled_chips(overlapping_chips))
     assert card["model"]["members"] == 2
     assert set(card["metrics"]["val"]) == {"parcels", "boundary"}
     assert "test" in card["metrics"]
@@ -203,3 +208,48 @@ def test_folds_on_overlapping_real_patches_train_or_say_which_k_works(tmp_path):
                 assert all(v.files["train"] for v in spatial_folds(chips, working, seed=0))
         else:
             assert all(v.files["train"] and v.files["val"] for v in views)
+
+
+def test_auto_folds_an_ensemble_for_a_small_parcel_set_else_one(overlapping_chips, monkeypatch):
+    from geoseg import folds
+
+    assert folds.auto_folds(overlapping_chips, delineates=True, seed=0) == folds.SMALL_SET_FOLDS
+    assert folds.auto_folds(overlapping_chips, delineates=False, seed=0) == 1
+    monkeypatch.setattr(folds, "SMALL_SET_PIXELS", 64 * 64)  # a "large" set
+    assert folds.auto_folds(overlapping_chips, delineates=True, seed=0) == 1
+
+
+def test_auto_folds_takes_fewer_folds_where_three_leave_one_without_train_chips(
+    overlapping_chips, monkeypatch
+):
+    from geoseg import folds
+
+    works = {2}
+    original = folds._views
+
+    def views(chips, pooled, k, seed):  # as if only 2 folds left every fold train chips
+        found = original(chips, pooled, k, seed)
+        return found if k in works else [replace_train(found[0], [])] + found[1:]
+
+    monkeypatch.setattr(folds, "_views", views)
+    assert folds.auto_folds(overlapping_chips, delineates=True, seed=0) == 2
+    works.clear()
+    assert folds.auto_folds(overlapping_chips, delineates=True, seed=0) == 1
+
+
+def replace_train(view, train):
+    from dataclasses import replace
+
+    return replace(view, files={**view.files, "train": train})
+
+
+def test_train_folds_auto_by_default(overlapping_chips, tmp_path):
+    """With no folds given, a small set of parcel chips trains an ensemble of three."""
+    summary = train(overlapping_chips.root, tmp_path / "m", epochs=1, seed=5, **TINY)
+    assert summary.card["training"]["folds"] == 3 and summary.card["model"]["members"] == 3
+
+
+def test_resume_with_folds_auto_says_an_ensemble_restarts(overlapping_chips, tmp_path):
+    result = run("train", str(overlapping_chips.root), "--out", tmp_path / "m", "--resume")
+    assert_one_line_error(result, "ensemble of 3 folds")
+    assert not (tmp_path / "m").exists()

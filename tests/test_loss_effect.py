@@ -41,7 +41,7 @@ def field_chips(tmp_path_factory):
 def test_weighted_bce_dice_finds_more_boundary_than_plain_bce(field_chips, tmp_path):
     tiny_chips = field_chips
     same = dict(classes=["boundary"], epochs=8, base_filters=8, depth=2, batch_size=8,
-                patience=100, mixed_precision="off", seed=0)  # fmt: skip
+                patience=100, mixed_precision="off", seed=0, folds=1)  # fmt: skip
     train(tiny_chips, tmp_path / "bce", loss="bce", **same)
     train(tiny_chips, tmp_path / "bce_dice", **same)
     bce_share, true_share, bce_f1 = boundary_at_half(tmp_path / "bce", tiny_chips)

@@ -19,7 +19,7 @@ from geoseg.gpkg import read_layer_metadata
 from geoseg.inference import predict
 from geoseg.scoring import RegressionErrors
 
-TINY = dict(base_filters=4, depth=2, batch_size=8, mixed_precision="off")
+TINY = dict(base_filters=4, depth=2, batch_size=8, mixed_precision="off", folds=1)
 NAMES = ["parcels", "boundary", "distance"]
 
 

@@ -143,7 +143,7 @@ def test_tile_train_and_vectorize_take_the_lock_on_their_output(
         run("predict", image, "-m", tiny_model, "-o", tmp_path / "p.tif")
     args = {
         "tile": ["tile", image, "--out", out, "--size", "64"],
-        "train": ["train", tiny_chips, "--out", out, "--epochs", "1"],
+        "train": ["train", tiny_chips, "--out", out, "--epochs", "1", "--folds", "1"],
         "vectorize": ["vectorize", tmp_path / "p.tif", "-o", out],
     }[command]
     with output_lock(out):
@@ -230,7 +230,7 @@ def test_training_names_the_first_missing_chip(tiny_chips, tmp_path):
     shutil.copytree(tiny_chips, chips)
     victim = sorted((chips / "masks").iterdir())[0]
     victim.unlink()
-    result = run("train", chips, "--out", tmp_path / "m", "--epochs", "1")
+    result = run("train", chips, "--out", tmp_path / "m", "--epochs", "1", "--folds", "1")
     assert_one_line_error(result, "missing", victim.name)
     assert not (tmp_path / "m").exists() and not (tmp_path / ".m.partial").exists()
 

@@ -202,7 +202,7 @@ def test_split_uses_spatial_blocks_without_overlap(make_raster, tmp_path):
     summary = tile([image], tmp_path / "chips", stride=128, val_fraction=0.3, seed=1)
     chips = index(tmp_path / "chips")
     val, train = chips[chips.split == "val"], chips[chips.split == "train"]
-    assert len(val) and len(train) and summary.dropped_split_buffer > 0
+    assert len(val) and len(train) and summary.spare == (chips.split == "spare").sum() > 0
     overlap = shapely.area(
         shapely.intersection(
             shapely.union_all(val.geometry.values), shapely.union_all(train.geometry.values)
@@ -211,7 +211,8 @@ def test_split_uses_spatial_blocks_without_overlap(make_raster, tmp_path):
     assert overlap == 0
     dataset = json.loads((tmp_path / "chips" / "dataset.json").read_text())
     block = dataset["sampling"]["split_block_px"]
-    blocks = chips.assign(block=chips.row // block * 100 + chips.col // block)
+    blocks = chips[chips.split != "spare"]
+    blocks = blocks.assign(block=blocks.row // block * 100 + blocks.col // block)
     assert (blocks.groupby("block").split.nunique() == 1).all()
 
 
@@ -365,8 +366,7 @@ def test_images_the_labels_do_not_cover_are_dropped_and_reported(
     assert dataset["counts"]["dropped_unlabelled"] == 2
     assert dataset["counts"]["candidates"] == sum(
         dataset["counts"][k]
-        for k in ("written", "dropped_nodata", "dropped_empty")
-        + ("dropped_split_buffer", "dropped_unlabelled")
+        for k in ("written", "dropped_nodata", "dropped_empty", "dropped_unlabelled")
     )
 
 
@@ -460,7 +460,7 @@ def test_nine_small_scenes_are_split_by_scene_at_the_asked_fraction(
     blocks = tile(
         images, tmp_path / "blocks", labels=fields, size=128, stride=64, split_by="blocks"
     )
-    assert blocks.split_by == "blocks" and blocks.dropped_split_buffer > 0
+    assert blocks.split_by == "blocks" and blocks.spare > 0
 
 
 def test_nine_real_sentinel2_patches_keep_their_chips(tmp_path):
@@ -486,7 +486,7 @@ def test_nine_real_sentinel2_patches_keep_their_chips(tmp_path):
     chips = index(tmp_path / "chips")
     assert summary.candidates == 81 and len(chips) >= 0.9 * 81
     assert (chips.split == "val").mean() == pytest.approx(0.2, abs=0.06)
-    assert summary.dropped_split_buffer == 0 and summary.split_by == "scene"
+    assert summary.spare == 0 and summary.split_by == "scene"
     with pytest.raises(LabelsError, match="'GB' holds float64 values"):
         tile(patches, tmp_path / "gb", labels=parcels, class_field="GB", size=64)
 
@@ -512,7 +512,7 @@ def test_blocks_are_chosen_for_the_fraction_of_chips_not_of_blocks(
         assert summary.split_by == "blocks" and summary.val_fraction_reached == 4 / 16
 
 
-def test_chips_are_dropped_only_where_they_share_pixels_with_another_split(make_raster, tmp_path):
+def test_chips_are_kept_aside_only_where_they_share_pixels_across_splits(make_raster, tmp_path):
     """Two overlapping scenes, the second shifted by 100 px: chips at block borders overlap
     chips of the other scene in the neighbouring block."""
     shifted = rasterio.Affine(RES, 0, ORIGIN_X + 100 * RES, 0, -RES, ORIGIN_Y - 60 * RES)
@@ -527,11 +527,13 @@ def test_chips_are_dropped_only_where_they_share_pixels_with_another_split(make_
         shapely.union_all(val.geometry.values), shapely.union_all(train.geometry.values)
     )
     assert shapely.area(shared) == 0
-    assert 0 < summary.dropped_split_buffer < 0.2 * summary.candidates
-    assert (chips.split == "val").mean() == pytest.approx(0.3, abs=0.05)
-    # every dropped chip shares pixels with a val chip
+    assert 0 < summary.spare < 0.2 * summary.candidates
+    assert summary.written == summary.candidates  # spare chips are written too
+    spare = chips.split == "spare"
+    assert (chips.split[~spare] == "val").mean() == pytest.approx(0.3, abs=0.05)
+    # every spare chip shares pixels with a val chip
     grid = [(s, r, c) for s in ("a", "b") for r in range(0, 2048, 256) for c in range(0, 2048, 256)]
-    written = set(zip(chips.scene, chips.row, chips.col))
+    written = set(zip(chips.scene[~spare], chips.row[~spare], chips.col[~spare]))
     transforms = {"a": rasterio.Affine(RES, 0, ORIGIN_X, 0, -RES, ORIGIN_Y), "b": shifted}
     val_union = shapely.union_all(val.geometry.values)
     for scene, row, col in grid:
@@ -549,10 +551,10 @@ def test_test_split_shares_no_pixel_with_train_or_val(make_raster, tmp_path):
         [image], tmp_path / "chips", stride=128, val_fraction=0.2, test_fraction=0.1, seed=4
     )
     chips = index(tmp_path / "chips")
-    assert set(chips.split) == {"train", "val", "test"}
+    assert set(chips.split) == {"train", "val", "test", "spare"}
     assert (
         summary.test == (chips.split == "test").sum()
-        and summary.train + summary.val + summary.test == summary.written
+        and summary.train + summary.val + summary.test + summary.spare == summary.written
     )
     unions = {
         s: shapely.union_all(chips[chips.split == s].geometry.values)
@@ -566,7 +568,7 @@ def test_test_split_shares_no_pixel_with_train_or_val(make_raster, tmp_path):
     sampling = dataset["sampling"]
     assert (sampling["val_fraction"], sampling["test_fraction"]) == (0.2, 0.1)
     assert sampling["test_fraction_reached"] == pytest.approx(
-        summary.test / summary.written, abs=1e-6
+        summary.test / (summary.written - summary.spare), abs=1e-6
     )
     assert dataset["counts"]["test"] == summary.test
     assert f"{summary.test} test" in summary.describe()

@@ -18,7 +18,7 @@ from geoseg.data import make_dataset, open_chips
 from geoseg.errors import OutputExistsError, ParameterError
 from geoseg.training import partial_directory, score_histogram
 
-TINY = dict(base_filters=4, depth=2, batch_size=8, mixed_precision="off")
+TINY = dict(base_filters=4, depth=2, batch_size=8, mixed_precision="off", folds=1)
 
 
 def weights_of(model_dir):
@@ -187,7 +187,7 @@ def test_run_stopped_before_its_first_epoch_is_started_again(tiny_chips, tmp_pat
 def test_cli_prints_epochs_and_final_table(tiny_chips, tmp_path):
     result = run(
         "train", tiny_chips, "--out", tmp_path / "m", "--epochs", "1", "--base-filters", "4",
-        "--depth", "2", "--classes", "boundary", "--mixed-precision", "off",
+        "--depth", "2", "--classes", "boundary", "--mixed-precision", "off", "--folds", "1",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "epoch 1/1" in result.output and "threshold" in result.output
@@ -197,7 +197,8 @@ def test_cli_with_logging_on_shows_each_epoch_once(tiny_chips, tmp_path, caplog)
     with caplog.at_level(logging.INFO, logger="geoseg.training"):
         result = run(
             "train", tiny_chips, "--out", tmp_path / "m", "--epochs", "1", "--base-filters",
-            "4", "--depth", "2", "--classes", "boundary", "--mixed-precision", "off",
+            "4", "--depth", "2", "--classes", "boundary", "--mixed-precision", "off", "--folds",
+            "1",
         )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "threshold" in result.output
@@ -236,7 +237,8 @@ def test_bad_options_leave_nothing_behind(tiny_chips, tmp_path, args, words):
 def test_bad_chips_directories_are_refused(tiny_chips, tmp_path):
     assert_one_line_error(run("train", tmp_path, "--out", tmp_path / "m"), "not a chips directory")
     chips = without_val(tiny_chips, tmp_path)
-    assert_one_line_error(run("train", chips, "--out", tmp_path / "m"), "val split has no chips")
+    result = run("train", chips, "--out", tmp_path / "m", "--folds", "1")
+    assert_one_line_error(result, "val split has no chips")
     assert not (tmp_path / "m").exists()
     assert_one_line_error(run("train", tiny_chips, "--out", tiny_chips, "--overwrite"), "input")
     assert_one_line_error(run("train", tiny_chips, "--out", tmp_path / "x", "--resume"), "resume")
@@ -258,7 +260,7 @@ def test_diverging_run_is_an_error_and_leaves_nothing(tiny_chips, tmp_path):
     record["normalization"]["bands"][0]["p98"] = float("nan")
     (chips / "dataset.json").write_text(json.dumps(record))
     out = tmp_path / "m"
-    result = run("train", chips, "--out", out, "--epochs", "2", "--depth", "2")
+    result = run("train", chips, "--out", out, "--epochs", "2", "--depth", "2", "--folds", "1")
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
     last = result.output.strip().splitlines()[-1]  # after the epoch lines
     assert last.startswith("Error: training diverged") and "--lr" in last

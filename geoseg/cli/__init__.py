@@ -11,6 +11,7 @@ import click
 
 from geoseg import __version__
 from geoseg.cli.options import (
+    AutoOrCount,
     FiniteRange,
     LengthType,
     block_size_option,
@@ -279,8 +280,9 @@ def stack(rasters, out, like, overwrite):
 def tile(images, out, **options):
     """Cut rasters into georeferenced chips with masks burned from labels.
 
-    Writes images/, masks/, chips.gpkg (chip footprints and split: train, val, test) and
-    dataset.json (band statistics, classes, class frequencies, counts) into the --out folder.
+    Writes images/, masks/, chips.gpkg (chip footprints and split: train, val, test, or spare
+    at split borders) and dataset.json (band statistics, classes, class frequencies, counts)
+    into the --out folder.
 
     \b
     Examples:
@@ -362,6 +364,14 @@ def tile(images, out, **options):
     help="Also vary brightness and contrast by up to this much.",
 )
 @click.option(
+    "--epoch-chips",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Draw at least this many chips per epoch, passing over a smaller train split several "
+    "times (new flips each pass): more steps for a tiny set that underfits.",
+)
+@click.option(
     "--patience",
     type=click.IntRange(min=0),
     default=25,
@@ -418,12 +428,13 @@ def tile(images, out, **options):
 )
 @click.option(
     "--folds",
-    type=click.IntRange(min=1),
-    default=1,
+    type=AutoOrCount(min=1),
+    default="auto",
     show_default=True,
     help="With K >= 2: pool the train and val chips into K spatial folds, train one model per "
     "fold on the others, tune thresholds on every chip out of fold and save the mean of the K "
-    "models (K times the training, usually better parcels).",
+    "models (K times the training and prediction, better parcels). auto: 3 for a small set of "
+    "parcel chips (up to 2^24 train and val pixels), else 1.",
 )
 @mixed_precision_option("auto: float16 on a GPU, bfloat16 on CPUs built for it.")
 @seed_option

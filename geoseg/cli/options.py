@@ -49,6 +49,17 @@ class FiniteRange(click.FloatRange):
         return value
 
 
+class AutoOrCount(click.IntRange):
+    """``auto`` or a whole number from ``min`` up."""
+
+    name = "auto|integer"
+
+    def convert(self, value, param, ctx):
+        if value == "auto":
+            return value
+        return super().convert(value, param, ctx)
+
+
 fraction = FiniteRange(0.0, 1.0)
 
 
