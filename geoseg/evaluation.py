@@ -147,6 +147,7 @@ def evaluate(
     json_out: str | Path | None = None,
     overwrite: bool = False,
     label_nodata: float | str | None = FILE_NODATA,
+    truth_layer: str | None = None,
     workers: int | None = None,
     scheduler: str | None = None,
     progress: Progress | None = None,
@@ -156,7 +157,8 @@ def evaluate(
     ``truth`` is a vector file (any CRS; ``class_field`` names the class attribute) or a label
     raster (any grid; resampled to the prediction's with nearest neighbour). Boundary truth is
     burned from polygon outlines ``boundary_width`` wide; ``boundary_tolerance`` is the distance
-    within which a boundary pixel counts as found. ``classes`` limits the scores to these
+    within which a boundary pixel counts as found. ``truth_layer`` names the layer of a vector
+    file of several (one is never picked silently). ``classes`` limits the scores to these
     prediction classes. Writes the scores as JSON to ``json_out`` (an existing file only with
     ``overwrite``, never one of the inputs).
 
@@ -172,8 +174,11 @@ def evaluate(
             raise InputFileError(f"{path}: no such file")
     from geoseg.gpkg import is_parquet  # Arrow only where polygons are read
 
-    if not (is_raster_path(truth) or is_gdal_path(str(truth)) or is_parquet(truth)):
-        vector_layer(str(truth))  # several layers: refused, never the first one silently
+    vector_truth = not (is_raster_path(truth) or is_gdal_path(str(truth)) or is_parquet(truth))
+    if vector_truth:  # several layers need one named, never the first one silently
+        vector_layer(str(truth), truth_layer)
+    elif truth_layer is not None:
+        raise ParameterError(f"--truth-layer applies to a vector file of layers, not {truth}")
     if json_out is not None:
         check_apart([json_out], [prediction, truth])
         check_output(json_out, overwrite)
@@ -186,15 +191,15 @@ def evaluate(
             raise ParameterError("--label-nodata applies to probabilities, not a class map")
         _check_class_options(prediction, threshold, classes)
         result = _evaluate_classes(str(prediction), source, str(truth), class_field, block_size,
-                                   workers, scheduler, progress)  # fmt: skip
+                                   workers, scheduler, progress, truth_layer)  # fmt: skip
     elif is_raster_path(prediction):
         result = _evaluate_raster(
             str(prediction), str(truth), class_field, _length(boundary_tolerance),
             _length(boundary_width), threshold, classes, block_size, workers, scheduler, progress,
-            label_nodata,
+            label_nodata, truth_layer,
         )  # fmt: skip
     else:
-        result = _evaluate_polygons(str(prediction), str(truth), class_field, classes)
+        result = _evaluate_polygons(str(prediction), str(truth), class_field, classes, truth_layer)
     if json_out is not None:
         write_text_atomically(json_out, json.dumps(result.to_json(), indent=2) + "\n")
     return result
@@ -236,7 +241,7 @@ class _RasterJob:
 
 def _evaluate_raster(prediction, truth, class_field, tolerance, width, threshold, chosen,
                      block_size, workers, scheduler, progress,
-                     label_nodata=FILE_NODATA) -> Evaluation:  # fmt: skip
+                     label_nodata=FILE_NODATA, layer=None) -> Evaluation:  # fmt: skip
     from geoseg.vectorizing import quantized_level
 
     info = open_raster_info(prediction)
@@ -254,6 +259,7 @@ def _evaluate_raster(prediction, truth, class_field, tolerance, width, threshold
         class_field=class_field,
         boundary_width=width if has_boundary and not is_raster_path(truth) else None,
         nodata=label_nodata,
+        layer=layer,
     )
     labels = open_labels(spec)
     result = Evaluation(prediction, truth)
@@ -324,7 +330,7 @@ class _ClassJob:
 
 
 def _evaluate_classes(prediction, source, truth, class_field, block_size, workers, scheduler,
-                      progress) -> Evaluation:  # fmt: skip
+                      progress, layer=None) -> Evaluation:  # fmt: skip
     """Confusion matrix of the prediction's class codes against truth codes, block by block."""
     info = open_raster_info(prediction)
     classes = list(source.classes)
@@ -332,11 +338,11 @@ def _evaluate_classes(prediction, source, truth, class_field, block_size, worker
     if is_raster_path(truth):
         spec, truth_codes = _raster_truth(truth, class_field, classes, result.notes)
     else:
-        spec, truth_codes = _vector_truth(truth, class_field, classes, result.notes)
+        spec, truth_codes = _vector_truth(truth, class_field, classes, result.notes, layer)
     if not open_labels(spec).overlaps(info.crs, info.bounds):
         raise LabelsError(f"{truth}: no truth inside the prediction's extent")
     # a label raster's nodata and surroundings are ignored as it is burned
-    coverage = None if is_raster_path(truth) else _vector_coverage(truth, info, result.notes)
+    coverage = None if is_raster_path(truth) else _vector_coverage(truth, info, result.notes, layer)
     job = _ClassJob(prediction, source, spec, truth_codes, coverage)
     matrix = ConfusionMatrix(classes)
 
@@ -389,7 +395,9 @@ def _class_numbers(names: list[str]) -> list[int] | None:
     return [int(m.group(1)) for m in matches] if all(matches) else None
 
 
-def _vector_truth(truth, class_field, classes, notes) -> tuple[LabelSpec, tuple[int, ...]]:
+def _vector_truth(
+    truth, class_field, classes, notes, layer=None
+) -> tuple[LabelSpec, tuple[int, ...]]:
     """The truth's spec (classes in the prediction's order, so a later class wins where
     polygons overlap, as in training) and the prediction code of each of its classes."""
     foreground = classes[1:]
@@ -400,8 +408,8 @@ def _vector_truth(truth, class_field, classes, notes) -> tuple[LabelSpec, tuple[
                 "with --class-field"
             )
         notes.append(f"every truth polygon scored as class {foreground[0]!r}")
-        return LabelSpec(truth, classes=(foreground[0],)), (1,)
-    values = _field_values(truth, class_field)
+        return LabelSpec(truth, classes=(foreground[0],), layer=layer), (1,)
+    values = _field_values(truth, class_field, layer)
     present = [name for name in foreground if name in values]
     if not present:
         shown = ", ".join(sorted(values)[:10])
@@ -415,11 +423,11 @@ def _vector_truth(truth, class_field, classes, notes) -> tuple[LabelSpec, tuple[
     others = len(values - set(foreground))
     if others:
         notes.append(f"{others} other values of {class_field!r} scored as background")
-    spec = LabelSpec(truth, class_field=class_field, classes=tuple(present))
+    spec = LabelSpec(truth, class_field=class_field, classes=tuple(present), layer=layer)
     return spec, tuple(classes.index(name) for name in present)
 
 
-def _field_values(truth, class_field) -> set[str]:
+def _field_values(truth, class_field, layer=None) -> set[str]:
     """The distinct values of a vector file's class field, as the label burner reads them."""
     import pyogrio
 
@@ -430,21 +438,23 @@ def _field_values(truth, class_field) -> set[str]:
         if is_parquet(truth):
             frame = read_polygons(truth)
         else:
-            frame = pyogrio.read_dataframe(truth, columns=[class_field], read_geometry=False)
+            frame = pyogrio.read_dataframe(
+                truth, layer=layer, columns=[class_field], read_geometry=False
+            )
     except Exception as exc:  # pyogrio raises several types for unreadable files
         raise InputFileError(f"{truth}: not a readable vector file ({first_line(exc)})") from None
     if class_field not in frame.columns:
         raise LabelsError(f"{truth}: unknown class field {class_field!r}")
-    spec = LabelSpec(truth, class_field=class_field)
+    spec = LabelSpec(truth, class_field=class_field, layer=layer)
     return set(category_text(frame[class_field], spec).dropna())
 
 
-def _vector_coverage(truth, info, notes) -> tuple[int, int, int, int] | None:
+def _vector_coverage(truth, info, notes, layer=None) -> tuple[int, int, int, int] | None:
     """Rows and columns (first, end) of the prediction whose pixel centres are inside the
     truth's bounding box; None when that is every pixel."""
     import pyogrio
 
-    record = pyogrio.read_info(truth, force_total_bounds=True)
+    record = pyogrio.read_info(truth, layer=layer, force_total_bounds=True)
     if record.get("crs") is None:
         raise LabelsError(f"{truth}: labels have no CRS")
     box = transform_bounds(record["crs"], info.crs, *record["total_bounds"], densify_pts=21)
@@ -554,7 +564,11 @@ def _score_block(job: _RasterJob, window: Window):
 
 
 def _evaluate_polygons(
-    prediction: str, truth: str, class_field: str | None, chosen: Sequence[str] | None
+    prediction: str,
+    truth: str,
+    class_field: str | None,
+    chosen: Sequence[str] | None,
+    layer: str | None = None,
 ) -> Evaluation:
     from geoseg.gpkg import read_layer_metadata, read_polygons
 
@@ -569,7 +583,7 @@ def _evaluate_polygons(
         )
     result = Evaluation(prediction, truth)
     try:
-        true = read_polygons(truth)
+        true = read_polygons(truth, **({"layer": layer} if layer else {}))
     except Exception as exc:
         raise InputFileError(f"{truth}: not a readable vector file ({exc})") from None
     if true.crs is None:

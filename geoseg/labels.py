@@ -530,7 +530,7 @@ def category_text(column: pd.Series, spec: LabelSpec) -> pd.Series:
 def _class_codes(frame: gpd.GeoDataFrame, spec: LabelSpec) -> tuple[list[str], np.ndarray]:
     """Class names in band order and each feature's class index (-1: not a wanted class)."""
     if spec.class_field is None:
-        name = spec.classes[0] if spec.classes else Path(spec.path).stem
+        name = spec.classes[0] if spec.classes else spec.layer or Path(spec.path).stem
         if spec.classes and len(spec.classes) > 1:
             raise ParameterError("--classes names several classes: give --class-field too")
         return [name], np.zeros(len(frame), dtype=np.int64)

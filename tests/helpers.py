@@ -11,6 +11,7 @@ import shapely
 from click.testing import CliRunner
 
 from geoseg.cli import main
+from geoseg.contracts import PredictionTags
 
 
 def mask_agreement(chips_dir: Path, truth, band: int = 1) -> tuple[float, int]:
@@ -45,3 +46,12 @@ def assert_one_line_error(result, *words):
     assert lines[-1].startswith("Error:") and not extra, result.output
     for word in words:
         assert word in lines[-1], lines[-1]
+
+
+def tag_prediction(path, names, thresholds=None):
+    """Band descriptions and the tags ``geoseg predict`` writes."""
+    with rasterio.open(path, "r+") as dst:
+        for band, name in enumerate(names, start=1):
+            dst.set_band_description(band, name)
+        dst.update_tags(**PredictionTags(tuple(names), thresholds or {}).to_tags())
+    return path

@@ -14,7 +14,7 @@ import rasterio
 import rasterio.shutil
 
 from geoseg.outputs import lock_path, output_lock
-from tests.helpers import assert_one_line_error, run
+from tests.helpers import assert_one_line_error, run, tag_prediction
 
 
 @pytest.fixture
@@ -269,6 +269,40 @@ def test_a_vector_file_of_several_layers_needs_one_named(make_raster, tmp_path):
     assert frequency == pytest.approx(0.25, abs=0.02)  # the buildings, not the whole aoi
     result = run("evaluate", image, "--truth", labels)
     assert_one_line_error(result, "2 layers")
+
+
+def test_evaluate_truth_layer_scores_that_layer_as_its_own_file(make_raster, tmp_path):
+    import geopandas as gpd
+    import shapely
+
+    from geoseg import evaluate, vectorize
+
+    mask = np.zeros((128, 128), np.uint8)
+    mask[:64, :64] = 255
+    prediction = tag_prediction(
+        make_raster(width=128, height=128, count=1, data=mask[None]), ["building"], None
+    )
+    with rasterio.open(prediction) as src:
+        left, bottom, right, top = src.bounds
+    box = shapely.box(left, (bottom + top) / 2, (left + right) / 2, top)  # the top-left quarter
+    layers, alone = tmp_path / "layers.gpkg", tmp_path / "buildings.gpkg"
+    for name, geometry in (("aoi", shapely.box(left, bottom, right, top)), ("buildings", box)):
+        gpd.GeoDataFrame(geometry=[geometry], crs="EPSG:32633").to_file(layers, layer=name)
+    gpd.GeoDataFrame(geometry=[box], crs="EPSG:32633").to_file(alone)
+    polygons = tmp_path / "p.gpkg"
+    vectorize(prediction, polygons)
+
+    def scores(predicted, truth, **options):
+        found = evaluate(predicted, truth, **options).to_json()
+        return {k: v for k, v in found.items() if k not in ("truth", "notes")}
+
+    for predicted in (prediction, polygons):
+        assert scores(predicted, layers, truth_layer="buildings") == scores(predicted, alone)
+    assert scores(polygons, layers, truth_layer="buildings")["objects"]
+    result = run("evaluate", prediction, "--truth", layers, "--truth-layer", "roads")
+    assert_one_line_error(result, "no layer 'roads'", "aoi, buildings")
+    result = run("evaluate", prediction, "--truth", prediction, "--truth-layer", "x")
+    assert_one_line_error(result, "--truth-layer")
 
 
 def test_geoparquet_labels_are_read_as_geoseg_writes_them(make_raster, tmp_path):

@@ -12,14 +12,13 @@ import pytest
 import rasterio
 import shapely
 from affine import Affine
-from helpers import assert_one_line_error, run
+from helpers import assert_one_line_error, run, tag_prediction
 from rasterio.windows import Window
 from scipy import ndimage
 
 import geoseg.border_merge
 import geoseg.vectorizing
 from geoseg.border_merge import BorderMerge
-from geoseg.contracts import PredictionTags
 from geoseg.errors import ParameterError
 from geoseg.gpkg import read_layer_metadata, read_polygons
 from geoseg.raster import block_windows
@@ -45,15 +44,6 @@ def hand_made_mask() -> np.ndarray:
     for i in range(10):  # a staircase of diagonal touches, one region per step
         mask[5 + i, 60 + i] = 255
     return mask
-
-
-def tag_prediction(path, names, thresholds=None):
-    """Band descriptions and the tags ``geoseg predict`` writes."""
-    with rasterio.open(path, "r+") as dst:
-        for band, name in enumerate(names, start=1):
-            dst.set_band_description(band, name)
-        dst.update_tags(**PredictionTags(tuple(names), thresholds or {}).to_tags())
-    return path
 
 
 @pytest.fixture

@@ -657,6 +657,11 @@ def vectorize(raster, out, **options):
     help="Width of the true boundaries burned from polygon outlines.",
 )
 @label_nodata_option("Truth raster")
+@click.option(
+    "--truth-layer",
+    default=None,
+    help="The layer of a --truth file that holds several (a GeoPackage with layers).",
+)
 @threshold_option("Probability threshold for every class [default: those stored by predict].")
 @classes_option("Score only these prediction classes, e.g. building [default: those in the truth].")
 @block_size_option()
