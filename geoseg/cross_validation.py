@@ -7,11 +7,13 @@ model that never saw it. The thresholds and the parcel delineation are tuned on 
 out-of-fold predictions, which cover every chip rather than one val split, and the saved model
 averages the K members' outputs. The model directory holds the ensemble's ``model.keras``,
 ``geoseg.json`` and ``history.csv`` (every fold's epochs, with a ``fold`` column) and, under
-``folds/``, each member's own model directory (``training.png`` is fold 0's).
+``folds/``, each member's own model directory (``training.png`` is fold 0's). An interrupted
+run resumes fold by fold.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
@@ -23,22 +25,27 @@ import keras
 import numpy as np
 import pandas as pd
 
-from geoseg.contracts import CARD_NAME, MODEL_NAME, write_model_card
+from geoseg.contracts import CARD_NAME, MODEL_NAME, read_model_card, write_model_card
 from geoseg.data import ChipsDirectory, make_dataset
+from geoseg.errors import ParameterError
 from geoseg.folds import spatial_folds
 from geoseg.model import build_model, member_name
 from geoseg.outputs import replace_with
 from geoseg.training import (
+    ENSEMBLE_RECORD,
     HISTORY,
+    LAST,
     EpochReport,
     Progress,
     TrainSettings,
     TrainSummary,
     _plan,
     check_fresh_start,
+    check_same_run,
     multiclass_scores,
     multilabel_scores,
     partial_directory,
+    run_record,
     train,
     tune_parcels,
 )
@@ -55,34 +62,56 @@ def train_folds(
     overwrite: bool = False,
     progress: Progress | None = None,
     on_epoch: EpochReport | None = None,
+    resume: bool = False,
 ) -> TrainSummary:
     """Train ``settings.folds`` models on spatial folds of ``chips`` (fold k with seed
-    ``seed + k``) and write their ensemble to ``out``."""
+    ``seed + k``) and write their ensemble to ``out``. An interrupted run keeps its finished
+    folds and the fold under way; ``resume`` trains only what is left."""
     work = partial_directory(out)
-    check_fresh_start(work, out, overwrite)
+    if resume:
+        if not (work / ENSEMBLE_RECORD).is_file():
+            raise ParameterError(f"nothing to resume: no interrupted run in {work}")
+        check_same_run(json.loads((work / ENSEMBLE_RECORD).read_text()), settings, chips)
+    else:
+        check_fresh_start(work, out, overwrite)
     views = spatial_folds(chips, settings.folds, settings.seed)
     plan = _plan(views[0], settings)
-    shutil.rmtree(work, ignore_errors=True)
-    (work / FOLDS_DIR).mkdir(parents=True)
+    if not resume:
+        shutil.rmtree(work, ignore_errors=True)
+        (work / FOLDS_DIR).mkdir(parents=True)
+        (work / ENSEMBLE_RECORD).write_text(json.dumps(run_record(settings, chips), indent=2))
     started = time.monotonic()
     try:
-        cards = []
-        for k, view in enumerate(views):
-            logger.info("fold %d of %d", k + 1, len(views))
-            member = {**settings.to_json(), "folds": 1, "seed": settings.seed + k}
-            fold = train(
-                view, work / FOLDS_DIR / member_name(k), overwrite=True, progress=progress,
-                on_epoch=_tagged(on_epoch, f"{k + 1}/{len(views)}"), **member,
-            )  # fmt: skip
-            cards.append(fold.card)
+        cards = [
+            _fold(work, k, view, len(views), settings, resume, progress, on_epoch)
+            for k, view in enumerate(views)
+        ]
         card = _ensemble(work, chips, views, plan, settings, cards)
+    except KeyboardInterrupt:  # the finished folds and the fold under way stay for --resume
+        raise
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
+    (work / ENSEMBLE_RECORD).unlink()
     replace_with(work, out)
     summary = TrainSummary(out, card, card["training"]["epochs_run"], time.monotonic() - started)
     logger.info("trained %d folds in %.1f s -> %s", len(views), summary.seconds, out)
     return summary
+
+
+def _fold(work: Path, k: int, view, folds: int, settings, resume, progress, on_epoch) -> dict:
+    """The card of fold ``k``'s model: trained, resumed, or (resuming) as finished before."""
+    out = work / FOLDS_DIR / member_name(k)
+    if resume and (out / CARD_NAME).is_file():
+        logger.info("fold %d of %d: finished before the interruption", k + 1, folds)
+        return read_model_card(out)
+    logger.info("fold %d of %d", k + 1, folds)
+    member = {**settings.to_json(), "folds": 1, "seed": settings.seed + k}
+    fold = train(
+        view, out, resume=resume and (partial_directory(out) / LAST).is_file(), overwrite=True,
+        progress=progress, on_epoch=_tagged(on_epoch, f"{k + 1}/{folds}"), **member,
+    )  # fmt: skip
+    return fold.card
 
 
 def _tagged(on_epoch: EpochReport | None, fold: str) -> EpochReport | None:

@@ -84,6 +84,7 @@ from geoseg.scoring import ConfusionMatrix, RegressionErrors, ScoreHistogram
 from geoseg.tuning import object_counts, predicted_samples, tune_delineation
 
 HISTORY, SETTINGS, STATE = "history.csv", "settings.json", "state.json"
+ENSEMBLE_RECORD = "folds.json"  # an ensemble's run (settings, chips), for --resume
 ENCODER_RECORD = "encoder.json"  # how the encoder's weights were loaded, for the card
 BEST, LAST = "best.keras", "last.keras"
 BEST_STAGING = "best.partial.keras"  # ModelCheckpoint writes here; renamed when complete
@@ -324,20 +325,18 @@ def train(
 def _train(chips_dir, out: Path, settings: TrainSettings, resume, overwrite, progress, on_epoch):
     """The body of :func:`train`, run while it holds the lock on ``out``."""
     if settings.folds == AUTO_FOLDS:
-        if resume and (partial_directory(out) / LAST).is_file():  # one model's interrupted run
+        work = partial_directory(out)
+        if resume and (work / LAST).is_file():  # one model's interrupted run
             folds = 1
+        elif resume and (work / ENSEMBLE_RECORD).is_file():  # an interrupted ensemble
+            folds = json.loads((work / ENSEMBLE_RECORD).read_text())["settings"]["folds"]
         else:
             folds = auto_folds(chips_dir, _delineates(chips_dir, settings), settings.seed)
         settings = replace(settings, folds=folds)
     if settings.folds > 1:
-        if resume:
-            raise ParameterError(
-                f"--resume cannot continue an ensemble of {settings.folds} folds (the default "
-                "for a small set of parcel chips); start it again"
-            )
         from geoseg.cross_validation import train_folds
 
-        return train_folds(chips_dir, out, settings, overwrite, progress, on_epoch)
+        return train_folds(chips_dir, out, settings, overwrite, progress, on_epoch, resume)
     work = partial_directory(out)
     stored_precision = None
     if resume:
@@ -613,12 +612,7 @@ def _start_fresh(
     check_fresh_start(work, out, overwrite)
     shutil.rmtree(work, ignore_errors=True)  # also a run stopped before its first epoch
     work.mkdir(parents=True)
-    run = {
-        "settings": settings.to_json(),
-        "chips": str(chips.root),
-        "chips_content": chips_content(chips),
-        "precision": plan.precision,
-    }
+    run = {**run_record(settings, chips), "precision": plan.precision}
     (work / SETTINGS).write_text(json.dumps(run, indent=2))
 
 
@@ -632,7 +626,7 @@ def check_fresh_start(work: Path, out: Path, overwrite: bool) -> None:
     """Refuse a finished model at ``out`` or an interrupted run in ``work`` unless
     ``overwrite``."""
     check_output(out, overwrite)
-    if (work / LAST).is_file() and not overwrite:
+    if ((work / LAST).is_file() or (work / ENSEMBLE_RECORD).is_file()) and not overwrite:
         raise OutputExistsError(
             f"an interrupted run towards {out} is in {work}: continue it with --resume "
             "or start again with --overwrite"
@@ -644,6 +638,22 @@ def _resumable_settings(work: Path, settings: TrainSettings, chips) -> tuple[Tra
     if not all((work / name).is_file() for name in (SETTINGS, LAST, STATE)):
         raise ParameterError(f"nothing to resume: no interrupted run in {work}")
     run = json.loads((work / SETTINGS).read_text())
+    check_same_run(run, settings, chips, may_change=("epochs",))
+    settings = replace(settings, **{k: v for k, v in run["settings"].items() if k != "epochs"})
+    return settings, run["precision"]
+
+
+def run_record(settings: TrainSettings, chips: ChipsDirectory) -> dict:
+    """What identifies a run for ``--resume``: its settings and chips (path and content)."""
+    return {
+        "settings": settings.to_json(),
+        "chips": str(chips.root),
+        "chips_content": chips_content(chips),
+    }
+
+
+def check_same_run(run: dict, settings: TrainSettings, chips, may_change=()) -> None:
+    """Refuse to resume ``run`` (a :func:`run_record`) with other chips or settings."""
     if run["chips"] != str(chips.root):
         raise ParameterError(f"--resume needs the interrupted run's chips: {run['chips']}")
     if run.get("chips_content", chips_content(chips)) != chips_content(chips):
@@ -652,15 +662,13 @@ def _resumable_settings(work: Path, settings: TrainSettings, chips) -> tuple[Tra
             "(its dataset.json changed); start again with --overwrite"
         )
     stored, given = run["settings"], settings.to_json()
-    changed = [k for k in stored if k != "epochs" and stored[k] != given.get(k)]
+    changed = [k for k in stored if k not in may_change and stored[k] != given.get(k)]
     if changed:
         key = changed[0]
         raise ParameterError(
             f"--resume needs the interrupted run's settings: {key} was {stored[key]!r}, "
             f"now {given.get(key)!r}"
         )
-    settings = replace(settings, **{k: v for k, v in stored.items() if k != "epochs"})
-    return settings, run["precision"]
 
 
 def _model(work: Path, plan: _Plan, settings: TrainSettings, resume: bool):

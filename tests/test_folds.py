@@ -171,7 +171,7 @@ def test_folds_cli_bad_input(overlapping_chips, tmp_path):
     result = run("train", chips, "--out", tmp_path / "m", "--folds", "400", "--epochs", "1")
     assert_one_line_error(result, "blocks of chips")
     result = run("train", chips, "--out", tmp_path / "m", "--folds", "2", "--resume")
-    assert_one_line_error(result, "--resume")
+    assert_one_line_error(result, "nothing to resume")
     assert not (tmp_path / "m").exists()
 
 
@@ -249,7 +249,35 @@ def test_train_folds_auto_by_default(overlapping_chips, tmp_path):
     assert summary.card["training"]["folds"] == 3 and summary.card["model"]["members"] == 3
 
 
-def test_resume_with_folds_auto_says_an_ensemble_restarts(overlapping_chips, tmp_path):
+def test_an_interrupted_ensemble_resumes_fold_by_fold(overlapping_chips, tmp_path):
+    """Stopped in the second fold: the first fold's model is kept, the second resumes from its
+    last epoch, and nothing else is trained again."""
+    out = tmp_path / "m"
+
+    def interrupt(epoch, epochs, logs):
+        if logs["fold"] == "2/2" and epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(overlapping_chips.root, out, epochs=2, seed=5, folds=2, on_epoch=interrupt, **TINY)
+    first = read_model_card(tmp_path / ".m.partial" / "folds" / member_name(0))
+    result = run("train", str(overlapping_chips.root), "--out", out, "--folds", "2")
+    assert_one_line_error(result, "interrupted run", "--resume")  # a new run does not clobber it
+    epochs = []
+    with pytest.raises(ParameterError, match="base_filters"):
+        train(overlapping_chips.root, out, epochs=2, seed=5, folds=2, resume=True,
+              **{**TINY, "base_filters": 8})  # fmt: skip
+    summary = train(
+        overlapping_chips.root, out, epochs=2, seed=5, folds=2, resume=True,
+        on_epoch=lambda epoch, _, logs: epochs.append((logs["fold"], epoch)), **TINY,
+    )  # fmt: skip
+    assert epochs == [("2/2", 2)]  # fold 1 finished before; fold 2 resumed after its epoch 1
+    assert read_model_card(out / "folds" / member_name(0))["created"] == first["created"]
+    assert summary.card["model"]["members"] == 2 and not (tmp_path / ".m.partial").exists()
+    assert not (out / "folds.json").exists()
+
+
+def test_resume_without_an_interrupted_run_is_one_line(overlapping_chips, tmp_path):
     result = run("train", str(overlapping_chips.root), "--out", tmp_path / "m", "--resume")
-    assert_one_line_error(result, "ensemble of 3 folds")
+    assert_one_line_error(result, "nothing to resume")
     assert not (tmp_path / "m").exists()
