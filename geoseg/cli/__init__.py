@@ -431,10 +431,10 @@ def tile(images, out, **options):
     type=AutoOrCount(min=1),
     default="auto",
     show_default=True,
-    help="With K >= 2: pool the train and val chips into K spatial folds, train one model per "
-    "fold on the others, tune thresholds on every chip out of fold and save the mean of the K "
-    "models (K times the training and prediction, better parcels). auto: 3 for a small set of "
-    "parcel chips (up to 2^24 train and val pixels), else 1.",
+    help="With K >= 2: pool the train, val and spare chips into K spatial folds, train one "
+    "model per fold on the others, tune thresholds on every chip out of fold and save the mean "
+    "of the K models (K times the training and prediction, steadier parcels). auto: 3 for a "
+    "small set of parcel chips (up to 2^24 pixels), else 1.",
 )
 @mixed_precision_option("auto: float16 on a GPU, bfloat16 on CPUs built for it.")
 @seed_option
@@ -455,7 +455,7 @@ def train(chips, out, **options):
       $ geoseg train chips/ --task multiclass --classes wheat,barley,grass --out model/
       $ geoseg train chips/ --encoder resnet50 --encoder-weights resnet50.weights.h5 \\
           --freeze-encoder-epochs 5 --out model/
-      $ geoseg train chips/ --folds 3 --out model/    # an ensemble of 3 spatial folds
+      $ geoseg train chips/ --folds 1 --out model/    # one model, even for a small parcel set
       $ geoseg train chips/ --out model/ --resume      # after an interruption
     """
     from geoseg.data import open_chips, select_classes
