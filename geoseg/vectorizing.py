@@ -170,12 +170,6 @@ def ragged_polygons(shapes) -> tuple[np.ndarray, tuple, np.ndarray]:
     return np.frombuffer(coords, np.float64).reshape(-1, 2), offsets, np.array(values)
 
 
-def polygons_from_geojson(polygons) -> np.ndarray:
-    """Shapely polygons from GeoJSON-like polygon mappings, built in bulk (not one by one)."""
-    coords, offsets, _ = ragged_polygons((polygon, 0) for polygon in polygons)
-    return shapely.from_ragged_array(shapely.GeometryType.POLYGON, coords, offsets)
-
-
 def to_crs(xy: np.ndarray, t: Affine) -> np.ndarray:
     """Pixel coordinates (n, 2) in CRS units."""
     x, y = xy[:, 0], xy[:, 1]
