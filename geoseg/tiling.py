@@ -260,9 +260,7 @@ def tile(
         )
         kept = [r for r in results if r.status == "kept"]
         footprints = _footprints(kept, plans, size)
-        kept, footprints = _split(
-            kept, footprints, plans, stride, mode, (val_fraction, test_fraction), seed
-        )
+        _split(kept, footprints, plans, mode, (val_fraction, test_fraction), seed)
         frequencies = _class_frequencies(kept, targets)
         warnings += _class_warnings(frequencies, loaded, spec)
         for warning in warnings:  # also in the summary, which the CLI prints
@@ -511,18 +509,17 @@ def _split(
     kept: list[ChipResult],
     footprints: np.ndarray,
     plans: list[ScenePlan],
-    stride: int,
     mode: str,
     fractions: tuple[float, float],
     seed: int,
-) -> tuple[list[ChipResult], np.ndarray]:
-    """Assign train/val/test to the kept chips by scene or by block.
+) -> None:
+    """Assign train/val/test to the kept chips (in place) by scene or by block.
 
     Chips that share pixels with a chip of another split are kept aside (split
-    :data:`SPARE`). Returns the chips and their footprints.
+    :data:`SPARE`).
     """
     if not kept:
-        return kept, footprints
+        return
     start = time.perf_counter()
     by_name = {p.name: p for p in plans}
     if mode == "scene":
@@ -543,7 +540,6 @@ def _split(
         int((~search.alive).sum()),
         time.perf_counter() - start,
     )
-    return kept, footprints
 
 
 def overlap_pairs(footprints: np.ndarray, unit_of: np.ndarray) -> np.ndarray:

@@ -176,6 +176,17 @@ def test_unweighted_losses_record_unit_weights(tiny_chips, tmp_path):
     assert card["class_weights"] == {"boundary": 1.0} and card["loss"]["name"] == "dice"
 
 
+def test_epoch_chips_passes_over_a_small_train_split_several_times(tiny_chips, tmp_path):
+    from geoseg.data import open_chips
+
+    chips = len(open_chips(tiny_chips).files["train"])
+    steps = []
+    train(tiny_chips, tmp_path / "m", epochs=1, classes=["boundary"], epoch_chips=2 * chips + 1,
+          progress=lambda step, _: steps.append(step), **TINY)  # fmt: skip
+    assert max(steps) == -(-3 * chips // TINY["batch_size"])  # three passes, batches of 8
+    assert read_model_card(tmp_path / "m")["training"]["epoch_chips"] == 2 * chips + 1
+
+
 def test_run_stopped_before_its_first_epoch_is_started_again(tiny_chips, tmp_path):
     out = tmp_path / "m"
     partial_directory(out).mkdir()
