@@ -7,14 +7,15 @@ the 20 ``train20`` fields are (no empty chips), and only the recall of the 30 ``
 fields is meaningful: a field found at IoU >= 0.5, one to one. Boundary F1 (1 px) is reported
 against the validation fields' outlines, so boundaries of undrawn fields count against every
 variant alike. Each variant trains the multi-task recipe (extent, boundary, distance) with the
-same chips, epochs, seed and network:
+same chips, epochs, seed and network (one model; ``--defaults``: ``geoseg train``'s own
+network, epochs, early stopping and folds):
 
 - ``june``, ``august``: a 4-band model of that date, predicting that date;
 - ``stack``: an 8-band model on June and August stacked (FTW's input), predicting the stack;
 - ``consensus``: a 4-band model trained on the chips of both dates, predicting June and August
   and taking the per-pixel mean of their probabilities (``predict --dates``).
 
-Run ``.venv/bin/python benchmarks/bench_dates.py [--epochs N] [--json PATH]``.
+Run ``.venv/bin/python benchmarks/bench_dates.py [--epochs N | --defaults] [--json PATH]``.
 """
 
 from __future__ import annotations
@@ -80,11 +81,12 @@ def run(args, root: Path) -> list[dict]:
         )  # fmt: skip
         model = root / f"model-{variant}"
         started = time.perf_counter()
-        geoseg.train(
-            chips, model, epochs=args.epochs, seed=args.seed, base_filters=args.base_filters,
-            depth=args.depth, batch_size=8, patience=args.epochs, mixed_precision="off",
-            overwrite=True,
+        pinned = dict(
+            epochs=args.epochs, base_filters=args.base_filters, depth=args.depth, batch_size=8,
+            patience=args.epochs, mixed_precision="off", folds=1,
         )  # fmt: skip
+        given = {} if args.defaults else pinned
+        geoseg.train(chips, model, seed=args.seed, overwrite=True, **given)
         seconds = time.perf_counter() - started
         pred, polygons = root / f"pred-{variant}.tif", root / f"parcels-{variant}.gpkg"
         image = predicted if len(predicted) > 1 else predicted[0]
@@ -115,11 +117,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variants", nargs="+", default=["june", "august", "stack", "consensus"])
     add_training_arguments(parser, epochs=30)
+    parser.add_argument(
+        "--defaults",
+        action="store_true",
+        help="train with geoseg train's defaults (network, epochs, early stopping, folds)",
+    )
     args = parser.parse_args()
+    network = (
+        "geoseg train's defaults"
+        if args.defaults
+        else f"{args.epochs} epochs, U-Net depth {args.depth} base {args.base_filters}"
+    )
     print(
-        f"Magdeburg fields: train on train20, recall of the 30 validation fields; {args.epochs} "
-        f"epochs, seed {args.seed}, U-Net depth {args.depth} base {args.base_filters}, "
-        f"{args.chip} px chips every {args.chip // 2} px"
+        f"Magdeburg fields: train on train20, recall of the 30 validation fields; {network}, "
+        f"seed {args.seed}, {args.chip} px chips every {args.chip // 2} px"
     )
     print(f"{'variant':<12}{'matched':>8}{'true':>6}{'recall':>8}{'bdry F1 1px':>12}"
           f"{'chips':>7}{'train s':>9}")  # fmt: skip
