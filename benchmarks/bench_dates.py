@@ -29,7 +29,7 @@ from pathlib import Path
 from bench_parcels import DATA, add_training_arguments, predict_and_score
 
 import geoseg
-from geoseg.stack import write_stack
+from geoseg.io.stack import write_stack
 
 BANDS = ("red", "green", "blue", "nir")
 MONTHS = {"june": "0615", "august": "0815"}

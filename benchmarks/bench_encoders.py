@@ -34,8 +34,8 @@ ATLANTA = SHARED_DATA / "atlanta_rgbnir"
 
 
 def default_encoders() -> list[str]:
-    from geoseg.encoders import ENCODERS
-    from geoseg.model import UNET
+    from geoseg.models.config import UNET
+    from geoseg.models.encoders import ENCODERS
 
     return [UNET, *ENCODERS]
 
@@ -44,7 +44,8 @@ def build(encoder: str, bands: int, classes: int, base_filters: int):
     """An untrained U-Net under ``encoder`` (``unet``: geoseg's own, depth 4)."""
     import keras
 
-    from geoseg.model import UNetConfig, build_model
+    from geoseg.models.config import UNetConfig
+    from geoseg.models.unet import build_model
 
     keras.utils.set_random_seed(0)
     return build_model(UNetConfig(bands, classes, base_filters=base_filters, encoder=encoder))
@@ -94,7 +95,7 @@ def forward_rows(args) -> list[dict]:
 
 
 def tile_atlanta(root: Path, chip: int) -> Path:
-    from geoseg.tiling import tile
+    from geoseg.tiling.tiler import tile
 
     summary = tile(
         [str(ATLANTA / "image.tif")], str(root / "chips"),
@@ -106,7 +107,7 @@ def tile_atlanta(root: Path, chip: int) -> Path:
 
 
 def train_rows(args) -> list[dict]:
-    from geoseg.training import train
+    from geoseg.training.trainer import train
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-encoders-") as tmp:

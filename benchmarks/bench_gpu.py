@@ -67,7 +67,8 @@ def forward_rate(base: int, policy: str, xla: bool, batch: int, seconds: float) 
     import keras
     import tensorflow as tf
 
-    from geoseg.model import UNetConfig, build_unet
+    from geoseg.models.config import UNetConfig
+    from geoseg.models.unet import build_unet
 
     keras.mixed_precision.set_dtype_policy(policy)
     try:
@@ -95,8 +96,8 @@ def predict_fraction(root: Path, size: int, batch: int) -> tuple[float, float]:
     from bench_predict import make_model, make_raster
 
     from geoseg.contracts import read_model_card
-    from geoseg.forward import ForwardPass, ForwardSpec
-    from geoseg.inference import predict
+    from geoseg.inference.predictor import predict
+    from geoseg.models.forward import ForwardPass, ForwardSpec
 
     model_dir = make_model(root, 32)
     image = make_raster(root / "image.tif", size)

@@ -22,8 +22,9 @@ import keras  # noqa: E402
 from scenes import synthetic_chips  # noqa: E402
 
 from geoseg.contracts import read_model_card  # noqa: E402
-from geoseg.data import make_dataset, open_chips  # noqa: E402
-from geoseg.training import score_histogram, train  # noqa: E402
+from geoseg.training.dataset import make_dataset, open_chips  # noqa: E402
+from geoseg.training.fit import score_histogram
+from geoseg.training.trainer import train
 
 
 def at_half(model_dir: Path, chips_dir: Path) -> dict:

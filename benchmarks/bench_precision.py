@@ -41,7 +41,7 @@ def demo_outputs(demo: Path) -> tuple[Path, Path]:
 
 def forward_rates(model: Path, batch: int, repeat: int) -> dict[str, float]:
     from geoseg.contracts import read_model_card
-    from geoseg.forward import ForwardPass, ForwardSpec
+    from geoseg.models.forward import ForwardPass, ForwardSpec
 
     card = read_model_card(model)
     chips = np.random.default_rng(0).random((batch, 256, 256, card["bands"]["count"]))
@@ -62,8 +62,8 @@ def forward_rates(model: Path, batch: int, repeat: int) -> dict[str, float]:
 
 
 def predict_and_score(model: Path, scene: Path, out: Path, mode: str) -> dict:
-    from geoseg.evaluation import evaluate
-    from geoseg.inference import predict
+    from geoseg.evaluation.evaluator import evaluate
+    from geoseg.inference.predictor import predict
 
     options = dict(device="cpu", mixed_precision=mode, threshold=0.5, overwrite=True)
     predict(scene / "image.tif", model, out, **options)  # loads and traces the model once

@@ -35,7 +35,7 @@ from scenes import write_by_blocks
 
 CHILD = """
 import json, resource, sys, time
-from geoseg.inference import predict
+from geoseg.inference.predictor import predict
 args = json.loads(sys.argv[1])
 start = time.perf_counter()
 summary = predict(args["image"], args["model"], args["out"], block_size=args["block"],
@@ -52,7 +52,8 @@ def make_model(root: Path, base_filters: int, depth: int = 4, chip: int = 256) -
     import keras
 
     from geoseg.contracts import CARD_NAME, MODEL_NAME, write_model_card
-    from geoseg.model import UNetConfig, build_unet
+    from geoseg.models.config import UNetConfig
+    from geoseg.models.unet import build_unet
 
     config = UNetConfig(bands=3, classes=2, depth=depth, base_filters=base_filters)
     keras.utils.set_random_seed(0)
@@ -84,9 +85,10 @@ def make_raster(path: Path, size: int) -> Path:
 
 def speed(root: Path, size: int, base_filters: int, batch: int, naive_chips: int) -> None:
     from geoseg.contracts import read_model_card
-    from geoseg.forward import ForwardPass, ForwardSpec
-    from geoseg.inference import ChipGrid, predict
-    from geoseg.raster import normalize, read_padded
+    from geoseg.inference.predictor import predict
+    from geoseg.io.raster import normalize, read_padded
+    from geoseg.models.forward import ForwardPass, ForwardSpec
+    from geoseg.models.sliding_window import ChipGrid
 
     model_dir = make_model(root, base_filters)
     image = make_raster(root / f"speed{size}.tif", size)

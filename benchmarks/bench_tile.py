@@ -20,7 +20,7 @@ time. Each run happens in a fresh process, so that its time and peak RSS are its
   with their CPU time (user + system of all threads, which a machine shared with other work
   disturbs less than the wall time): the labelled / label-free ratio;
 * memory: peak RSS of ``geoseg tile`` with the cadastre (at the same parcel density) on rasters
-  of ``--memory-sizes``, against a process that only imports ``geoseg.tiling`` (the floor).
+  of ``--memory-sizes``, against a process that only imports ``geoseg.tiling.tiler`` (the floor).
 
 ``gdal_retile.py`` comes from Debian's ``gdal-bin`` and ``python3-gdal`` (``make bench-setup``).
 
@@ -49,14 +49,14 @@ import shapely
 from scenes import write_by_blocks
 from scipy import ndimage
 
-from geoseg.chipfiles import write_stacked
-from geoseg.chips import CODECS, chip_profile
-from geoseg.tiling import tile
+from geoseg.tiling.chip_files import write_stacked
+from geoseg.tiling.chips import CODECS, chip_profile
+from geoseg.tiling.tiler import tile
 
 CHILD = """
 import json, resource, sys, time
 args = json.loads(sys.argv[1])
-from geoseg.tiling import tile
+from geoseg.tiling.tiler import tile
 start, cpu = time.perf_counter(), time.process_time()
 written = 0
 if args:

@@ -30,11 +30,12 @@ import tensorflow as tf  # noqa: E402
 from bench_tile import PARCELS_PER_MPX, folder_kib, make_cadastre, make_image  # noqa: E402
 from scenes import synthetic_chips  # noqa: E402
 
-from geoseg.chips import CODECS  # noqa: E402
-from geoseg.data import make_dataset, open_chips, read_chip  # noqa: E402
-from geoseg.losses import SegmentationLoss, training_metrics  # noqa: E402
-from geoseg.model import UNetConfig, build_unet  # noqa: E402
-from geoseg.tiling import tile  # noqa: E402
+from geoseg.models.config import UNetConfig
+from geoseg.models.unet import build_unet
+from geoseg.tiling.chips import CODECS  # noqa: E402
+from geoseg.tiling.tiler import tile  # noqa: E402
+from geoseg.training.dataset import make_dataset, open_chips, read_chip  # noqa: E402
+from geoseg.training.losses import SegmentationLoss, training_metrics  # noqa: E402
 
 
 def snapshot(model) -> list:

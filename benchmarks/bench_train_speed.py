@@ -29,11 +29,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf  # noqa: E402
 
 import geoseg  # noqa: E402
-from geoseg.data import make_dataset, open_chips  # noqa: E402
-from geoseg.model import build_model  # noqa: E402
-from geoseg.synthetic import synth  # noqa: E402
-from geoseg.tiling import tile  # noqa: E402
-from geoseg.training import TrainSettings, _compile, _plan  # noqa: E402
+from geoseg.models.unet import build_model  # noqa: E402
+from geoseg.synthetic.scene import synth  # noqa: E402
+from geoseg.tiling.tiler import tile  # noqa: E402
+from geoseg.training.dataset import make_dataset, open_chips  # noqa: E402
+from geoseg.training.fit import TrainSettings, _compile, _plan  # noqa: E402
 
 DEMO = dict(base_filters=16, batch_size=8, mixed_precision="off", seed=0)
 

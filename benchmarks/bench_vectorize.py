@@ -163,7 +163,7 @@ def speed_table(path: Path, size: int, out: Path, args) -> None:
 
 PEAK_RSS = """
 import glob, sys, threading
-import geoseg.vectorizing
+import geoseg.delineation.vectorizing
 
 
 def high_water_kib(pid="self"):  # VmHWM: unlike ru_maxrss, not inherited from the parent
@@ -187,11 +187,11 @@ def sample_workers(peaks, stop):
 
 raster, out, block_size, how = sys.argv[1:]
 if how == "threads":
-    geoseg.vectorizing.PROCESS_PIXELS = float("inf")
+    geoseg.delineation.vectorizing.PROCESS_PIXELS = float("inf")
 start, peaks, stop = high_water_kib(), {}, threading.Event()
 sampler = threading.Thread(target=sample_workers, args=(peaks, stop))
 sampler.start()
-geoseg.vectorizing.vectorize(raster, out, block_size=int(block_size), overwrite=True)
+geoseg.delineation.vectorizing.vectorize(raster, out, block_size=int(block_size), overwrite=True)
 stop.set()
 sampler.join()
 print(start, high_water_kib(), max(peaks.values(), default=0))
@@ -209,7 +209,7 @@ def peak_rss(path: Path, out: Path, block_size: int, how: str) -> tuple[float, f
 
 def memory_table(path: Path, size: int, out: Path, args) -> None:
     """One row of the memory table: peak RSS with threads and with the default."""
-    from geoseg.vectorizing import PROCESS_PIXELS
+    from geoseg.delineation.vectorizing import PROCESS_PIXELS
 
     threads = peak_rss(path, out, args.block_size, "threads")
     default = peak_rss(path, out, args.block_size, "default")

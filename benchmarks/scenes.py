@@ -9,8 +9,8 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
-from geoseg.synthetic import synth
-from geoseg.tiling import tile
+from geoseg.synthetic.scene import synth
+from geoseg.tiling.tiler import tile
 
 
 def synthetic_chips(root: Path, size: int, chip_size: int = 256, seed: int = 0) -> Path:

@@ -5,9 +5,8 @@ The public functions (``geoseg.tile``, ``geoseg.train``, ``geoseg.predict``,
 first use so that ``import geoseg`` and ``geoseg --help`` stay fast.
 """
 
-__version__ = "0.1.0"
-
-from geoseg import startup  # noqa: E402
+from geoseg import startup
+from geoseg.version import __version__ as __version__
 
 startup.install()
 
@@ -16,9 +15,9 @@ _PUBLIC = {
     "synth": "geoseg.synthetic",
     "train": "geoseg.training",
     "predict": "geoseg.inference",
-    "vectorize": "geoseg.vectorizing",
+    "vectorize": "geoseg.delineation",
     "evaluate": "geoseg.evaluation",
-    "quicklook": "geoseg.quicklooks",
+    "quicklook": "geoseg.evaluation",
 }
 
 

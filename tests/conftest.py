@@ -12,6 +12,8 @@ import rasterio
 from affine import Affine
 from rasterio.errors import NotGeoreferencedWarning
 
+import geoseg  # noqa: F401  (GDAL before TensorFlow, even where a test module imports keras first)
+
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 

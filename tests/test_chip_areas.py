@@ -6,8 +6,14 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
-from geoseg.chip_areas import PlacedChip, chip_groups, placed_chips, stitched_areas, thinned
-from geoseg.data import open_chips
+from geoseg.training.chip_areas import (
+    PlacedChip,
+    chip_groups,
+    placed_chips,
+    stitched_areas,
+    thinned,
+)
+from geoseg.training.dataset import open_chips
 
 
 def placed(row: int, col: int, scene: str = "s") -> PlacedChip:

@@ -8,8 +8,8 @@ import rasterio
 from rasterio.transform import Affine
 from scipy import ndimage
 
-from geoseg.chipfiles import UnexpectedLayout, chip_block_size, read_ifds, write_stacked
-from geoseg.chips import CODECS, _write_tiff, chip_profile
+from geoseg.tiling.chip_files import UnexpectedLayout, chip_block_size, read_ifds, write_stacked
+from geoseg.tiling.chips import CODECS, _write_tiff, chip_profile
 
 NORTH_UP = Affine(0.5, 0, 500_000.0, 0, -0.5, 5_300_000.0)
 SOUTH_UP = Affine(0.5, 0, 500_000.0, 0, 0.5, 5_300_000.0)

@@ -13,10 +13,10 @@ from helpers import assert_one_line_error, run
 from scipy import ndimage
 
 from geoseg.contracts import ClassMapTags, PredictionTags, write_model_card
-from geoseg.evaluation import evaluate
-from geoseg.inference import predict
-from geoseg.raster import normalize
-from geoseg.vectorizing import vectorize
+from geoseg.delineation.vectorizing import vectorize
+from geoseg.evaluation.evaluator import evaluate
+from geoseg.inference.predictor import predict
+from geoseg.io.raster import normalize
 
 CLASSES = ("background", "a", "b")
 CHIP = 64
@@ -38,7 +38,8 @@ def write_hand_model(folder, task: str):
     """
     import keras
 
-    from geoseg.model import UNetConfig, build_model
+    from geoseg.models.config import UNetConfig
+    from geoseg.models.unet import build_model
 
     heads = CLASSES if task == "multiclass" else ("a", "b")
     config = UNetConfig(bands=3, classes=len(heads), depth=2, base_filters=4, heads=heads,

@@ -6,7 +6,7 @@ import pytest
 import shapely
 from helpers import assert_one_line_error, run
 
-import geoseg.tiling
+import geoseg.tiling.tiler
 
 
 @pytest.mark.parametrize("command", [[], ["tile"], ["synth"], ["train"]])
@@ -127,7 +127,7 @@ def test_failure_midway_leaves_nothing_behind(scene, tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(geoseg.tiling, "cut_chips", broken)
+    monkeypatch.setattr(geoseg.tiling.tiler, "cut_chips", broken)
     assert_one_line_error(run("tile", image, "--out", tmp_path / "chips"), "disk full")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.gpkg", image.name]
 

@@ -10,7 +10,9 @@ import pytest
 import rasterio
 import tensorflow as tf
 
-from geoseg.data import (
+from geoseg.errors import InputFileError, ParameterError
+from geoseg.io.raster import normalize
+from geoseg.training.dataset import (
     flip_rotate,
     make_dataset,
     mask_invalid,
@@ -19,8 +21,6 @@ from geoseg.data import (
     scale_batch,
     select_classes,
 )
-from geoseg.errors import InputFileError, ParameterError
-from geoseg.raster import normalize
 
 
 def test_open_chips_lists_both_splits(tiny_chips):
@@ -98,7 +98,7 @@ def test_training_order_is_reproducible_and_reshuffled(tiny_chips, cache):
 
 @pytest.mark.parametrize("cache", [False, True])
 def test_an_epoch_of_repeats_passes_over_every_chip_that_often(tiny_chips, cache):
-    from geoseg.training import epoch_repeats
+    from geoseg.training.fit import epoch_repeats
 
     chips = open_chips(tiny_chips)
     n = len(chips.files["train"])
@@ -161,7 +161,7 @@ def test_tensorflow_normalisation_zeroes_nan_nodata_like_numpy():
 
 
 def test_regression_targets_are_decoded_and_classes_left_alone():
-    from geoseg.data import decode_targets
+    from geoseg.training.dataset import decode_targets
 
     channels = [[0, 1, 255], [0, 127, 254, 255], [1, 0, 255]]
     mask = np.stack([np.resize(np.array(c, np.uint8), 4) for c in channels], axis=-1)[None]

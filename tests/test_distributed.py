@@ -8,7 +8,7 @@ import geopandas as gpd
 import pytest
 import shapely
 
-from geoseg.tiling import tile
+from geoseg.tiling.tiler import tile
 
 distributed = pytest.importorskip("distributed")
 
@@ -58,7 +58,7 @@ def test_cluster_run_equals_threaded_run(make_raster, make_vector, tmp_path):
 def test_cluster_predict_equals_threaded_predict(tiny_model, tiny_chips, tmp_path):
     import rasterio
 
-    from geoseg.inference import predict
+    from geoseg.inference.predictor import predict
 
     image = tiny_chips.parent / "scene" / "image.tif"
     options = dict(block_size=128, overlap=16, vectors=None, mode="parcels", device="cpu")
@@ -89,7 +89,7 @@ def test_predict_survives_a_worker_killed_mid_run(tiny_model, tiny_chips, tmp_pa
 
     import rasterio
 
-    from geoseg.inference import predict
+    from geoseg.inference.predictor import predict
 
     image = tiny_chips.parent / "scene" / "image.tif"
     options = dict(block_size=64, overlap=16, device="cpu")

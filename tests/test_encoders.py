@@ -12,7 +12,9 @@ import keras
 import numpy as np
 import pytest
 
-from geoseg.encoders import (
+from geoseg.errors import InputFileError, ParameterError
+from geoseg.models.config import UNetConfig
+from geoseg.models.encoders import (
     ENCODERS,
     adapt_first_kernel,
     check_encoder,
@@ -20,9 +22,8 @@ from geoseg.encoders import (
     preprocess_weights,
     set_encoder_trainable,
 )
-from geoseg.errors import InputFileError, ParameterError
-from geoseg.forward import load_inference_model
-from geoseg.model import UNetConfig, build_model
+from geoseg.models.forward import load_inference_model
+from geoseg.models.unet import build_model
 
 RNG = np.random.default_rng(0)
 
@@ -110,7 +111,7 @@ def test_check_encoder_lists_the_valid_names():
 
 
 def test_import_does_not_load_keras():
-    code = "import sys, geoseg.encoders; print(json.dumps(['keras' in sys.modules]))"
+    code = "import sys, geoseg.models.encoders; print(json.dumps(['keras' in sys.modules]))"
     done = subprocess.run(
         [sys.executable, "-c", f"import json; {code}"], capture_output=True, text=True, check=True
     )
@@ -397,7 +398,7 @@ def test_hed_weights_are_refused_in_one_line_for_another_encoder_or_without_the_
 ):
     from helpers import assert_one_line_error, run
 
-    from geoseg.training import TrainSettings
+    from geoseg.training.fit import TrainSettings
 
     with pytest.raises(ParameterError, match="VGG16 trunk: use encoder vgg16, not resnet50"):
         TrainSettings(encoder="resnet50", encoder_weights="hed").check()

@@ -12,7 +12,7 @@ import shapely
 from helpers import assert_one_line_error, run
 
 from geoseg.contracts import PredictionTags
-from geoseg.evaluation import evaluate, match_objects
+from geoseg.evaluation.evaluator import evaluate, match_objects
 
 X0, Y0, PIXEL = 500_000.0, 5_300_000.0, 0.5  # make_raster's grid
 
@@ -113,7 +113,7 @@ def test_object_matching_one_to_one_at_iou_half():
 
 
 def test_cli_scores_parcels_polygons(tmp_path, make_vector):
-    from geoseg.vectorizing import vectorize
+    from geoseg.delineation.vectorizing import vectorize
 
     truth_boxes = [pixel_box(0, 0, 20, 20), pixel_box(0, 20, 20, 40)]
     truth = make_vector(truth_boxes, name="parcels.gpkg")
@@ -167,7 +167,7 @@ def test_quicklook_png(prediction, make_raster, make_vector, tmp_path):
 
 def regions_gpkg(tmp_path, prediction, values: dict):
     """Polygons of a regions-mode vectorisation of a prediction with these classes."""
-    from geoseg.vectorizing import vectorize
+    from geoseg.delineation.vectorizing import vectorize
 
     vectorize(prediction(values), tmp_path / "pred.gpkg", block_size=64)
     return tmp_path / "pred.gpkg"
@@ -233,7 +233,7 @@ def test_quicklook_never_writes_over_an_input(prediction, make_raster, tmp_path)
 
 @pytest.mark.parametrize("suffix", [".fgb", ".parquet"])
 def test_objects_from_flatgeobuf_and_geoparquet(suffix, prediction, make_vector, tmp_path):
-    from geoseg.vectorizing import vectorize
+    from geoseg.delineation.vectorizing import vectorize
 
     pred = prediction({"building": square((10, 30), (10, 30))})
     truth = make_vector([pixel_box(10, 10, 30, 30), pixel_box(200, 200, 210, 210)],

@@ -10,12 +10,13 @@ import shapely
 from helpers import assert_one_line_error, run
 
 from geoseg import synth, tile, train
-from geoseg.chip_areas import placed_chips
 from geoseg.contracts import read_model_card
-from geoseg.data import open_chips
 from geoseg.errors import ParameterError
-from geoseg.folds import pooled_chips, spatial_folds
-from geoseg.model import UNetConfig, build_model, member_name
+from geoseg.models.config import UNetConfig
+from geoseg.models.unet import build_model, member_name
+from geoseg.training.chip_areas import placed_chips
+from geoseg.training.dataset import open_chips
+from geoseg.training.folds import pooled_chips, spatial_folds
 
 TINY = dict(base_filters=4, depth=2, batch_size=8, mixed_precision="off")
 
@@ -62,7 +63,7 @@ def test_every_chip_is_validated_once_by_a_model_that_never_saw_its_pixels(overl
 
 
 def test_blocks_are_as_large_as_the_folds_allow(overlapping_chips):
-    from geoseg.folds import _blocks
+    from geoseg.training.folds import _blocks
 
     chips = overlapping_chips
     index = pyogrio.read_dataframe(chips.root / "chips.gpkg", columns=["split"])
@@ -109,7 +110,7 @@ def test_ensemble_is_the_mean_of_its_members_and_reloads(tmp_path):
 def test_an_ensemble_reloads_under_another_precision(tmp_path):
     import keras
 
-    from geoseg.forward import load_inference_model
+    from geoseg.models.forward import load_inference_model
 
     config = UNetConfig(bands=3, classes=1, base_filters=4, depth=2, heads=("a",), members=2)
     build_model(config).save(tmp_path / "model.keras")
@@ -211,7 +212,7 @@ def test_folds_on_overlapping_real_patches_train_or_say_which_k_works(tmp_path):
 
 
 def test_auto_folds_an_ensemble_for_a_small_parcel_set_else_one(overlapping_chips, monkeypatch):
-    from geoseg import folds
+    from geoseg.training import folds
 
     assert folds.auto_folds(overlapping_chips, delineates=True, seed=0) == folds.SMALL_SET_FOLDS
     assert folds.auto_folds(overlapping_chips, delineates=False, seed=0) == 1
@@ -222,7 +223,7 @@ def test_auto_folds_an_ensemble_for_a_small_parcel_set_else_one(overlapping_chip
 def test_auto_folds_takes_fewer_folds_where_three_leave_one_without_train_chips(
     overlapping_chips, monkeypatch
 ):
-    from geoseg import folds
+    from geoseg.training import folds
 
     works = {2}
     original = folds._views

@@ -18,8 +18,8 @@ from affine import Affine
 from helpers import run
 
 from geoseg.contracts import PredictionTags
-from geoseg.gpkg import FIBOA_COLLECTION, hectares_and_metres
-from geoseg.vectorizing import vectorize
+from geoseg.delineation.vectorizing import vectorize
+from geoseg.io.vector_files import FIBOA_COLLECTION, hectares_and_metres
 
 FIBOA = ["id", "area", "perimeter", "determination_method", "determination_datetime"]
 GEOSEG = ["class", "pixels", "mean_probability"]

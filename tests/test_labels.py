@@ -15,10 +15,10 @@ from rasterio.features import rasterize
 from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
-from geoseg import gdal_burn
-from geoseg import labels as labels_module
 from geoseg.errors import LabelsError
-from geoseg.labels import (
+from geoseg.labels import gdal_burn
+from geoseg.labels import masks as labels_module
+from geoseg.labels.masks import (
     IGNORE,
     LabelSpec,
     Length,

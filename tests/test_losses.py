@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from geoseg.errors import ParameterError
-from geoseg.losses import (
+from geoseg.training.losses import (
     WEIGHT_CAP,
     MaskedMAE,
     MaskedScore,

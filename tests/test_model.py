@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from geoseg.errors import ParameterError
-from geoseg.model import UNetConfig, build_unet
+from geoseg.models.config import UNetConfig
+from geoseg.models.unet import build_unet
 
 
 @pytest.mark.parametrize(("depth", "bands", "classes"), [(1, 1, 1), (2, 3, 2), (3, 4, 3)])

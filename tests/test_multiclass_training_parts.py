@@ -12,9 +12,16 @@ import pytest
 import rasterio
 import tensorflow as tf
 
-from geoseg.data import make_dataset, multiclass_codes, one_hot_targets, open_chips, read_chip
 from geoseg.errors import ParameterError
-from geoseg.losses import (
+from geoseg.metrics.scores import ConfusionMatrix
+from geoseg.training.dataset import (
+    make_dataset,
+    multiclass_codes,
+    one_hot_targets,
+    open_chips,
+    read_chip,
+)
+from geoseg.training.losses import (
     MIN_BACKGROUND_SHARE,
     WEIGHT_CAP,
     CategoricalSegmentationLoss,
@@ -24,7 +31,6 @@ from geoseg.losses import (
     multiclass_metrics,
     resolve_multiclass_weights,
 )
-from geoseg.scoring import ConfusionMatrix
 
 # --- targets --------------------------------------------------------------------------------
 

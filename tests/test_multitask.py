@@ -12,12 +12,12 @@ import rasterio
 
 from geoseg import train
 from geoseg.contracts import PredictionTags, read_model_card
-from geoseg.data import make_dataset, open_chips
 from geoseg.errors import ParameterError
-from geoseg.forward import ForwardSpec, load_inference_model
-from geoseg.gpkg import read_layer_metadata
-from geoseg.inference import predict
-from geoseg.scoring import RegressionErrors
+from geoseg.inference.predictor import predict
+from geoseg.io.vector_files import read_layer_metadata
+from geoseg.metrics.scores import RegressionErrors
+from geoseg.models.forward import ForwardSpec, load_inference_model
+from geoseg.training.dataset import make_dataset, open_chips
 
 TINY = dict(base_filters=4, depth=2, batch_size=8, mixed_precision="off", folds=1)
 NAMES = ["parcels", "boundary", "distance"]

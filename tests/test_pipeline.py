@@ -8,6 +8,7 @@ import time
 import pytest
 from helpers import assert_one_line_error, run
 
+from geoseg.cli import main
 from geoseg.cli.pipeline import load_pipeline, run_pipeline
 from geoseg.errors import ParameterError
 
@@ -34,24 +35,24 @@ def pipeline(tmp_path):
 
 
 def test_runs_then_skips_up_to_date_stages(pipeline, tmp_path):
-    assert run_pipeline(pipeline) == [("synth", "ran"), ("tile", "ran")]
+    assert run_pipeline(pipeline, main) == [("synth", "ran"), ("tile", "ran")]
     assert (tmp_path / "work" / "chips" / "dataset.json").is_file()  # workdir resolved
-    assert run_pipeline(pipeline) == [("synth", "skipped"), ("tile", "skipped")]
+    assert run_pipeline(pipeline, main) == [("synth", "skipped"), ("tile", "skipped")]
     later = time.time() + 5
     os.utime(tmp_path / "work" / "scene" / "image.tif", (later, later))  # a newer input
-    assert run_pipeline(pipeline) == [("synth", "skipped"), ("tile", "ran")]
-    assert run_pipeline(pipeline, start="tile") == [("tile", "ran")]
-    assert run_pipeline(pipeline, force=True) == [("synth", "ran"), ("tile", "ran")]
+    assert run_pipeline(pipeline, main) == [("synth", "skipped"), ("tile", "ran")]
+    assert run_pipeline(pipeline, main, start="tile") == [("tile", "ran")]
+    assert run_pipeline(pipeline, main, force=True) == [("synth", "ran"), ("tile", "ran")]
 
 
 def test_only_stages_whose_options_or_inputs_changed_run_again(pipeline, tmp_path):
-    assert run_pipeline(pipeline) == [("synth", "ran"), ("tile", "ran")]
+    assert run_pipeline(pipeline, main) == [("synth", "ran"), ("tile", "ran")]
     text = pipeline.read_text()
     pipeline.write_text("# a comment\n" + text)  # a newer file, the same stages
-    assert run_pipeline(pipeline) == [("synth", "skipped"), ("tile", "skipped")]
+    assert run_pipeline(pipeline, main) == [("synth", "skipped"), ("tile", "skipped")]
     pipeline.write_text(text.replace("size: 64", "size: 128"))  # only tile's options
-    assert run_pipeline(pipeline) == [("synth", "skipped"), ("tile", "ran")]
-    assert run_pipeline(pipeline) == [("synth", "skipped"), ("tile", "skipped")]
+    assert run_pipeline(pipeline, main) == [("synth", "skipped"), ("tile", "ran")]
+    assert run_pipeline(pipeline, main) == [("synth", "skipped"), ("tile", "skipped")]
     record = tmp_path / "work" / ".chips.geoseg-stage.json"
     assert "128" in record.read_text()
 
@@ -69,7 +70,7 @@ def test_option_names_as_on_the_command_line(tmp_path):
         " boundary_tolerance: 3px}\n  - train: {chips: c, classes: [a, b], augment: false,"
         " resume: true, out: m}\n"
     )
-    evaluate, train = load_pipeline(path)
+    evaluate, train = load_pipeline(path, main)
     assert evaluate.args[-4:] == ["--json", str(tmp_path / "s.json"), "--boundary-tolerance", "3px"]
     assert "--classes" in train.args and "a,b" in train.args and "--resume" in train.args
     assert "--augment" not in train.args and "--no-augment" in train.args
@@ -100,7 +101,7 @@ def test_the_shipped_pipelines_load_with_today_s_option_names(name):
     from pathlib import Path
 
     path = Path(__file__).resolve().parents[1] / "pipelines" / f"{name}.yaml"
-    stages = load_pipeline(path)
+    stages = load_pipeline(path, main)
     predict = next(stage for stage in stages if stage.name == "predict")
     assert predict.args[0].endswith(".tif") and "--model" in predict.args
 
@@ -130,12 +131,12 @@ def test_urls_pass_through_and_empty_values_are_refused(tmp_path):
     path.write_text(
         "stages:\n  - tile: {images: ['https://host/a.tif', /vsis3/b/c.tif], out: chips}\n"
     )
-    stage = load_pipeline(path)[0]
+    stage = load_pipeline(path, main)[0]
     assert stage.args[:2] == ["https://host/a.tif", "/vsis3/b/c.tif"]
     assert stage.inputs == []
     path.write_text("stages:\n  - tile: {images: [a.tif], labels:, out: chips}\n")
     with pytest.raises(ParameterError, match="'labels' has no value"):
-        load_pipeline(path)
+        load_pipeline(path, main)
 
 
 def test_quicklook_vectors_are_an_input_not_an_output(tmp_path):
@@ -143,6 +144,6 @@ def test_quicklook_vectors_are_an_input_not_an_output(tmp_path):
     path.write_text(
         "stages:\n  - quicklook: {prediction: p.tif, vectors: v.gpkg, out: preview.png}\n"
     )
-    stage = load_pipeline(path)[0]
+    stage = load_pipeline(path, main)[0]
     assert stage.outputs == [tmp_path / "preview.png"]
     assert tmp_path / "v.gpkg" in stage.inputs

@@ -10,7 +10,8 @@ import rasterio
 from helpers import assert_one_line_error, run
 
 from geoseg.contracts import read_model_card
-from geoseg.forward import (
+from geoseg.inference.predictor import predict
+from geoseg.models.forward import (
     _PASSES,
     ForwardPass,
     ForwardSpec,
@@ -18,7 +19,7 @@ from geoseg.forward import (
     forward_pass,
     undo_dihedral,
 )
-from geoseg.inference import ChipGrid, predict
+from geoseg.models.sliding_window import ChipGrid
 
 
 @pytest.fixture(scope="module")
@@ -154,10 +155,10 @@ def interrupt_after(blocks: int):
 def test_interrupted_run_leaves_nothing_that_looks_finished(
     tiny_model, scene_image, tmp_path, monkeypatch
 ):
-    import geoseg.inference
+    import geoseg.inference.predictor
 
     calls = []
-    original = geoseg.inference.predict_block
+    original = geoseg.inference.predictor.predict_block
 
     def failing(job, window, index):
         calls.append(window)
@@ -165,7 +166,7 @@ def test_interrupted_run_leaves_nothing_that_looks_finished(
             raise RuntimeError("worker lost")
         return original(job, window, index)
 
-    monkeypatch.setattr(geoseg.inference, "predict_block", failing)
+    monkeypatch.setattr(geoseg.inference.predictor, "predict_block", failing)
     with pytest.raises(RuntimeError):
         predict(scene_image, tiny_model, tmp_path / "pred.tif", block_size=128, workers=1)
     assert sorted(p.name for p in tmp_path.iterdir()) == [

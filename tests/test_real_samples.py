@@ -11,7 +11,7 @@ from conftest import shared_sample
 from helpers import mask_agreement
 from rasterio.windows import Window
 
-from geoseg.tiling import tile
+from geoseg.tiling.tiler import tile
 
 
 def test_16_bit_panchromatic(tmp_path):

@@ -11,16 +11,16 @@ from helpers import assert_one_line_error, run
 from scipy import ndimage
 
 from geoseg.contracts import PredictionTags
-from geoseg.errors import ParameterError
-from geoseg.objects import match_label_images
-from geoseg.regions import (
+from geoseg.delineation.regions import (
     REACH,
     confident_parcels,
     delineate_parcels,
     instance_labels_from_masks,
     parcel_labels,
 )
-from geoseg.vectorizing import delineation_thresholds, vectorize
+from geoseg.delineation.vectorizing import delineation_thresholds, vectorize
+from geoseg.errors import ParameterError
+from geoseg.metrics.objects import match_label_images
 
 PIXEL_AREA = 0.25  # make_raster's 0.5 m pixels
 THRESHOLDS = {"extent": 0.5, "boundary": 0.5, "marker": 0.5}

@@ -13,7 +13,7 @@ import pytest
 import rasterio
 import rasterio.shutil
 
-from geoseg.outputs import lock_path, output_lock
+from geoseg.io.outputs import lock_path, output_lock
 from tests.helpers import assert_one_line_error, run, tag_prediction
 
 
@@ -116,7 +116,7 @@ def test_a_second_run_on_a_locked_output_is_refused_and_a_dead_lock_is_free(
     image = make_raster(width=200, height=200, count=3, seed=6)
     out = tmp_path / "same.tif"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom geoseg.outputs import output_lock\n"
+        [sys.executable, "-c", "import sys, time\nfrom geoseg.io.outputs import output_lock\n"
          f"with output_lock({str(out)!r}):\n    print('held', flush=True); time.sleep(60)"],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip

@@ -25,8 +25,8 @@ from helpers import assert_one_line_error, run
 from rasterio.windows import Window
 
 from geoseg.errors import InputFileError
-from geoseg.raster import open_raster, open_raster_info
-from geoseg.remote import (
+from geoseg.io.raster import open_raster, open_raster_info
+from geoseg.io.remote import (
     REMOTE_OPTIONS,
     absolute,
     gdal_options,
@@ -143,7 +143,7 @@ def test_urls_map_to_gdal_network_file_systems_as_rasterio_maps_them(path, expec
 
 
 def test_a_signed_url_keeps_its_suffix():
-    from geoseg.labels import is_raster_path
+    from geoseg.labels.masks import is_raster_path
 
     assert suffix("https://example.com/truth.TIF?se=2030&sig=a.b") == ".tif"
     assert is_raster_path("https://example.com/truth.tif?sig=x.gpkg")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from geoseg.scoring import ScoreHistogram, quantize
+from geoseg.metrics.scores import ScoreHistogram, quantize
 
 
 def test_separable_scores_get_a_threshold_between_them():

@@ -11,8 +11,8 @@ from conftest import shared_sample
 from helpers import assert_one_line_error, run
 
 from geoseg import predict, tile
-from geoseg.inference import combine_dates
-from geoseg.stack import write_stack
+from geoseg.inference.predictor import combine_dates
+from geoseg.io.stack import write_stack
 
 FINE = Affine(10.0, 0, 600_000.0, 0, -10.0, 5_800_000.0)
 COARSE = Affine(20.0, 0, 600_000.0, 0, -20.0, 5_800_000.0)

@@ -10,10 +10,10 @@ import shapely
 from helpers import assert_one_line_error, run
 from rasterio.features import rasterize
 
-import geoseg.synthetic
+import geoseg.synthetic.scene
 from geoseg.errors import ParameterError
-from geoseg.synthetic import synth
-from geoseg.tiling import tile
+from geoseg.synthetic.scene import synth
+from geoseg.tiling.tiler import tile
 
 
 def test_scene_files_georeferencing_and_parcels(tmp_path):
@@ -133,15 +133,15 @@ def test_sixteen_bit_four_band_scene(tmp_path):
 
 def test_scene_is_rendered_window_by_window(tmp_path, monkeypatch):
     shapes = []
-    render = geoseg.synthetic.render
+    render = geoseg.synthetic.scene.render
 
     def spy(scene, window, *args):
         shapes.append((int(window.height), int(window.width)))
         return render(scene, window, *args)
 
-    monkeypatch.setattr(geoseg.synthetic, "render", spy)
+    monkeypatch.setattr(geoseg.synthetic.scene, "render", spy)
     synth(tmp_path / "s", size=1100, resolution=2.0)
-    assert len(shapes) == 9 and max(max(s) for s in shapes) == geoseg.synthetic.WINDOW
+    assert len(shapes) == 9 and max(max(s) for s in shapes) == geoseg.synthetic.scene.WINDOW
 
 
 def test_parcel_boundaries_are_a_rare_class(tmp_path):

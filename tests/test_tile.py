@@ -17,14 +17,14 @@ from rasterio.enums import ColorInterp, Compression
 from rasterio.windows import Window
 from scipy import ndimage
 
-import geoseg.chips
-import geoseg.tiling
-from geoseg.chipfiles import UnexpectedLayout
-from geoseg.chips import CODECS, Chip
-from geoseg.data import read_chip
+import geoseg.tiling.chips
+import geoseg.tiling.tiler
 from geoseg.errors import LabelsError, ParameterError, RasterError
-from geoseg.raster import read_padded, sample_valid_pixels
-from geoseg.tiling import tile
+from geoseg.io.raster import read_padded, sample_valid_pixels
+from geoseg.tiling.chip_files import UnexpectedLayout
+from geoseg.tiling.chips import CODECS, Chip
+from geoseg.tiling.tiler import tile
+from geoseg.training.dataset import read_chip
 
 ORIGIN_X, ORIGIN_Y, RES = 500_000.0, 5_300_000.0, 0.5
 
@@ -387,7 +387,7 @@ def test_running_out_of_memory_is_one_line(make_raster, tmp_path, monkeypatch):
     def huge(*args, **kwargs):
         raise MemoryError("Unable to allocate 27.9 GiB for an array with shape (3, 1e5, 1e5)")
 
-    monkeypatch.setattr(geoseg.tiling, "cut_chips", huge)
+    monkeypatch.setattr(geoseg.tiling.tiler, "cut_chips", huge)
     result = run("tile", image, "--out", tmp_path / "chips")
     assert_one_line_error(result, "out of memory", "27.9 GiB", "smaller --size")
     with pytest.raises(MemoryError):  # a ResourceError is also a MemoryError for callers
@@ -722,7 +722,7 @@ def test_cli_compress_option_and_codecs_gdal_cannot_write(make_raster, tmp_path,
     with pytest.raises(ParameterError, match="--compress must be one of zstd, deflate, lzw"):
         tile([image], tmp_path / "lib", compress="jpeg")
     monkeypatch.setattr(
-        geoseg.chips, "gdal_writes", lambda options: options.get("compress") != "zstd"
+        geoseg.tiling.chips, "gdal_writes", lambda options: options.get("compress") != "zstd"
     )
     result = run("tile", image, "--out", tmp_path / "zstd")
     assert_one_line_error(
@@ -732,8 +732,10 @@ def test_cli_compress_option_and_codecs_gdal_cannot_write(make_raster, tmp_path,
 
 
 def test_gdal_writes_tells_which_creation_options_gdal_refuses():
-    assert all(geoseg.chips.gdal_writes(geoseg.chips.CODEC_OPTIONS[c]) for c in CODECS)
-    assert not geoseg.chips.gdal_writes({"tiled": True, "blockxsize": 8, "blockysize": 8})
+    assert all(
+        geoseg.tiling.chips.gdal_writes(geoseg.tiling.chips.CODEC_OPTIONS[c]) for c in CODECS
+    )
+    assert not geoseg.tiling.chips.gdal_writes({"tiled": True, "blockxsize": 8, "blockysize": 8})
 
 
 @pytest.mark.parametrize("way", ["one by one", "in groups of one"])
@@ -745,9 +747,9 @@ def test_chips_written_apart_equal_chips_written_together(make_raster, tmp_path,
         raise UnexpectedLayout("a layout from another GDAL")
 
     if way == "one by one":  # GDAL's file could not be split: every chip by its own GDAL file
-        monkeypatch.setattr(geoseg.chips, "write_stacked", refuse)
+        monkeypatch.setattr(geoseg.tiling.chips, "write_stacked", refuse)
     else:
-        monkeypatch.setattr(geoseg.chips, "STACK_BYTES", 1)
+        monkeypatch.setattr(geoseg.tiling.chips, "STACK_BYTES", 1)
     tile([image], tmp_path / "apart", max_nodata=1.0)
     names = sorted(p.name for p in (tmp_path / "together" / "images").iterdir())
     assert names == sorted(p.name for p in (tmp_path / "apart" / "images").iterdir())

@@ -14,9 +14,9 @@ from helpers import assert_one_line_error, run
 
 from geoseg import train
 from geoseg.contracts import read_model_card
-from geoseg.data import make_dataset, open_chips
 from geoseg.errors import OutputExistsError, ParameterError
-from geoseg.training import partial_directory, score_histogram
+from geoseg.training.dataset import make_dataset, open_chips
+from geoseg.training.fit import partial_directory, score_histogram
 
 TINY = dict(base_filters=4, depth=2, batch_size=8, mixed_precision="off", folds=1)
 
@@ -177,7 +177,7 @@ def test_unweighted_losses_record_unit_weights(tiny_chips, tmp_path):
 
 
 def test_epoch_chips_passes_over_a_small_train_split_several_times(tiny_chips, tmp_path):
-    from geoseg.data import open_chips
+    from geoseg.training.dataset import open_chips
 
     chips = len(open_chips(tiny_chips).files["train"])
     steps = []
@@ -305,7 +305,7 @@ def test_a_parcel_model_stops_and_keeps_its_best_epoch_by_the_parcels(
     assert history["val_parcels_f1"].between(0, 1).all()
     best = int(history["val_parcels_f1"].idxmax()) + 1
     assert card["training"]["best_epoch"] == best
-    from geoseg.training import describe_epoch
+    from geoseg.training.fit import describe_epoch
 
     assert "val_parcels_f1 0.5000" in describe_epoch(1, 2, {"loss": 1.0, "val_parcels_f1": 0.5})
     train(tiny_multitask_chips, tmp_path / "b", epochs=1, **TINY)  # auto: too few val parcels

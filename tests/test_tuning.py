@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from geoseg.tuning import tunable, tune_delineation
+from geoseg.training.tuning import tunable, tune_delineation
 
 
 def grid_chip(cells: int = 4, size: int = 64):
@@ -78,7 +78,7 @@ def test_training_tunes_the_delineation_and_predict_records_it(tiny_model, tiny_
     import geopandas as gpd
 
     from geoseg.contracts import PredictionTags, read_model_card
-    from geoseg.inference import predict
+    from geoseg.inference.predictor import predict
 
     card = read_model_card(tiny_model)
     tuned = card["delineation"]
@@ -113,7 +113,7 @@ def test_training_tunes_the_delineation_and_predict_records_it(tiny_model, tiny_
 
 def test_the_fit_report_tells_underfitting_from_overfitting(tiny_model):
     from geoseg.contracts import read_model_card
-    from geoseg.training import TrainSummary, fit_verdict
+    from geoseg.training.fit import TrainSummary, fit_verdict
 
     assert fit_verdict(0.45, 0.40).startswith("underfitting")
     assert fit_verdict(0.95, 0.50).startswith("overfitting")

@@ -16,14 +16,14 @@ from helpers import assert_one_line_error, run, tag_prediction
 from rasterio.windows import Window
 from scipy import ndimage
 
-import geoseg.border_merge
-import geoseg.vectorizing
-from geoseg.border_merge import BorderMerge
+import geoseg.delineation.border_merge
+import geoseg.delineation.vectorizing
+from geoseg.delineation.border_merge import BorderMerge
+from geoseg.delineation.regions import PARCELS_HALO
+from geoseg.delineation.vectorizing import Pieces, VectorJob, finish, vectorize, vectorize_block
 from geoseg.errors import ParameterError
-from geoseg.gpkg import read_layer_metadata, read_polygons
-from geoseg.raster import block_windows
-from geoseg.regions import PARCELS_HALO
-from geoseg.vectorizing import Pieces, VectorJob, finish, vectorize, vectorize_block
+from geoseg.io.raster import block_windows
+from geoseg.io.vector_files import read_layer_metadata, read_polygons
 
 PIXEL_AREA = 0.25  # make_raster's 0.5 m pixels
 
@@ -90,11 +90,12 @@ def test_processes_give_the_threads_polygons_in_an_indexed_layer(
 ):
     import pyogrio
 
-    import geoseg.vectorizing
+    import geoseg.delineation.vectorizing
 
     path = mask_raster(hand_made_mask())
     vectorize(path, tmp_path / "threads.gpkg", block_size=32)
-    monkeypatch.setattr(geoseg.vectorizing, "PROCESS_PIXELS", 0)  # as for a large raster
+    # as for a large raster
+    monkeypatch.setattr(geoseg.delineation.vectorizing, "PROCESS_PIXELS", 0)
     vectorize(path, tmp_path / "processes.gpkg", block_size=32, workers=2)
     threads, processes = (
         gpd.read_file(tmp_path / f"{name}.gpkg") for name in ("threads", "processes")
@@ -110,7 +111,7 @@ def test_geopackages_keep_their_index_once_tensorflow_is_loaded(tmp_path):
     """TensorFlow's SQLite lacks the R-tree module; geoseg loads GDAL's before it."""
     code = (
         "import sys, geoseg, tensorflow, pyogrio, numpy as np, shapely\n"
-        "from geoseg.gpkg import LayerWriter\n"
+        "from geoseg.io.vector_files import LayerWriter\n"
         "with LayerWriter(sys.argv[1], 'regions', 'EPSG:32633', {'area': 'float64'}) as w:\n"
         "    w.write(np.array([shapely.box(0, 0, 1, 1)]), area=np.array([1.0]))\n"
         "print(pyogrio.read_info(sys.argv[1])['capabilities']['fast_spatial_filter'])\n"
@@ -277,7 +278,7 @@ def test_several_classes_each_merged_across_blocks(make_raster, tmp_path):
 
 
 def test_layer_writer_raises_what_its_session_raised(tmp_path):
-    from geoseg.gpkg import LayerWriter
+    from geoseg.io.vector_files import LayerWriter
 
     writer = LayerWriter(tmp_path / "no-such-dir" / "v.gpkg", "regions", "EPSG:32633",
                          {"area": "float64"})  # fmt: skip
@@ -289,7 +290,7 @@ def test_layer_writer_raises_what_its_session_raised(tmp_path):
 def test_min_area_applies_to_each_part_of_a_multi_part_parcel(mask_raster, tmp_path, monkeypatch):
     """Two cells given one label (as a parcel split inside a block, joined in its halo)."""
     boundary, expected = parcel_grid()
-    real = geoseg.vectorizing.parcel_labels
+    real = geoseg.delineation.vectorizing.parcel_labels
 
     def two_cells_one_label(positive, valid):
         labels = real(positive, valid)
@@ -297,7 +298,7 @@ def test_min_area_applies_to_each_part_of_a_multi_part_parcel(mask_raster, tmp_p
         labels[labels == labels[h + 45, h + 45]] = labels[h + 45, h + 105]
         return labels
 
-    monkeypatch.setattr(geoseg.vectorizing, "parcel_labels", two_cells_one_label)
+    monkeypatch.setattr(geoseg.delineation.vectorizing, "parcel_labels", two_cells_one_label)
     path = mask_raster(boundary, name="boundary")
     out = tmp_path / "p.gpkg"
     vectorize(path, out, mode="parcels", min_area=10.0)  # each cell is about 225 m2
@@ -327,7 +328,7 @@ def owner_nbytes(array: np.ndarray) -> int:
 @pytest.mark.parametrize("mode", ["regions", "parcels"])
 def test_kept_blocks_hold_only_their_edges_not_the_label_images(mode, mask_raster, tmp_path):
     path = mask_raster(parcel_grid(8, 8)[0], name="boundary")
-    info = geoseg.vectorizing.open_raster_info(path)
+    info = geoseg.delineation.vectorizing.open_raster_info(path)
     job = VectorJob(str(path), info.width, info.height, (1,), (128,), mode, info.transform)
     block = vectorize_block(job, (1, 1), Window(64, 64, 64, 64))
     lines = [line for pair in block.edges.values() for line in pair]
@@ -367,13 +368,13 @@ def test_each_suffix_writes_its_format_with_the_same_polygons(suffix, mask_raste
 
 def test_the_draft_has_the_output_suffix(mask_raster, tmp_path, monkeypatch):
     drafts = []
-    real = geoseg.vectorizing.hidden_sibling
+    real = geoseg.delineation.vectorizing.hidden_sibling
 
     def recording(path, suffix):
         drafts.append(real(path, suffix))
         return drafts[-1]
 
-    monkeypatch.setattr(geoseg.vectorizing, "hidden_sibling", recording)
+    monkeypatch.setattr(geoseg.delineation.vectorizing, "hidden_sibling", recording)
     vectorize(mask_raster(hand_made_mask()), tmp_path / "v.fgb", block_size=32)
     assert len(drafts) == 1 and drafts[0].suffix == ".fgb" and drafts[0].name.startswith(".")
 
@@ -385,7 +386,7 @@ def test_an_unknown_suffix_is_refused_before_any_work(mask_raster, tmp_path):
     assert not out.parent.exists()
     with pytest.raises(ParameterError, match="GeoParquet"):
         vectorize(tmp_path / "no-such-raster.tif", tmp_path / "v.geojson")  # before opening it
-    geoseg.vectorizing.check_vector_path("V.GPKG")
+    geoseg.delineation.vectorizing.check_vector_path("V.GPKG")
 
 
 def test_a_raster_predict_did_not_write_is_refused(make_raster, tmp_path):
@@ -399,14 +400,14 @@ SCRIPT = """
 import logging
 import sys
 
-import geoseg.border_merge
-import geoseg.vectorizing
+import geoseg.delineation.border_merge
+import geoseg.delineation.vectorizing
 
 
 def main():
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
-    geoseg.vectorizing.PROCESS_PIXELS = 0  # as for a large raster
-    geoseg.vectorizing.vectorize(sys.argv[1], sys.argv[2], block_size=32, workers=2)
+    geoseg.delineation.vectorizing.PROCESS_PIXELS = 0  # as for a large raster
+    geoseg.delineation.vectorizing.vectorize(sys.argv[1], sys.argv[2], block_size=32, workers=2)
 
 
 """
@@ -460,7 +461,7 @@ def test_merged_regions_equal_the_regions_of_one_block(mask_raster, tmp_path):
 
 
 def test_drop_collinear_keeps_only_the_corners():
-    from geoseg.border_merge import drop_collinear
+    from geoseg.delineation.border_merge import drop_collinear
 
     ring = [(0, 0), (0, 1), (0, 2), (1, 2), (2, 2), (2, 1), (2, 0), (1, 0), (0, 0)]
     hole = [(0.5, 0.5), (1, 0.5), (1.5, 0.5), (1.5, 1.5), (0.5, 1.5), (0.5, 0.5)]
@@ -473,7 +474,7 @@ def test_the_overlay_union_stands_in_where_the_coverage_union_fails(
 ):
     mask = holey_mask(120)
     path = mask_raster(mask)
-    monkeypatch.setattr(geoseg.border_merge, "coverage_union", lambda dense, area: None)
+    monkeypatch.setattr(geoseg.delineation.border_merge, "coverage_union", lambda dense, area: None)
     vectorize(path, tmp_path / "v.gpkg", block_size=32)
     regions = gpd.read_file(tmp_path / "v.gpkg")
     count, sizes = components(mask)
@@ -494,7 +495,7 @@ def merged_in_order(blocks, order, block_size, grid):
 def test_border_merge_unites_regions_as_blocks_arrive_in_any_order(mask_raster):
     mask = holey_mask(224)
     path = mask_raster(mask)
-    info = geoseg.vectorizing.open_raster_info(path)
+    info = geoseg.delineation.vectorizing.open_raster_info(path)
     job = VectorJob(str(path), info.width, info.height, (1,), (128,), "regions", info.transform)
     windows = block_windows(info.width, info.height, 32)
     blocks = [vectorize_block(job, divmod(i, 7), w) for i, w in enumerate(windows)]

@@ -9,7 +9,6 @@ from contextlib import contextmanager
 
 import click
 
-from geoseg import __version__
 from geoseg.cli.options import (
     AutoOrCount,
     FiniteRange,
@@ -29,6 +28,7 @@ from geoseg.cli.options import (
     threshold_option,
 )
 from geoseg.errors import GeosegError, first_line
+from geoseg.version import __version__
 
 
 class GeosegGroup(click.Group):
@@ -154,7 +154,7 @@ def synth(out, **options):
       $ geoseg synth --out scene16/ --bands 4 --dtype uint16 --crs EPSG:25832
       $ geoseg synth --out fields/ --non-field 0
     """
-    from geoseg.synthetic import synth as run
+    from geoseg.synthetic.scene import synth as run
 
     with progress_bar("rendering") as progress:
         summary = run(out, progress=progress, **options)
@@ -186,7 +186,7 @@ def stack(rasters, out, like, overwrite):
           aug_red.tif aug_green.tif aug_blue.tif aug_nir.tif -o season.vrt
       $ geoseg tile season.vrt --labels fields.gpkg --out chips/
     """
-    from geoseg.stack import write_stack
+    from geoseg.io.stack import write_stack
 
     path = write_stack(rasters, out, like=like, overwrite=overwrite)
     click.echo(f"stacked {len(rasters)} rasters -> {path}")
@@ -295,7 +295,7 @@ def tile(images, out, **options):
             --val-fraction 0.2 --test-fraction 0.1 --out chips/
       $ geoseg tile ortho.tif --labels buildings_mask.tif --label-nodata none --out chips/
     """
-    from geoseg.tiling import tile as run
+    from geoseg.tiling.tiler import tile as run
 
     with progress_bar("tiling") as progress:
         summary = run(images, out, progress=progress, **options)
@@ -458,8 +458,8 @@ def train(chips, out, **options):
       $ geoseg train chips/ --folds 1 --out model/    # one model, even for a small parcel set
       $ geoseg train chips/ --out model/ --resume      # after an interruption
     """
-    from geoseg.data import open_chips, select_classes
-    from geoseg.outputs import check_apart, check_output
+    from geoseg.io.outputs import check_apart, check_output
+    from geoseg.training.dataset import open_chips, select_classes
 
     # what can be checked without TensorFlow fails in a second instead of after its import
     chips_dir = open_chips(chips)
@@ -468,8 +468,8 @@ def train(chips, out, **options):
     if not options["resume"]:
         check_output(out, options["overwrite"])
 
-    from geoseg.training import LAST, describe_epoch, partial_directory
-    from geoseg.training import train as run
+    from geoseg.training.fit import LAST, describe_epoch, partial_directory
+    from geoseg.training.trainer import train as run
 
     logged = logging.getLogger("geoseg.training").isEnabledFor(logging.INFO)
 
@@ -573,8 +573,8 @@ def predict(images, dates, model, out, **options):
       $ geoseg predict june.tif july.tif august.tif --dates -m fields/ -o season.tif \\
             --vectors fields.gpkg --mode parcels
     """
-    from geoseg.cog import partial_paths
-    from geoseg.inference import predict as run
+    from geoseg.inference.predictor import predict as run
+    from geoseg.io.cog import partial_paths
 
     if len(images) > 1 and not dates:
         raise click.UsageError(
@@ -625,7 +625,7 @@ def vectorize(raster, out, **options):
       $ geoseg vectorize pred.tif --out buildings.parquet
       $ geoseg vectorize crops.tif --out crops.gpkg --min-area 100    # a class map
     """
-    from geoseg.vectorizing import vectorize as run
+    from geoseg.delineation.vectorizing import vectorize as run
 
     with progress_bar("vectorizing") as progress:
         summary = run(raster, out, progress=progress, **options)
@@ -689,7 +689,7 @@ def evaluate(prediction, **options):
       $ geoseg evaluate pred.tif --truth roofs.shp --class-field type
       $ geoseg evaluate crops.tif --truth parcels.shp --class-field Afgroede --json crops.json
     """
-    from geoseg.evaluation import evaluate as run
+    from geoseg.evaluation.evaluator import evaluate as run
 
     with progress_bar("evaluating") as progress:
         result = run(prediction, progress=progress, **options)
@@ -719,7 +719,7 @@ def quicklook(prediction, out, **options):
       $ geoseg quicklook pred.tif --image ortho.tif --vectors parcels.gpkg --out preview.png
       $ geoseg quicklook crops.tif --image s2.tif --out crops.png
     """
-    from geoseg.quicklooks import quicklook as run
+    from geoseg.evaluation.quicklooks import quicklook as run
 
     click.echo(f"preview: {run(prediction, out, **options)}")
 
@@ -747,7 +747,7 @@ def run_pipeline(pipeline, force, start):
         else:
             click.echo(f"[{stage.name}] geoseg {stage.name} {' '.join(stage.args)}")
 
-    run(pipeline, force=force, start=start, report=report)
+    run(pipeline, main, force=force, start=start, report=report)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ class LengthType(click.ParamType):
     name = "length"
 
     def convert(self, value, param, ctx):
-        from geoseg.labels import Length
+        from geoseg.labels.masks import Length
 
         if isinstance(value, Length):
             return value

@@ -23,8 +23,8 @@ from pathlib import Path
 import click
 
 from geoseg.errors import InputFileError, OutputExistsError, ParameterError
-from geoseg.outputs import check_apart
-from geoseg.remote import is_gdal_path
+from geoseg.io.outputs import check_apart
+from geoseg.io.remote import is_gdal_path
 
 STAGES = ("synth", "tile", "train", "predict", "vectorize", "evaluate", "quicklook")
 OUTPUTS = ("out", "vectors", "json_out", "class_map")
@@ -42,8 +42,9 @@ class Stage:
     outputs: list[Path]
 
 
-def load_pipeline(path: str | os.PathLike) -> list[Stage]:
-    """Read and check a pipeline file; paths are resolved against its ``workdir``."""
+def load_pipeline(path: str | os.PathLike, cli: click.Group) -> list[Stage]:
+    """Read and check a pipeline file against the commands of ``cli`` (geoseg's click group);
+    paths are resolved against its ``workdir``."""
     import yaml
 
     path = Path(path)
@@ -61,18 +62,16 @@ def load_pipeline(path: str | os.PathLike) -> list[Stage]:
     if not isinstance(document.get("stages"), list):
         raise ParameterError(f"{path}: expected a 'stages' list")
     workdir = (path.parent / str(document.get("workdir", "."))).resolve()
-    return [_stage(entry, workdir, path) for entry in document["stages"]]
+    return [_stage(entry, workdir, path, cli) for entry in document["stages"]]
 
 
-def _stage(entry, workdir: Path, source: Path) -> Stage:
-    from geoseg.cli import main
-
+def _stage(entry, workdir: Path, source: Path, cli: click.Group) -> Stage:
     if not isinstance(entry, dict) or len(entry) != 1:
         raise ParameterError(f"{source}: each stage is one 'command: {{options}}' mapping")
     name, options = next(iter(entry.items()))
     if name not in STAGES:
         raise ParameterError(f"{source}: unknown stage {name!r} (stages: {', '.join(STAGES)})")
-    command = main.commands[name]
+    command = cli.commands[name]
     params = {p.name: p for p in command.params}
     params.update({opt.lstrip("-").replace("-", "_"): p for p in command.params for opt in p.opts})
     args, inputs, outputs = [], [], []
@@ -154,20 +153,20 @@ def _record_run(stage: Stage) -> None:
 
 def run_pipeline(
     path: str | os.PathLike,
+    cli: click.Group,
     *,
     force: bool = False,
     start: str | None = None,
     report: Callable[[Stage, str], None] | None = None,
 ) -> list[tuple[str, str]]:
-    """Run the stages of ``path`` in order; returns (stage, "ran" or "skipped") pairs.
+    """Run the stages of ``path`` in order as commands of ``cli``; returns (stage, "ran" or
+    "skipped") pairs.
 
     A stage is skipped while its outputs exist and it last ran with the same arguments and the
     same input files (sizes and times, recorded beside its outputs), unless ``force``;
     ``start`` runs from the first stage of that name on, forced.
     """
-    from geoseg.cli import main
-
-    stages = load_pipeline(path)
+    stages = load_pipeline(path, cli)
     names = [s.name for s in stages]
     if start is not None and start not in names:
         raise ParameterError(f"--from {start!r}: no such stage in {path} ({', '.join(names)})")
@@ -183,7 +182,7 @@ def run_pipeline(
         if report:
             report(stage, "running")
         check_apart(stage.outputs, [path, *stage.inputs])
-        takes_overwrite = any(p.name == "overwrite" for p in main.commands[stage.name].params)
+        takes_overwrite = any(p.name == "overwrite" for p in cli.commands[stage.name].params)
         if not owned(stage):
             found = next(p for p in stage.outputs if p.exists() or p.is_symlink())
             raise OutputExistsError(
@@ -194,7 +193,7 @@ def run_pipeline(
         if stage.outputs:  # a failed stage must not look up to date; its record stays a claim
             record_path(stage).parent.mkdir(parents=True, exist_ok=True)
             record_path(stage).write_text(json.dumps({"command": stage.name, "running": True}))
-        main.main([stage.name, *stage.args, *overwrite], standalone_mode=False)
+        cli.main([stage.name, *stage.args, *overwrite], standalone_mode=False)
         _record_run(stage)
         done.append((stage.name, "ran"))
     return done

@@ -1,0 +1,41 @@
+"""Pictures written next to results: training curves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+
+def plot_history(history: pd.DataFrame, classes: list[str], path: Path) -> None:
+    """Loss (train and validation) and IoU per class target (MAE per regression target)
+    against epochs, as a PNG."""
+    from matplotlib.figure import Figure
+
+    from geoseg.training.losses import metric_key
+
+    figure = Figure(figsize=(10, 4), layout="constrained")
+    loss_axes, iou_axes = figure.subplots(1, 2)
+    epochs = history["epoch"] + 1
+    for column, label in (("loss", "train"), ("val_loss", "validation")):
+        if column in history:
+            loss_axes.plot(epochs, history[column], marker=".", label=label)
+    loss_axes.set(title="Loss", xlabel="epoch", ylabel="loss")
+    for name in classes:  # IoU of a class target, mean absolute error of a regression one
+        for metric, suffix in (("iou", ""), ("mae", ", MAE")):
+            for prefix, split, style in (("val_", "validation", "-"), ("", "train", ":")):
+                column = prefix + metric_key(metric, name)
+                if column in history:
+                    label = f"{name} ({split}{suffix})"
+                    iou_axes.plot(epochs, history[column], style, marker=".", label=label)
+    iou_axes.set(
+        title="IoU at threshold 0.5 (MAE for regression targets)",
+        xlabel="epoch",
+        ylabel="IoU / MAE",
+        ylim=(0, 1),
+    )
+    for axes in (loss_axes, iou_axes):
+        axes.grid(alpha=0.3)
+        if axes.get_legend_handles_labels()[0]:
+            axes.legend(fontsize="small")
+    figure.savefig(path, dpi=100)
