@@ -23,8 +23,8 @@ from scenes import synthetic_chips  # noqa: E402
 
 from geoseg.contracts import read_model_card  # noqa: E402
 from geoseg.training.dataset import make_dataset, open_chips  # noqa: E402
-from geoseg.training.fit import score_histogram
 from geoseg.training.trainer import train
+from geoseg.training.validation import score_histogram
 
 
 def at_half(model_dir: Path, chips_dir: Path) -> dict:

@@ -33,7 +33,9 @@ from geoseg.models.unet import build_model  # noqa: E402
 from geoseg.synthetic.scene import synth  # noqa: E402
 from geoseg.tiling.tiler import tile  # noqa: E402
 from geoseg.training.dataset import make_dataset, open_chips  # noqa: E402
-from geoseg.training.fit import TrainSettings, _compile, _plan  # noqa: E402
+from geoseg.training.fit import _compile
+from geoseg.training.plan import make_plan
+from geoseg.training.settings import TrainSettings
 
 DEMO = dict(base_filters=16, batch_size=8, mixed_precision="off", seed=0)
 
@@ -87,7 +89,7 @@ def raw_steps_per_second(chips: Path, steps: int, repeat: int) -> float:
     """Steps/s of the same network and loss on one batch held in memory."""
     folder = open_chips(chips)
     settings = TrainSettings(**DEMO)
-    plan = _plan(folder, settings)
+    plan = make_plan(folder, settings)
     tf.keras.utils.set_random_seed(0)
     model = build_model(plan.network)
     _compile(model, plan, settings, settings.lr)

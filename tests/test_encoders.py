@@ -398,7 +398,7 @@ def test_hed_weights_are_refused_in_one_line_for_another_encoder_or_without_the_
 ):
     from helpers import assert_one_line_error, run
 
-    from geoseg.training.fit import TrainSettings
+    from geoseg.training.settings import TrainSettings
 
     with pytest.raises(ParameterError, match="VGG16 trunk: use encoder vgg16, not resnet50"):
         TrainSettings(encoder="resnet50", encoder_weights="hed").check()

@@ -8,7 +8,7 @@ import pytest
 from geoseg import train
 from geoseg.contracts import read_model_card
 from geoseg.training.dataset import make_dataset, open_chips
-from geoseg.training.fit import score_histogram
+from geoseg.training.validation import score_histogram
 
 
 def boundary_at_half(model_dir, chips_dir) -> tuple[float, float, float]:

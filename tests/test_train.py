@@ -16,7 +16,8 @@ from geoseg import train
 from geoseg.contracts import read_model_card
 from geoseg.errors import OutputExistsError, ParameterError
 from geoseg.training.dataset import make_dataset, open_chips
-from geoseg.training.fit import partial_directory, score_histogram
+from geoseg.training.settings import partial_directory
+from geoseg.training.validation import score_histogram
 
 TINY = dict(base_filters=4, depth=2, batch_size=8, mixed_precision="off", folds=1)
 
@@ -305,7 +306,7 @@ def test_a_parcel_model_stops_and_keeps_its_best_epoch_by_the_parcels(
     assert history["val_parcels_f1"].between(0, 1).all()
     best = int(history["val_parcels_f1"].idxmax()) + 1
     assert card["training"]["best_epoch"] == best
-    from geoseg.training.fit import describe_epoch
+    from geoseg.training.card import describe_epoch
 
     assert "val_parcels_f1 0.5000" in describe_epoch(1, 2, {"loss": 1.0, "val_parcels_f1": 0.5})
     train(tiny_multitask_chips, tmp_path / "b", epochs=1, **TINY)  # auto: too few val parcels

@@ -15,7 +15,7 @@ from helpers import assert_one_line_error, run
 
 from geoseg import train
 from geoseg.contracts import read_model_card
-from geoseg.training.fit import partial_directory
+from geoseg.training.settings import partial_directory
 
 
 @pytest.fixture(scope="module")

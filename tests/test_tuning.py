@@ -113,7 +113,7 @@ def test_training_tunes_the_delineation_and_predict_records_it(tiny_model, tiny_
 
 def test_the_fit_report_tells_underfitting_from_overfitting(tiny_model):
     from geoseg.contracts import read_model_card
-    from geoseg.training.fit import TrainSummary, fit_verdict
+    from geoseg.training.card import TrainSummary, fit_verdict
 
     assert fit_verdict(0.45, 0.40).startswith("underfitting")
     assert fit_verdict(0.95, 0.50).startswith("overfitting")

@@ -468,7 +468,8 @@ def train(chips, out, **options):
     if not options["resume"]:
         check_output(out, options["overwrite"])
 
-    from geoseg.training.fit import LAST, describe_epoch, partial_directory
+    from geoseg.training.card import describe_epoch
+    from geoseg.training.settings import LAST, partial_directory
     from geoseg.training.trainer import train as run
 
     logged = logging.getLogger("geoseg.training").isEnabledFor(logging.INFO)

@@ -29,26 +29,24 @@ from geoseg.contracts import CARD_NAME, MODEL_NAME, read_model_card, write_model
 from geoseg.errors import ParameterError
 from geoseg.io.outputs import output_lock, replace_with
 from geoseg.models.unet import build_model, member_name
+from geoseg.training.card import TrainSummary
 from geoseg.training.dataset import ChipsDirectory, make_dataset
-from geoseg.training.fit import (
+from geoseg.training.fit import fit_model
+from geoseg.training.folds import spatial_folds
+from geoseg.training.plan import make_plan
+from geoseg.training.settings import (
     ENSEMBLE_RECORD,
     HISTORY,
     LAST,
     EpochReport,
     Progress,
     TrainSettings,
-    TrainSummary,
-    _plan,
     check_fresh_start,
     check_same_run,
-    fit_model,
-    multiclass_scores,
-    multilabel_scores,
     partial_directory,
     run_record,
-    tune_parcels,
 )
-from geoseg.training.folds import spatial_folds
+from geoseg.training.validation import multiclass_scores, multilabel_scores, tune_parcels
 
 FOLDS_DIR = "folds"
 
@@ -75,7 +73,7 @@ def train_folds(
     else:
         check_fresh_start(work, out, overwrite)
     views = spatial_folds(chips, settings.folds, settings.seed)
-    plan = _plan(views[0], settings)
+    plan = make_plan(views[0], settings)
     if not resume:
         shutil.rmtree(work, ignore_errors=True)
         (work / FOLDS_DIR).mkdir(parents=True)

@@ -7,20 +7,20 @@ from dataclasses import replace
 from pathlib import Path
 
 from geoseg.io.outputs import check_apart, output_lock
+from geoseg.training.card import TrainSummary
 from geoseg.training.dataset import ChipsDirectory, open_chips, select_classes
 from geoseg.training.ensemble import train_folds
-from geoseg.training.fit import (
+from geoseg.training.fit import fit_model
+from geoseg.training.folds import AUTO_FOLDS, auto_folds
+from geoseg.training.parcel_areas import parcel_roles
+from geoseg.training.settings import (
     ENSEMBLE_RECORD,
     LAST,
     EpochReport,
     Progress,
     TrainSettings,
-    TrainSummary,
-    fit_model,
     partial_directory,
 )
-from geoseg.training.folds import AUTO_FOLDS, auto_folds
-from geoseg.training.parcel_areas import parcel_roles
 
 
 def train(
