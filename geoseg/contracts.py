@@ -365,7 +365,7 @@ class ClassMapTags:
         if CLASS_MAP_TAG not in tags:
             raise NotAPredictionError(
                 f"{source}: not a geoseg class map (no {CLASS_MAP_TAG} tag); write one with "
-                "geoseg predict --class-map"
+                "geoseg predict `class_map`"
             )
         try:
             classes = tuple(str(name) for name in json.loads(tags[CLASS_MAP_TAG]))

@@ -54,7 +54,7 @@ def use_device(device: str) -> bool:
     import tensorflow as tf
 
     if device not in DEVICES:
-        raise ParameterError(f"--device must be one of {', '.join(DEVICES)}, not {device!r}")
+        raise ParameterError(f"`device` must be one of {', '.join(DEVICES)}, not {device!r}")
     if device == "cpu":
         try:
             tf.config.set_visible_devices([], "GPU")
@@ -63,7 +63,7 @@ def use_device(device: str) -> bool:
         return False
     gpus = tf.config.list_physical_devices("GPU")
     if device == "gpu" and not gpus:
-        raise ParameterError("--device gpu: TensorFlow sees no GPU on this machine")
+        raise ParameterError("`device` gpu: TensorFlow sees no GPU on this machine")
     for gpu in gpus:
         try:
             tf.config.experimental.set_memory_growth(gpu, True)
@@ -110,7 +110,7 @@ def training_strategy(devices: int | None = None):
     wanted = devices or (len(gpus) if gpus else 1)
     if wanted > len(pool):
         seen = f"{len(gpus)} GPU" + ("" if len(gpus) == 1 else "s") if gpus else "no GPU"
-        raise ParameterError(f"--devices {wanted}: TensorFlow sees {seen} on this machine")
+        raise ParameterError(f"`devices` {wanted}: TensorFlow sees {seen} on this machine")
     if wanted == 1:
         return tf.distribute.get_strategy(), f"one {kind}"
     names = [device.name for device in pool[:wanted]]

@@ -1,8 +1,17 @@
-"""Errors raised by geoseg for bad input.
+r"""Errors raised by geoseg for bad input.
 
 Each inherits from a builtin so callers can catch it the usual way (like rasterio's errors);
 the CLI turns any :class:`GeosegError` into a one-line message and a non-zero exit.
+
+Messages (and log lines) name the parameters of geoseg's functions in backticks, as
+``\`split_by\` must be one of ...``: a notebook user reads the argument they passed, and the
+CLI writes each as the option that sets it (``--split-by``).
 """
+
+import re
+
+PARAMETER_NAME = re.compile(r"`([a-z][a-z0-9_]*)`")
+"""A parameter named in a message."""
 
 
 class GeosegError(Exception):
@@ -30,6 +39,11 @@ class LabelsError(GeosegError, ValueError):
 class ParameterError(GeosegError, ValueError):
     """An option value is out of range or inconsistent with another."""
 
+    @property
+    def parameters(self) -> list[str]:
+        """The parameters at fault, as the message names them."""
+        return PARAMETER_NAME.findall(str(self))
+
 
 class OutputExistsError(GeosegError, FileExistsError):
     """The output exists and ``overwrite`` was not asked for."""
@@ -54,3 +68,12 @@ class OutputWriteError(GeosegError, OSError):
 
 class OutputLockedError(GeosegError, BlockingIOError):
     """Another run is writing the same output."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """A run stopped by the user (Ctrl-C). The message says what the run kept; ``resumable``
+    whether ``resume`` continues it."""
+
+    def __init__(self, message: str, resumable: bool):
+        super().__init__(message)
+        self.resumable = resumable

@@ -77,9 +77,9 @@ def compute_each(
     local processes instead of threads, for work that holds the GIL.
     """
     if workers is not None and scheduler is not None:
-        raise ParameterError("give either --workers or --scheduler, not both")
+        raise ParameterError("give either `workers` or `scheduler`, not both")
     if workers is not None and workers < 1:
-        raise ParameterError(f"--workers must be at least 1, got {workers}")
+        raise ParameterError(f"`workers` must be at least 1, got {workers}")
     if scheduler is not None:
         return _compute_distributed(tasks, consume, scheduler, progress)
     if processes:
@@ -216,7 +216,7 @@ while the single writer catches up, few enough that finished results do not pile
 
 def _check_address(address: str) -> None:
     if not re.fullmatch(r"([a-z]+://)?[^\s:/]+:\d+", address):
-        raise ParameterError(f"--scheduler {address!r}: expected an address like tcp://host:8786")
+        raise ParameterError(f"`scheduler` {address!r}: expected an address like tcp://host:8786")
 
 
 def _connect(address: str):

@@ -184,7 +184,7 @@ def test_resume_finishes_both_rasters_and_refuses_a_changed_class_map(
     same_options = ["--block-size", "64", "--overlap", "16", "--workers", "1", "--batch-size",
                     "8", "--device", "cpu", "--mixed-precision", "off"]  # fmt: skip
     result = run("predict", image, "-m", multiclass_model, "-o", out, *same_options, "--resume")
-    assert_one_line_error(result, "--resume", "class_map")
+    assert_one_line_error(result, "--resume", "--class-map was True")
     again = predict(image, multiclass_model, out, class_map=class_map, resume=True, **options)
     assert again.resumed_blocks == 5 and again.blocks == 16
     for name in ("p.tif", "c.tif"):

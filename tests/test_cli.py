@@ -135,3 +135,16 @@ def test_failure_midway_leaves_nothing_behind(scene, tmp_path, monkeypatch):
 def test_synth_bad_crs(tmp_path):
     assert_one_line_error(run("synth", "--out", tmp_path / "s", "--crs", "EPSG:0"), "unknown CRS")
     assert not (tmp_path / "s").exists()
+
+
+def test_library_messages_name_parameters_and_the_cli_names_options(make_raster, tmp_path):
+    from geoseg import tile
+    from geoseg.errors import ParameterError
+
+    image = make_raster()
+    expected = "^`stride` \\(128\\) must not be larger than `size`"
+    with pytest.raises(ParameterError, match=expected) as raised:
+        tile([image], tmp_path / "lib", size=64, stride=128)
+    assert raised.value.parameters == ["stride", "size"]
+    result = run("tile", image, "--out", tmp_path / "cli", "--size", "64", "--stride", "128")
+    assert_one_line_error(result, "--stride (128) must not be larger than --size (64)")

@@ -302,7 +302,7 @@ def test_imagenet_offline_says_to_pass_a_file(monkeypatch, efficientnet_multicla
     with pytest.raises(ParameterError) as exc_info:
         load_encoder_weights(model, config, "imagenet")
     assert_one_line(
-        exc_info, "ImageNet weights could not be downloaded for efficientnetb0", "--encoder-weights"
+        exc_info, "ImageNet weights could not be downloaded for efficientnetb0", "`encoder_weights`"
     )
     after = model.get_layer("encoder").get_weights()
     assert all(np.array_equal(a, b) for a, b in zip(before, after))

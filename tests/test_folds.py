@@ -11,7 +11,7 @@ from helpers import assert_one_line_error, run
 
 from geoseg import synth, tile, train
 from geoseg.contracts import read_model_card
-from geoseg.errors import ParameterError
+from geoseg.errors import Interrupted, ParameterError
 from geoseg.models.config import UNetConfig
 from geoseg.models.unet import build_model, member_name
 from geoseg.training.chip_areas import placed_chips
@@ -259,8 +259,9 @@ def test_an_interrupted_ensemble_resumes_fold_by_fold(overlapping_chips, tmp_pat
         if logs["fold"] == "2/2" and epoch == 1:
             raise KeyboardInterrupt
 
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Interrupted, match="add `resume` to continue") as stopped:
         train(overlapping_chips.root, out, epochs=2, seed=5, folds=2, on_epoch=interrupt, **TINY)
+    assert stopped.value.resumable  # the finished fold and the fold under way are kept
     first = read_model_card(tmp_path / ".m.partial" / "folds" / member_name(0))
     result = run("train", str(overlapping_chips.root), "--out", out, "--folds", "2")
     assert_one_line_error(result, "interrupted run", "--resume")  # a new run does not clobber it

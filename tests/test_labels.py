@@ -280,7 +280,7 @@ def test_whole_number_floats_are_integer_classes(make_vector):
 def test_a_class_field_with_more_than_255_values_is_refused(make_vector):
     boxes = [shapely.box(500_000 + i, 5_299_950, 500_001 + i, 5_299_951) for i in range(300)]
     labels = make_vector(boxes, parcel_id=list(range(300)))
-    with pytest.raises(LabelsError, match="'parcel_id' holds 300 distinct values.*--classes"):
+    with pytest.raises(LabelsError, match="'parcel_id' holds 300 distinct values.*`classes`"):
         open_labels(LabelSpec(str(labels), class_field="parcel_id"))
     some = open_labels(LabelSpec(str(labels), class_field="parcel_id", classes=("7", "250")))
     assert some.classes == ["7", "250"]

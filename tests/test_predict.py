@@ -10,6 +10,7 @@ import rasterio
 from helpers import assert_one_line_error, run
 
 from geoseg.contracts import read_model_card
+from geoseg.errors import Interrupted
 from geoseg.inference.predictor import predict
 from geoseg.models.forward import (
     _PASSES,
@@ -178,9 +179,10 @@ def test_interrupted_run_leaves_nothing_that_looks_finished(
 def test_resumed_run_equals_an_uninterrupted_run(tiny_model, scene_image, tmp_path):
     options = dict(block_size=128, overlap=16, workers=1)
     whole = predict(scene_image, tiny_model, tmp_path / "whole.tif", **options)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Interrupted, match="add `resume` to continue") as stopped:
         predict(scene_image, tiny_model, tmp_path / "pred.tif", progress=interrupt_after(5),
                 **options)  # fmt: skip
+    assert stopped.value.resumable
     assert not (tmp_path / "pred.tif").exists()
     again = predict(scene_image, tiny_model, tmp_path / "pred.tif", resume=True, **options)
     assert again.resumed_blocks == 5 and again.blocks == whole.blocks == 16
@@ -190,6 +192,24 @@ def test_resumed_run_equals_an_uninterrupted_run(tiny_model, scene_image, tmp_pa
     with rasterio.open(tmp_path / "whole.tif") as x, rasterio.open(tmp_path / "pred.tif") as y:
         assert x.tags() == y.tags() and x.descriptions == y.descriptions
     assert not leftovers(tmp_path)
+
+
+def test_ctrl_c_in_the_cli_says_what_was_kept(tiny_model, scene_image, tmp_path, monkeypatch):
+    from contextlib import contextmanager
+
+    import geoseg.cli
+
+    def stopping_after(blocks):
+        @contextmanager
+        def progress_bar(description):
+            yield interrupt_after(blocks)
+
+        return progress_bar
+
+    args = ["-m", tiny_model, "--block-size", "128", "--workers", "1"]
+    monkeypatch.setattr(geoseg.cli, "progress_bar", stopping_after(2))
+    result = run("predict", scene_image, "-o", tmp_path / "pred.tif", *args)
+    assert_one_line_error(result, "blocks written are kept in", "add --resume to continue")
 
 
 def test_resume_refuses_other_options_and_a_fresh_run_refuses_to_discard(

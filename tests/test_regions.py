@@ -152,7 +152,7 @@ def test_delineation_thresholds_from_the_tags_and_the_options(prediction, tmp_pa
     assert delineation_thresholds(tags, 0.2, marker_threshold=0.8, parcel_threshold=0.6) == {
         "extent": 0.2, "boundary": 0.2, "marker": 0.8, "parcel": 0.6, "merge": 0.0}  # fmt: skip
     assert delineation_thresholds(tags, extent_threshold=0.7)["extent"] == 0.7
-    with pytest.raises(ParameterError, match="--parcel-threshold must be in"):
+    with pytest.raises(ParameterError, match="`parcel_threshold` must be in"):
         delineation_thresholds(tags, parcel_threshold=1.5)
     stored = {"boundary": 0.7, "distance": 0.2}
     untuned = PredictionTags.read(prediction(bands, thresholds=stored))

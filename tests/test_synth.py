@@ -119,7 +119,7 @@ def test_non_field_option_and_bad_share(tmp_path):
     assert result.exit_code == 0, result.output
     assert "non-field land" in result.output and (tmp_path / "s" / "landcover.gpkg").exists()
     assert_one_line_error(run("synth", "--out", tmp_path / "t", "--non-field", 1.5), "--non-field")
-    with pytest.raises(ParameterError, match="--non-field"):
+    with pytest.raises(ParameterError, match="`non_field`"):
         synth(tmp_path / "u", size=256, non_field=-0.1)
 
 

@@ -309,7 +309,7 @@ def test_label_raster_with_nodata_0_warns_and_label_nodata_none_keeps_background
     labels = building_mask(make_raster, nodata=0)
     own = tile([image], tmp_path / "own", labels=labels, val_fraction=0)
     assert own.class_frequencies == {"class_1": 1.0}  # the background is read as nodata
-    assert len(own.warnings) == 1 and "--label-nodata none" in own.warnings[0]
+    assert len(own.warnings) == 1 and "`label_nodata` none" in own.warnings[0]
     assert "warning: class 'class_1' is positive on 100.0%" in own.describe()
 
     none = tile([image], tmp_path / "none", labels=labels, label_nodata="none", val_fraction=0)
@@ -330,7 +330,7 @@ def test_label_nodata_needs_a_label_raster(make_raster, make_vector, tmp_path):
     labels = make_vector([pixel_box(0, 0, 100, 100)])
     with pytest.raises(ParameterError, match="label raster"):
         tile([image], tmp_path / "a", labels=labels, label_nodata="none")
-    with pytest.raises(ParameterError, match="need --labels"):
+    with pytest.raises(ParameterError, match="need `labels`"):
         tile([image], tmp_path / "b", label_nodata=0)
     with pytest.raises(ParameterError, match="a number or 'none'"):
         tile([image], tmp_path / "c", labels=building_mask(make_raster, 0), label_nodata="zero")
@@ -719,7 +719,7 @@ def test_cli_compress_option_and_codecs_gdal_cannot_write(make_raster, tmp_path,
     assert json.loads((tmp_path / "lzw" / "dataset.json").read_text())["compress"] == "lzw"
     result = run("tile", image, "--compress", "jpeg", "--out", tmp_path / "jpeg")
     assert_one_line_error(result, "--compress", "jpeg")
-    with pytest.raises(ParameterError, match="--compress must be one of zstd, deflate, lzw"):
+    with pytest.raises(ParameterError, match="`compress` must be one of zstd, deflate, lzw"):
         tile([image], tmp_path / "lib", compress="jpeg")
     monkeypatch.setattr(
         geoseg.tiling.chips, "gdal_writes", lambda options: options.get("compress") != "zstd"

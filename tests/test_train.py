@@ -14,7 +14,7 @@ from helpers import assert_one_line_error, run
 
 from geoseg import train
 from geoseg.contracts import read_model_card
-from geoseg.errors import OutputExistsError, ParameterError
+from geoseg.errors import Interrupted, OutputExistsError, ParameterError
 from geoseg.training.dataset import make_dataset, open_chips
 from geoseg.training.settings import partial_directory
 from geoseg.training.validation import score_histogram
@@ -71,10 +71,11 @@ def test_interrupted_run_resumes_from_its_last_epoch(tiny_chips, tmp_path):
         if epoch == 1:
             raise KeyboardInterrupt
 
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Interrupted, match="add `resume` to continue") as stopped:
         train(tiny_chips, out, epochs=3, on_epoch=interrupt, classes=["boundary"], **TINY)
+    assert stopped.value.resumable and isinstance(stopped.value, KeyboardInterrupt)
     assert not out.exists() and (partial_directory(out) / "last.keras").is_file()
-    with pytest.raises(OutputExistsError, match="--resume"):
+    with pytest.raises(OutputExistsError, match="`resume`"):
         train(tiny_chips, out, epochs=3, classes=["boundary"], **TINY)
     with pytest.raises(ParameterError, match="lr"):
         train(tiny_chips, out, epochs=3, classes=["boundary"], lr=0.5, resume=True, **TINY)
@@ -88,6 +89,26 @@ def test_interrupted_run_resumes_from_its_last_epoch(tiny_chips, tmp_path):
     assert pd.read_csv(out / "history.csv")["epoch"].tolist() == [0, 1, 2]
     assert not partial_directory(out).exists()
     assert read_model_card(out)["classes"] == ["boundary"]
+
+
+def test_ctrl_c_in_the_cli_says_what_was_kept(tiny_chips, tmp_path, monkeypatch):
+    """The CLI words the library's Interrupted: --resume after an epoch, nothing before one."""
+    from geoseg.training.callbacks import Report
+
+    args = ["--epochs", "3", "--classes", "boundary", "--base-filters", "4", "--depth", "2",
+            "--mixed-precision", "off", "--folds", "1"]  # fmt: skip
+
+    def stop(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Report, "on_train_batch_end", stop)
+    result = run("train", tiny_chips, "--out", tmp_path / "early", *args)
+    assert_one_line_error(result, "interrupted before the first epoch ended")
+    monkeypatch.undo()
+    monkeypatch.setattr(Report, "on_epoch_end", stop)
+    result = run("train", tiny_chips, "--out", tmp_path / "late", *args)
+    assert_one_line_error(result, "the run is kept in", "add --resume to continue")
+    assert (partial_directory(tmp_path / "late") / "last.keras").is_file()
 
 
 def test_stale_best_staging_file_never_becomes_the_best_model(tiny_chips, tmp_path):

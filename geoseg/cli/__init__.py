@@ -12,6 +12,7 @@ import click
 from geoseg.cli.options import (
     AutoOrCount,
     FiniteRange,
+    FlagsFormatter,
     LengthType,
     block_size_option,
     class_field_option,
@@ -26,8 +27,9 @@ from geoseg.cli.options import (
     polygon_options,
     seed_option,
     threshold_option,
+    with_flags,
 )
-from geoseg.errors import GeosegError, first_line
+from geoseg.errors import GeosegError, Interrupted, first_line
 from geoseg.version import __version__
 
 
@@ -40,7 +42,9 @@ class GeosegGroup(click.Group):
         try:
             return super().invoke(ctx)
         except (GeosegError, RasterioError, OSError) as exc:
-            raise click.ClickException(first_line(exc)) from None
+            raise click.ClickException(with_flags(first_line(exc))) from None
+        except Interrupted as exc:  # what the run kept, and whether --resume continues it
+            raise click.ClickException(with_flags(str(exc))) from None
         except MemoryError as exc:
             raise click.ClickException(
                 f"out of memory ({first_line(exc)}): try a smaller --size or --block-size"
@@ -60,7 +64,7 @@ def setup_logging(verbose: int) -> None:
     from rich.logging import RichHandler
 
     handler = RichHandler(console=stderr_console(), show_path=False, show_time=verbose > 1)
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setFormatter(FlagsFormatter("%(message)s"))
     library = logging.getLogger("geoseg")
     library.handlers[:] = [handler]
     # without -v the level is inherited (WARNING unless the caller set the root logger's)
@@ -158,7 +162,7 @@ def synth(out, **options):
 
     with progress_bar("rendering") as progress:
         summary = run(out, progress=progress, **options)
-    click.echo(summary.describe())
+    click.echo(with_flags(summary.describe()))
 
 
 @main.command()
@@ -299,7 +303,7 @@ def tile(images, out, **options):
 
     with progress_bar("tiling") as progress:
         summary = run(images, out, progress=progress, **options)
-    click.echo(summary.describe())
+    click.echo(with_flags(summary.describe()))
 
 
 @main.command()
@@ -469,26 +473,17 @@ def train(chips, out, **options):
         check_output(out, options["overwrite"])
 
     from geoseg.training.card import describe_epoch
-    from geoseg.training.settings import LAST, partial_directory
     from geoseg.training.trainer import train as run
 
     logged = logging.getLogger("geoseg.training").isEnabledFor(logging.INFO)
 
     def report(epoch, epochs, logs):
         if not logged:  # with --verbose the library logs every epoch already
-            click.echo(describe_epoch(epoch, epochs, logs))
+            click.echo(with_flags(describe_epoch(epoch, epochs, logs)))
 
-    try:
-        with progress_bar("training") as progress:
-            summary = run(chips, out, progress=progress, on_epoch=report, **options)
-    except KeyboardInterrupt:
-        work = partial_directory(out)
-        if (work / LAST).is_file():
-            raise click.ClickException(
-                f"interrupted; the run is kept in {work}: add --resume to continue"
-            ) from None
-        raise click.ClickException("interrupted before the first epoch ended") from None
-    click.echo(summary.describe())
+    with progress_bar("training") as progress:
+        summary = run(chips, out, progress=progress, on_epoch=report, **options)
+    click.echo(with_flags(summary.describe()))
 
 
 @main.command()
@@ -575,7 +570,6 @@ def predict(images, dates, model, out, **options):
             --vectors fields.gpkg --mode parcels
     """
     from geoseg.inference.predictor import predict as run
-    from geoseg.io.cog import partial_paths
 
     if len(images) > 1 and not dates:
         raise click.UsageError(
@@ -584,17 +578,9 @@ def predict(images, dates, model, out, **options):
         )
     image = list(images) if dates else images[0]
 
-    try:
-        with progress_bar("predicting") as progress:
-            summary = run(image, model, out, progress=progress, **options)
-    except KeyboardInterrupt:
-        draft, journal = partial_paths(out)
-        if journal.is_file():
-            raise click.ClickException(
-                f"interrupted; the blocks written are kept in {draft}: add --resume to continue"
-            ) from None
-        raise click.ClickException("interrupted before any block was written") from None
-    click.echo(summary.describe())
+    with progress_bar("predicting") as progress:
+        summary = run(image, model, out, progress=progress, **options)
+    click.echo(with_flags(summary.describe()))
 
 
 @main.command()
@@ -630,7 +616,7 @@ def vectorize(raster, out, **options):
 
     with progress_bar("vectorizing") as progress:
         summary = run(raster, out, progress=progress, **options)
-    click.echo(summary.describe())
+    click.echo(with_flags(summary.describe()))
 
 
 @main.command()
@@ -694,7 +680,7 @@ def evaluate(prediction, **options):
 
     with progress_bar("evaluating") as progress:
         result = run(prediction, progress=progress, **options)
-    click.echo(result.describe())
+    click.echo(with_flags(result.describe()))
 
 
 @main.command()

@@ -1,12 +1,27 @@
-"""Click options and parameter types shared by several commands."""
+"""Click options and parameter types shared by several commands, and the library's messages
+written in their terms."""
 
 from __future__ import annotations
 
+import logging
 import math
 
 import click
 
-from geoseg.errors import ParameterError
+from geoseg.errors import PARAMETER_NAME, ParameterError
+
+
+def with_flags(text: str) -> str:
+    """A library message with the `parameter` names it marks written as the options that set
+    them: `split_by` -> --split-by."""
+    return PARAMETER_NAME.sub(lambda m: "--" + m.group(1).replace("_", "-"), text)
+
+
+class FlagsFormatter(logging.Formatter):
+    """Log lines of the library, with parameter names written as options."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return with_flags(super().format(record))
 
 
 class LengthType(click.ParamType):
@@ -22,7 +37,7 @@ class LengthType(click.ParamType):
         try:
             return Length.parse(value)
         except ParameterError as exc:
-            self.fail(str(exc), param, ctx)
+            self.fail(with_flags(str(exc)), param, ctx)
 
 
 class NameListType(click.ParamType):

@@ -682,12 +682,12 @@ def _class_plan(raster, source: ClassSource, mode: str, threshold: float | None)
     what = "a class map" if source.kind == CODES else "multiclass probabilities"
     if mode == "parcels":
         raise ParameterError(
-            f"--mode parcels needs a field extent or a boundary band; {raster} is {what}: "
-            "its polygons are the regions of each class (--mode regions)"
+            f"`mode` parcels needs a field extent or a boundary band; {raster} is {what}: "
+            "its polygons are the regions of each class (`mode` regions)"
         )
     if threshold is not None:
         raise ParameterError(
-            f"--threshold does not apply to {what} ({raster}): each pixel is in one class"
+            f"`threshold` does not apply to {what} ({raster}): each pixel is in one class"
         )
     codes = tuple(range(1, len(source.classes)))
     logger.info("regions of the classes of %s (%s)", raster, what)
@@ -714,7 +714,7 @@ def delineation_thresholds(
     chosen["merge"] = float(tuned.get("merge", 0.0))
     if parcel_threshold is not None:
         if not 0.0 <= parcel_threshold <= 1.0:
-            raise ParameterError(f"--parcel-threshold must be in [0, 1], got {parcel_threshold}")
+            raise ParameterError(f"`parcel_threshold` must be in [0, 1], got {parcel_threshold}")
         chosen["parcel"] = float(parcel_threshold)
     if threshold is not None:
         chosen["extent"] = chosen["boundary"] = float(threshold)
@@ -736,11 +736,11 @@ def check_vector_path(path: str | os.PathLike) -> None:
 def check_vector_options(mode: str, min_area: float, simplify: float, block_size: int) -> None:
     """Refuse option values ``vectorize`` cannot use (also checked before ``predict`` runs)."""
     if mode not in MODES:
-        raise ParameterError(f"--mode must be one of {', '.join(MODES)}, not {mode!r}")
+        raise ParameterError(f"`mode` must be one of {', '.join(MODES)}, not {mode!r}")
     if not (0 <= min_area < math.inf and 0 <= simplify < math.inf):
-        raise ParameterError("--min-area and --simplify must be finite and not negative")
+        raise ParameterError("`min_area` and `simplify` must be finite and not negative")
     if block_size < 2 * PARCELS_HALO:
-        raise ParameterError(f"--block-size must be at least {2 * PARCELS_HALO}")
+        raise ParameterError(f"`block_size` must be at least {2 * PARCELS_HALO}")
 
 
 def check_parcels_class(mode: str, classes: list[str], source, roles=None) -> None:
@@ -749,6 +749,6 @@ def check_parcels_class(mode: str, classes: list[str], source, roles=None) -> No
     roles = {"boundary": "boundary"} if roles is None and "boundary" in classes else roles or {}
     if mode == "parcels" and not {"extent", "boundary"} & set(roles):
         raise ParameterError(
-            f"--mode parcels needs a field extent or a 'boundary' band; {source} has "
+            f"`mode` parcels needs a field extent or a 'boundary' band; {source} has "
             f"{', '.join(classes)}"
         )

@@ -178,17 +178,17 @@ def evaluate(
     if vector_truth:  # several layers need one named, never the first one silently
         vector_layer(str(truth), truth_layer)
     elif truth_layer is not None:
-        raise ParameterError(f"--truth-layer applies to a vector file of layers, not {truth}")
+        raise ParameterError(f"`truth_layer` applies to a vector file of layers, not {truth}")
     if json_out is not None:
         check_apart([json_out], [prediction, truth])
         check_output(json_out, overwrite)
     label_nodata = parse_label_nodata(label_nodata)
     if label_nodata != FILE_NODATA and not is_raster_path(truth):
-        raise ParameterError("--label-nodata applies to a truth raster, not vector truth")
+        raise ParameterError("`label_nodata` applies to a truth raster, not vector truth")
     source = _class_source(prediction)
     if source is not None:
         if label_nodata != FILE_NODATA:
-            raise ParameterError("--label-nodata applies to probabilities, not a class map")
+            raise ParameterError("`label_nodata` applies to probabilities, not a class map")
         _check_class_options(prediction, threshold, classes)
         result = _evaluate_classes(str(prediction), source, str(truth), class_field, block_size,
                                    workers, scheduler, progress, truth_layer)  # fmt: skip
@@ -216,10 +216,10 @@ def _class_source(prediction):
 
 def _check_class_options(prediction, threshold, classes) -> None:
     if threshold is not None:
-        raise ParameterError(f"--threshold does not apply to {prediction}: its classes exclude "
+        raise ParameterError(f"`threshold` does not apply to {prediction}: its classes exclude "
                              "each other, each pixel is in its likeliest one")  # fmt: skip
     if classes:
-        raise ParameterError(f"--classes does not apply to {prediction}: all its classes are "
+        raise ParameterError(f"`classes` does not apply to {prediction}: all its classes are "
                              "scored together in one confusion matrix")  # fmt: skip
 
 
@@ -364,7 +364,7 @@ def _evaluate_classes(prediction, source, truth, class_field, block_size, worker
 def _raster_truth(truth, class_field, classes, notes) -> tuple[LabelSpec, tuple[int, ...]]:
     """A label raster's spec and the prediction code of each of its values (see evaluate)."""
     if class_field:
-        raise ParameterError("--class-field applies to vector truth, not a label raster")
+        raise ParameterError("`class_field` applies to vector truth, not a label raster")
     spec = LabelSpec(truth)
     values = open_labels(spec).codes  # its distinct values but 0 and nodata, in order
     if is_class_map(truth):
@@ -405,7 +405,7 @@ def _vector_truth(
         if len(foreground) > 1:
             raise LabelsError(
                 f"{truth}: name the attribute that holds the classes ({', '.join(foreground)}) "
-                "with --class-field"
+                "with `class_field`"
             )
         notes.append(f"every truth polygon scored as class {foreground[0]!r}")
         return LabelSpec(truth, classes=(foreground[0],), layer=layer), (1,)
@@ -508,7 +508,7 @@ def _chosen(names: list[str], chosen: Sequence[str] | None, source) -> list[str]
     unknown = [c for c in chosen if c not in names]
     if unknown:
         raise ParameterError(
-            f"--classes: {unknown[0]!r} is not a class of {source} ({', '.join(names)})"
+            f"`classes`: {unknown[0]!r} is not a class of {source} ({', '.join(names)})"
         )
     return [n for n in names if n in chosen]
 
@@ -530,7 +530,7 @@ def _pair_classes(
         notes.append(f"prediction class {plain[0]!r} scored against truth {feature_classes[0]!r}")
         plain = []
     if plain:
-        advice = "choose classes with --classes" if class_field else "use --class-field"
+        advice = "choose classes with `classes`" if class_field else "use `class_field`"
         raise LabelsError(
             f"prediction classes {', '.join(plain)} not in the truth ({', '.join(truth)}); {advice}"
         )
@@ -628,7 +628,7 @@ def _object_pairs(names, true, class_field, truth, notes) -> list[tuple[str, np.
             pairs = [(plain[0], everything)]
             notes.append(f"prediction class {plain[0]!r} scored against all of {truth}")
     if not pairs:
-        hint = "" if class_field else "; name the truth's class field with --class-field"
+        hint = "" if class_field else "; name the truth's class field with `class_field`"
         raise LabelsError(
             f"no prediction class of {', '.join(names) or 'none'} is in the truth {truth}{hint}"
         )

@@ -52,7 +52,7 @@ def quicklook(
     shape = (max(1, round(info.height / scale)), max(1, round(info.width / scale)))
     if is_class_map(prediction):
         if class_name is not None:
-            raise ParameterError(f"--class does not apply to the class map {prediction}")
+            raise ParameterError(f"`class` does not apply to the class map {prediction}")
         overlay, legend = _class_overlay(prediction, shape, image is not None)
     else:
         overlay, legend = _probability_overlay(prediction, class_name, shape, image), []
@@ -90,7 +90,7 @@ def _probability_overlay(prediction, class_name, shape, image) -> np.ndarray:
     names = list(PredictionTags.read(prediction).classes)
     name = class_name or names[-1]
     if name not in names:
-        raise ParameterError(f"--class {name!r} is not in {prediction} ({', '.join(names)})")
+        raise ParameterError(f"`class` {name!r} is not in {prediction} ({', '.join(names)})")
     with rasterio.open(prediction) as src:
         band = names.index(name) + 1
         probability = src.read(band, out_shape=shape, resampling=Resampling.average) / 255.0

@@ -37,8 +37,8 @@ from geoseg.contracts import (
     PredictionTags,
     read_model_card,
 )
-from geoseg.errors import ParameterError, RasterError
-from geoseg.io.cog import CLASS_MAP_COG_OPTIONS, StagedCog, class_colormap
+from geoseg.errors import Interrupted, ParameterError, RasterError
+from geoseg.io.cog import CLASS_MAP_COG_OPTIONS, StagedCog, class_colormap, partial_paths
 from geoseg.io.outputs import check_apart, check_output
 from geoseg.io.raster import block_windows, normalize, open_raster, open_raster_info, read_padded
 from geoseg.io.remote import absolute, is_gdal_path
@@ -219,18 +219,18 @@ def predict(
 ) -> PredictSummary:
     """Predict every pixel of ``image`` with the model in ``model`` (a ``geoseg train`` folder).
 
-    Writes a Cloud-Optimised GeoTIFF of uint8 probabilities (0..255, one band per class, named
-    after it; nodata where the image is nodata; a multiclass model's softmax with background
-    first) and, with ``vectors``, polygons (see :func:`geoseg.vectorize`). ``class_map``
-    (multiclass models only) also writes a uint8 COG of each pixel's likeliest class: codes 0
-    (background) .. N in the card's class order, 255 where the image is nodata, with a colour
-    table. A multiclass model's polygons come from the class map, or without one from the
-    likeliest band of the probabilities. ``overlap`` defaults to a quarter of the model's chip
-    size (64 px for 256 px chips). An interrupted run keeps the blocks it wrote: ``resume``
-    continues it (with the same inputs and options) and gives the same COGs as an
-    uninterrupted run. Several images are dates of one place (on one grid): each is predicted
-    and the probabilities are combined per pixel by their ``consensus`` (``mean`` or ``median``)
-    over the dates valid there, in the same pass over blocks. Returns a :class:`PredictSummary`.
+    Writes a Cloud-Optimised GeoTIFF of uint8 probabilities (0..255, one band per class, named after
+    it; nodata where the image is nodata; a multiclass model's softmax with background first) and,
+    with ``vectors``, polygons (see :func:`geoseg.vectorize`). ``class_map`` (multiclass models
+    only) also writes a uint8 COG of each pixel's likeliest class: codes 0 (background) .. N in the
+    card's class order, 255 where the image is nodata, with a colour table. A multiclass model's
+    polygons come from the class map, or without one from the likeliest band of the probabilities.
+    ``overlap`` defaults to a quarter of the model's chip size (64 px for 256 px chips). An
+    interrupted run (:class:`geoseg.errors.Interrupted`) keeps the blocks it wrote: ``resume``
+    continues it (with the same inputs and options) and gives the same COGs as an uninterrupted run.
+    Several images are dates of one place (on one grid): each is predicted and the probabilities are
+    combined per pixel by their ``consensus`` (``mean`` or ``median``) over the dates valid there,
+    in the same pass over blocks. Returns a :class:`PredictSummary`.
     """
     card = read_model_card(model)
     image, *dates = [image] if isinstance(image, (str, os.PathLike)) else list(image)
@@ -255,36 +255,48 @@ def predict(
     if vectors is not None:
         check_output(vectors, overwrite or resume)
     check_scheduler(scheduler)  # before the model loads (seconds)
-    if not rasters:
-        logger.info("%s is complete from the interrupted run: polygons only", out)
-        summary = PredictSummary(Path(out), info.width, info.height, 0, 0, 0.0, "-", "-")
-        summary.class_map = None if class_map is None else Path(class_map)
-    else:
-        summary = _predict_raster(
-            image, model, rasters, card, info, thresholds, identity,
-            ChipGrid(chip, overlap), block_size, batch_size, tta, device, mixed_precision,
-            workers, scheduler, resume, progress, dates, consensus,
-        )  # fmt: skip
-    if vectors is not None:
-        from geoseg.delineation.vectorizing import vectorize
+    try:
+        if not rasters:
+            logger.info("%s is complete from the interrupted run: polygons only", out)
+            summary = PredictSummary(Path(out), info.width, info.height, 0, 0, 0.0, "-", "-")
+            summary.class_map = None if class_map is None else Path(class_map)
+        else:
+            summary = _predict_raster(
+                image, model, rasters, card, info, thresholds, identity,
+                ChipGrid(chip, overlap), block_size, batch_size, tta, device, mixed_precision,
+                workers, scheduler, resume, progress, dates, consensus,
+            )  # fmt: skip
+        if vectors is not None:
+            from geoseg.delineation.vectorizing import vectorize
 
-        summary.vectors = vectorize(
-            out if class_map is None else class_map,
-            vectors,
-            threshold=threshold,
-            mode=mode,
-            extent_threshold=extent_threshold,
-            marker_threshold=marker_threshold,
-            parcel_threshold=parcel_threshold,
-            min_area=min_area,
-            simplify=simplify,
-            block_size=block_size,
-            workers=workers,
-            scheduler=scheduler,
-            overwrite=overwrite or resume,
-            progress=progress,
-        )
+            summary.vectors = vectorize(
+                out if class_map is None else class_map,
+                vectors,
+                threshold=threshold,
+                mode=mode,
+                extent_threshold=extent_threshold,
+                marker_threshold=marker_threshold,
+                parcel_threshold=parcel_threshold,
+                min_area=min_area,
+                simplify=simplify,
+                block_size=block_size,
+                workers=workers,
+                scheduler=scheduler,
+                overwrite=overwrite or resume,
+                progress=progress,
+            )
+    except KeyboardInterrupt:
+        raise _interrupted(out) from None
     return summary
+
+
+def _interrupted(out) -> Interrupted:
+    """What an interrupted prediction of ``out`` kept: blocks to resume from, or nothing."""
+    draft, journal = partial_paths(out)
+    if journal.is_file():
+        message = f"interrupted; the blocks written are kept in {draft}: add `resume` to continue"
+        return Interrupted(message, True)
+    return Interrupted("interrupted before any block was written", False)
 
 
 def _rasters_to_write(out, class_map, identity: dict, resume: bool, overwrite: bool):
@@ -329,7 +341,7 @@ def _check_band_count(image, info, card: ModelCard) -> None:
 def _check_dates(dates, info, card: ModelCard, consensus: str) -> None:
     """Further dates: the first date's grid and the model's band count."""
     if consensus not in CONSENSUS:
-        raise ParameterError(f"--consensus must be one of {', '.join(CONSENSUS)}")
+        raise ParameterError(f"`consensus` must be one of {', '.join(CONSENSUS)}")
     for date in dates:
         other = open_raster_info(date)
         _check_band_count(date, other, card)
@@ -339,7 +351,7 @@ def _check_dates(dates, info, card: ModelCard, consensus: str) -> None:
         if not same:
             raise RasterError(
                 f"{date}: not on the first date's grid ({info.width} x {info.height}); put it "
-                "on that grid first: geoseg stack THIS.tif --like FIRST.tif -o this.vrt"
+                "on that grid first: geoseg stack THIS.tif `like` FIRST.tif -o this.vrt"
             )
 
 
@@ -353,11 +365,11 @@ def _versions(paths) -> list:
 
 def _check_options(chip: int, overlap: int, block_size: int, batch_size: int) -> None:
     if not 0 <= overlap < chip:
-        raise ParameterError(f"--overlap must be in [0, {chip}) for {chip} px chips, not {overlap}")
+        raise ParameterError(f"`overlap` must be in [0, {chip}) for {chip} px chips, not {overlap}")
     if block_size < chip or block_size % chip:
-        raise ParameterError(f"--block-size must be a multiple of the chip size {chip}")
+        raise ParameterError(f"`block_size` must be a multiple of the chip size {chip}")
     if batch_size < 1:
-        raise ParameterError(f"--batch-size must be at least 1, not {batch_size}")
+        raise ParameterError(f"`batch_size` must be at least 1, not {batch_size}")
 
 
 def _thresholds(card: ModelCard, threshold: float | None) -> dict[str, float]:
@@ -366,7 +378,7 @@ def _thresholds(card: ModelCard, threshold: float | None) -> dict[str, float]:
         return resolve_thresholds(card.classes, card.thresholds, threshold)
     if threshold is not None:
         raise ParameterError(
-            "--threshold does not apply to a multiclass model: each pixel takes its likeliest class"
+            "`threshold` does not apply to a multiclass model: each pixel takes its likeliest class"
         )
     return {}
 
@@ -377,12 +389,12 @@ def _check_class_map(card: ModelCard, model, class_map) -> None:
         return
     if card.task != "multiclass":
         raise ParameterError(
-            f"--class-map needs a multiclass model; {model} is {card.task} (its classes may "
-            "overlap): threshold its probabilities instead, e.g. with --vectors"
+            f"`class_map` needs a multiclass model; {model} is {card.task} (its classes may "
+            "overlap): threshold its probabilities instead, e.g. with `vectors`"
         )
     if len(card.classes) > CLASS_MAP_NODATA:
         raise ParameterError(
-            f"--class-map holds at most {CLASS_MAP_NODATA} classes (uint8 codes, "
+            f"`class_map` holds at most {CLASS_MAP_NODATA} classes (uint8 codes, "
             f"{CLASS_MAP_NODATA} = nodata); {model} has {len(card.classes)}"
         )
 
@@ -403,8 +415,8 @@ def _check_outputs(images, model, out, vectors, class_map, mode, min_area, simpl
     check_vector_options(mode, min_area, simplify, block_size)
     if card.task == "multiclass" and mode == "parcels":
         raise ParameterError(
-            "--mode parcels needs a field extent or a boundary band, which a multiclass model "
-            "has not: its polygons are the regions of each class (--mode regions)"
+            "`mode` parcels needs a field extent or a boundary band, which a multiclass model "
+            "has not: its polygons are the regions of each class (`mode` regions)"
         )
     check_parcels_class(mode, card.classes, model, card.roles)
 

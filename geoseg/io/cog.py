@@ -174,8 +174,8 @@ class StagedCog:
             if not self.overwrite:
                 raise OutputExistsError(
                     f"an interrupted run towards {self.path} is in {self.draft.name} "
-                    f"({len(record['done'])} blocks): add --resume to continue it or "
-                    "--overwrite to start again"
+                    f"({len(record['done'])} blocks): add `resume` to continue it or "
+                    "`overwrite` to start again"
                 )
             self._discard_partial()
             return
@@ -184,7 +184,7 @@ class StagedCog:
         if changed:
             key = sorted(changed)[0]
             raise ParameterError(
-                f"--resume needs the interrupted run's inputs and options: {key} was "
+                f"`resume` needs the interrupted run's inputs and options: `{key}` was "
                 f"{record['identity'].get(key)!r}, now {self.identity.get(key)!r}"
             )
         self.done = set(record["done"])
@@ -260,7 +260,7 @@ class StagedCog:
         if kind is not None:
             if self.done:
                 self._write_journal()
-                logger.info("kept %d written blocks in %s for --resume", len(self.done), self.draft)
+                logger.info("kept %d written blocks in %s for `resume`", len(self.done), self.draft)
             else:
                 self._discard_partial()
             return

@@ -29,7 +29,7 @@ def check_output(path: str | os.PathLike, overwrite: bool) -> Path:
     path = Path(path)
     occupied = path.is_file() or (path.is_dir() and any(path.iterdir()))
     if occupied and not overwrite:
-        raise OutputExistsError(f"{path} already exists and is not empty (use --overwrite)")
+        raise OutputExistsError(f"{path} already exists and is not empty (use `overwrite`)")
     return path
 
 

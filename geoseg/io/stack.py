@@ -117,7 +117,7 @@ def stack_vrt(paths: Sequence[str | os.PathLike], like: str | os.PathLike | None
     """The VRT XML stacking the bands of ``paths`` in order, on the first one's grid (or on
     the grid of ``like``, which then need not be stacked: one path puts it on that grid)."""
     if len(paths) < (1 if like else 2):
-        raise ParameterError("a stack needs at least two rasters (or one and --like)")
+        raise ParameterError("a stack needs at least two rasters (or one and `like`)")
     members = [Member.open(p) for p in paths]
     grid = Member.open(like) if like else members[0]
     for member in members:

@@ -102,7 +102,7 @@ def parse_label_nodata(value: float | str | None) -> float | str | None:
     try:
         return float(value)
     except (TypeError, ValueError):
-        raise ParameterError(f"--label-nodata must be a number or 'none', got {value!r}") from None
+        raise ParameterError(f"`label_nodata` must be a number or 'none', got {value!r}") from None
 
 
 def is_raster_path(path: str | os.PathLike) -> bool:
@@ -340,7 +340,7 @@ class VectorLabels:
 
     def __init__(self, spec: LabelSpec):
         if spec.nodata != FILE_NODATA:
-            raise ParameterError("--label-nodata applies to a label raster, not vector labels")
+            raise ParameterError("`label_nodata` applies to a label raster, not vector labels")
         self.spec = spec
         frame = _read_vector(spec.path, spec.layer)
         frame = frame.explode(index_parts=False)  # also splits collections
@@ -359,7 +359,7 @@ class VectorLabels:
         self._is_line = frame.geometry.geom_type.isin(_LINE_TYPES).to_numpy()[keep]
         if spec.distance and self._is_line.all():
             raise LabelsError(
-                f"{spec.path}: labels hold lines only: --distance needs parcel polygons"
+                f"{spec.path}: labels hold lines only: `distance` needs parcel polygons"
             )
         self._codes = codes[keep]
         geoms = np.asarray(frame.geometry.values[keep], dtype=object)
@@ -464,7 +464,7 @@ def ignored_background(labels, spec: LabelSpec) -> str | None:
     if isinstance(labels, RasterLabels) and spec.nodata == FILE_NODATA and labels.nodata == 0:
         return (
             f"{Path(spec.path).name} declares nodata 0, so its background (0) is ignored; "
-            "give --label-nodata none if 0 means background"
+            "give `label_nodata` none if 0 means background"
         )
     return None
 
@@ -532,7 +532,7 @@ def _class_codes(frame: gpd.GeoDataFrame, spec: LabelSpec) -> tuple[list[str], n
     if spec.class_field is None:
         name = spec.classes[0] if spec.classes else spec.layer or Path(spec.path).stem
         if spec.classes and len(spec.classes) > 1:
-            raise ParameterError("--classes names several classes: give --class-field too")
+            raise ParameterError("`classes` names several classes: give `class_field` too")
         return [name], np.zeros(len(frame), dtype=np.int64)
     if spec.class_field not in frame.columns:
         fields = ", ".join(c for c in frame.columns if c != frame.geometry.name) or "none"
@@ -544,7 +544,7 @@ def _class_codes(frame: gpd.GeoDataFrame, spec: LabelSpec) -> tuple[list[str], n
     if not spec.classes and len(present) > MAX_CLASSES:
         raise LabelsError(
             f"{spec.path}: class field {spec.class_field!r} holds {len(present)} distinct values, "
-            f"more than {MAX_CLASSES} classes: pick some with --classes"
+            f"more than {MAX_CLASSES} classes: pick some with `classes`"
         )
     if spec.classes:
         missing = [c for c in spec.classes if c not in present]
@@ -569,11 +569,11 @@ class RasterLabels:
 
     def __init__(self, spec: LabelSpec):
         if spec.boundary_width:
-            raise ParameterError("--boundary-width needs vector labels, not a label raster")
+            raise ParameterError("`boundary_width` needs vector labels, not a label raster")
         if spec.distance:
-            raise ParameterError("--distance needs parcel polygons as labels, not a label raster")
+            raise ParameterError("`distance` needs parcel polygons as labels, not a label raster")
         if spec.class_field:
-            raise ParameterError("--class-field applies to vector labels, not a label raster")
+            raise ParameterError("`class_field` applies to vector labels, not a label raster")
         self.spec = spec
         with open_raster(spec.path) as src:
             if src.crs is None:

@@ -182,5 +182,5 @@ def resolve_thresholds(classes: list[str], card_thresholds: dict, threshold: flo
     if threshold is None:
         return {name: float(card_thresholds[name]) for name in classes}
     if not 0.0 < threshold <= 1.0:
-        raise ParameterError(f"--threshold must be in (0, 1], got {threshold}")
+        raise ParameterError(f"`threshold` must be in (0, 1], got {threshold}")
     return {name: float(threshold) for name in classes}

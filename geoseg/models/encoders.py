@@ -345,7 +345,7 @@ def _imagenet_network(name: str, spec: EncoderSpec):
     except Exception as exc:  # Keras raises a bare Exception for a failed download
         raise ParameterError(
             f"ImageNet weights could not be downloaded for {name} ({first_line(exc)}); "
-            "pass a .weights.h5 file with --encoder-weights PATH"
+            "pass a .weights.h5 file with `encoder_weights` PATH"
         ) from None
 
 
@@ -390,7 +390,7 @@ def _file_network(path: Path, name: str, spec: EncoderSpec, bands: int):
         raise InputFileError(f"{path}: no such weights file for the {name} encoder")
     if not path.name.endswith(".h5"):
         raise InputFileError(
-            f"{path}: --encoder-weights needs a .weights.h5 file, imagenet or none"
+            f"{path}: `encoder_weights` needs a .weights.h5 file, imagenet or none"
         )
     reason = ""
     for file_bands in dict.fromkeys((RGB_BANDS, bands)):

@@ -145,15 +145,15 @@ def synth(
     roads and verges, farmyards, villages, water and woods. 0 gives an all-field scene.
     """
     if size < 64:
-        raise ParameterError(f"--size must be at least 64, got {size}")
+        raise ParameterError(f"`size` must be at least 64, got {size}")
     if bands not in (3, 4):
-        raise ParameterError(f"--bands must be 3 or 4, got {bands}")
+        raise ParameterError(f"`bands` must be 3 or 4, got {bands}")
     if dtype not in ("uint8", "uint16"):
-        raise ParameterError(f"--dtype must be uint8 or uint16, got {dtype}")
+        raise ParameterError(f"`dtype` must be uint8 or uint16, got {dtype}")
     if resolution <= 0:
-        raise ParameterError(f"--resolution must be positive, got {resolution}")
+        raise ParameterError(f"`resolution` must be positive, got {resolution}")
     if not 0 <= non_field <= 0.9:
-        raise ParameterError(f"--non-field must be between 0 and 0.9, got {non_field}")
+        raise ParameterError(f"`non_field` must be between 0 and 0.9, got {non_field}")
     try:
         crs = CRS.from_user_input(crs)
     except CRSError:

@@ -173,11 +173,11 @@ def band_totals(mask: np.ndarray, is_class: list[bool]) -> list[int]:
 def check_codec(codec: str) -> None:
     """Refuse a chip codec that is unknown or that this GDAL build cannot write."""
     if codec not in CODECS:
-        raise ParameterError(f"--compress must be one of {', '.join(CODECS)}, got {codec!r}")
+        raise ParameterError(f"`compress` must be one of {', '.join(CODECS)}, got {codec!r}")
     if not gdal_writes(CODEC_OPTIONS[codec]):
         usable = [c for c in CODECS if gdal_writes(CODEC_OPTIONS[c])]
         raise ParameterError(
-            f"--compress {codec}: this GDAL build ({rasterio.__gdal_version__}) cannot write "
+            f"`compress` {codec}: this GDAL build ({rasterio.__gdal_version__}) cannot write "
             f"{codec.upper()} GeoTIFFs; choose one of {', '.join(usable)}"
         )
 

@@ -172,7 +172,7 @@ def tile(
     stride = size if stride is None else stride
     _check_parameters(images, size, stride, keep_empty, max_nodata, val_fraction, test_fraction)
     if split_by not in SPLIT_BY:
-        raise ParameterError(f"--split-by must be one of {', '.join(SPLIT_BY)}, got {split_by!r}")
+        raise ParameterError(f"`split_by` must be one of {', '.join(SPLIT_BY)}, got {split_by!r}")
     check_codec(compress)
     images = [absolute(p) for p in images]
     labels = None if labels is None else absolute(labels)
@@ -200,8 +200,8 @@ def tile(
         or label_nodata != FILE_NODATA
     ):  # fmt: skip
         raise ParameterError(
-            "--class-field, --classes, --boundary-width, --distance, --label-nodata and "
-            "--labels-layer need --labels"
+            "`class_field`, `classes`, `boundary_width`, `distance`, `label_nodata` and "
+            "`labels_layer` need `labels`"
         )
     loaded = open_labels(spec) if spec else None
     covered = [loaded is None or loaded.overlaps(i.crs, i.bounds) for i in infos]
@@ -313,7 +313,7 @@ def _compute(tasks, size: int, workers, scheduler, progress) -> list:
     except MemoryError as exc:
         raise ResourceError(
             f"out of memory cutting {size} px chips ({first_line(exc)}): "
-            "give a smaller --size, or fewer --workers"
+            "give a smaller `size`, or fewer `workers`"
         ) from None
 
 
@@ -323,22 +323,22 @@ def _check_parameters(
     if not images:
         raise ParameterError("give at least one image")
     if size <= 0 or size % 32:
-        raise ParameterError(f"--size must be a positive multiple of 32, got {size}")
+        raise ParameterError(f"`size` must be a positive multiple of 32, got {size}")
     if stride <= 0:
-        raise ParameterError(f"--stride must be positive, got {stride}")
+        raise ParameterError(f"`stride` must be positive, got {stride}")
     if stride > size:
-        raise ParameterError(f"--stride ({stride}) must not be larger than --size ({size})")
+        raise ParameterError(f"`stride` ({stride}) must not be larger than `size` ({size})")
     for name, value in [
-        ("--keep-empty", keep_empty),
-        ("--max-nodata", max_nodata),
-        ("--val-fraction", val_fraction),
-        ("--test-fraction", test_fraction),
+        ("`keep_empty`", keep_empty),
+        ("`max_nodata`", max_nodata),
+        ("`val_fraction`", val_fraction),
+        ("`test_fraction`", test_fraction),
     ]:
         if not 0.0 <= value <= 1.0:
             raise ParameterError(f"{name} must be between 0 and 1, got {value}")
     if val_fraction + test_fraction > 1.0:
         raise ParameterError(
-            f"--val-fraction ({val_fraction}) and --test-fraction ({test_fraction}) "
+            f"`val_fraction` ({val_fraction}) and `test_fraction` ({test_fraction}) "
             "together must not exceed 1"
         )
 
@@ -350,8 +350,8 @@ def _check_size(infos: list[RasterInfo], size: int) -> None:
     enough = 32 * math.ceil(side / 32)
     if size > enough:
         raise ParameterError(
-            f"--size {size} is larger than every input raster (the largest side is {side} px, "
-            f"in {largest.path}): give --size {enough} or less"
+            f"`size` {size} is larger than every input raster (the largest side is {side} px, "
+            f"in {largest.path}): give `size` {enough} or less"
         )
 
 

@@ -68,7 +68,7 @@ class TrainSummary:
             lines.append(describe_delineation(roles))
         if "delineation" in self.card:
             tuned = self.card["delineation"]
-            for record, how in ((tuned, ""), (tuned.get("tta"), " with --tta")):
+            for record, how in ((tuned, ""), (tuned.get("tta"), " with `tta`")):
                 if record:
                     lines.append(self._parcels_line(record, how))
             if "fit_objects" in tuned:

@@ -84,7 +84,7 @@ def open_chips(path: str | Path) -> ChipsDirectory:
         )
     record = DatasetRecord.read(root)
     if not record.classes:
-        raise InputFileError(f"{path}: the chips have no masks (tile them with --labels)")
+        raise InputFileError(f"{path}: the chips have no masks (tile them with `labels`)")
     index = pyogrio.read_dataframe(
         root / "chips.gpkg", columns=["id", "split", "image", "mask"], read_geometry=False
     )
@@ -105,7 +105,7 @@ def select_classes(chips: ChipsDirectory, names: Sequence[str] | None) -> list[i
             f"class {unknown[0]!r} is not in the chips (classes: {', '.join(chips.classes)})"
         )
     if len(set(names)) != len(names):
-        raise ParameterError("a class is named twice in --classes")
+        raise ParameterError("a class is named twice in `classes`")
     return [chips.classes.index(n) for n in names]
 
 
@@ -163,7 +163,7 @@ def check_multiclass_bands(chips: ChipsDirectory, class_bands: Sequence[int]) ->
         if kind == "regression":
             raise ParameterError(
                 f"{chips.classes[band]!r} is a regression target and cannot be a class of "
-                "--task multiclass; choose class targets with --classes"
+                "`task` multiclass; choose class targets with `classes`"
             )
 
 

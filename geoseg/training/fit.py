@@ -71,7 +71,7 @@ def fit_model(chips_dir, out: Path, settings: TrainSettings, resume, overwrite, 
     strategy, replicas = training_strategy(settings.devices)
     if strategy.num_replicas_in_sync > settings.batch_size:
         raise ParameterError(
-            f"--batch-size {settings.batch_size} is smaller than the {replicas} it is split over"
+            f"`batch_size` {settings.batch_size} is smaller than the {replicas} it is split over"
         )
     if resume:
         check_output(out, overwrite)
@@ -239,7 +239,7 @@ def _finish(
     if not (work / BEST).is_file() or not np.isfinite(monitored).any():
         shutil.rmtree(work)
         raise TrainingError(
-            f"training diverged (the loss became NaN or infinite); try a lower --lr than "
+            f"training diverged (the loss became NaN or infinite); try a lower `lr` than "
             f"{settings.lr:g}"
         )
     best = keras.models.load_model(work / BEST)

@@ -38,7 +38,7 @@ def spatial_folds(chips: ChipsDirectory, folds: int, seed: int) -> list[ChipsDir
     """``folds`` views of ``chips``; in view k the chips of fold k are val, the others that
     share no pixel with them train."""
     if folds < 2:
-        raise ParameterError(f"--folds must be at least 2, not {folds}")
+        raise ParameterError(f"`folds` must be at least 2, not {folds}")
     pooled = pooled_chips(chips)
     views = _views(chips, pooled, folds, seed)
     empty = next((k for k, view in enumerate(views) if not view.files["train"]), None)
@@ -51,7 +51,7 @@ def spatial_folds(chips: ChipsDirectory, folds: int, seed: int) -> list[ChipsDir
         raise ParameterError(
             f"fold {empty + 1} of {folds} has no train chips: every other chip shares pixels "
             "with its val chips (the scenes overlap); "
-            + (f"--folds {works} works" if works else "no number of folds works on these chips")
+            + (f"`folds` {works} works" if works else "no number of folds works on these chips")
         )
     for k, view in enumerate(views):
         logger.info(
@@ -104,7 +104,7 @@ def _views(chips: ChipsDirectory, pooled, folds: int, seed: int) -> list[ChipsDi
     unique, block_of = _blocks(footprints, chips.chip_size, folds)
     if len(unique) < folds:
         raise ParameterError(
-            f"--folds {folds} needs at least {folds} blocks of chips; these chips cover "
+            f"`folds` {folds} needs at least {folds} blocks of chips; these chips cover "
             f"{len(unique)} (tile more land or use fewer folds)"
         )
     fold_of = _deal(np.bincount(block_of), folds, seed)[block_of]

@@ -75,7 +75,7 @@ def multiclass_frequencies(
     if missing:
         raise ParameterError(
             f"dataset.json has no pixel frequency for class {missing[0]!r}; "
-            "give --class-weights (one per class, background first)"
+            "give `class_weights` (one per class, background first)"
         )
     shares = [float(class_frequencies[n]) for n in names]
     return [max(1.0 - sum(shares), MIN_BACKGROUND_SHARE), *shares]

@@ -85,10 +85,10 @@ def make_plan(chips: ChipsDirectory, settings: TrainSettings) -> Plan:
     )  # fmt: skip
     if chips.chip_size % network.divisor:
         why = "2**depth" if settings.encoder == UNET else f"what {settings.encoder} needs"
-        fix = "use a smaller --depth or " if settings.encoder == UNET else ""
+        fix = "use a smaller `depth` or " if settings.encoder == UNET else ""
         raise ParameterError(
             f"chip size {chips.chip_size} is not divisible by {why} = {network.divisor}; "
-            f"{fix}tile with another --size"
+            f"{fix}tile with another `size`"
         )
     for split in ("train", "val"):
         if not chips.files[split]:
@@ -133,12 +133,12 @@ def _multiclass_outputs(chips: ChipsDirectory, settings: TrainSettings):
     check_multiclass_bands(chips, class_bands)
     if BACKGROUND in names:
         raise ParameterError(
-            f"a class is named {BACKGROUND!r}, which --task multiclass adds itself; rename it"
+            f"a class is named {BACKGROUND!r}, which `task` multiclass adds itself; rename it"
         )
     frequencies = chips.record.class_frequencies
     if len(names) == 1 and frequencies.get(names[0], 0.0) >= 1.0:
         raise ParameterError(
-            f"--task multiclass needs background pixels or a second class: every labelled "
+            f"`task` multiclass needs background pixels or a second class: every labelled "
             f"pixel of the chips is {names[0]}"
         )
     outputs = [BACKGROUND, *names]

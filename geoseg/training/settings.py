@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from geoseg.contracts import TASKS
-from geoseg.errors import InputFileError, OutputExistsError, ParameterError
+from geoseg.errors import InputFileError, Interrupted, OutputExistsError, ParameterError
 from geoseg.io.outputs import check_output
 from geoseg.models.config import UNET
 from geoseg.models.encoders import HED, NAMED_WEIGHTS, check_hed_weights
@@ -82,19 +82,19 @@ class TrainSettings:
             raise ParameterError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}")
         if self.encoder == UNET and (self.freeze_encoder_epochs or self.encoder_weights):
             option = (
-                "--freeze-encoder-epochs" if self.freeze_encoder_epochs else "--encoder-weights"
+                "`freeze_encoder_epochs`" if self.freeze_encoder_epochs else "`encoder_weights`"
             )
             raise ParameterError(
-                f"{option} needs a pretrained encoder (--encoder vgg16, resnet50, ...); "
+                f"{option} needs a pretrained encoder (`encoder` vgg16, resnet50, ...); "
                 "geoseg's own U-Net has no encoder weights"
             )
         if self.freeze_encoder_epochs < 0 or (self.devices is not None and self.devices < 1):
-            raise ParameterError("--freeze-encoder-epochs must be >= 0 and --devices >= 1")
+            raise ParameterError("`freeze_encoder_epochs` must be >= 0 and `devices` >= 1")
         if self.folds != AUTO_FOLDS and not (isinstance(self.folds, int) and self.folds >= 1):
             raise ParameterError(f"folds must be auto or at least 1, not {self.folds!r}")
         weights = self.encoder_weights
         if weights not in (None, *NAMED_WEIGHTS) and not Path(weights).is_file():
-            raise InputFileError(f"--encoder-weights {weights}: no such weights file")
+            raise InputFileError(f"`encoder_weights` {weights}: no such weights file")
         if weights == HED:
             check_hed_weights(self.encoder)
 
@@ -124,8 +124,8 @@ def check_fresh_start(work: Path, out: Path, overwrite: bool) -> None:
     check_output(out, overwrite)
     if ((work / LAST).is_file() or (work / ENSEMBLE_RECORD).is_file()) and not overwrite:
         raise OutputExistsError(
-            f"an interrupted run towards {out} is in {work}: continue it with --resume "
-            "or start again with --overwrite"
+            f"an interrupted run towards {out} is in {work}: continue it with `resume` "
+            "or start again with `overwrite`"
         )
 
 
@@ -151,17 +151,27 @@ def run_record(settings: TrainSettings, chips: ChipsDirectory) -> dict:
 def check_same_run(run: dict, settings: TrainSettings, chips, may_change=()) -> None:
     """Refuse to resume ``run`` (a :func:`run_record`) with other chips or settings."""
     if run["chips"] != str(chips.root):
-        raise ParameterError(f"--resume needs the interrupted run's chips: {run['chips']}")
+        raise ParameterError(f"`resume` needs the interrupted run's chips: {run['chips']}")
     if run.get("chips_content", chips_content(chips)) != chips_content(chips):
         raise ParameterError(
-            f"--resume needs the interrupted run's chips: {chips.root} was tiled again since "
-            "(its dataset.json changed); start again with --overwrite"
+            f"`resume` needs the interrupted run's chips: {chips.root} was tiled again since "
+            "(its dataset.json changed); start again with `overwrite`"
         )
     stored, given = run["settings"], settings.to_json()
     changed = [k for k in stored if k not in may_change and stored[k] != given.get(k)]
     if changed:
         key = changed[0]
         raise ParameterError(
-            f"--resume needs the interrupted run's settings: {key} was {stored[key]!r}, "
+            f"`resume` needs the interrupted run's settings: `{key}` was {stored[key]!r}, "
             f"now {given.get(key)!r}"
         )
+
+
+def interrupted(out: Path) -> Interrupted:
+    """What an interrupted run towards ``out`` kept: a run to resume, or nothing."""
+    work = partial_directory(out)
+    if (work / LAST).is_file() or (work / ENSEMBLE_RECORD).is_file():
+        return Interrupted(
+            f"interrupted; the run is kept in {work}: add `resume` to continue", True
+        )
+    return Interrupted("interrupted before the first epoch ended", False)

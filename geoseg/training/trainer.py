@@ -19,6 +19,7 @@ from geoseg.training.settings import (
     EpochReport,
     Progress,
     TrainSettings,
+    interrupted,
     partial_directory,
 )
 
@@ -38,7 +39,8 @@ def train(
     ``settings`` are the fields of :class:`TrainSettings`. ``progress(step, steps)`` is called
     after every training batch, ``on_epoch(epoch, epochs, logs)`` after every epoch. With
     ``folds`` >= 2, one model is trained per spatial fold and ``out`` holds their ensemble
-    (:func:`geoseg.training.ensemble.train_folds`).
+    (:func:`geoseg.training.ensemble.train_folds`). Ctrl-C raises
+    :class:`geoseg.errors.Interrupted`, which says whether ``resume`` can continue the run.
     """
     settings = TrainSettings(**settings)
     settings.check()
@@ -46,7 +48,10 @@ def train(
     out = Path(out).absolute()
     check_apart([out], [chips_dir.root])
     with output_lock(out):
-        return _train(chips_dir, out, settings, resume, overwrite, progress, on_epoch)
+        try:
+            return _train(chips_dir, out, settings, resume, overwrite, progress, on_epoch)
+        except KeyboardInterrupt:
+            raise interrupted(out) from None
 
 
 def _train(chips_dir, out: Path, settings: TrainSettings, resume, overwrite, progress, on_epoch):
