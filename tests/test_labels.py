@@ -24,9 +24,9 @@ from geoseg.labels.masks import (
     Length,
     burn_lines,
     burn_shapes,
+    burnable_parts,
     open_labels,
     rasterize_parts,
-    single_parts,
     trimmed_to_window,
 )
 
@@ -98,7 +98,7 @@ def test_gdal_on_wkb_burns_what_rasterio_burns():
     rotated = rotated @ rasterio.Affine.scale(0.5, -0.5)
     for grid in (GRID, rotated):
         for geoms, touched in ((polygons, False), (bands, False), (lines, True)):
-            parts = single_parts(geoms)
+            parts = burnable_parts(geoms)
             wkbs = shapely.to_wkb(parts, output_dimension=2)
             expected = rasterize_parts(parts, grid, SHAPE, touched)
             assert expected.any()
@@ -201,7 +201,7 @@ def test_large_polygons_trimmed_to_the_window_burn_the_same():
         wavy,
     ]), 0.25)  # fmt: skip
     bands = shapely.buffer(shapely.boundary(polygons), 0.75)
-    parts = single_parts(np.concatenate([polygons, bands]))
+    parts = burnable_parts(np.concatenate([polygons, bands]))
     trimmed_vertices = 0
     for row in range(-4, 120, 24):
         for col in range(-4, 160, 28):

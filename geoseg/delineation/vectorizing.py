@@ -57,8 +57,7 @@ from geoseg.delineation.regions import (
     region_labels,
 )
 from geoseg.errors import OutputWriteError, ParameterError, RasterError
-from geoseg.io.cog import hidden_sibling
-from geoseg.io.outputs import check_output, output_lock, publish, write_failure
+from geoseg.io.outputs import check_output, hidden_sibling, output_lock, publish, write_failure
 from geoseg.io.raster import GDAL_CACHE_BYTES, block_windows, open_raster_info, read_padded
 from geoseg.metrics.scores import resolve_thresholds
 from geoseg.parallel import Progress, compute_each
@@ -316,7 +315,7 @@ def edge_lines(labels: np.ndarray, halo: int, height: int, width: int, side: str
     return tuple(line.copy() for line in lines)
 
 
-def single_parts(pieces: Pieces) -> Pieces:
+def split_multipart_pieces(pieces: Pieces) -> Pieces:
     """Split multi-part polygons (rare, parcels only); parts share pixels and score by area."""
     if (shapely.get_type_id(pieces.geometry) == shapely.GeometryType.POLYGON).all():
         return pieces
@@ -364,8 +363,8 @@ def finish_in_crs(pieces: Pieces, job: VectorJob) -> Pieces:
     parcels of low mean extent probability)."""
     if job.min_mean > 0:  # per parcel: its parts share its mean
         pieces = pieces.select(confident(pieces.score, pieces.pixels, job.min_mean))
-    finished = single_parts(pieces)
-    if job.min_area > 0:  # per part: single_parts may have split a polygon
+    finished = split_multipart_pieces(pieces)
+    if job.min_area > 0:  # per part: split_multipart_pieces may have split a polygon
         finished = finished.select(shapely.area(finished.geometry) >= job.min_area)
     return finished
 
@@ -507,6 +506,48 @@ class VectorizeSummary:
         return line
 
 
+def _write_polygons(out: Path, job: VectorJob, info, block_size: int, plan, metadata: dict,
+                    workers, scheduler, progress) -> PolygonWriter:  # fmt: skip
+    """Polygonise every block with Dask, unite the pieces across block borders as blocks arrive
+    and stream the polygons into a draft published as ``out`` once it verifies."""
+    from geoseg.io.vector_files import verify_layer
+
+    windows = block_windows(info.width, info.height, block_size)
+    per_row = -(-info.width // block_size)
+    tasks = [delayed(vectorize_block)(job, divmod(i, per_row), w) for i, w in enumerate(windows)]
+    draft = hidden_sibling(out, out.suffix)
+    merge = BorderMerge(job.outputs, block_size, -(-info.height // block_size), per_row)
+    deferred: list[Pieces] = []
+
+    def consume(block: BlockPolygons) -> None:
+        merged = merge.add(block)
+        if job.defer_simplify:
+            deferred.extend([block.final, merged])
+        else:
+            writer.write_rows(block.final)
+            if len(merged):
+                writer.write(finish(merged, job))
+
+    # shapes() holds the GIL, so threads barely overlap: large rasters go to processes
+    processes = workers != 1 and len(windows) > 1 and info.width * info.height >= PROCESS_PIXELS
+    try:
+        with output_lock(out):
+            try:  # the writer's own errors (a full disk); publish words its own
+                writer = PolygonWriter(draft, job.mode, info.crs.to_wkt(), plan.class_names,
+                                       metadata)  # fmt: skip
+                with writer:
+                    compute_each(tasks, consume, workers=workers, scheduler=scheduler,
+                                 progress=progress, processes=processes)  # fmt: skip
+                    if deferred:
+                        writer.write(finish(Pieces.concat(deferred), job))
+            except OutputWriteError as exc:
+                raise write_failure(out, exc) from None
+            publish(draft, out, lambda path: verify_layer(path, writer.count))
+    finally:
+        draft.unlink(missing_ok=True)
+    return writer
+
+
 def vectorize(
     raster: str | Path,
     out: str | Path,
@@ -569,52 +610,15 @@ def vectorize(
         defer_simplify=mode == "parcels" and simplify > 0,
         **plan.job_fields(),
     )
-    windows = block_windows(info.width, info.height, block_size)
-    per_row = -(-info.width // block_size)
-    tasks = [delayed(vectorize_block)(job, divmod(i, per_row), w) for i, w in enumerate(windows)]
     out.parent.mkdir(parents=True, exist_ok=True)
-    draft = hidden_sibling(out, out.suffix)
     metadata = {"geoseg_source": str(raster), "geoseg_extent": json.dumps(info.bounds)}
     if plan.delineation:
         metadata["geoseg_delineation"] = plan.delineation
     started = time.perf_counter()
-    merge = BorderMerge(job.outputs, block_size, -(-info.height // block_size), per_row)
-    deferred: list[Pieces] = []
-
-    def consume(block: BlockPolygons) -> None:
-        merged = merge.add(block)
-        if job.defer_simplify:
-            deferred.extend([block.final, merged])
-        else:
-            writer.write_rows(block.final)
-            if len(merged):
-                writer.write(finish(merged, job))
-
-    # shapes() holds the GIL, so threads barely overlap: large rasters go to processes
-    processes = workers != 1 and len(windows) > 1 and info.width * info.height >= PROCESS_PIXELS
-    logger.info("vectorizing %s (%s): %d blocks of %d px", raster, mode, len(windows), block_size)
-    from geoseg.io.vector_files import verify_layer
-
-    try:
-        with output_lock(out):
-            try:  # the writer's own errors (a full disk); publish words its own
-                writer = PolygonWriter(draft, mode, info.crs.to_wkt(), plan.class_names, metadata)
-                with writer:
-                    compute_each(
-                        tasks,
-                        consume,
-                        workers=workers,
-                        scheduler=scheduler,
-                        progress=progress,
-                        processes=processes,
-                    )
-                    if deferred:
-                        writer.write(finish(Pieces.concat(deferred), job))
-            except OutputWriteError as exc:
-                raise write_failure(out, exc) from None
-            publish(draft, out, lambda path: verify_layer(path, writer.count))
-    finally:
-        draft.unlink(missing_ok=True)
+    blocks = len(block_windows(info.width, info.height, block_size))
+    logger.info("vectorizing %s (%s): %d blocks of %d px", raster, mode, blocks, block_size)
+    writer = _write_polygons(out, job, info, block_size, plan, metadata, workers, scheduler,
+                             progress)  # fmt: skip
     logger.info("%s: %d polygons in %.1f s", out, writer.count, time.perf_counter() - started)
     if not writer.count:
         logger.warning("%s holds no polygon%s", out, _filters_said(job))
@@ -623,14 +627,14 @@ def vectorize(
         mode=mode,
         polygons=writer.count,
         per_class=writer.per_class,
-        blocks=len(windows),
+        blocks=blocks,
         seconds=time.perf_counter() - started,
         delineation=plan.delineation,
     )
 
 
 @dataclass(frozen=True)
-class _Plan:
+class _PolygonPlan:
     """Which bands a run reads and how they become classes of polygons."""
 
     class_names: list[str]
@@ -662,7 +666,7 @@ def _band_plan(raster, mode, threshold, extent_threshold, marker_threshold, parc
         )
         levels = delineation_levels(chosen, "boundary" in roles)
         logger.info("%s at %s", describe_delineation(roles), chosen)
-        return _Plan(
+        return _PolygonPlan(
             ["parcel"], bands, levels, delineated, min_mean=chosen["parcel"], delineation=WATERSHED
         )
     if mode == "parcels":
@@ -670,14 +674,14 @@ def _band_plan(raster, mode, threshold, extent_threshold, marker_threshold, parc
         level = thresholds[roles["boundary"]] if tuned is None else tuned
         logger.info("%s; %s at %s", describe_delineation(roles), roles["boundary"], level)
         band = (names.index(roles["boundary"]) + 1,)
-        return _Plan(["parcel"], band, (quantized_level(level),), delineation=CLOSING)
+        return _PolygonPlan(["parcel"], band, (quantized_level(level),), delineation=CLOSING)
     class_names = [n for n in names if tags.targets[n]["kind"] == "class"] or names
     bands = tuple(names.index(n) + 1 for n in class_names)
     levels = tuple(quantized_level(thresholds[name]) for name in class_names)
-    return _Plan(class_names, bands, levels)
+    return _PolygonPlan(class_names, bands, levels)
 
 
-def _class_plan(raster, source: ClassSource, mode: str, threshold: float | None) -> _Plan:
+def _class_plan(raster, source: ClassSource, mode: str, threshold: float | None) -> _PolygonPlan:
     """Regions of each class code but background (0) of a class map or multiclass raster."""
     what = "a class map" if source.kind == CODES else "multiclass probabilities"
     if mode == "parcels":
@@ -691,7 +695,9 @@ def _class_plan(raster, source: ClassSource, mode: str, threshold: float | None)
         )
     codes = tuple(range(1, len(source.classes)))
     logger.info("regions of the classes of %s (%s)", raster, what)
-    return _Plan(list(source.classes[1:]), source.bands, classes_from=source.kind, codes=codes)
+    return _PolygonPlan(
+        list(source.classes[1:]), source.bands, classes_from=source.kind, codes=codes
+    )
 
 
 def delineation_thresholds(

@@ -40,7 +40,14 @@ from geoseg.contracts import (
 from geoseg.errors import Interrupted, ParameterError, RasterError
 from geoseg.io.cog import CLASS_MAP_COG_OPTIONS, StagedCog, class_colormap, partial_paths
 from geoseg.io.outputs import check_apart, check_output
-from geoseg.io.raster import block_windows, normalize, open_raster, open_raster_info, read_padded
+from geoseg.io.raster import (
+    RasterInfo,
+    block_windows,
+    normalize,
+    open_raster,
+    open_raster_info,
+    read_padded,
+)
 from geoseg.io.remote import absolute, is_gdal_path
 from geoseg.metrics.scores import quantize, resolve_thresholds
 from geoseg.models.forward import ForwardSpec, file_version, forward_pass
@@ -66,6 +73,25 @@ class BlockJob:
     dates: tuple[str, ...] = ()
     """Further dates of ``image`` (same grid): their probabilities are combined per pixel."""
     consensus: str = "mean"
+
+
+@dataclass(frozen=True)
+class RasterRun:
+    """One run's rasters to predict: the inputs, the model, and how to cut and run them."""
+
+    image: str | Path
+    dates: tuple
+    """Further dates of ``image``, combined per pixel by ``consensus``."""
+    consensus: str
+    model: str | Path
+    card: ModelCard
+    info: RasterInfo
+    thresholds: dict
+    identity: dict
+    """What makes two runs the same run, for ``resume`` (:func:`run_identity`)."""
+    grid: ChipGrid
+    block_size: int
+    forward: ForwardSpec
 
 
 @dataclass
@@ -256,35 +282,28 @@ def predict(
         check_output(vectors, overwrite or resume)
     check_scheduler(scheduler)  # before the model loads (seconds)
     try:
-        if not rasters:
+        if rasters:
+            forward = ForwardSpec.from_card(
+                model, card, batch_size=batch_size, tta=tta, device=device,
+                precision=mixed_precision,
+            )  # fmt: skip
+            run = RasterRun(image, tuple(dates), consensus, model, card, info, thresholds,
+                            identity, ChipGrid(chip, overlap), block_size, forward)  # fmt: skip
+            summary = _predict_raster(run, rasters, workers, scheduler, resume, progress)
+        else:
             logger.info("%s is complete from the interrupted run: polygons only", out)
             summary = PredictSummary(Path(out), info.width, info.height, 0, 0, 0.0, "-", "-")
             summary.class_map = None if class_map is None else Path(class_map)
-        else:
-            summary = _predict_raster(
-                image, model, rasters, card, info, thresholds, identity,
-                ChipGrid(chip, overlap), block_size, batch_size, tta, device, mixed_precision,
-                workers, scheduler, resume, progress, dates, consensus,
-            )  # fmt: skip
         if vectors is not None:
             from geoseg.delineation.vectorizing import vectorize
 
             summary.vectors = vectorize(
-                out if class_map is None else class_map,
-                vectors,
-                threshold=threshold,
-                mode=mode,
-                extent_threshold=extent_threshold,
-                marker_threshold=marker_threshold,
-                parcel_threshold=parcel_threshold,
-                min_area=min_area,
-                simplify=simplify,
-                block_size=block_size,
-                workers=workers,
-                scheduler=scheduler,
-                overwrite=overwrite or resume,
-                progress=progress,
-            )
+                out if class_map is None else class_map, vectors, threshold=threshold, mode=mode,
+                extent_threshold=extent_threshold, marker_threshold=marker_threshold,
+                parcel_threshold=parcel_threshold, min_area=min_area, simplify=simplify,
+                block_size=block_size, workers=workers, scheduler=scheduler,
+                overwrite=overwrite or resume, progress=progress,
+            )  # fmt: skip
     except KeyboardInterrupt:
         raise _interrupted(out) from None
     return summary
@@ -513,40 +532,40 @@ def _raster_tags(kind: str, card: ModelCard, model, thresholds, identity) -> dic
 
 
 def _predict_raster(
-    image, model, rasters, card, info, thresholds, identity, grid, block_size, batch_size, tta,
-    device, mixed_precision, workers, scheduler, resume, progress, dates=(), consensus="mean",
-) -> PredictSummary:  # fmt: skip
-    spec = ForwardSpec.from_card(
-        model, card, batch_size=batch_size, tta=tta, device=device, precision=mixed_precision
-    )
-    local = forward_pass(spec)  # loads the model here: a broken one fails before any work
+    run: RasterRun, rasters, workers, scheduler, resume: bool, progress
+) -> PredictSummary:
+    """Predict ``run``'s rasters block by block with Dask; every block written is journalled,
+    and ``resume`` skips those that every raster has."""
+    info, card = run.info, run.card
+    local = forward_pass(run.forward)  # loads the model here: a broken one fails before any work
     job = BlockJob(
-        image=absolute(image),
+        image=absolute(run.image),
         width=info.width,
         height=info.height,
-        grid=grid,
+        grid=run.grid,
         classes=len(card.classes),
         normalization=card["normalization"],
-        forward=spec,
+        forward=run.forward,
         class_map=any(r.kind == CLASS_MAP for r in rasters),
-        dates=tuple(absolute(d) for d in dates),
-        consensus=consensus,
+        dates=tuple(absolute(d) for d in run.dates),
+        consensus=run.consensus,
     )
-    windows = block_windows(info.width, info.height, block_size)
+    windows = block_windows(info.width, info.height, run.block_size)
     started = time.perf_counter()
     with ExitStack() as stack:  # on success the class map is published first, then the rest
         staged = {}
         for raster in rasters:
             staged[raster.kind] = stack.enter_context(
-                raster.stage(info, card.classes, identity, resume)
+                raster.stage(info, card.classes, run.identity, resume)
             )
-            tags = _raster_tags(raster.kind, card, model, thresholds, identity)
+            tags = _raster_tags(raster.kind, card, run.model, run.thresholds, run.identity)
             _describe_raster(staged[raster.kind], raster.kind, card, tags)
         # a block is done when every raster has it (a crash may come between their writes)
         todo = [i for i in range(len(windows)) if not all(i in s.done for s in staged.values())]
         logger.info(
             "%d blocks of %d px (%d to do), %s on %s",
-            len(windows), block_size, len(todo), local.precision, "GPU" if local.gpu else "CPU",
+            len(windows), run.block_size, len(todo), local.precision,
+            "GPU" if local.gpu else "CPU",
         )  # fmt: skip
         tasks = [delayed(predict_block)(job, windows[i], i) for i in todo]
 

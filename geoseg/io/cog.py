@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import time
-import uuid
 from pathlib import Path
 
 import rasterio
@@ -31,6 +30,7 @@ from rasterio.windows import Window
 from geoseg.errors import OutputExistsError, ParameterError
 from geoseg.io.outputs import (
     check_output,
+    hidden_sibling,
     output_lock,
     publish,
     write_failure,
@@ -86,11 +86,6 @@ def class_colormap(count: int, nodata: int) -> dict[int, tuple[int, int, int, in
     table = {code: (*class_colour(code), 255) for code in range(count)}
     table[nodata] = (0, 0, 0, 0)
     return table
-
-
-def hidden_sibling(path: Path, suffix: str) -> Path:
-    """A hidden, unique path next to ``path`` for work in progress."""
-    return path.parent / f".{path.name}.partial-{uuid.uuid4().hex[:8]}{suffix}"
 
 
 def partial_paths(path: str | os.PathLike) -> tuple[Path, Path]:

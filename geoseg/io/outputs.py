@@ -164,3 +164,8 @@ def replace_with(staging: Path, path: Path) -> None:
         old.unlink()
     elif old.is_dir():
         shutil.rmtree(old, ignore_errors=True)
+
+
+def hidden_sibling(path: Path, suffix: str) -> Path:
+    """A hidden, unique path next to ``path`` for work in progress."""
+    return path.parent / f".{path.name}.partial-{uuid.uuid4().hex[:8]}{suffix}"

@@ -139,7 +139,7 @@ def geojson_parts(geoms: np.ndarray) -> list[dict]:
     Built from shapely's coordinate arrays: a geometry's own ``__geo_interface__`` walks every
     coordinate in Python, which made it most of the time spent burning a cadastre.
     """
-    parts = single_parts(geoms)
+    parts = burnable_parts(geoms)
     if len(parts) == 0:
         return []
     kind, coords, offsets = shapely.to_ragged_array(parts)
@@ -157,7 +157,7 @@ def geojson_parts(geoms: np.ndarray) -> list[dict]:
     ]
 
 
-def single_parts(geoms: np.ndarray) -> np.ndarray:
+def burnable_parts(geoms: np.ndarray) -> np.ndarray:
     """The non-empty single polygons or lines of ``geoms`` (rings as lines), as rasterio burns
     them: each part on its own, so overlapping parts do not cancel out."""
     parts = np.asarray(geoms, dtype=object)
@@ -175,7 +175,7 @@ def burn_shapes(geoms, transform, shape, all_touched: bool = False) -> np.ndarra
     GDAL's rasterizer is given the parts as WKB where rasterio's GDAL can be called directly
     (no GeoJSON dicts, and without the GIL), else rasterio's ``rasterize``: the same pixels.
     """
-    parts = single_parts(geoms)
+    parts = burnable_parts(geoms)
     if not all_touched:
         parts = trimmed_to_window(parts, transform, shape)
     if len(parts) == 0:

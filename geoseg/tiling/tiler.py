@@ -178,55 +178,19 @@ def tile(
     labels = None if labels is None else absolute(labels)
     check_apart([out], [*images, labels])
     check_output(out, overwrite)
-    if boundary_width is not None and not isinstance(boundary_width, Length):
-        boundary_width = Length.parse(str(boundary_width))
-    label_nodata = parse_label_nodata(label_nodata)
     infos = [open_raster_info(p) for p in images]
     _check_consistent(infos)
     _check_size(infos, size)
-    spec = None
-    if labels is not None:
-        spec = LabelSpec(
-            str(labels),
-            class_field,
-            tuple(classes) if classes else None,
-            boundary_width,
-            label_nodata,
-            distance,
-            labels_layer,
-        )
-    elif (
-        class_field or classes or boundary_width or distance or labels_layer
-        or label_nodata != FILE_NODATA
-    ):  # fmt: skip
-        raise ParameterError(
-            "`class_field`, `classes`, `boundary_width`, `distance`, `label_nodata` and "
-            "`labels_layer` need `labels`"
-        )
+    spec = _label_spec(
+        labels, class_field, classes, boundary_width, label_nodata, distance, labels_layer
+    )
     loaded = open_labels(spec) if spec else None
     covered = [loaded is None or loaded.overlaps(i.crs, i.bounds) for i in infos]
     if not any(covered):
         raise LabelsError(f"{spec.path}: labels do not overlap any input raster")
-    class_names = loaded.classes if loaded else []
-    targets = loaded.targets if loaded else {}
 
-    names = scene_names([i.path for i in infos])
-    plans = [
-        plan_scene(info, name, size, stride, i, seed)
-        for i, (info, name) in enumerate(zip(infos, names))
-    ]
-    mode = _split_mode(split_by, plans, size, stride)
-    block_px = _group_blocks(plans, size, stride, mode)
+    plans, mode, block_px = _plan_scenes(infos, size, stride, split_by, seed)
     candidates = sum(p.count for p in plans)
-    logger.info(
-        "plan: %d scenes, %d candidate chips of %d px every %d px; split by %s%s",
-        len(plans),
-        candidates,
-        size,
-        stride,
-        mode,
-        f" of {block_px} px" if mode == "blocks" else "",
-    )
     unlabelled = [p for p, c in zip(plans, covered) if not c]
     warnings = [
         f"labels do not cover {p.name} ({p.info.path}): its {p.count} chips were dropped"
@@ -236,74 +200,112 @@ def tile(
     rules = ChipRules(size, keep_empty, max_nodata, spec, compress)
 
     with staged_directory(out, overwrite) as staging:
-        (staging / "images").mkdir()
-        if spec:
-            (staging / "masks").mkdir()
-        tasks = [
-            dask.delayed(cut_chips, pure=False)(plan.info.path, group, rules, str(staging))
-            for plan in labelled
-            for group in plan.groups()
-        ]
-        # the normalisation sample is read alongside the chips rather than after them
-        sampling_tasks = [
-            dask.delayed(sample_valid_pixels)(p.info.path, seed=seed) for p in labelled
-        ]
-        cut_start = time.perf_counter()
-        computed = _compute(tasks + sampling_tasks, size, workers, scheduler, progress)
-        samples = computed[len(tasks) :]
-        results = [r for batch in computed[: len(tasks)] for r in batch]
-        logger.info(
-            "cut %d chips in %d blocks in %.1f s",
-            len(results),
-            len(tasks),
-            time.perf_counter() - cut_start,
-        )
+        results, samples = _cut(staging, labelled, rules, seed, workers, scheduler, progress)
         kept = [r for r in results if r.status == "kept"]
         footprints = _footprints(kept, plans, size)
         _split(kept, footprints, plans, mode, (val_fraction, test_fraction), seed)
+        targets = loaded.targets if loaded else {}
         frequencies = _class_frequencies(kept, targets)
         warnings += _class_warnings(frequencies, loaded, spec)
         for warning in warnings:  # also in the summary, which the CLI prints
             logger.info("warning: %s", warning)
         _write_index(staging / "chips.gpkg", kept, footprints, plans, targets, size)
-        written = len(kept)
-        by_split = Counter(r.chip.split for r in kept)
-        split = written - by_split[SPARE]
-        summary = TileSummary(
-            out=Path(out),
-            candidates=candidates,
-            written=written,
-            train=by_split["train"],
-            val=by_split["val"],
-            test=by_split["test"],
-            dropped_nodata=sum(r.status == "nodata" for r in results),
-            dropped_empty=sum(r.status == "empty" for r in results),
-            spare=by_split[SPARE],
-            dropped_unlabelled=sum(p.count for p in unlabelled),
-            split_by=mode,
-            val_fraction_reached=by_split["val"] / split if split else 0.0,
-            test_fraction_reached=by_split["test"] / split if split else 0.0,
-            classes=class_names,
-            class_frequencies=frequencies,
-            targets=targets,
-            chips_per_scene=dict(Counter(r.chip.scene for r in kept)),
-            warnings=warnings,
-        )
+        summary = _summary(out, candidates, results, kept, unlabelled, mode, loaded, frequencies)
+        summary.warnings += warnings
         sampling = {
-            "keep_empty": keep_empty,
-            "max_nodata": max_nodata,
-            "val_fraction": val_fraction,
-            "test_fraction": test_fraction,
-            "seed": seed,
-            "split_by": mode,
+            "keep_empty": keep_empty, "max_nodata": max_nodata, "val_fraction": val_fraction,
+            "test_fraction": test_fraction, "seed": seed, "split_by": mode,
             "split_block_px": block_px if mode == "blocks" else None,
             "val_fraction_reached": round(summary.val_fraction_reached, 6),
             "test_fraction_reached": round(summary.test_fraction_reached, 6),
-        }
+        }  # fmt: skip
         dataset = _dataset_record(infos, plans, loaded, summary, rules, stride, sampling, samples)
         DatasetRecord(dataset, staging / DATASET_NAME).write(staging / DATASET_NAME)
-    logger.info("tiled in %.1f s: %d chips written", time.perf_counter() - started, written)
+    logger.info("tiled in %.1f s: %d chips written", time.perf_counter() - started, len(kept))
     return summary
+
+
+def _plan_scenes(infos, size: int, stride: int, split_by: str, seed: int):
+    """The chip grid of every scene, the split mode resolved, and its block size."""
+    plans = [
+        plan_scene(info, name, size, stride, i, seed)
+        for i, (info, name) in enumerate(zip(infos, scene_names([i.path for i in infos])))
+    ]
+    mode = _split_mode(split_by, plans, size, stride)
+    block_px = _group_blocks(plans, size, stride, mode)
+    logger.info(
+        "plan: %d scenes, %d candidate chips of %d px every %d px; split by %s%s",
+        len(plans), sum(p.count for p in plans), size, stride, mode,
+        f" of {block_px} px" if mode == "blocks" else "",
+    )  # fmt: skip
+    return plans, mode, block_px
+
+
+def _label_spec(labels, class_field, classes, boundary_width, label_nodata, distance, layer):
+    """What to burn from ``labels``; None without labels, where the label options are refused."""
+    if boundary_width is not None and not isinstance(boundary_width, Length):
+        boundary_width = Length.parse(str(boundary_width))
+    label_nodata = parse_label_nodata(label_nodata)
+    if labels is not None:
+        classes = tuple(classes) if classes else None
+        return LabelSpec(
+            str(labels), class_field, classes, boundary_width, label_nodata, distance, layer
+        )
+    if class_field or classes or boundary_width or distance or layer or label_nodata != FILE_NODATA:
+        raise ParameterError(
+            "`class_field`, `classes`, `boundary_width`, `distance`, `label_nodata` and "
+            "`labels_layer` need `labels`"
+        )
+    return None
+
+
+def _cut(staging: Path, plans, rules: ChipRules, seed: int, workers, scheduler, progress):
+    """Every chip of the ``plans`` cut into ``staging`` with Dask, and each scene's
+    normalisation sample, read alongside the chips rather than after them."""
+    (staging / "images").mkdir()
+    if rules.labels:
+        (staging / "masks").mkdir()
+    tasks = [
+        dask.delayed(cut_chips, pure=False)(plan.info.path, group, rules, str(staging))
+        for plan in plans
+        for group in plan.groups()
+    ]
+    sampling_tasks = [dask.delayed(sample_valid_pixels)(p.info.path, seed=seed) for p in plans]
+    cut_start = time.perf_counter()
+    computed = _compute(tasks + sampling_tasks, rules.size, workers, scheduler, progress)
+    results = [r for batch in computed[: len(tasks)] for r in batch]
+    logger.info(
+        "cut %d chips in %d blocks in %.1f s",
+        len(results), len(tasks), time.perf_counter() - cut_start,
+    )  # fmt: skip
+    return results, computed[len(tasks) :]
+
+
+def _summary(out, candidates, results, kept, unlabelled, mode, loaded, frequencies) -> TileSummary:
+    """The counts of a run (its warnings are added by the caller)."""
+    written = len(kept)
+    by_split = Counter(r.chip.split for r in kept)
+    split = written - by_split[SPARE]
+    return TileSummary(
+        out=Path(out),
+        candidates=candidates,
+        written=written,
+        train=by_split["train"],
+        val=by_split["val"],
+        test=by_split["test"],
+        dropped_nodata=sum(r.status == "nodata" for r in results),
+        dropped_empty=sum(r.status == "empty" for r in results),
+        spare=by_split[SPARE],
+        dropped_unlabelled=sum(p.count for p in unlabelled),
+        split_by=mode,
+        val_fraction_reached=by_split["val"] / split if split else 0.0,
+        test_fraction_reached=by_split["test"] / split if split else 0.0,
+        classes=loaded.classes if loaded else [],
+        class_frequencies=frequencies,
+        targets=loaded.targets if loaded else {},
+        chips_per_scene=dict(Counter(r.chip.scene for r in kept)),
+        warnings=[],
+    )
 
 
 def _compute(tasks, size: int, workers, scheduler, progress) -> list:
