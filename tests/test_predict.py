@@ -197,7 +197,7 @@ def test_resumed_run_equals_an_uninterrupted_run(tiny_model, scene_image, tmp_pa
 def test_ctrl_c_in_the_cli_says_what_was_kept(tiny_model, scene_image, tmp_path, monkeypatch):
     from contextlib import contextmanager
 
-    import geoseg.cli
+    import geoseg.cli.predict
 
     def stopping_after(blocks):
         @contextmanager
@@ -207,7 +207,7 @@ def test_ctrl_c_in_the_cli_says_what_was_kept(tiny_model, scene_image, tmp_path,
         return progress_bar
 
     args = ["-m", tiny_model, "--block-size", "128", "--workers", "1"]
-    monkeypatch.setattr(geoseg.cli, "progress_bar", stopping_after(2))
+    monkeypatch.setattr(geoseg.cli.predict, "progress_bar", stopping_after(2))
     result = run("predict", scene_image, "-o", tmp_path / "pred.tif", *args)
     assert_one_line_error(result, "blocks written are kept in", "add --resume to continue")
 
