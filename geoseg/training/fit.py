@@ -11,7 +11,7 @@ import json
 import logging
 import shutil
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import keras
@@ -64,21 +64,7 @@ def fit_model(chips_dir, out: Path, settings: TrainSettings, resume, overwrite, 
     """Train one model (``settings.folds`` is 1) and write it to ``out``, whose lock the caller
     holds; ``resume`` continues an interrupted run from its last epoch."""
     work = partial_directory(out)
-    stored_precision = None
-    if resume:
-        settings, stored_precision = resumable_settings(work, settings, chips_dir)
-    plan = make_plan(chips_dir, settings)
-    strategy, replicas = training_strategy(settings.devices)
-    if strategy.num_replicas_in_sync > settings.batch_size:
-        raise ParameterError(
-            f"`batch_size` {settings.batch_size} is smaller than the {replicas} it is split over"
-        )
-    if resume:
-        check_output(out, overwrite)
-        plan = replace(plan, precision=stored_precision)
-    else:
-        _start_fresh(work, out, overwrite, settings, chips_dir, plan)
-    plan = replace(plan, replicas=replicas)
+    settings, plan, strategy = _prepare(chips_dir, out, work, settings, resume, overwrite)
     plan, scoring = parcel_monitor(chips_dir, plan, settings)
     logger.info(describe_plan(plan, settings, chips_dir))
 
@@ -94,51 +80,9 @@ def fit_model(chips_dir, out: Path, settings: TrainSettings, resume, overwrite, 
                 if not resume:
                     shutil.rmtree(work, ignore_errors=True)
                 raise
-        # A resumed run draws new orders and flips instead of replaying those of epoch 1.
-        train_data = make_dataset(
-            chips_dir, "train", settings.batch_size, plan.class_bands, training=True,
-            augment_chips=settings.augment, jitter=settings.jitter,
-            seed=settings.seed + 1000 * initial_epoch, task=plan.task,
-            repeats=epoch_repeats(len(chips_dir.files["train"]), settings.epoch_chips),
-        )  # fmt: skip
-        val_data = make_dataset(
-            chips_dir, "val", settings.batch_size, plan.class_bands, training=False, task=plan.task
-        )
-        test_data = None  # the test split is optional
-        if chips_dir.files["test"]:
-            test_data = make_dataset(
-                chips_dir, "test", settings.batch_size, plan.class_bands, training=False,
-                task=plan.task,
-            )  # fmt: skip
-        epoch = initial_epoch
-        while epoch < settings.epochs:
-            frozen = epoch < settings.freeze_encoder_epochs
-            end = (
-                min(settings.freeze_encoder_epochs, settings.epochs) if frozen else settings.epochs
-            )
-            with strategy.scope():
-                _enter_phase(model, plan, settings, frozen)
-            model.fit(
-                train_data,
-                validation_data=val_data,
-                epochs=end,
-                initial_epoch=epoch,
-                callbacks=training_callbacks(
-                    work,
-                    plan,
-                    scoring,
-                    settings,
-                    resume or epoch > initial_epoch,
-                    progress,
-                    on_epoch,
-                ),  # fmt: skip
-                shuffle=False,  # the dataset reshuffles itself
-                verbose=0,
-            )
-            epoch, finite = progress_so_far(work)
-            if not (frozen and finite):  # an early stop of the frozen phase goes on unfrozen
-                break
-            reset_patience(work)
+        train_data, val_data, test_data = _datasets(chips_dir, settings, plan, initial_epoch)
+        run = _Run(work, plan, settings, strategy, scoring, progress, on_epoch)
+        _fit_phases(run, model, train_data, val_data, initial_epoch, resume)
         card = _finish(work, chips_dir, plan, settings, val_data, test_data)
     except tf.errors.OpError as exc:  # e.g. an unreadable chip, out of memory
         raise TrainingError(f"training failed: {first_line(exc)}") from None
@@ -156,6 +100,83 @@ def fit_model(chips_dir, out: Path, settings: TrainSettings, resume, overwrite, 
         summary.epochs_run, summary.seconds, card["training"]["best_epoch"], out,
     )  # fmt: skip
     return summary
+
+
+def _prepare(chips_dir, out: Path, work: Path, settings: TrainSettings, resume, overwrite):
+    """The run's settings (the interrupted run's when resuming), plan and distribution
+    strategy; a fresh run's work folder is made."""
+    stored_precision = None
+    if resume:
+        settings, stored_precision = resumable_settings(work, settings, chips_dir)
+    plan = make_plan(chips_dir, settings)
+    strategy, replicas = training_strategy(settings.devices)
+    if strategy.num_replicas_in_sync > settings.batch_size:
+        raise ParameterError(
+            f"`batch_size` {settings.batch_size} is smaller than the {replicas} it is split over"
+        )
+    if resume:
+        check_output(out, overwrite)
+        plan = replace(plan, precision=stored_precision)
+    else:
+        _start_fresh(work, out, overwrite, settings, chips_dir, plan)
+    return settings, replace(plan, replicas=replicas), strategy
+
+
+def _datasets(chips_dir, settings: TrainSettings, plan: Plan, initial_epoch: int):
+    """The train, val and (optional, else None) test datasets."""
+    # A resumed run draws new orders and flips instead of replaying those of epoch 1.
+    train_data = make_dataset(
+        chips_dir, "train", settings.batch_size, plan.class_bands, training=True,
+        augment_chips=settings.augment, jitter=settings.jitter,
+        seed=settings.seed + 1000 * initial_epoch, task=plan.task,
+        repeats=epoch_repeats(len(chips_dir.files["train"]), settings.epoch_chips),
+    )  # fmt: skip
+    val_data = make_dataset(
+        chips_dir, "val", settings.batch_size, plan.class_bands, training=False, task=plan.task
+    )
+    test_data = None
+    if chips_dir.files["test"]:
+        test_data = make_dataset(
+            chips_dir, "test", settings.batch_size, plan.class_bands, training=False,
+            task=plan.task,
+        )  # fmt: skip
+    return train_data, val_data, test_data
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What the fit loop of one run needs besides the model and data."""
+
+    work: Path
+    plan: Plan
+    settings: TrainSettings
+    strategy: object
+    scoring: object
+    progress: object
+    on_epoch: object
+
+
+def _fit_phases(run: _Run, model, train_data, val_data, initial_epoch: int, resume: bool) -> None:
+    """``model.fit`` up to ``settings.epochs``: a frozen-encoder phase first when asked (an
+    early stop there goes on unfrozen), then the whole network."""
+    settings, epoch = run.settings, initial_epoch
+    while epoch < settings.epochs:
+        frozen = epoch < settings.freeze_encoder_epochs
+        end = min(settings.freeze_encoder_epochs, settings.epochs) if frozen else settings.epochs
+        with run.strategy.scope():
+            _enter_phase(model, run.plan, settings, frozen)
+        callbacks = training_callbacks(
+            run.work, run.plan, run.scoring, settings, resume or epoch > initial_epoch,
+            run.progress, run.on_epoch,
+        )  # fmt: skip
+        model.fit(
+            train_data, validation_data=val_data, epochs=end, initial_epoch=epoch,
+            callbacks=callbacks, shuffle=False, verbose=0,  # the dataset reshuffles itself
+        )  # fmt: skip
+        epoch, finite = progress_so_far(work=run.work)
+        if not (frozen and finite):
+            break
+        reset_patience(run.work)
 
 
 def _start_fresh(
