@@ -77,7 +77,7 @@ def run(args, root: Path) -> list[dict]:
         geoseg.tile(
             [str(s) for s in scenes], str(chips), labels=str(train), boundary_width="1px",
             distance=True, size=args.chip, stride=args.chip // 2, keep_empty=0.0,
-            val_fraction=0.2, seed=args.seed, overwrite=True,
+            val_fraction=0.2, seed=args.seed, overwrite=True, sparse_labels=args.sparse_labels,
         )  # fmt: skip
         model = root / f"model-{variant}"
         started = time.perf_counter()
@@ -118,6 +118,12 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=["june", "august", "stack", "consensus"])
     add_training_arguments(parser, epochs=30)
     parser.add_argument(
+        "--sparse-labels",
+        default=None,
+        metavar="REACH",
+        help="tile --sparse-labels: pixels beyond REACH of a drawn field are ignored, e.g. 3px",
+    )
+    parser.add_argument(
         "--defaults",
         action="store_true",
         help="train with geoseg train's defaults (network, epochs, early stopping, folds)",
@@ -131,6 +137,7 @@ def main() -> None:
     print(
         f"Magdeburg fields: train on train20, recall of the 30 validation fields; {network}, "
         f"seed {args.seed}, {args.chip} px chips every {args.chip // 2} px"
+        + (f", sparse labels (reach {args.sparse_labels})" if args.sparse_labels else "")
     )
     print(f"{'variant':<12}{'matched':>8}{'true':>6}{'recall':>8}{'bdry F1 1px':>12}"
           f"{'chips':>7}{'train s':>9}")  # fmt: skip

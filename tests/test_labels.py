@@ -443,3 +443,29 @@ def test_tile_says_which_delineation_the_labels_give(make_raster, make_vector, t
                  "--boundary-width", "1px", "--out", tmp_path / "b")  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "parcels by closing the boundary alone" in result.output
+
+
+def test_sparse_labels_ignore_what_lies_beyond_the_reach_of_every_feature(make_vector):
+    """A drawn field and the ring around it are known; the undrawn land beyond is not background."""
+    field = shapely.box(500_010, 5_299_960, 500_030, 5_299_980)  # 40 x 40 px on GRID
+    spec = LabelSpec(str(make_vector([field])), boundary_width=Length.parse("1px"))
+    reach = Length.parse("3px")
+    sparse = LabelSpec(spec.path, boundary_width=spec.boundary_width, sparse_reach=reach)
+    crs = rasterio.crs.CRS.from_epsg(32633)
+    dense, masks = (open_labels(s).burn(crs, GRID, SHAPE, 0.5) for s in (spec, sparse))
+    near = burn_shapes([field.buffer(1.5)], GRID, SHAPE) == 1
+    np.testing.assert_array_equal(masks[:, near], dense[:, near])  # the field and its ring
+    assert (masks[:, ~near] == IGNORE).all() and (dense[:, ~near] == 0).all()
+    assert (masks[0, near] == 0).any()  # some known background around the field
+    nothing = shapely.box(499_000, 5_299_000, 499_010, 5_299_010)  # far from the window
+    far = LabelSpec(str(make_vector([nothing], name="far.gpkg")), sparse_reach=reach)
+    empty = open_labels(far)
+    assert (empty.burn(crs, GRID, SHAPE, 0.5) == IGNORE).all()
+
+
+def test_sparse_labels_need_vector_labels(make_raster, tmp_path):
+    image = make_raster(width=64, height=64)
+    mask = make_raster(width=64, height=64, count=1)
+    result = run("tile", image, "--labels", mask, "--sparse-labels", "3px", "--size", "64",
+                 "--out", tmp_path / "c")  # fmt: skip
+    assert_one_line_error(result, "--sparse-labels applies to vector labels")

@@ -295,3 +295,19 @@ def test_the_quiet_merge_does_not_depend_on_the_block_size(noise, prediction, tm
         vectorize(path, tmp_path / f"m{size}.gpkg", mode="parcels", block_size=size)
         parcels = gpd.read_file(tmp_path / f"m{size}.gpkg", layer="parcels")
         assert sorted(parcels.pixels.tolist()) == sizes, size
+
+
+def test_sparse_truth_leaves_out_predictions_mostly_in_unlabelled_pixels():
+    """A drawn field and its ring are labelled; a parcel found among undrawn fields is neither
+    a match nor a false positive, and one that spills mostly out of the labelled area is left
+    out too."""
+    true = np.zeros((10, 12), np.int32)
+    true[1:4, 1:4] = 1
+    labelled = np.zeros(true.shape, bool)
+    labelled[0:5, 0:5] = True
+    predicted = np.zeros(true.shape, np.int32)
+    predicted[1:4, 1:4] = 1  # the drawn field
+    predicted[6:9, 6:9] = 2  # an undrawn field
+    predicted[0:2, 4:12] = 3  # 2 of its 16 pixels labelled
+    assert match_label_images(predicted, true) == (1, 3, 1)
+    assert match_label_images(predicted, true, labelled=labelled) == (1, 1, 1)

@@ -42,6 +42,15 @@ from geoseg.cli.terminal import progress_bar
     help="Also burn outlines as class 'boundary', in CRS units or pixels (2px).",
 )
 @click.option(
+    "--sparse-labels",
+    type=LengthType(),
+    default=None,
+    metavar="REACH",
+    help="The vector labels leave features undrawn (a few fields among many): pixels farther "
+    "than REACH (CRS units or pixels, 3px) from every drawn feature are ignored in training "
+    "instead of background.",
+)
+@click.option(
     "--distance",
     is_flag=True,
     default=False,
@@ -121,6 +130,8 @@ def tile(images, out, **options):
       $ geoseg tile patch_*.tif --labels fields.gpkg --size 128 --stride 64 \\
             --val-fraction 0.2 --test-fraction 0.1 --out chips/
       $ geoseg tile ortho.tif --labels buildings_mask.tif --label-nodata none --out chips/
+      $ geoseg tile s2.tif --labels some_fields.gpkg --boundary-width 1px --distance \\
+            --sparse-labels 3px --out chips/
     """
     from geoseg.tiling.tiler import tile as run
 

@@ -87,6 +87,8 @@ class LabelSpec:
     nodata: float | str | None = FILE_NODATA  # label raster value to ignore; None: no nodata
     distance: bool = False  # also a ``distance`` band: the parcels' normalised inner distance
     layer: str | None = None  # the layer of a vector file of several
+    sparse_reach: Length | None = None
+    """Sparse labels: pixels farther than this from every feature are ignored, not background."""
 
 
 def parse_label_nodata(value: float | str | None) -> float | str | None:
@@ -429,14 +431,15 @@ class VectorLabels:
         width = (
             self.spec.boundary_width.in_crs_units(pixel_size) if self.spec.boundary_width else None
         )
-        margin = (width or 0) / 2 + pixel_size
+        reach = self.spec.sparse_reach.in_crs_units(pixel_size) if self.spec.sparse_reach else 0
+        margin = max((width or 0) / 2, reach) + pixel_size
         west, south, east, north = box_bounds(transform, *shape)
         hits = indexed.tree.query(
             shapely.box(west - margin, south - margin, east + margin, north + margin)
         )
         out = np.zeros((len(self.classes), *shape), dtype=np.uint8)
         if len(hits) == 0:
-            return out
+            return np.full_like(out, IGNORE) if reach else out
         codes, is_line = indexed.codes[hits], indexed.is_line[hits]
         inner = (west + margin, south + margin, east - margin, north - margin)
         bands = indexed.outline_bands(hits, width / 2, inner) if width else None
@@ -455,6 +458,9 @@ class VectorLabels:
         if self.spec.distance:
             parcels = indexed.parcel_of[hits]
             out[-1] = indexed.parcels.burn(parcels[parcels >= 0], transform, shape, grid)
+        if reach:  # beyond every drawn feature's reach nothing is known: not background
+            near = burn_shapes(shapely.buffer(indexed.geoms[hits], reach), transform, shape)
+            out[:, near == 0] = IGNORE
         return out
 
 
@@ -574,6 +580,11 @@ class RasterLabels:
             raise ParameterError("`distance` needs parcel polygons as labels, not a label raster")
         if spec.class_field:
             raise ParameterError("`class_field` applies to vector labels, not a label raster")
+        if spec.sparse_reach:
+            raise ParameterError(
+                "`sparse_labels` applies to vector labels; a label raster marks what is not "
+                "labelled with its nodata"
+            )
         self.spec = spec
         with open_raster(spec.path) as src:
             if src.crs is None:

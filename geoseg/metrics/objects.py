@@ -11,11 +11,19 @@ import numpy as np
 
 
 def match_label_images(
-    predicted: np.ndarray, true: np.ndarray, iou: float = 0.5, valid: np.ndarray | None = None
+    predicted: np.ndarray,
+    true: np.ndarray,
+    iou: float = 0.5,
+    valid: np.ndarray | None = None,
+    labelled: np.ndarray | None = None,
 ) -> tuple[int, int, int]:
     """``(matched, n_predicted, n_true)``: objects (labels > 0) paired one-to-one, best IoU
-    first, where their IoU >= ``iou``; pixels outside ``valid`` are ignored."""
+    first, where their IoU >= ``iou``; pixels outside ``valid`` are ignored. With ``labelled``
+    (sparse labels: where the truth is known), predicted objects with most of their pixels
+    outside it are left out, neither matched nor counted."""
     predicted, true = np.asarray(predicted).ravel(), np.asarray(true).ravel()
+    if labelled is not None:
+        predicted = _without_unlabelled_objects(predicted, np.asarray(labelled, bool).ravel())
     if valid is not None:
         keep = np.asarray(valid, bool).ravel()
         predicted, true = predicted[keep], true[keep]
@@ -45,3 +53,13 @@ def greedy_matches(p: np.ndarray, t: np.ndarray, scores: np.ndarray, iou: float)
             used_t.add(b)
             matched += 1
     return matched
+
+
+def _without_unlabelled_objects(predicted: np.ndarray, labelled: np.ndarray) -> np.ndarray:
+    """``predicted`` (flat labels) with the objects lying mostly outside ``labelled`` erased."""
+    size = int(predicted.max(initial=0)) + 1
+    inside = np.bincount(predicted[labelled], minlength=size)
+    total = np.bincount(predicted, minlength=size)
+    unlabelled = 2 * inside < total
+    unlabelled[0] = False
+    return np.where(unlabelled[predicted], 0, predicted)

@@ -142,6 +142,7 @@ def tile(
     distance: bool = False,
     label_nodata: float | str | None = FILE_NODATA,
     labels_layer: str | None = None,
+    sparse_labels: str | float | Length | None = None,
     size: int = 256,
     stride: int | None = None,
     keep_empty: float = 0.1,
@@ -161,7 +162,9 @@ def tile(
     Writes ``images/``, ``masks/`` (with labels), ``chips.gpkg`` and ``dataset.json`` into
     ``out``, which appears only once everything is written. ``label_nodata`` is the label
     raster's value to ignore: its own nodata by default (``"file"``), or None (``"none"``) for
-    none. ``distance`` adds the regression band ``distance``: inside each polygon (a parcel,
+    none. ``sparse_labels`` (a length, e.g. ``"3px"``) says that vector labels leave features
+    undrawn: pixels farther than it from every feature are ignored (255) in the masks rather than
+    background. ``distance`` adds the regression band ``distance``: inside each polygon (a parcel,
     whatever its class) the distance to its outline over the parcel's largest, 0 outside,
     stored as 0..254. ``val_fraction`` and ``test_fraction`` are shares of the written chips,
     assigned by spatial blocks or whole scenes (``split_by``: ``"auto"``, ``"scene"``,
@@ -182,8 +185,9 @@ def tile(
     _check_consistent(infos)
     _check_size(infos, size)
     spec = _label_spec(
-        labels, class_field, classes, boundary_width, label_nodata, distance, labels_layer
-    )
+        labels, class_field, classes, boundary_width, label_nodata, distance, labels_layer,
+        sparse_labels,
+    )  # fmt: skip
     loaded = open_labels(spec) if spec else None
     covered = [loaded is None or loaded.overlaps(i.crs, i.bounds) for i in infos]
     if not any(covered):
@@ -241,20 +245,26 @@ def _plan_scenes(infos, size: int, stride: int, split_by: str, seed: int):
     return plans, mode, block_px
 
 
-def _label_spec(labels, class_field, classes, boundary_width, label_nodata, distance, layer):
+def _label_spec(
+    labels, class_field, classes, boundary_width, label_nodata, distance, layer, sparse
+) -> LabelSpec | None:
     """What to burn from ``labels``; None without labels, where the label options are refused."""
-    if boundary_width is not None and not isinstance(boundary_width, Length):
-        boundary_width = Length.parse(str(boundary_width))
+    boundary_width, sparse = (
+        v if v is None or isinstance(v, Length) else Length.parse(str(v))
+        for v in (boundary_width, sparse)
+    )
     label_nodata = parse_label_nodata(label_nodata)
     if labels is not None:
         classes = tuple(classes) if classes else None
         return LabelSpec(
-            str(labels), class_field, classes, boundary_width, label_nodata, distance, layer
-        )
-    if class_field or classes or boundary_width or distance or layer or label_nodata != FILE_NODATA:
+            str(labels), class_field, classes, boundary_width, label_nodata, distance, layer,
+            sparse,
+        )  # fmt: skip
+    given = class_field or classes or boundary_width or distance or layer or sparse
+    if given or label_nodata != FILE_NODATA:
         raise ParameterError(
-            "`class_field`, `classes`, `boundary_width`, `distance`, `label_nodata` and "
-            "`labels_layer` need `labels`"
+            "`class_field`, `classes`, `boundary_width`, `distance`, `label_nodata`, "
+            "`labels_layer` and `sparse_labels` need `labels`"
         )
     return None
 
@@ -728,6 +738,7 @@ def _labels_record(labels) -> dict | None:
         "class_field": spec.class_field,
         "boundary_width": str(spec.boundary_width) if spec.boundary_width else None,
         "distance": spec.distance,
+        "sparse_reach": str(spec.sparse_reach) if spec.sparse_reach else None,
     }
     if isinstance(labels, RasterLabels):
         record["nodata"] = None if labels.nodata is None else _json_number(labels.nodata)

@@ -53,6 +53,8 @@ class ChipSample:
     predicted: dict[str, np.ndarray]
     truth: np.ndarray
     valid: np.ndarray
+    labelled: np.ndarray | None = None
+    """Where the truth is known (sparse labels leave the rest unlabelled); None: everywhere."""
 
 
 def true_parcels(mask: np.ndarray, bands: dict[str, int]) -> np.ndarray | None:
@@ -81,7 +83,7 @@ def counts_of(labelled: Sequence[tuple[np.ndarray, ChipSample]]) -> dict:
     precision, recall and F1."""
     matched = predicted = true = 0
     for labels, sample in labelled:
-        m, p, t = match_label_images(labels, sample.truth, 0.5, sample.valid)
+        m, p, t = match_label_images(labels, sample.truth, 0.5, sample.valid, sample.labelled)
         matched, predicted, true = matched + m, predicted + p, true + t
     s = scores(matched, predicted - matched, true - matched)
     return {"matched": matched, "predicted": predicted, "true": true, **s}
@@ -170,7 +172,9 @@ def predicted_samples(
     for (image, valid, mask), run in zip(pieces, predictors, strict=True):
         output = run(image, valid)
         predicted = {role: output[..., i] for role, i in outputs.items()}
-        samples.append(ChipSample(predicted, true_parcels(mask, truth_bands), valid.astype(bool)))
+        truth = true_parcels(mask, truth_bands)
+        labelled = None if "extent" not in truth_bands else mask[..., truth_bands["extent"]] != 255
+        samples.append(ChipSample(predicted, truth, valid.astype(bool), labelled))
     return samples
 
 
