@@ -45,7 +45,7 @@ class RangeServer:
         self.root, self.log = root / "files", root / "log.jsonl"
         self.root.mkdir()
         self.log.touch()
-        script = Path(__file__).with_name("range_server.py")
+        script = Path(__file__).parents[1] / "range_server.py"
         self.process = subprocess.Popen(
             [sys.executable, str(script), str(self.root), str(self.log)],
             stdout=subprocess.PIPE,

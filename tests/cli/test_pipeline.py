@@ -100,7 +100,7 @@ def test_missing_file_and_unknown_start(pipeline, tmp_path):
 def test_the_shipped_pipelines_load_with_today_s_option_names(name):
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "pipelines" / f"{name}.yaml"
+    path = Path(__file__).resolve().parents[2] / "pipelines" / f"{name}.yaml"
     stages = load_pipeline(path, main)
     predict = next(stage for stage in stages if stage.name == "predict")
     assert predict.args[0].endswith(".tif") and "--model" in predict.args
