@@ -122,7 +122,9 @@ def cut_chips(path: str, chips: list[Chip], rules: ChipRules, out_dir: str) -> l
                 positives = band_totals(mask, is_class)
                 labelled = int((mask[0] != IGNORE).sum())
                 empty = not any(n for n, c in zip(positives, is_class) if c)
-                if empty and chip.draw >= rules.keep_empty:
+                # with sparse labels, a chip beyond the reach of every feature teaches nothing
+                unknown = rules.labels.sparse_reach is not None and not labelled
+                if empty and (chip.draw >= rules.keep_empty or unknown):
                     results.append(ChipResult(chip, "empty", nodata_fraction))
                     continue
                 mask_chips.add(Path(out_dir) / "masks" / f"{chip.id}.tif", mask, transform)

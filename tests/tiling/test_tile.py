@@ -174,6 +174,21 @@ def test_nodata_is_ignored_in_masks(make_raster, make_vector, tmp_path):
     assert dropped.written == 0 and dropped.dropped_nodata == 1
 
 
+def test_sparse_labels_keep_no_chip_without_a_labelled_pixel(make_raster, make_vector, tmp_path):
+    """Beyond the reach of every drawn field nothing is known: such chips are never kept, even
+    with keep_empty 1; chips near the field keep it, its ring, and ignore the rest."""
+    image = make_raster(width=1024, height=1024, count=1)
+    labels = make_vector([pixel_box(0, 0, 200, 200)])
+    summary = tile([image], tmp_path / "c", labels=labels, keep_empty=1.0, sparse_labels="3px")
+    assert summary.written == 1 and summary.dropped_empty == 15
+    record = json.loads((tmp_path / "c" / "dataset.json").read_text())
+    assert record["labels"]["sparse_reach"] == "3px"
+    (mask,) = (tmp_path / "c" / "masks").iterdir()
+    with rasterio.open(mask) as src:
+        values = set(np.unique(src.read(1)).tolist())
+    assert values == {0, 1, 255}
+
+
 def test_keep_empty_is_seeded_and_independent_of_workers(make_raster, make_vector, tmp_path):
     image = make_raster(width=1024, height=1024, count=1)
     labels = make_vector([pixel_box(0, 0, 200, 200)])
