@@ -295,8 +295,8 @@ class _IndexedGeometries:
     tree: shapely.STRtree
     parcels: Parcels | None = None
     parcel_of: np.ndarray | None = None  # parcel index of each geometry, -1 for lines
-    bands: dict[tuple[float, int], shapely.Geometry] = field(default_factory=dict)
-    """Buffered outlines of features met by several windows: (half width, feature) -> band."""
+    bands: dict[tuple[str, float, int], shapely.Geometry] = field(default_factory=dict)
+    """Buffers of features met by several windows: (what, distance, feature) -> polygon."""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def outlines(self, ids: np.ndarray) -> np.ndarray:
@@ -307,7 +307,16 @@ class _IndexedGeometries:
         return lines
 
     def outline_bands(self, ids: np.ndarray, half_width: float, inner: tuple) -> np.ndarray:
-        """The outlines of features ``ids`` buffered by ``half_width``.
+        """The outlines of features ``ids`` buffered by ``half_width`` (see :meth:`_buffered`)."""
+        return self._buffered(ids, "outline", half_width, inner)
+
+    def reaches(self, ids: np.ndarray, reach: float, inner: tuple) -> np.ndarray:
+        """Features ``ids`` grown by ``reach``: where sparse labels are known."""
+        return self._buffered(ids, "feature", reach, inner)
+
+    def _buffered(self, ids: np.ndarray, what: str, distance: float, inner: tuple) -> np.ndarray:
+        """Features ``ids`` (``what``: their ``outline`` or the ``feature``) buffered by
+        ``distance``.
 
         Those of features whose box is not inside ``inner`` (the window, less the margin by
         which windows are searched: features that other windows meet too) are buffered once
@@ -315,11 +324,12 @@ class _IndexedGeometries:
         """
         bands = np.empty(len(ids), dtype=object)
         shared = np.flatnonzero(~_box_inside(shapely.bounds(self.geoms[ids]), inner))
-        keys = [(half_width, i) for i in ids[shared].tolist()]
+        keys = [(what, distance, i) for i in ids[shared].tolist()]
         with self.lock:
             bands[shared] = [self.bands.get(key) for key in keys]
         todo = shapely.is_missing(bands)
-        bands[todo] = shapely.buffer(self.outlines(ids[todo]), half_width)
+        source = self.outlines(ids[todo]) if what == "outline" else self.geoms[ids[todo]]
+        bands[todo] = shapely.buffer(source, distance)
         with self.lock:
             for key, band in zip(keys, bands[shared].tolist()):
                 self.bands.setdefault(key, band)  # the same band whoever buffered it
@@ -459,7 +469,7 @@ class VectorLabels:
             parcels = indexed.parcel_of[hits]
             out[-1] = indexed.parcels.burn(parcels[parcels >= 0], transform, shape, grid)
         if reach:  # beyond every drawn feature's reach nothing is known: not background
-            near = burn_shapes(shapely.buffer(indexed.geoms[hits], reach), transform, shape)
+            near = burn_shapes(indexed.reaches(hits, reach, inner), transform, shape)
             out[:, near == 0] = IGNORE
         return out
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from geoseg.contracts import delineation_method
+from geoseg.contracts import IGNORE, delineation_method
 from geoseg.delineation.regions import (
     confident_parcels,
     delineate_parcels,
@@ -63,8 +63,14 @@ def true_parcels(mask: np.ndarray, bands: dict[str, int]) -> np.ndarray | None:
     if "extent" not in bands:
         return None
     boundary = mask[..., bands["boundary"]] if "boundary" in bands else None
-    labelled = mask[..., bands["extent"]] != 255
-    return instance_labels_from_masks(mask[..., bands["extent"]], boundary, labelled)
+    return instance_labels_from_masks(
+        mask[..., bands["extent"]], boundary, known_pixels(mask, bands)
+    )
+
+
+def known_pixels(mask: np.ndarray, bands: dict[str, int]) -> np.ndarray | None:
+    """Where a chip's truth is known (its extent is not ignored); None without an extent band."""
+    return mask[..., bands["extent"]] != IGNORE if "extent" in bands else None
 
 
 def delineate(sample: ChipSample, thresholds: dict[str, float]) -> np.ndarray:
@@ -172,9 +178,8 @@ def predicted_samples(
     for (image, valid, mask), run in zip(pieces, predictors, strict=True):
         output = run(image, valid)
         predicted = {role: output[..., i] for role, i in outputs.items()}
-        truth = true_parcels(mask, truth_bands)
-        labelled = None if "extent" not in truth_bands else mask[..., truth_bands["extent"]] != 255
-        samples.append(ChipSample(predicted, truth, valid.astype(bool), labelled))
+        truth, known = true_parcels(mask, truth_bands), known_pixels(mask, truth_bands)
+        samples.append(ChipSample(predicted, truth, valid.astype(bool), known))
     return samples
 
 

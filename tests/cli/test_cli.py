@@ -148,3 +148,14 @@ def test_library_messages_name_parameters_and_the_cli_names_options(make_raster,
     assert raised.value.parameters == ["stride", "size"]
     result = run("tile", image, "--out", tmp_path / "cli", "--size", "64", "--stride", "128")
     assert_one_line_error(result, "--stride (128) must not be larger than --size (64)")
+
+
+def test_library_log_lines_name_options_on_the_terminal():
+    import logging
+
+    from geoseg.cli.options import FlagsFormatter
+
+    record = logging.LogRecord(
+        "geoseg.io.cog", logging.INFO, __file__, 1, "kept %d blocks for `resume`", (3,), None
+    )
+    assert FlagsFormatter("%(message)s").format(record) == "kept 3 blocks for --resume"
