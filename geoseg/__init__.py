@@ -1,7 +1,7 @@
 """geoseg: segment very large satellite and aerial images.
 
 The public functions (``geoseg.tile``, ``geoseg.train``, ``geoseg.predict``,
-``geoseg.vectorize``, ``geoseg.synth``) are imported on
+``geoseg.vectorize``, ``geoseg.synth``, ``geoseg.search``) are imported on
 first use so that ``import geoseg`` and ``geoseg --help`` stay fast.
 """
 
@@ -13,6 +13,7 @@ startup.install()
 _PUBLIC = {
     "tile": "geoseg.tiling",
     "synth": "geoseg.synthetic",
+    "search": "geoseg.catalog",
     "train": "geoseg.training",
     "predict": "geoseg.inference",
     "vectorize": "geoseg.delineation",

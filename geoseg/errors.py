@@ -70,6 +70,15 @@ class OutputLockedError(GeosegError, BlockingIOError):
     """Another run is writing the same output."""
 
 
+class CatalogError(GeosegError, LookupError):
+    """A STAC catalogue holds nothing usable for a search: no item in a window, a missing
+    asset."""
+
+
+class CatalogUnreachableError(GeosegError, ConnectionError):
+    """A STAC API cannot be reached or answers with an error."""
+
+
 class Interrupted(KeyboardInterrupt):
     """A run stopped by the user (Ctrl-C). The message says what the run kept; ``resumable``
     whether ``resume`` continues it."""

@@ -14,10 +14,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+import subprocess
 import sys
 import threading
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 
@@ -69,6 +72,48 @@ class LoggingServer(ThreadingHTTPServer):
         line = json.dumps({"path": path, "range": span, "bytes": sent})
         with self.lock, open(self.log, "a") as log:
             log.write(line + "\n")
+
+
+class RangeServer:
+    """A server script of this folder serving ``root/files`` in its own process (the tests'
+    side); reads back what it sent."""
+
+    def __init__(self, root: Path, script: str = "range_server.py"):
+        self.root, self.log = root / "files", root / "log.jsonl"
+        self.root.mkdir()
+        self.log.touch()
+        script = Path(__file__).parent / script
+        self.process = subprocess.Popen(
+            [sys.executable, str(script), str(self.root), str(self.log)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.port = int(self.process.stdout.readline())
+        self.start = 0
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{name}"
+
+    def serve(self, path: Path, name: str | None = None) -> str:
+        """Copy ``path`` into the served folder; its URL."""
+        name = name or path.name
+        shutil.copyfile(path, self.root / name)
+        return self.url(name)
+
+    def sent(self) -> list[dict]:
+        """The responses since the last :meth:`reset`: path, Range header, bytes."""
+        lines = self.log.read_text().splitlines()[self.start :]
+        return [json.loads(line) for line in lines]
+
+    def bytes_sent(self, name: str | None = None) -> int:
+        return sum(r["bytes"] for r in self.sent() if name is None or r["path"] == f"/{name}")
+
+    def reset(self) -> None:
+        self.start = len(self.log.read_text().splitlines())
+
+    def close(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
 
 
 if __name__ == "__main__":

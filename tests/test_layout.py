@@ -16,7 +16,7 @@ RANKS = {
     "errors": 0, "version": 0, "startup": 0,
     "contracts": 1, "parallel": 1, "device": 1,
     "io": 2, "metrics": 2,
-    "labels": 3, "models": 3, "delineation": 3, "synthetic": 3,
+    "labels": 3, "models": 3, "delineation": 3, "synthetic": 3, "catalog": 3,
     "tiling": 4, "inference": 4, "evaluation": 4,
     "training": 5,
     "cli": 6,

@@ -9,6 +9,7 @@ from geoseg.cli.options import with_flags
 from geoseg.cli.predict import predict
 from geoseg.cli.quicklook import quicklook
 from geoseg.cli.run import run_pipeline
+from geoseg.cli.search import search
 from geoseg.cli.stack import stack
 from geoseg.cli.synth import synth
 from geoseg.cli.terminal import setup_logging
@@ -57,6 +58,7 @@ def main(verbose: int):
 
 
 main.add_command(synth)
+main.add_command(search)
 main.add_command(stack)
 main.add_command(tile)
 main.add_command(train)

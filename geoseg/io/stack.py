@@ -55,7 +55,7 @@ def _band_names(stem: str, descriptions: Sequence[str | None]) -> tuple[str, ...
     return tuple(d or f"{stem}_{i}" for i, d in enumerate(descriptions, start=1))
 
 
-def _destination_rect(member: Member, grid: Member) -> tuple[float, float, float, float]:
+def destination_rect(member: Member, grid: Member) -> tuple[float, float, float, float]:
     """Where ``member`` lies on ``grid``, in grid pixels: (x offset, y offset, width, height)."""
     to_grid = ~grid.info.transform @ member.info.transform
     x0, y0 = to_grid @ (0, 0)
@@ -63,7 +63,7 @@ def _destination_rect(member: Member, grid: Member) -> tuple[float, float, float
     return min(x0, x1), min(y0, y1), abs(x1 - x0), abs(y1 - y0)
 
 
-def _source(
+def source_xml(
     member: Member,
     band: str,
     rect,
@@ -97,15 +97,15 @@ def _mask_band(members: Sequence[Member], grid: Member) -> str:
     the pixels all members cover (the grid's mask x 0 + 255), then each member's own mask
     paints its invalid pixels 0 (its 255s are the source's nodata and leave what is there).
     """
-    rects = [_destination_rect(m, grid) for m in members]
+    rects = [destination_rect(m, grid) for m in members]
     x0 = max(0, *(math.ceil(x - 1e-6) for x, _, _, _ in rects))
     y0 = max(0, *(math.ceil(y - 1e-6) for _, y, _, _ in rects))
     x1 = min(grid.info.width, *(math.floor(x + w + 1e-6) for x, _, w, _ in rects))
     y1 = min(grid.info.height, *(math.floor(y + h + 1e-6) for _, y, _, h in rects))
     common = (x0, y0, max(x1 - x0, 0), max(y1 - y0, 0))
-    sources = [_source(grid, "mask,1", common, scale=(255, 0), window=common)]
+    sources = [source_xml(grid, "mask,1", common, scale=(255, 0), window=common)]
     for member, rect in zip(members, rects):
-        sources.append(_source(member, "mask,1", rect, nodata=255))
+        sources.append(source_xml(member, "mask,1", rect, nodata=255))
     return (
         '<MaskBand><VRTRasterBand dataType="Byte">'
         + "".join(sources)
@@ -133,7 +133,7 @@ def stack_vrt(paths: Sequence[str | os.PathLike], like: str | os.PathLike | None
         raise ParameterError(f"two stacked bands are both named {duplicate!r}; rename a file")
     bands, number = [], 0
     for member in members:
-        rect = _destination_rect(member, grid)
+        rect = destination_rect(member, grid)
         for index, name in enumerate(member.names, start=1):
             number += 1
             nodata = (
@@ -142,9 +142,9 @@ def stack_vrt(paths: Sequence[str | os.PathLike], like: str | os.PathLike | None
                 else f"<NoDataValue>{grid.info.nodata!r}</NoDataValue>"
             )
             bands.append(
-                f'<VRTRasterBand dataType="{_gdal_type(dtype)}" band="{number}">'
+                f'<VRTRasterBand dataType="{gdal_type(dtype)}" band="{number}">'
                 f"<Description>{escape(name)}</Description>{nodata}"
-                f"{_source(member, str(index), rect, nodata=member.info.nodata)}</VRTRasterBand>"
+                f"{source_xml(member, str(index), rect, nodata=member.info.nodata)}</VRTRasterBand>"
             )
     geotransform = ", ".join(repr(v) for v in grid.info.transform.to_gdal())
     return (
@@ -164,7 +164,7 @@ _GDAL_TYPES = {
 }  # fmt: skip
 
 
-def _gdal_type(dtype: str) -> str:
+def gdal_type(dtype: str) -> str:
     return _GDAL_TYPES[dtype]
 
 

@@ -10,8 +10,6 @@ import json
 import re
 import shutil
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,6 +20,7 @@ import rasterio
 from affine import Affine
 from conftest import shared_sample
 from helpers import assert_one_line_error, run
+from range_server import RangeServer
 from rasterio.windows import Window
 
 from geoseg.errors import InputFileError
@@ -36,47 +35,6 @@ from geoseg.io.remote import (
     local_file_missing,
     suffix,
 )
-
-
-class RangeServer:
-    """``range_server.py`` serving ``root`` in its own process; reads back what it sent."""
-
-    def __init__(self, root: Path):
-        self.root, self.log = root / "files", root / "log.jsonl"
-        self.root.mkdir()
-        self.log.touch()
-        script = Path(__file__).parents[1] / "range_server.py"
-        self.process = subprocess.Popen(
-            [sys.executable, str(script), str(self.root), str(self.log)],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        self.port = int(self.process.stdout.readline())
-        self.start = 0
-
-    def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.port}/{name}"
-
-    def serve(self, path: Path, name: str | None = None) -> str:
-        """Copy ``path`` into the served folder; its URL."""
-        name = name or path.name
-        shutil.copyfile(path, self.root / name)
-        return self.url(name)
-
-    def sent(self) -> list[dict]:
-        """The responses since the last :meth:`reset`: path, Range header, bytes."""
-        lines = self.log.read_text().splitlines()[self.start :]
-        return [json.loads(line) for line in lines]
-
-    def bytes_sent(self, name: str | None = None) -> int:
-        return sum(r["bytes"] for r in self.sent() if name is None or r["path"] == f"/{name}")
-
-    def reset(self) -> None:
-        self.start = len(self.log.read_text().splitlines())
-
-    def close(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
