@@ -130,6 +130,14 @@ from geoseg.cli.terminal import progress_bar
     "internet).",
 )
 @click.option(
+    "--init-from",
+    type=click.Path(file_okay=False),
+    default=None,
+    metavar="MODEL",
+    help="Start from the weights of this geoseg model folder (fine-tuning): same network, "
+    "bands and targets (or a subset of its targets). Consider a lower --lr.",
+)
+@click.option(
     "--freeze-encoder-epochs",
     type=click.IntRange(min=0),
     default=0,
@@ -172,6 +180,7 @@ def train(chips, out, **options):
       $ geoseg train chips/ --task multiclass --classes wheat,barley,grass --out model/
       $ geoseg train chips/ --encoder resnet50 --encoder-weights resnet50.weights.h5 \\
           --freeze-encoder-epochs 5 --out model/
+      $ geoseg train my_chips/ --init-from model/ --lr 3e-4 --out my_model/   # fine-tune
       $ geoseg train chips/ --folds 1 --out model/    # one model, even for a small parcel set
       $ geoseg train chips/ --out model/ --resume      # after an interruption
     """
@@ -181,7 +190,7 @@ def train(chips, out, **options):
     # what can be checked without TensorFlow fails in a second instead of after its import
     chips_dir = open_chips(chips)
     select_classes(chips_dir, options["classes"])
-    check_apart([out], [chips_dir.root])
+    check_apart([out], [chips_dir.root, options["init_from"]])
     if not options["resume"]:
         check_output(out, options["overwrite"])
 

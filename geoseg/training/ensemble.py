@@ -104,7 +104,7 @@ def _fold(work: Path, k: int, view, folds: int, settings, resume, progress, on_e
         logger.info("fold %d of %d: finished before the interruption", k + 1, folds)
         return read_model_card(out)
     logger.info("fold %d of %d", k + 1, folds)
-    member = replace(settings, folds=1, seed=settings.seed + k)
+    member = replace(settings, folds=1, seed=settings.seed + k, init_member=k)
     with output_lock(out):
         fold = fit_model(
             view, out, member, resume and (partial_directory(out) / LAST).is_file(), True,

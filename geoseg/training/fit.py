@@ -35,6 +35,7 @@ from geoseg.training.losses import (
     multiclass_metrics,
     training_metrics,
 )
+from geoseg.training.parent import load_parent_weights
 from geoseg.training.plan import Plan, describe_plan, make_plan, parcel_monitor
 from geoseg.training.plots import plot_history
 from geoseg.training.settings import (
@@ -43,6 +44,7 @@ from geoseg.training.settings import (
     ENCODER_RECORD,
     HISTORY,
     LAST,
+    PARENT_RECORD,
     SETTINGS,
     STATE,
     TrainSettings,
@@ -88,7 +90,7 @@ def fit_model(chips_dir, out: Path, settings: TrainSettings, resume, overwrite, 
         raise TrainingError(f"training failed: {first_line(exc)}") from None
     finally:
         keras.config.set_dtype_policy(previous_policy)
-    for name in (BEST, LAST, STATE, SETTINGS, BEST_STAGING, ENCODER_RECORD):
+    for name in (BEST, LAST, STATE, SETTINGS, BEST_STAGING, ENCODER_RECORD, PARENT_RECORD):
         (work / name).unlink(missing_ok=True)
     replace_with(work, out)
     summary = TrainSummary(
@@ -199,7 +201,10 @@ def _model(work: Path, plan: Plan, settings: TrainSettings, resume: bool):
         logger.info("resuming %s after epoch %d", work, state["epoch"])
         return keras.models.load_model(work / LAST), state["epoch"]
     model = build_model(plan.network)
-    if plan.network.encoder != UNET:
+    if settings.init_from is not None:
+        record = load_parent_weights(model, settings.init_from, settings.init_member)
+        (work / PARENT_RECORD).write_text(json.dumps(record))
+    elif plan.network.encoder != UNET:
         from geoseg.models.encoders import load_encoder_weights
 
         record = load_encoder_weights(model, plan.network, settings.encoder_weights or "imagenet")
@@ -277,6 +282,8 @@ def _finish(
     plot_history(history, plan.class_names, work / "training.png")
     best_row = history.iloc[checkpoint_epoch(work, history, plan.monitor) - 1]
     card = model_card(chips, plan, settings, thresholds, scores, best_row, history)
+    if (work / PARENT_RECORD).is_file():
+        card["parent"] = json.loads((work / PARENT_RECORD).read_text())
     if (work / ENCODER_RECORD).is_file():
         card["encoder"] = {
             **json.loads((work / ENCODER_RECORD).read_text()),

@@ -27,6 +27,7 @@ from geoseg.training.parcel_areas import (
     ParcelRoles,
     parcel_roles,
 )
+from geoseg.training.parent import check_parent
 from geoseg.training.settings import TrainSettings
 
 logger = logging.getLogger(__name__)
@@ -90,6 +91,8 @@ def make_plan(chips: ChipsDirectory, settings: TrainSettings) -> Plan:
             f"chip size {chips.chip_size} is not divisible by {why} = {network.divisor}; "
             f"{fix}tile with another `size`"
         )
+    if settings.init_from:
+        check_parent(settings.init_from, network)
     for split in ("train", "val"):
         if not chips.files[split]:
             raise ParameterError(f"{chips.root}: the {split} split has no chips")

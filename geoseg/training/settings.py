@@ -18,10 +18,12 @@ from geoseg.models.encoders import HED, NAMED_WEIGHTS, check_hed_weights
 from geoseg.training.dataset import ChipsDirectory
 from geoseg.training.folds import AUTO_FOLDS
 from geoseg.training.losses import LOSSES
+from geoseg.training.parent import parent_card
 
 HISTORY, SETTINGS, STATE = "history.csv", "settings.json", "state.json"
 ENSEMBLE_RECORD = "folds.json"  # an ensemble's run (settings, chips), for --resume
 ENCODER_RECORD = "encoder.json"  # how the encoder's weights were loaded, for the card
+PARENT_RECORD = "parent.json"  # the model a fine-tuned run started from, for the card
 BEST, LAST = "best.keras", "last.keras"
 BEST_STAGING = "best.partial.keras"  # ModelCheckpoint writes here; renamed when complete
 EpochReport = Callable[[int, int, dict], None]
@@ -67,6 +69,11 @@ class TrainSettings:
     (:func:`geoseg.training.folds.auto_folds`)."""
     devices: int | None = None
     """Replicas to train on (GPUs, else logical CPUs); default every GPU, else the CPU."""
+    init_from: str | None = None
+    """A geoseg model directory whose weights the run starts from (fine-tuning); its network,
+    bands and targets must match (:mod:`geoseg.training.parent`)."""
+    init_member: int = 0
+    """From an ensemble ``init_from``, the member that gives the weights (fold k: member k)."""
 
     def check(self) -> None:
         for name in ("epochs", "batch_size", "base_filters", "depth"):
@@ -97,6 +104,12 @@ class TrainSettings:
             raise InputFileError(f"`encoder_weights` {weights}: no such weights file")
         if weights == HED:
             check_hed_weights(self.encoder)
+        if self.init_from is not None:
+            parent_card(self.init_from)  # one line when it is not a model folder
+            if weights is not None:
+                raise ParameterError(
+                    "`init_from` and `encoder_weights` both give the starting weights: give one"
+                )
 
     def to_json(self) -> dict:
         record = asdict(self)

@@ -46,7 +46,7 @@ def train(
     settings.check()
     chips_dir = chips if isinstance(chips, ChipsDirectory) else open_chips(chips)
     out = Path(out).absolute()
-    check_apart([out], [chips_dir.root])
+    check_apart([out], [chips_dir.root, settings.init_from])
     with output_lock(out):
         try:
             return _train(chips_dir, out, settings, resume, overwrite, progress, on_epoch)
