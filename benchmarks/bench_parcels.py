@@ -19,6 +19,10 @@ Scenes: ``denmark`` (``../shared/data/denmark_s2_parcels``: Sentinel-2 at 10 m, 
 the Danish register, a village and farmyards that are not parcels) and ``synthetic`` (a
 ``geoseg synth`` scene with non-field land).
 
+``--starts scratch synthetic`` adds the fine-tuning row: a model of the same settings and seed
+pretrained on a synthetic scene like the Danish one (10 m, uint16, blue, green, red), then
+trained on the scene's chips from those weights (``train --init-from``).
+
 Run ``.venv/bin/python benchmarks/bench_parcels.py [--scenes denmark synthetic] [--epochs N]``;
 with ``--workdir DIR`` each seed's chips, models, predictions and parcels stay in ``DIR/seed{N}/``.
 """
@@ -116,6 +120,30 @@ def prepare_scene(name: str, root: Path, seed: int) -> tuple[Path, Path]:
     return scene / "image.tif", scene / "parcels.gpkg"
 
 
+def pretrained_parent(root: Path, args, chosen: dict, recipe: str) -> Path:
+    """A model trained on a synthetic scene like the Danish one (10 m, uint16, blue, green,
+    red, non-field land) with this run's settings: the parent that ``--starts synthetic``
+    fine-tunes (``train --init-from``)."""
+    folder = root / "pretrain"
+    scene = folder / "scene"
+    geoseg.synth(str(scene), size=512, resolution=10.0, dtype="uint16", seed=args.seed + 100,
+                 buildings=False, overwrite=True)  # fmt: skip
+    image = folder / "image-bgr.tif"
+    with rasterio.open(scene / "image.tif") as src:
+        profile = src.profile
+        with rasterio.open(image, "w", **profile) as dst:
+            dst.write(src.read([3, 2, 1]))
+            dst.descriptions = ("blue", "green", "red")
+    chips = folder / "chips"
+    geoseg.tile([str(image)], str(chips), labels=str(scene / "parcels.gpkg"),
+                boundary_width=args.boundary_width, distance=True, size=args.chip,
+                stride=args.stride, keep_empty=1.0, seed=args.seed, overwrite=True)  # fmt: skip
+    model = folder / f"model-{recipe}"
+    geoseg.train(chips, model, classes=list(RECIPES[recipe]), seed=args.seed,
+                 folds=folds(args), overwrite=True, **chosen)  # fmt: skip
+    return model
+
+
 def folds(args) -> int | str:
     """``train --folds`` of this run: as given, else 1, or train's own with ``--defaults``."""
     if args.folds is None:
@@ -142,9 +170,7 @@ def run_scene(name: str, args, root: Path) -> list[dict]:
         overwrite=True,
     )
     rows = []
-    for recipe in args.recipes:
-        started = time.perf_counter()
-        model = root / name / f"model-{recipe}"
+    for recipe, start in ((r, s) for r in args.recipes for s in args.starts):
         chosen = dict(
             epochs=args.epochs, base_filters=args.base_filters, depth=args.depth, batch_size=8,
             patience=args.epochs, mixed_precision="off", encoder=args.encoder,
@@ -156,15 +182,21 @@ def run_scene(name: str, args, root: Path) -> list[dict]:
             if getattr(args, k) is not None
         }
         chosen.update(given)
+        settings = given if args.defaults else chosen
+        if start == "synthetic":
+            settings = {**settings, "init_from": str(pretrained_parent(root, args, settings,
+                                                                        recipe))}  # fmt: skip
+        started = time.perf_counter()
+        model = root / name / f"model-{recipe}-{start}"
         geoseg.train(
             chips, model, classes=list(RECIPES[recipe]), seed=args.seed, folds=folds(args),
-            overwrite=True, **(given if args.defaults else chosen),
+            overwrite=True, **settings,
         )  # fmt: skip
         trained = time.perf_counter() - started
         card = read_model_card(model)
         for tta in (False, True):
-            pred = root / name / f"pred-{recipe}{'-tta' * tta}.tif"
-            polygons = root / name / f"parcels-{recipe}{'-tta' * tta}.gpkg"
+            pred = root / name / f"pred-{recipe}-{start}{'-tta' * tta}.tif"
+            polygons = root / name / f"parcels-{recipe}-{start}{'-tta' * tta}.gpkg"
             objects, boundary = predict_and_score(east, model, pred, polygons, truth, tta)
             tuned = card.get("delineation", {})
             tuned = tuned.get("tta", tuned) if tta else tuned
@@ -173,6 +205,7 @@ def run_scene(name: str, args, root: Path) -> list[dict]:
                     "scene": name,
                     "seed": args.seed,
                     "recipe": recipe,
+                    "start": start,
                     "targets": RECIPE_NAMES[recipe],
                     "tta": tta,
                     "folds": card["training"]["folds"],
@@ -210,6 +243,7 @@ def predict_and_score(image, model: Path, pred: Path, polygons: Path, truth: Pat
 def describe(row: dict) -> str:
     return (
         f"{row['scene']:<10}{row['seed']:>4}  ({row['recipe']}) {row['targets']:<26}"
+        f"{row['start']:>10}"
         f"{'yes' if row['tta'] else 'no':>4}{row['predicted']:>6}"
         f"{row['true']:>6}{row['matched']:>7}{row['precision']:>10.3f}{row['recall']:>8.3f}"
         f"{row['f1']:>7.3f}{row['boundary_f1_1px']:>11.3f}{row['outside_share']:>9.1%}"
@@ -222,11 +256,12 @@ def print_means(rows: list[dict]) -> None:
     """Mean, lowest and highest object F1 per scene, recipe and TTA over the seeds."""
     groups = {}
     for row in rows:
-        groups.setdefault((row["scene"], row["recipe"], row["tta"]), []).append(row["f1"])
-    for (scene, recipe, tta), f1 in groups.items():
+        key = (row["scene"], row["recipe"], row["start"], row["tta"])
+        groups.setdefault(key, []).append(row["f1"])
+    for (scene, recipe, start, tta), f1 in groups.items():
         if len(f1) > 1:
             print(
-                f"{scene:<10}({recipe}) tta {'yes' if tta else 'no':<4}object F1 mean "
+                f"{scene:<10}({recipe}) {start} tta {'yes' if tta else 'no':<4}object F1 mean "
                 f"{sum(f1) / len(f1):.3f} over {len(f1)} seeds ({min(f1):.3f}-{max(f1):.3f})"
             )
 
@@ -279,6 +314,14 @@ def main() -> None:
     parser.add_argument(
         "--epoch-chips", type=int, default=None, help="train --epoch-chips (repeat small sets)"
     )
+    parser.add_argument(
+        "--starts",
+        nargs="+",
+        default=["scratch"],
+        choices=["scratch", "synthetic"],
+        help="synthetic: also fine-tune (train --init-from) a model pretrained on a synthetic "
+        "scene like the scene (same settings and seed), beside training from scratch",
+    )
     parser.add_argument("--encoder", default="unet", help="train --encoder (e.g. vgg16)")
     parser.add_argument(
         "--encoder-weights", default=None, help="train --encoder-weights (e.g. hed, none)"
@@ -303,7 +346,8 @@ def main() -> None:
         f"{args.stride} px; each model scored without and with --tta"
     )
     print(
-        f"{'scene':<10}{'seed':>4}  {'recipe':<30}{'tta':>4}{'pred':>6}{'true':>6}{'match':>7}"
+        f"{'scene':<10}{'seed':>4}  {'recipe':<30}{'start':>10}{'tta':>4}{'pred':>6}{'true':>6}"
+        f"{'match':>7}"
         f"{'precision':>10}{'recall':>8}{'F1':>7}{'bdry F1 1px':>11}{'outside':>9}{'train s':>8}"
         f"{'val bF1':>8}{'fit':>6}  delineation thresholds (tuned on val)"
     )
