@@ -26,7 +26,9 @@ from geoseg.errors import InputFileError, OutputExistsError, ParameterError
 from geoseg.io.outputs import check_apart
 from geoseg.io.remote import is_gdal_path
 
-STAGES = ("synth", "tile", "train", "predict", "vectorize", "evaluate", "quicklook")
+STAGES = (
+    "synth", "search", "stack", "tile", "train", "predict", "vectorize", "evaluate", "quicklook",
+)  # fmt: skip
 OUTPUTS = ("out", "vectors", "json_out", "class_map")
 INPUTS = {"quicklook": ("vectors",)}
 """Options named like an output that a command reads (quicklook draws ``--vectors``)."""
@@ -92,6 +94,8 @@ def _stage(entry, workdir: Path, source: Path, cli: click.Group) -> Stage:
         elif param.is_flag:
             if value or param.secondary_opts:  # --augment / --no-augment
                 args.append(param.opts[0] if value else param.secondary_opts[0])
+        elif param.multiple:  # e.g. search --dates A --dates B
+            args += [arg for v in values for arg in (param.opts[0], str(v))]
         elif len(values) > 1:
             args += [param.opts[0], ",".join(str(v) for v in values)]  # e.g. --classes a,b
         else:

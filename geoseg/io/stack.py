@@ -35,12 +35,13 @@ class Member:
     info: RasterInfo
     source: str
     names: tuple[str, ...]
+    stem: str = ""
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> Member:
         info = open_raster_info(path)
         stem = Path(urlsplit(str(path)).path).stem
-        return cls(info, gdal_path(absolute(path)), _band_names(stem, info.descriptions))
+        return cls(info, gdal_path(absolute(path)), _band_names(stem, info.descriptions), stem)
 
     @property
     def resampling(self) -> str:
@@ -127,14 +128,12 @@ def stack_vrt(paths: Sequence[str | os.PathLike], like: str | os.PathLike | None
                 f"{grid.info.crs}; reproject it first (e.g. gdalwarp -t_srs)"
             )
     dtype = np.result_type(*[np.dtype(m.info.dtype) for m in members]).name
-    names = [name for m in members for name in m.names]
-    if len(set(names)) != len(names):
-        duplicate = next(n for n in names if names.count(n) > 1)
-        raise ParameterError(f"two stacked bands are both named {duplicate!r}; rename a file")
+    names = _unique_names(members)
     bands, number = [], 0
     for member in members:
         rect = destination_rect(member, grid)
-        for index, name in enumerate(member.names, start=1):
+        for index in range(1, member.info.count + 1):
+            name = names[number]
             number += 1
             nodata = (
                 ""
@@ -155,6 +154,18 @@ def stack_vrt(paths: Sequence[str | os.PathLike], like: str | os.PathLike | None
         + _mask_band(members, grid)
         + "</VRTDataset>\n"
     )
+
+
+def _unique_names(members: Sequence[Member]) -> list[str]:
+    """The stacked bands' names: their own, or ``{file}_{name}`` where two files name a band
+    alike (the same bands of two dates: ``june_red``, ``august_red``)."""
+    names = [name for m in members for name in m.names]
+    stems = [m.stem for m in members for _ in m.names]
+    unique = [f"{s}_{n}" if names.count(n) > 1 else n for n, s in zip(names, stems)]
+    if len(set(unique)) != len(unique):
+        duplicate = next(n for n in unique if unique.count(n) > 1)
+        raise ParameterError(f"two stacked bands are both named {duplicate!r}; rename a file")
+    return unique
 
 
 _GDAL_TYPES = {

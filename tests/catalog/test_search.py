@@ -242,6 +242,26 @@ def test_an_earlier_search_is_replaced_with_overwrite_only(catalogue, scenes, tm
     assert run(*search_args(server, out, "--overwrite")).exit_code == 0
 
 
+def test_a_pipeline_searches_once_then_skips_the_stage(catalogue, tmp_path):
+    server, _, _ = catalogue
+    pipeline, bbox = tmp_path / "season.yaml", ",".join(map(str, BBOX))
+    pipeline.write_text(
+        "stages:\n"
+        f"  - search: {{stac: '{server.url('')}', collection: s2, bbox: '{bbox}',"
+        " bbox-crs: 'EPSG:32633', dates: [2024-05-01/2024-05-31, 2024-07-01/2024-07-31],"
+        " assets: [red, green, blue], out: scenes}\n"
+        "  - stack: {rasters: [scenes/2024-05-01_2024-05-31.vrt, scenes/2024-07-01_2024-07-31.vrt],"
+        " out: season.vrt}\n"
+    )
+    first = run("run", pipeline)
+    assert first.exit_code == 0, first.output
+    with rasterio.open(tmp_path / "season.vrt") as src:  # the windows' bands named apart
+        assert src.descriptions[:2] == ("2024-05-01_2024-05-31_red", "2024-05-01_2024-05-31_green")
+        assert src.count == 6
+    again = run("run", pipeline)
+    assert again.exit_code == 0 and again.output.count("skipped") == 2, again.output
+
+
 @pytest.mark.parametrize(
     "bbox, crs, words",
     [
