@@ -127,6 +127,49 @@ def delineation_method(roles: Mapping) -> str | None:
     return CLOSING if "boundary" in roles else None
 
 
+@dataclass(frozen=True)
+class Delineation:
+    """The thresholds that turn extent, boundary and distance probabilities into parcels (0..1).
+
+    ``extent``: field pixels; ``boundary``: boundary pixels, which markers avoid and the
+    watershed does not cross; ``marker``: the distance (or its stand-in) a marker reaches;
+    ``parcel``: the mean extent probability a parcel keeps (0: every parcel); ``merge``: the
+    boundary level below which parcels meeting on quiet pixels join (0: no merge). The model card
+    and the prediction's tags store the tuned ones as a JSON object of these keys
+    (:meth:`to_dict`, :meth:`from_mapping`).
+    """
+
+    extent: float = 0.5
+    boundary: float = 0.5
+    marker: float = 0.5
+    parcel: float = 0.0
+    merge: float = 0.0
+
+    KEYS = ("extent", "boundary", "marker", "parcel", "merge")
+
+    @classmethod
+    def from_mapping(cls, record: Mapping | None, base: Delineation | None = None) -> Delineation:
+        """The thresholds ``record`` holds (a card's or tags' JSON object), the others from
+        ``base`` (default: :class:`Delineation`'s own); unknown keys are refused."""
+        record = dict(record or {})
+        unknown = sorted(set(record) - set(cls.KEYS))
+        if unknown:
+            raise ValueError(f"unknown delineation threshold {unknown[0]!r}")
+        base = base or cls()
+        return cls(**{k: float(record.get(k, getattr(base, k))) for k in cls.KEYS})
+
+    def to_dict(self, keys=KEYS) -> dict[str, float]:
+        """The thresholds of ``keys`` as a JSON object."""
+        return {k: getattr(self, k) for k in keys}
+
+    def replace(self, **changes: float) -> Delineation:
+        return type(self)(**{**self.to_dict(), **{k: float(v) for k, v in changes.items()}})
+
+    def distance(self, other: Delineation, keys=KEYS) -> float:
+        """How far ``other`` lies from these thresholds over ``keys`` (ties go to the nearest)."""
+        return sum(abs(getattr(self, k) - getattr(other, k)) for k in keys)
+
+
 CLOSING_NOTE = (
     "parcels by closing the boundary alone, which breaks fields into pieces "
     "(no field extent: label parcels as polygons of one class to get one)"
@@ -307,6 +350,7 @@ class PredictionTags:
             delineation = {
                 k: float(v) for k, v in json.loads(tags.get("geoseg_delineation", "{}")).items()
             }
+            Delineation.from_mapping(delineation)  # its keys are thresholds geoseg knows
             task = str(tags.get("geoseg_task", "multilabel"))
         except (ValueError, TypeError, AttributeError) as exc:
             raise NotAPredictionError(f"{source}: damaged geoseg tags ({exc})") from None

@@ -12,6 +12,8 @@ from scipy import ndimage
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from geoseg.contracts import Delineation
+
 FOUR_CONNECTED = ndimage.generate_binary_structure(2, 1)
 
 GAP_RADIUS = 2
@@ -131,13 +133,13 @@ def delineate_parcels(
     boundary: np.ndarray | None,
     distance: np.ndarray | None,
     valid: np.ndarray | None,
-    thresholds: dict[str, float],
+    thresholds: Delineation,
 ) -> np.ndarray:
     """Parcel labels (int32, 0 = none) of whole arrays, exactly as ``vectorize`` finds them.
 
     ``extent``, ``boundary`` and ``distance`` are uint8 0..255 or floats 0..1 (``boundary`` or
-    ``distance`` may be None); ``thresholds`` has "extent", "boundary" and "marker" in 0..1, and
-    may have "merge" (see :func:`extent_parcel_labels`; 0 or absent: no merge).
+    ``distance`` may be None); of ``thresholds``, the extent, boundary, marker and merge apply
+    (see :func:`extent_parcel_labels`; the parcel threshold is :func:`confident_parcels`').
     """
     extent, boundary, distance = as_levels(extent), as_levels(boundary), as_levels(distance)
     valid = np.ones(extent.shape, bool) if valid is None else np.asarray(valid, bool)
@@ -148,10 +150,10 @@ def delineate_parcels(
     return labels[pad:-pad, pad:-pad]
 
 
-def delineation_levels(thresholds: dict[str, float], with_boundary: bool) -> tuple[int, ...]:
+def delineation_levels(thresholds: Delineation, with_boundary: bool) -> tuple[int, ...]:
     """The extent, boundary, marker and merge levels (0..255) of delineation ``thresholds``."""
-    levels = [quantized_level(thresholds[k]) for k in ("extent", "boundary", "marker")]
-    merge = merge_level(thresholds.get("merge", 0.0)) if with_boundary else 0
+    levels = [quantized_level(getattr(thresholds, k)) for k in ("extent", "boundary", "marker")]
+    merge = merge_level(thresholds.merge) if with_boundary else 0
     return (levels[0], levels[1] if with_boundary else NO_LEVEL, levels[2], merge)
 
 

@@ -41,6 +41,7 @@ from geoseg.contracts import (
     DEFAULT_THRESHOLD,
     WATERSHED,
     ClassMapTags,
+    Delineation,
     PredictionTags,
     describe_delineation,
     is_class_map,
@@ -665,9 +666,9 @@ def _band_plan(raster, mode, threshold, extent_threshold, marker_threshold, parc
             tags, threshold, extent_threshold, marker_threshold, parcel_threshold
         )
         levels = delineation_levels(chosen, "boundary" in roles)
-        logger.info("%s at %s", describe_delineation(roles), chosen)
+        logger.info("%s at %s", describe_delineation(roles), chosen.to_dict())
         return _PolygonPlan(
-            ["parcel"], bands, levels, delineated, min_mean=chosen["parcel"], delineation=WATERSHED
+            ["parcel"], bands, levels, delineated, min_mean=chosen.parcel, delineation=WATERSHED
         )
     if mode == "parcels":
         tuned = tags.delineation.get("boundary") if threshold is None else None
@@ -706,29 +707,25 @@ def delineation_thresholds(
     extent_threshold: float | None = None,
     marker_threshold: float | None = None,
     parcel_threshold: float | None = None,
-) -> dict[str, float]:
+) -> Delineation:
     """Extent, boundary, marker, parcel and merge thresholds: the options, else the tuned
     delineation ones, else the bands' class thresholds (the marker: the distance band's), else
     0.5 (the parcel's mean extent: 0, every parcel kept; the merge: 0, no quiet merge)."""
-    roles, tuned = tags.roles, tags.delineation
+    roles = tags.roles
     band = {"extent": "extent", "boundary": "boundary", "marker": "distance"}
-    chosen = {}
-    for key, role in band.items():
-        stored = tags.thresholds.get(roles.get(role), DEFAULT_THRESHOLD)
-        chosen[key] = float(tuned.get(key, stored))
-    chosen["parcel"] = float(tuned.get("parcel", 0.0))
-    chosen["merge"] = float(tuned.get("merge", 0.0))
+    stored = {k: tags.thresholds.get(roles.get(r), DEFAULT_THRESHOLD) for k, r in band.items()}
+    chosen = Delineation.from_mapping(tags.delineation, Delineation.from_mapping(stored))
     if parcel_threshold is not None:
         if not 0.0 <= parcel_threshold <= 1.0:
             raise ParameterError(f"`parcel_threshold` must be in [0, 1], got {parcel_threshold}")
-        chosen["parcel"] = float(parcel_threshold)
+        chosen = chosen.replace(parcel=parcel_threshold)
     if threshold is not None:
-        chosen["extent"] = chosen["boundary"] = float(threshold)
+        chosen = chosen.replace(extent=threshold, boundary=threshold)
     for key, value in (("extent", extent_threshold), ("marker", marker_threshold)):
         if value is not None:
             if not 0.0 < value <= 1.0:
-                raise ParameterError(f"--{key}-threshold must be in (0, 1], got {value}")
-            chosen[key] = float(value)
+                raise ParameterError(f"`{key}_threshold` must be in (0, 1], got {value}")
+            chosen = chosen.replace(**{key: value})
     return chosen
 
 

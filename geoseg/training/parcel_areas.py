@@ -13,12 +13,13 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
+from geoseg.contracts import Delineation
 from geoseg.io.raster import normalize
 from geoseg.models.forward import average_dihedral
 from geoseg.models.sliding_window import ChipGrid, predict_array
 from geoseg.training.chip_areas import stitched_areas, thinned
 from geoseg.training.dataset import ChipsDirectory
-from geoseg.training.tuning import DEFAULTS, object_counts, predicted_samples, true_parcels, tunable
+from geoseg.training.tuning import object_counts, predicted_samples, true_parcels, tunable
 
 logger = logging.getLogger(__name__)
 
@@ -99,9 +100,10 @@ class ParcelMonitor(keras.callbacks.Callback):
         )
         keys = tunable(list(roles.outputs))
         levels = {k: v for k, v in MONITOR_LEVELS.items() if k in keys}
-        self.trials = [{**DEFAULTS, "boundary": b, "marker": m}
-                       for b in levels.get("boundary", (DEFAULTS["boundary"],))
-                       for m in levels.get("marker", (DEFAULTS["marker"],))]  # fmt: skip
+        plain = Delineation()
+        self.trials = [plain.replace(boundary=b, marker=m)
+                       for b in levels.get("boundary", (plain.boundary,))
+                       for m in levels.get("marker", (plain.marker,))]  # fmt: skip
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from geoseg.contracts import IGNORE, delineation_method
+from geoseg.contracts import IGNORE, Delineation, delineation_method
 from geoseg.delineation.regions import (
     confident_parcels,
     delineate_parcels,
@@ -32,7 +32,6 @@ from geoseg.metrics.scores import scores
 
 logger = logging.getLogger(__name__)
 
-DEFAULTS = {"extent": 0.5, "boundary": 0.5, "marker": 0.5, "parcel": 0.0, "merge": 0.0}
 CANDIDATES = {
     "extent": (0.3, 0.4, 0.5, 0.6, 0.7),
     "boundary": (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8),
@@ -73,15 +72,15 @@ def known_pixels(mask: np.ndarray, bands: dict[str, int]) -> np.ndarray | None:
     return mask[..., bands["extent"]] != IGNORE if "extent" in bands else None
 
 
-def delineate(sample: ChipSample, thresholds: dict[str, float]) -> np.ndarray:
+def delineate(sample: ChipSample, thresholds: Delineation) -> np.ndarray:
     """The parcels ``vectorize`` would find in this sample at ``thresholds``."""
-    bands, thresholds = sample.predicted, {**DEFAULTS, **thresholds}
+    bands = sample.predicted
     if "extent" in bands:
         labels = delineate_parcels(
             bands["extent"], bands.get("boundary"), bands.get("distance"), sample.valid, thresholds
         )
-        return kept_parcels(labels, sample, thresholds["parcel"])
-    return parcel_labels(bands["boundary"] >= thresholds["boundary"], sample.valid)
+        return kept_parcels(labels, sample, thresholds.parcel)
+    return parcel_labels(bands["boundary"] >= thresholds.boundary, sample.valid)
 
 
 def counts_of(labelled: Sequence[tuple[np.ndarray, ChipSample]]) -> dict:
@@ -95,7 +94,7 @@ def counts_of(labelled: Sequence[tuple[np.ndarray, ChipSample]]) -> dict:
     return {"matched": matched, "predicted": predicted, "true": true, **s}
 
 
-def object_counts(samples: Sequence[ChipSample], thresholds: dict[str, float]) -> dict:
+def object_counts(samples: Sequence[ChipSample], thresholds: Delineation) -> dict:
     """Matched, predicted and true parcels over the samples at ``thresholds``."""
     return counts_of([(delineate(sample, thresholds), sample) for sample in samples])
 
@@ -113,30 +112,29 @@ def tunable(roles: Sequence[str]) -> list[str]:
 
 
 def tune_thresholds(
-    samples: Sequence[ChipSample], start: dict[str, float], keys: Sequence[str]
-) -> tuple[dict[str, float], dict]:
+    samples: Sequence[ChipSample], start: Delineation, keys: Sequence[str]
+) -> tuple[Delineation, dict]:
     """The combination of candidate thresholds with the best object F1, searched coarse to fine:
     every combination of every other candidate, then every combination of the best one's
     neighbours; ties go to the one nearest ``start``. Returns the thresholds and their counts.
 
     Each delineation is made once; the parcel threshold only drops some of its parcels.
     """
-    start = {**DEFAULTS, **start}
     outer = [k for k in keys if k not in ("parcel", "merge")]
     full = [BOUNDARY_ONLY] if outer == ["boundary"] else [CANDIDATES[k] for k in outer]
-    parcel_levels = CANDIDATES["parcel"] if "parcel" in keys else (start["parcel"],)
+    parcel_levels = CANDIDATES["parcel"] if "parcel" in keys else (start.parcel,)
     tried: dict[tuple, tuple] = {}
 
     def search(combinations) -> None:
         for indexes in combinations:
             if indexes in tried:
                 continue
-            trial = {**start, **{k: full[i][j] for i, (k, j) in enumerate(zip(outer, indexes))}}
-            found = [(delineate(sample, {**trial, "parcel": 0.0}), sample) for sample in samples]
+            trial = start.replace(**{k: full[i][j] for i, (k, j) in enumerate(zip(outer, indexes))})
+            found = [(delineate(sample, trial.replace(parcel=0.0)), sample) for sample in samples]
             for level in parcel_levels:
                 kept = [(kept_parcels(labels, sample, level), sample) for labels, sample in found]
-                counts, chosen = counts_of(kept), {**trial, "parcel": level}
-                rank = (-counts["f1"], sum(abs(chosen[k] - start[k]) for k in keys))
+                counts, chosen = counts_of(kept), trial.replace(parcel=level)
+                rank = (-counts["f1"], start.distance(chosen, keys))
                 if indexes not in tried or rank < tried[indexes][0]:
                     tried[indexes] = (rank, chosen, counts)
 
@@ -146,10 +144,10 @@ def tune_thresholds(
     search(itertools.product(*near))
     rank, thresholds, counts = min(tried.values(), key=lambda entry: entry[0])
     if "merge" in keys:
-        for level in (m for m in MERGE if m != thresholds["merge"]):  # that one is ranked
-            trial = {**thresholds, "merge": level}
+        for level in (m for m in MERGE if m != thresholds.merge):  # that one is ranked
+            trial = thresholds.replace(merge=level)
             found = counts_of([(delineate(sample, trial), sample) for sample in samples])
-            order = (-found["f1"], sum(abs(trial[k] - start[k]) for k in keys))
+            order = (-found["f1"], start.distance(trial, keys))
             if order < rank:
                 rank, thresholds, counts = order, trial, found
     return thresholds, counts
@@ -188,7 +186,7 @@ def tune_delineation(
     pieces: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
     outputs: dict[str, int],
     truth_bands: dict[str, int],
-    start: dict[str, float],
+    start: Delineation,
 ) -> dict | None:
     """Thresholds for the parcels of a model, tuned on validation areas (or chips) for object F1.
 
@@ -202,19 +200,19 @@ def tune_delineation(
     keys = tunable(list(outputs))
     if not keys or "extent" not in truth_bands:
         return None
-    start = {**DEFAULTS, **start}
     samples = predicted_samples(predict, pieces, outputs, truth_bands)
     default_counts = object_counts(samples, start)
     thresholds, counts = tune_thresholds(samples, start, keys)
     logger.info(
         "delineation thresholds %s: object F1 %.3f on %d val areas (%.3f at %s)",
-        thresholds, counts["f1"], len(samples), default_counts["f1"], start,
+        thresholds.to_dict(keys), counts["f1"], len(samples), default_counts["f1"],
+        start.to_dict(keys),
     )  # fmt: skip
     return {
         "method": delineation_method(outputs),
-        "thresholds": {k: thresholds[k] for k in keys},
+        "thresholds": thresholds.to_dict(keys),
         "tuned_for": "object_f1",
         "iou": 0.5,
         "val_objects": counts,
-        "val_objects_untuned": {"thresholds": {k: start[k] for k in keys}, **default_counts},
+        "val_objects_untuned": {"thresholds": start.to_dict(keys), **default_counts},
     }

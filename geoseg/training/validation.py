@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from geoseg.contracts import DEFAULT_THRESHOLD
+from geoseg.contracts import DEFAULT_THRESHOLD, Delineation
 from geoseg.metrics.scores import ConfusionMatrix, RegressionErrors, ScoreHistogram
 from geoseg.training.parcel_areas import area_pieces, area_predictor
 from geoseg.training.plan import Plan
@@ -136,8 +136,11 @@ def tune_parcels(pairs: Sequence[tuple], plan: Plan, thresholds: dict) -> dict |
     def predictors(models, tta: bool = False) -> list:
         return [area_predictor(m, chips.chip_size, classes, tta) for m in models]
 
-    start = {key: thresholds.get(roles.names.get(key), 0.5) for key in ("extent", "boundary")}
-    start["marker"] = thresholds.get(roles.names.get("distance"), MARKER_THRESHOLD)
+    start = Delineation(
+        extent=thresholds.get(roles.names.get("extent"), 0.5),
+        boundary=thresholds.get(roles.names.get("boundary"), 0.5),
+        marker=thresholds.get(roles.names.get("distance"), MARKER_THRESHOLD),
+    )
     pieces, models = areas_of("val", TUNING_PIXELS)
     record = tune_delineation(predictors(models), pieces, roles.outputs, roles.truth_bands, start)
     if record is not None:
@@ -150,7 +153,8 @@ def tune_parcels(pairs: Sequence[tuple], plan: Plan, thresholds: dict) -> dict |
             samples = predicted_samples(
                 predictors(fit_models), fit_pieces, roles.outputs, roles.truth_bands
             )
-            record["fit_objects"] = object_counts(samples, record["thresholds"])
+            tuned = Delineation.from_mapping(record["thresholds"], start)
+            record["fit_objects"] = object_counts(samples, tuned)
             pixels = sum(p[1].size for p in fit_pieces)
             record["fit_areas"] = {"areas": len(fit_pieces), "pixels": pixels}
             logger.info(

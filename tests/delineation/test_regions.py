@@ -10,7 +10,7 @@ import shapely
 from helpers import assert_one_line_error, run
 from scipy import ndimage
 
-from geoseg.contracts import PredictionTags
+from geoseg.contracts import Delineation, PredictionTags
 from geoseg.delineation.regions import (
     REACH,
     confident_parcels,
@@ -23,7 +23,7 @@ from geoseg.errors import ParameterError
 from geoseg.metrics.objects import match_label_images
 
 PIXEL_AREA = 0.25  # make_raster's 0.5 m pixels
-THRESHOLDS = {"extent": 0.5, "boundary": 0.5, "marker": 0.5}
+THRESHOLDS = Delineation(extent=0.5, boundary=0.5, marker=0.5)
 TARGETS = {
     "parcels": {"kind": "class", "role": "extent"},
     "boundary": {"kind": "class", "role": "boundary"},
@@ -148,16 +148,16 @@ def test_delineation_thresholds_from_the_tags_and_the_options(prediction, tmp_pa
     tuned = {"extent": 0.4, "boundary": 0.6, "marker": 0.3}
     path = prediction(bands, delineation=tuned, thresholds={"boundary": 0.7, "distance": 0.2})
     tags = PredictionTags.read(path)
-    assert delineation_thresholds(tags) == {**tuned, "parcel": 0.0, "merge": 0.0}  # as before
-    assert delineation_thresholds(tags, 0.2, marker_threshold=0.8, parcel_threshold=0.6) == {
-        "extent": 0.2, "boundary": 0.2, "marker": 0.8, "parcel": 0.6, "merge": 0.0}  # fmt: skip
-    assert delineation_thresholds(tags, extent_threshold=0.7)["extent"] == 0.7
+    assert delineation_thresholds(tags) == Delineation(**tuned, parcel=0.0, merge=0.0)
+    assert delineation_thresholds(tags, 0.2, marker_threshold=0.8, parcel_threshold=0.6) == (
+        Delineation(extent=0.2, boundary=0.2, marker=0.8, parcel=0.6, merge=0.0))  # fmt: skip
+    assert delineation_thresholds(tags, extent_threshold=0.7).extent == 0.7
     with pytest.raises(ParameterError, match="`parcel_threshold` must be in"):
         delineation_thresholds(tags, parcel_threshold=1.5)
     stored = {"boundary": 0.7, "distance": 0.2}
     untuned = PredictionTags.read(prediction(bands, thresholds=stored))
-    assert delineation_thresholds(untuned) == {
-        "extent": 0.5, "boundary": 0.7, "marker": 0.2, "parcel": 0.0, "merge": 0.0}  # fmt: skip
+    assert delineation_thresholds(untuned) == Delineation(
+        extent=0.5, boundary=0.7, marker=0.2, parcel=0.0, merge=0.0)  # fmt: skip
     # the extent (0.9) below its threshold: no field, no parcel
     summary = vectorize(path, tmp_path / "p.gpkg", mode="parcels", extent_threshold=0.95)
     assert summary.polygons == 0
@@ -173,7 +173,7 @@ def test_parcels_of_low_mean_extent_are_dropped_alike_at_any_block_size(predicti
     grown = ndimage.binary_dilation(faint, iterations=3)
     bands[0][grown] = (bands[0][grown] * 0.6).astype(np.uint8)
     path = prediction(bands, delineation={"extent": 0.3, "boundary": 0.5, "marker": 0.4})
-    thresholds = {"extent": 0.3, "boundary": 0.5, "marker": 0.4}
+    thresholds = Delineation(extent=0.3, boundary=0.5, marker=0.4)
     labels = delineate_parcels(bands[0], bands[1], bands[2], None, thresholds)
     kept = confident_parcels(labels, bands[0], 0.7)
     expected = sorted(np.bincount(kept.ravel())[1:][np.bincount(kept.ravel())[1:] > 0].tolist())
@@ -268,11 +268,11 @@ def test_a_field_with_two_distance_peaks_and_no_boundary_between_is_one_parcel()
     extent, boundary, distance = two_peaks(with_boundary_between=False)
     apart = delineate_parcels(extent, boundary, distance, None, THRESHOLDS)
     assert len(np.unique(apart[apart > 0])) == 2
-    merged = delineate_parcels(extent, boundary, distance, None, {**THRESHOLDS, "merge": 0.3})
+    merged = delineate_parcels(extent, boundary, distance, None, THRESHOLDS.replace(merge=0.3))
     assert len(np.unique(merged[merged > 0])) == 1
     assert (merged[extent > 0] > 0).all()
     extent, boundary, distance = two_peaks(with_boundary_between=True)
-    fields = delineate_parcels(extent, boundary, distance, None, {**THRESHOLDS, "merge": 0.3})
+    fields = delineate_parcels(extent, boundary, distance, None, THRESHOLDS.replace(merge=0.3))
     assert len(np.unique(fields[fields > 0])) == 2  # a boundary between them: two fields
     assert len(np.unique(fields[:, :80][fields[:, :80] > 0])) == 1
 
@@ -283,8 +283,8 @@ def test_the_quiet_merge_does_not_depend_on_the_block_size(noise, prediction, tm
     extent, boundary, distance = two_peaks(with_boundary_between=False)
     h, w = extent.shape
     bands[:, 200 : 200 + h, 40 : 40 + w] = np.stack([extent, boundary, distance])
-    tuned = {**THRESHOLDS, "merge": 0.3}
-    path = prediction(bands, delineation=tuned)
+    tuned = THRESHOLDS.replace(merge=0.3)
+    path = prediction(bands, delineation=tuned.to_dict())
     whole = delineate_parcels(*bands, None, tuned)
     counts = np.bincount(whole.ravel())[1:]
     sizes = sorted(counts[counts > 0].tolist())

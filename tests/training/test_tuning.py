@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from geoseg.contracts import Delineation
 from geoseg.training.tuning import tunable, tune_delineation
 
 
@@ -30,7 +31,7 @@ def test_boundary_only_threshold_is_tuned_below_a_faint_boundary():
     chips = chips_with_faint_boundaries(0.35)
     record = tune_delineation(
         lambda image, valid: image[..., 1:], chips, {"boundary": 0}, {"extent": 0, "boundary": 1},
-        {"boundary": 0.5},
+        Delineation(boundary=0.5),
     )  # fmt: skip
     assert record["tuned_for"] == "object_f1"
     assert record["val_objects_untuned"]["f1"] < 0.5  # at 0.5 the outlines vanish: one parcel
@@ -42,7 +43,7 @@ def test_extent_and_boundary_are_tuned_together():
     chips = chips_with_faint_boundaries(0.35)
     record = tune_delineation(
         lambda image, _: image, chips, {"extent": 0, "boundary": 1}, {"extent": 0, "boundary": 1},
-        {"extent": 0.5, "boundary": 0.5},
+        Delineation(extent=0.5, boundary=0.5),
     )  # fmt: skip
     assert set(record["thresholds"]) == {"extent", "boundary", "parcel", "merge"}
     assert record["val_objects"]["f1"] > record["val_objects_untuned"]["f1"]
@@ -58,7 +59,7 @@ def test_a_parcel_threshold_drops_land_the_extent_half_believes_is_field():
     chips = [(image, np.ones(extent.shape, bool), mask)] * 2
     record = tune_delineation(
         lambda image, _: image, chips, {"extent": 0, "boundary": 1}, {"extent": 0, "boundary": 1},
-        {"extent": 0.5, "boundary": 0.5},
+        Delineation(extent=0.5, boundary=0.5),
     )  # fmt: skip
     assert 0.75 < record["thresholds"]["parcel"] <= 0.95
     assert record["val_objects"]["predicted"] == record["val_objects"]["matched"] == 2 * 12
@@ -66,7 +67,8 @@ def test_a_parcel_threshold_drops_land_the_extent_half_believes_is_field():
 
 def test_nothing_to_tune_without_extent_truth_or_parcel_outputs():
     chips = chips_with_faint_boundaries(0.9)
-    assert tune_delineation(lambda i, v: i, chips, {"boundary": 1}, {"boundary": 1}, {}) is None
+    none = tune_delineation(lambda i, v: i, chips, {"boundary": 1}, {"boundary": 1}, Delineation())
+    assert none is None
     assert tunable(["distance"]) == [] and tunable(["extent", "distance"]) == [
         "extent",
         "marker",
