@@ -385,6 +385,35 @@ class PredictionTags:
 CLASS_MAP_TAG = "geoseg_class_map"
 
 
+CLASS_COLUMN = "class"
+"""The column of a polygon file that names each polygon's class (``parcel`` in parcels mode)."""
+
+
+@dataclass(frozen=True)
+class PolygonMetadata:
+    """What ``vectorize`` records in its polygon file's layer metadata: the raster it read,
+    that raster's bounds (what was predicted: truth beyond it is left out of a score) and, in
+    parcels mode, the delineation that ran (``watershed`` or ``closing``)."""
+
+    source: str
+    extent: tuple[float, float, float, float]
+    delineation: str | None = None
+
+    def to_metadata(self) -> dict[str, str]:
+        metadata = {"geoseg_source": self.source, "geoseg_extent": json.dumps(list(self.extent))}
+        if self.delineation:
+            metadata["geoseg_delineation"] = self.delineation
+        return metadata
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[str, str]) -> PolygonMetadata | None:
+        """The record of a polygon file's metadata; None for a file geoseg did not write."""
+        if "geoseg_extent" not in metadata:
+            return None
+        extent = tuple(float(v) for v in json.loads(metadata["geoseg_extent"]))
+        return cls(metadata.get("geoseg_source", ""), extent, metadata.get("geoseg_delineation"))
+
+
 @dataclass(frozen=True)
 class ClassMapTags:
     """What ``geoseg predict --class-map`` records in its uint8 class map: the class names, code

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from geoseg.contracts import Delineation, PredictionTags
+from geoseg.contracts import Delineation, PolygonMetadata, PredictionTags
 from geoseg.errors import NotAPredictionError
 
 
@@ -27,3 +27,10 @@ def test_an_unknown_threshold_is_refused_in_a_record_and_in_tags():
     tags["geoseg_delineation"] = json.dumps({"markers": 0.5})
     with pytest.raises(NotAPredictionError, match="damaged geoseg tags"):
         PredictionTags.from_tags(tags, ("parcels",), "pred.tif")
+
+
+def test_a_polygon_files_metadata_round_trips_and_a_foreign_file_has_none():
+    written = PolygonMetadata("pred.tif", (0.0, 1.0, 10.0, 11.0), "watershed")
+    assert PolygonMetadata.from_metadata(written.to_metadata()) == written
+    assert "geoseg_delineation" not in PolygonMetadata("p.tif", (0, 0, 1, 1)).to_metadata()
+    assert PolygonMetadata.from_metadata({"other": "x"}) is None

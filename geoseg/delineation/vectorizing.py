@@ -16,9 +16,7 @@ Polygons go to a GeoPackage, a FlatGeobuf or a GeoParquet file, as the output's 
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import os
 import time
 from array import array
@@ -36,17 +34,20 @@ from dask import delayed
 from rasterio.windows import Window
 
 from geoseg.contracts import (
+    CLASS_COLUMN,
     CLOSING,
     CLOSING_NOTE,
     DEFAULT_THRESHOLD,
     WATERSHED,
     ClassMapTags,
     Delineation,
+    PolygonMetadata,
     PredictionTags,
     describe_delineation,
     is_class_map,
 )
 from geoseg.delineation.border_merge import POLYGON, BorderMerge, Pieces
+from geoseg.delineation.polygon_settings import PolygonSettings
 from geoseg.delineation.regions import (
     DELINEATION_HALO,
     PARCELS_HALO,
@@ -65,7 +66,6 @@ from geoseg.parallel import Progress, compute_each
 
 logger = logging.getLogger(__name__)
 
-MODES = ("regions", "parcels")
 SIDES = ("top", "bottom", "left", "right")
 VECTOR_FORMATS = {".gpkg": "GeoPackage", ".fgb": "FlatGeobuf", ".parquet": "GeoParquet"}
 """Polygon file suffixes (any case) and the format each names."""
@@ -410,7 +410,7 @@ class PolygonWriter:
     """
 
     COLUMNS = {
-        "class": "string",
+        CLASS_COLUMN: "string",
         "area": "float64",
         "pixels": "int64",
         "mean_probability": "float64",
@@ -421,7 +421,7 @@ class PolygonWriter:
         "perimeter": "float64",
         "determination_method": "string",
         "determination_datetime": "timestamp",
-        "class": "string",
+        CLASS_COLUMN: "string",
         "pixels": "int64",
         "mean_probability": "float64",
     }
@@ -445,7 +445,7 @@ class PolygonWriter:
     def write_rows(self, rows: Rows) -> None:
         """Append polygons encoded by :func:`encode`."""
         columns = {
-            "class": self.class_names[rows.classes],
+            CLASS_COLUMN: self.class_names[rows.classes],
             "pixels": rows.pixels,
             "mean_probability": rows.score / np.maximum(rows.pixels, 1) / 255,
         }
@@ -587,17 +587,15 @@ def vectorize(
     polygon per 4-connected region of each class but background; mean probability is then the
     likeliest class's (empty for a class map, which holds no probabilities).
     """
+    polygons = PolygonSettings(mode, threshold, extent_threshold, marker_threshold,
+                               parcel_threshold, min_area, simplify)  # fmt: skip
     check_vector_path(out)
-    check_vector_options(mode, min_area, simplify, block_size)
+    check_vector_options(polygons, block_size)
     info = open_raster_info(raster)
     if info.dtype != "uint8":
         raise RasterError(f"{raster}: expected uint8 probabilities (0..255), as predict writes")
     source = class_source(raster)
-    if source is None:
-        chosen = (threshold, extent_threshold, marker_threshold, parcel_threshold)
-        plan = _band_plan(raster, mode, *chosen)
-    else:
-        plan = _class_plan(raster, source, mode, threshold)
+    plan = _band_plan(raster, polygons) if source is None else _class_plan(raster, source, polygons)
     out = check_output(out, overwrite).absolute()
     job = VectorJob(
         raster=str(Path(raster).absolute()),
@@ -612,9 +610,7 @@ def vectorize(
         **plan.job_fields(),
     )
     out.parent.mkdir(parents=True, exist_ok=True)
-    metadata = {"geoseg_source": str(raster), "geoseg_extent": json.dumps(info.bounds)}
-    if plan.delineation:
-        metadata["geoseg_delineation"] = plan.delineation
+    metadata = PolygonMetadata(str(raster), info.bounds, plan.delineation or None).to_metadata()
     started = time.perf_counter()
     blocks = len(block_windows(info.width, info.height, block_size))
     logger.info("vectorizing %s (%s): %d blocks of %d px", raster, mode, blocks, block_size)
@@ -653,8 +649,9 @@ class _PolygonPlan:
         return {name: getattr(self, name) for name in names}
 
 
-def _band_plan(raster, mode, threshold, extent_threshold, marker_threshold, parcel_threshold):
+def _band_plan(raster, polygons: PolygonSettings) -> _PolygonPlan:
     """Regions of each band above its threshold, or parcels from the delineation bands."""
+    mode, threshold = polygons.mode, polygons.threshold
     tags = PredictionTags.read(str(raster))
     names, roles = list(tags.classes), tags.roles
     thresholds = resolve_thresholds(names, tags.thresholds, threshold)
@@ -663,8 +660,9 @@ def _band_plan(raster, mode, threshold, extent_threshold, marker_threshold, parc
         delineated = tuple(r for r in ("extent", "boundary", "distance") if r in roles)
         bands = tuple(names.index(roles[r]) + 1 for r in delineated)
         chosen = delineation_thresholds(
-            tags, threshold, extent_threshold, marker_threshold, parcel_threshold
-        )
+            tags, threshold, polygons.extent_threshold, polygons.marker_threshold,
+            polygons.parcel_threshold,
+        )  # fmt: skip
         levels = delineation_levels(chosen, "boundary" in roles)
         logger.info("%s at %s", describe_delineation(roles), chosen.to_dict())
         return _PolygonPlan(
@@ -682,8 +680,9 @@ def _band_plan(raster, mode, threshold, extent_threshold, marker_threshold, parc
     return _PolygonPlan(class_names, bands, levels)
 
 
-def _class_plan(raster, source: ClassSource, mode: str, threshold: float | None) -> _PolygonPlan:
+def _class_plan(raster, source: ClassSource, polygons: PolygonSettings) -> _PolygonPlan:
     """Regions of each class code but background (0) of a class map or multiclass raster."""
+    mode, threshold = polygons.mode, polygons.threshold
     what = "a class map" if source.kind == CODES else "multiclass probabilities"
     if mode == "parcels":
         raise ParameterError(
@@ -736,12 +735,9 @@ def check_vector_path(path: str | os.PathLike) -> None:
         raise ParameterError(f"{path}: polygons are written as {names}; choose one of these")
 
 
-def check_vector_options(mode: str, min_area: float, simplify: float, block_size: int) -> None:
+def check_vector_options(polygons: PolygonSettings, block_size: int) -> None:
     """Refuse option values ``vectorize`` cannot use (also checked before ``predict`` runs)."""
-    if mode not in MODES:
-        raise ParameterError(f"`mode` must be one of {', '.join(MODES)}, not {mode!r}")
-    if not (0 <= min_area < math.inf and 0 <= simplify < math.inf):
-        raise ParameterError("`min_area` and `simplify` must be finite and not negative")
+    polygons.check()
     if block_size < 2 * PARCELS_HALO:
         raise ParameterError(f"`block_size` must be at least {2 * PARCELS_HALO}")
 

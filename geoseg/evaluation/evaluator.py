@@ -29,7 +29,13 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 from scipy import ndimage
 
-from geoseg.contracts import ClassMapTags, PredictionTags, is_class_map
+from geoseg.contracts import (
+    CLASS_COLUMN,
+    ClassMapTags,
+    PolygonMetadata,
+    PredictionTags,
+    is_class_map,
+)
 from geoseg.delineation.regions import disk
 from geoseg.errors import (
     InputFileError,
@@ -577,9 +583,10 @@ def _evaluate_polygons(
         predicted = read_polygons(prediction)
     except Exception as exc:  # pyogrio and pyarrow raise their own types
         raise InputFileError(f"{prediction}: not a readable vector file ({exc})") from None
-    if "class" not in predicted.columns:
+    if CLASS_COLUMN not in predicted.columns:
         raise NotAPredictionError(
-            f"{prediction}: no 'class' column: not polygons written by geoseg predict or vectorize"
+            f"{prediction}: no '{CLASS_COLUMN}' column: not polygons written by geoseg predict "
+            "or vectorize"
         )
     result = Evaluation(prediction, truth)
     try:
@@ -595,12 +602,12 @@ def _evaluate_polygons(
         true = true.to_crs(predicted.crs)
     true = true.explode(index_parts=False)
     true = true[true.geom_type == "Polygon"]
-    extent = metadata.get("geoseg_extent")
-    if extent:  # truth outside the predicted raster was never predicted: leave it out
-        true = true[true.intersects(shapely.box(*json.loads(extent)))]
-    names = _chosen(sorted(set(predicted["class"])), chosen, prediction)
+    written = PolygonMetadata.from_metadata(metadata)
+    if written:  # truth outside the predicted raster was never predicted: leave it out
+        true = true[true.intersects(shapely.box(*written.extent))]
+    names = _chosen(sorted(set(predicted[CLASS_COLUMN])), chosen, prediction)
     for name, selection in _object_pairs(names, true, class_field, truth, result.notes):
-        mine = predicted[predicted["class"] == name].geometry.to_numpy()
+        mine = predicted[predicted[CLASS_COLUMN] == name].geometry.to_numpy()
         result.objects[name] = match_objects(mine, true[selection].geometry.to_numpy())
         logger.info("%s: %d predicted, %d true objects", name, len(mine), int(selection.sum()))
     return result

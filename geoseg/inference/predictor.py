@@ -37,6 +37,7 @@ from geoseg.contracts import (
     PredictionTags,
     read_model_card,
 )
+from geoseg.delineation.polygon_settings import PolygonSettings
 from geoseg.errors import Interrupted, ParameterError, RasterError
 from geoseg.io.cog import CLASS_MAP_COG_OPTIONS, StagedCog, class_colormap, partial_paths
 from geoseg.io.outputs import check_apart, check_output
@@ -269,8 +270,9 @@ def predict(
     _check_options(chip, overlap, block_size, batch_size)
     thresholds = _thresholds(card, threshold)
     _check_class_map(card, model, class_map)
-    _check_outputs([image, *dates], model, out, vectors, class_map, mode, min_area, simplify,
-                   block_size, card)  # fmt: skip
+    polygons = PolygonSettings(mode, threshold, extent_threshold, marker_threshold,
+                               parcel_threshold, min_area, simplify)  # fmt: skip
+    _check_outputs([image, *dates], model, out, vectors, class_map, polygons, block_size, card)
     identity = run_identity(
         image, model, overlap=overlap, block_size=block_size, batch_size=batch_size, tta=tta,
         device=device, mixed_precision=mixed_precision, threshold=threshold,
@@ -298,9 +300,7 @@ def predict(
             from geoseg.delineation.vectorizing import vectorize
 
             summary.vectors = vectorize(
-                out if class_map is None else class_map, vectors, threshold=threshold, mode=mode,
-                extent_threshold=extent_threshold, marker_threshold=marker_threshold,
-                parcel_threshold=parcel_threshold, min_area=min_area, simplify=simplify,
+                out if class_map is None else class_map, vectors, **polygons.to_kwargs(),
                 block_size=block_size, workers=workers, scheduler=scheduler,
                 overwrite=overwrite or resume, progress=progress,
             )  # fmt: skip
@@ -418,8 +418,7 @@ def _check_class_map(card: ModelCard, model, class_map) -> None:
         )
 
 
-def _check_outputs(images, model, out, vectors, class_map, mode, min_area, simplify,
-                   block_size, card):  # fmt: skip
+def _check_outputs(images, model, out, vectors, class_map, polygons, block_size, card):
     """Outputs must differ from the inputs and each other; polygon options must fit the model."""
     check_apart([out, class_map, vectors], [*images, model])
     if vectors is None:
@@ -431,13 +430,13 @@ def _check_outputs(images, model, out, vectors, class_map, mode, min_area, simpl
     )
 
     check_vector_path(vectors)
-    check_vector_options(mode, min_area, simplify, block_size)
-    if card.task == "multiclass" and mode == "parcels":
+    check_vector_options(polygons, block_size)
+    if card.task == "multiclass" and polygons.mode == "parcels":
         raise ParameterError(
             "`mode` parcels needs a field extent or a boundary band, which a multiclass model "
             "has not: its polygons are the regions of each class (`mode` regions)"
         )
-    check_parcels_class(mode, card.classes, model, card.roles)
+    check_parcels_class(polygons.mode, card.classes, model, card.roles)
 
 
 def run_identity(image, model, **options) -> dict:
