@@ -18,17 +18,15 @@ from rasterio.windows import transform as window_transform
 from geoseg.errors import LabelsError
 from geoseg.labels import gdal_burn
 from geoseg.labels import masks as labels_module
-from geoseg.labels.masks import (
-    IGNORE,
-    LabelSpec,
-    Length,
+from geoseg.labels.burning import (
     burn_lines,
     burn_shapes,
     burnable_parts,
-    open_labels,
+    pixel_diagonal,
     rasterize_parts,
     trimmed_to_window,
 )
+from geoseg.labels.masks import IGNORE, LabelSpec, Length, open_labels
 
 GRID = rasterio.Affine(0.5, 0, 500_000, 0, -0.5, 5_300_000)
 SHAPE = (120, 160)
@@ -114,7 +112,7 @@ def straightforward_burn(geoms, codes, crs, grid, shape, width, classes) -> np.n
     codes = codes[owner]
     is_line = np.isin(shapely.get_type_id(geoms), [1, 2, 5])
     lines_of = np.where(is_line, geoms, shapely.boundary(geoms))
-    touches = width <= labels_module._pixel_diagonal(grid)
+    touches = width <= pixel_diagonal(grid)
 
     def fill(shapes, all_touched=False):
         shapes = [g for g in shapes if not g.is_empty]
