@@ -259,29 +259,11 @@ def _evaluate_raster(prediction, truth, class_field, tolerance, width, threshold
     names = [n for n in _chosen(names, chosen, prediction) if n not in regression]
     if not names:
         raise ParameterError(f"{prediction}: no class band to score (only {', '.join(regression)})")
-    has_boundary = BOUNDARY in names
-    spec = LabelSpec(
-        truth,
-        class_field=class_field,
-        boundary_width=width if has_boundary and not is_raster_path(truth) else None,
-        nodata=label_nodata,
-        layer=layer,
-    )
-    labels = open_labels(spec)
     result = Evaluation(prediction, truth)
-    why = ignored_background(labels, spec)
-    if why:
-        result.notes.append(why)
-        logger.warning("%s", why)
-    if not labels.overlaps(info.crs, info.bounds):
-        raise LabelsError(f"{truth}: no truth inside the prediction's extent")
-    if is_raster_path(truth):
-        with open_raster(truth) as src:
-            same_grid = (src.crs, src.transform, src.shape) == (
-                info.crs, info.transform, (info.height, info.width)
-            )  # fmt: skip
-        if not same_grid:
-            result.notes.append("truth raster resampled to the prediction's grid (nearest)")
+    width = width if BOUNDARY in names and not is_raster_path(truth) else None
+    spec = LabelSpec(truth, class_field=class_field, boundary_width=width, nodata=label_nodata,
+                     layer=layer)  # fmt: skip
+    labels = _truth_on(info, spec, result.notes)
     pairs = _pair_classes(names, labels, result.notes, class_field)
     tolerance_px = max(0, math.ceil(tolerance.in_crs_units(info.pixel_size) / info.pixel_size))
     job = _RasterJob(
@@ -311,17 +293,38 @@ def _evaluate_raster(prediction, truth, class_field, tolerance, width, threshold
     logger.info("scored in %.1f s", time.perf_counter() - started)
     result.pixels = {p: scores(*map(int, totals[i])) for i, (p, _) in enumerate(pairs)}
     if job.boundary is not None:
-        found_predicted, predicted, found_true, true = (int(x) for x in tolerant)
-        precision = found_predicted / predicted if predicted else 0.0
-        recall = found_true / true if true else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        result.boundary = {
-            "tolerance_px": tolerance_px,
-            "precision": precision,
-            "recall": recall,
-            "f1": f1,
-        }
+        result.boundary = _tolerant_scores(tolerant, tolerance_px)
     return result
+
+
+def _truth_on(info, spec: LabelSpec, notes: list[str]):
+    """The truth of ``spec`` opened for the prediction ``info`` describes; what it leaves out
+    or resamples goes into ``notes``."""
+    labels = open_labels(spec)
+    why = ignored_background(labels, spec)
+    if why:
+        notes.append(why)
+        logger.warning("%s", why)
+    if not labels.overlaps(info.crs, info.bounds):
+        raise LabelsError(f"{spec.path}: no truth inside the prediction's extent")
+    if is_raster_path(spec.path):
+        with open_raster(spec.path) as src:
+            same_grid = (src.crs, src.transform, src.shape) == (
+                info.crs, info.transform, (info.height, info.width)
+            )  # fmt: skip
+        if not same_grid:
+            notes.append("truth raster resampled to the prediction's grid (nearest)")
+    return labels
+
+
+def _tolerant_scores(tolerant: np.ndarray, tolerance_px: int) -> dict:
+    """Boundary precision, recall and F1 within ``tolerance_px`` from the summed counts
+    (predicted pixels near a true one, predicted, true pixels near a predicted one, true)."""
+    found_predicted, predicted, found_true, true = (int(x) for x in tolerant)
+    precision = found_predicted / predicted if predicted else 0.0
+    recall = found_true / true if true else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"tolerance_px": tolerance_px, "precision": precision, "recall": recall, "f1": f1}
 
 
 @dataclass(frozen=True)

@@ -257,11 +257,46 @@ def make_dataset(
     files = chips.files[split]
     if not files:
         raise ParameterError(f"{chips.root}: the {split} split has no chips")
+    load, chip_bytes = _chip_loader(chips, class_bands, multiclass)
+    if cache is None:
+        cache = len(files) * chip_bytes < CACHE_SHARE * _memory_bytes()
+    dataset = _decoded(files, load, cache, seed if training else None, repeats)
+    augmenting = training and augment_chips
+    if augmenting:  # per pixel, class codes move like the masks they come from
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        dataset = tf.data.Dataset.zip((dataset, seeds)).map(
+            lambda chip, s: flip_rotate(chip, s), num_parallel_calls=tf.data.AUTOTUNE
+        )
+    normalization = chips.record["normalization"]
+    dataset = dataset.batch(batch_size, num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.map(
+        lambda data, valid, mask: (scale_batch(data, normalization), valid, mask),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+    if augmenting and jitter:
+        seeds = tf.data.Dataset.random(seed=seed + 1, rerandomize_each_iteration=True).batch(2)
+        dataset = tf.data.Dataset.zip((dataset, seeds)).map(
+            lambda batch, s: (jitter_batch(batch[0], s, jitter), *batch[1:])
+        )
+    kinds, classes = chips.kinds(class_bands), len(class_bands) + 1
+
+    def targets(mask):
+        return one_hot_targets(mask, classes) if multiclass else decode_targets(mask, kinds)
+
+    dataset = dataset.map(
+        lambda image, valid, mask: (mask_invalid(image, valid), targets(mask)),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _chip_loader(chips: ChipsDirectory, class_bands: Sequence[int], multiclass: bool):
+    """A graph function reading one chip's (image, validity, mask) from its two paths, and
+    the bytes a decoded chip takes."""
+    import tensorflow as tf
+
     size, bands = chips.chip_size, chips.band_count
     mask_bands = 1 if multiclass else len(class_bands)  # a multiclass chip keeps its codes
-    normalization = chips.record["normalization"]
-    kinds = chips.kinds(class_bands)
-
     dtype = tf.as_dtype(np.dtype(chips.record["bands"]["dtype"]))
 
     def read(image_path: bytes, mask_path: bytes):
@@ -277,48 +312,28 @@ def make_dataset(
         mask.set_shape((size, size, mask_bands))
         return data, valid, mask
 
-    def targets(mask):
-        if multiclass:
-            return one_hot_targets(mask, len(class_bands) + 1)
-        return decode_targets(mask, kinds)
+    return load, size * size * (dtype.size * bands + 1 + mask_bands)
 
-    if cache is None:
-        chip_bytes = size * size * (dtype.size * bands + 1 + mask_bands)
-        cache = len(files) * chip_bytes < CACHE_SHARE * _memory_bytes()
+
+def _decoded(files, load, cache: bool, shuffle_seed: int | None, repeats: int):
+    """The chips of ``files`` decoded by ``load``, reshuffled every pass with ``shuffle_seed``
+    (None: in order), ``repeats`` passes; ``cache`` decodes once and keeps them in memory."""
+    import tensorflow as tf
+
     images, masks = zip(*files)
     dataset = tf.data.Dataset.from_tensor_slices((list(images), list(masks)))
 
     def shuffled(d):
-        return d.shuffle(len(files), seed=seed, reshuffle_each_iteration=True) if training else d
+        if shuffle_seed is None:
+            return d
+        return d.shuffle(len(files), seed=shuffle_seed, reshuffle_each_iteration=True)
 
     parallel = dict(num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if cache:  # decode once, then shuffle the decoded chips every epoch
         dataset = shuffled(dataset.map(load, **parallel).cache())
     else:  # shuffle file names, decode every epoch
         dataset = shuffled(dataset).map(load, **parallel)
-    if repeats > 1:
-        dataset = dataset.repeat(repeats)
-    augmenting = training and augment_chips
-    if augmenting:  # per pixel, class codes move like the masks they come from
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-        dataset = tf.data.Dataset.zip((dataset, seeds)).map(
-            lambda chip, s: flip_rotate(chip, s), num_parallel_calls=tf.data.AUTOTUNE
-        )
-    dataset = dataset.batch(batch_size, num_parallel_calls=tf.data.AUTOTUNE)
-    dataset = dataset.map(
-        lambda data, valid, mask: (scale_batch(data, normalization), valid, mask),
-        num_parallel_calls=tf.data.AUTOTUNE,
-    )
-    if augmenting and jitter:
-        seeds = tf.data.Dataset.random(seed=seed + 1, rerandomize_each_iteration=True).batch(2)
-        dataset = tf.data.Dataset.zip((dataset, seeds)).map(
-            lambda batch, s: (jitter_batch(batch[0], s, jitter), *batch[1:])
-        )
-    dataset = dataset.map(
-        lambda image, valid, mask: (mask_invalid(image, valid), targets(mask)),
-        num_parallel_calls=tf.data.AUTOTUNE,
-    )
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    return dataset.repeat(repeats) if repeats > 1 else dataset
 
 
 def _memory_bytes() -> int:
