@@ -68,24 +68,9 @@ def search(
     box = parse_bbox(bbox, bbox_crs)
     windows = [parse_window(d) for d in dates]
     assets = [a.strip() for a in assets if a.strip()]
-    if not windows or not assets:
-        raise ParameterError("a search needs at least one of `dates` and one of `assets`")
-    if len({str(w) for w in windows}) != len(windows):
-        raise ParameterError("two of `dates` are the same window")
-    if len(set(assets)) != len(assets):
-        raise ParameterError(f"`assets` names one asset twice: {','.join(assets)}")
-    if max_cloud is not None and not 0 <= max_cloud <= 100:
-        raise ParameterError(f"`max_cloud` ({max_cloud}) must be a percentage, 0 to 100")
+    _check_request(windows, assets, max_cloud)
     _check_out(Path(out))
-
-    client = open_client(stac)
-    found = []
-    for window in windows:
-        candidates = within_cloud(find_items(client, collection, box, window), window, max_cloud)
-        check_assets(candidates, assets)
-        found.append(candidates)
-    crs = majority_crs(found)
-    chosen = [choose(w, f, box, crs) for w, f in zip(windows, found)]
+    chosen, crs = _choose_items(open_client(stac), collection, box, windows, assets, max_cloud)
     top = chosen[0].chosen[0]
     first = top.item.assets[assets[0]]
     reference = open_asset(asset_path(first.get_absolute_href() or first.href, collection, sign),
@@ -102,31 +87,47 @@ def search(
             with open_raster(staging / name) as src:  # a VRT GDAL cannot open is never written
                 src.read(1, window=((0, 1), (0, 1)))
             scenes.append(Scene(str(items.window), Path(out) / name, items))
-        record = {
-            "stac": stac,
-            "collection": collection,
-            "bbox": list(box.as_tuple()),
-            "assets": assets,
-            "max_cloud": max_cloud,
-            "crs": grid.crs.to_string(),
-            "windows": [
-                {
-                    "dates": s.window,
-                    "vrt": s.path.name,
-                    "coverage": round(s.items.coverage, 4),
-                    "items": [
-                        {**f.describe(), "hrefs": {a: f.item.assets[a].href for a in assets}}
-                        for f in s.items.chosen
-                    ],
-                    "left_out": s.items.left_out,
-                }
-                for s in scenes
-            ],
-        }
+        search = {"stac": stac, "collection": collection, "bbox": list(box.as_tuple()),
+                  "assets": assets, "max_cloud": max_cloud,
+                  "crs": grid.crs.to_string()}  # fmt: skip
+        record = {**search, "windows": [_window_record(s, assets) for s in scenes]}
         (staging / ITEMS_FILE).write_text(json.dumps(record, indent=2) + "\n")
     for scene in scenes:
         logger.info("%s", scene.summary())
     return scenes
+
+
+def _check_request(windows, assets: list[str], max_cloud: float | None) -> None:
+    if not windows or not assets:
+        raise ParameterError("a search needs at least one of `dates` and one of `assets`")
+    if len({str(w) for w in windows}) != len(windows):
+        raise ParameterError("two of `dates` are the same window")
+    if len(set(assets)) != len(assets):
+        raise ParameterError(f"`assets` names one asset twice: {','.join(assets)}")
+    if max_cloud is not None and not 0 <= max_cloud <= 100:
+        raise ParameterError(f"`max_cloud` ({max_cloud}) must be a percentage, 0 to 100")
+
+
+def _choose_items(client, collection, box, windows, assets, max_cloud):
+    """Each window's chosen items, and the CRS they share."""
+    found = []
+    for window in windows:
+        candidates = within_cloud(find_items(client, collection, box, window), window, max_cloud)
+        check_assets(candidates, assets)
+        found.append(candidates)
+    crs = majority_crs(found)
+    return [choose(w, f, box, crs) for w, f in zip(windows, found)], crs
+
+
+def _window_record(scene: Scene, assets: list[str]) -> dict:
+    """One window of ``items.json``: its VRT, coverage, chosen items and those left out."""
+    items = [
+        {**f.describe(), "hrefs": {a: f.item.assets[a].href for a in assets}}
+        for f in scene.items.chosen
+    ]
+    return {"dates": scene.window, "vrt": scene.path.name,
+            "coverage": round(scene.items.coverage, 4), "items": items,
+            "left_out": scene.items.left_out}  # fmt: skip
 
 
 def _check_out(out: Path) -> None:
