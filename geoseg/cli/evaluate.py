@@ -48,6 +48,14 @@ from geoseg.cli.terminal import progress_bar
     default=None,
     help="The layer of a --truth file that holds several (a GeoPackage with layers).",
 )
+@click.option(
+    "--sparse-truth",
+    type=LengthType(),
+    default=None,
+    metavar="REACH",
+    help="Polygons: the truth draws a few objects among many; predicted objects lying mostly "
+    "farther than REACH (CRS units or px, e.g. 3px) from every true one are not scored.",
+)
 @threshold_option("Probability threshold for every class [default: those stored by predict].")
 @classes_option("Score only these prediction classes, e.g. building [default: those in the truth].")
 @block_size_option()
@@ -72,6 +80,7 @@ def evaluate(prediction, **options):
     Examples:
       $ geoseg evaluate pred.tif --truth parcels.gpkg --boundary-width 1.5
       $ geoseg evaluate parcels_pred.gpkg --truth parcels.gpkg --json scores.json
+      $ geoseg evaluate parcels_pred.gpkg --truth some_fields.gpkg --sparse-truth 3px
       $ geoseg evaluate pred.tif --truth roofs.shp --class-field type
       $ geoseg evaluate crops.tif --truth parcels.shp --class-field Afgroede --json crops.json
     """

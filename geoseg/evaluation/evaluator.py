@@ -154,6 +154,7 @@ def evaluate(
     overwrite: bool = False,
     label_nodata: float | str | None = FILE_NODATA,
     truth_layer: str | None = None,
+    sparse_truth: str | Length | None = None,
     workers: int | None = None,
     scheduler: str | None = None,
     progress: Progress | None = None,
@@ -167,6 +168,12 @@ def evaluate(
     file of several (one is never picked silently). ``classes`` limits the scores to these
     prediction classes. Writes the scores as JSON to ``json_out`` (an existing file only with
     ``overwrite``, never one of the inputs).
+
+    ``sparse_truth`` (polygons only): the truth draws some objects among many (a few fields
+    of a region), so a predicted object lying mostly farther than this length (CRS units, or
+    ``3px`` of the raster the polygons came from) from every true one is not scored: it may
+    be an undrawn field, neither right nor wrong. Recall is unchanged; precision is that of the
+    objects near the drawn ones.
 
     A class map or multiclass probabilities are scored against vector truth, whose
     ``class_field`` values name the classes (pixels in no truth polygon, or in one of another
@@ -191,6 +198,10 @@ def evaluate(
     label_nodata = parse_label_nodata(label_nodata)
     if label_nodata != FILE_NODATA and not is_raster_path(truth):
         raise ParameterError("`label_nodata` applies to a truth raster, not vector truth")
+    if sparse_truth is not None and is_raster_path(prediction):
+        raise ParameterError(
+            "`sparse_truth` scores objects: give the polygons of the prediction, not a raster"
+        )
     source = _class_source(prediction)
     if source is not None:
         if label_nodata != FILE_NODATA:
@@ -205,7 +216,9 @@ def evaluate(
             label_nodata, truth_layer,
         )  # fmt: skip
     else:
-        result = _evaluate_polygons(str(prediction), str(truth), class_field, classes, truth_layer)
+        reach = None if sparse_truth is None else _length(sparse_truth)
+        result = _evaluate_polygons(str(prediction), str(truth), class_field, classes, truth_layer,
+                                    reach)  # fmt: skip
     if json_out is not None:
         write_text_atomically(json_out, json.dumps(result.to_json(), indent=2) + "\n")
     return result
@@ -578,6 +591,7 @@ def _evaluate_polygons(
     class_field: str | None,
     chosen: Sequence[str] | None,
     layer: str | None = None,
+    sparse_reach: Length | None = None,
 ) -> Evaluation:
     from geoseg.io.vector_files import read_layer_metadata, read_polygons
 
@@ -609,11 +623,43 @@ def _evaluate_polygons(
     if written:  # truth outside the predicted raster was never predicted: leave it out
         true = true[true.intersects(shapely.box(*written.extent))]
     names = _chosen(sorted(set(predicted[CLASS_COLUMN])), chosen, prediction)
+    reach = None if sparse_reach is None else _reach(sparse_reach, written, prediction)
     for name, selection in _object_pairs(names, true, class_field, truth, result.notes):
         mine = predicted[predicted[CLASS_COLUMN] == name].geometry.to_numpy()
+        if reach is not None:
+            mine = _near_truth(mine, true[selection].geometry.to_numpy(), reach, name, result)
         result.objects[name] = match_objects(mine, true[selection].geometry.to_numpy())
         logger.info("%s: %d predicted, %d true objects", name, len(mine), int(selection.sum()))
     return result
+
+
+def _reach(length: Length, written: PolygonMetadata | None, prediction: str) -> float:
+    """``sparse_truth`` in CRS units; pixels are those of the raster the polygons came from."""
+    if length.unit != "px":
+        return length.value
+    try:
+        return length.in_crs_units(open_raster_info(written.source).pixel_size)
+    except Exception:
+        raise ParameterError(
+            f"`sparse_truth` {length} is in pixels, but the raster {prediction} was made from "
+            "cannot be read; give it in CRS units"
+        ) from None
+
+
+def _near_truth(mine: np.ndarray, theirs: np.ndarray, reach: float, name: str, result):
+    """The predicted objects that lie mostly within ``reach`` of a true one; a note says how
+    many others were left unscored."""
+    labelled = shapely.union_all(shapely.buffer(theirs, reach)) if len(theirs) else None
+    if labelled is None:
+        near = np.zeros(len(mine), bool)
+    else:
+        inside = shapely.area(shapely.intersection(mine, labelled))
+        near = inside >= 0.5 * shapely.area(mine)
+    result.notes.append(
+        f"{name}: sparse truth: {int((~near).sum())} of {len(mine)} predicted objects lie mostly "
+        f"farther than {reach:g} from every true one and are not scored"
+    )
+    return mine[near]
 
 
 def _object_pairs(names, true, class_field, truth, notes) -> list[tuple[str, np.ndarray]]:

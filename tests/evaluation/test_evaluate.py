@@ -273,3 +273,27 @@ def test_regression_bands_are_not_scored_as_classes(make_raster, make_vector):
     result = evaluate(path, truth, boundary_width="1px")
     assert list(result.pixels) == ["parcels", "boundary"]
     assert result.pixels["parcels"]["iou"] == pytest.approx(1.0)
+
+
+def test_sparse_truth_leaves_objects_far_from_every_drawn_one_unscored(
+    prediction, make_vector, tmp_path
+):
+    """One building drawn; a predicted one 2 px from it is scored (a false positive), one 20 px
+    away may be undrawn and is not."""
+    pred = regions_gpkg(tmp_path, prediction, {
+        "building": square((10, 30), (10, 30)) | square((10, 30), (32, 34))
+        | square((50, 60), (50, 60)),
+    })  # fmt: skip
+    truth = make_vector([pixel_box(10, 10, 30, 30)], name="buildings.gpkg")
+    assert evaluate(pred, truth).objects["building"]["predicted"] == 3
+    for reach in ("4px", str(4 * PIXEL)):
+        sparse = evaluate(pred, truth, sparse_truth=reach)
+        objects = sparse.objects["building"]
+        assert (objects["matched"], objects["predicted"], objects["true"]) == (1, 2, 1)
+        assert any("1 of 3 predicted objects" in note for note in sparse.notes)
+    result = run("evaluate", pred, "--truth", truth, "--sparse-truth", "4px")
+    assert result.exit_code == 0 and "not scored" in result.output, result.output
+    raster = prediction({"building": square((10, 30), (10, 30))})
+    assert_one_line_error(
+        run("evaluate", raster, "--truth", truth, "--sparse-truth", "4px"), "give the polygons"
+    )
