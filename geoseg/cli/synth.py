@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import click
 
-from geoseg.cli.options import FiniteRange, out_option, overwrite_option, seed_option, with_flags
+from geoseg.cli.options import (
+    FiniteRange,
+    NameListType,
+    out_option,
+    overwrite_option,
+    seed_option,
+    with_flags,
+)
 from geoseg.cli.terminal import progress_bar
 
 
@@ -24,6 +31,14 @@ from geoseg.cli.terminal import progress_bar
     default=3,
     show_default=True,
     help="3: RGB; 4: RGB + near infrared.",
+)
+@click.option(
+    "--band-order",
+    type=NameListType(),
+    default=None,
+    metavar="NAMES",
+    help="Write the bands in this order, e.g. blue,green,red for Sentinel-2's B2,B3,B4 "
+    "(sets the band count; red, green, blue and optionally nir).",
 )
 @click.option("--dtype", type=click.Choice(["uint8", "uint16"]), default="uint8", show_default=True)
 @click.option("--crs", default="EPSG:32633", show_default=True, help="CRS of the scene.")
@@ -58,6 +73,7 @@ def synth(out, **options):
       $ geoseg synth --out scene/ --size 4096 --seed 1
       $ geoseg synth --out scene16/ --bands 4 --dtype uint16 --crs EPSG:25832
       $ geoseg synth --out fields/ --non-field 0
+      $ geoseg synth --out s2like/ --resolution 10 --dtype uint16 --band-order blue,green,red
     """
     from geoseg.synthetic.scene import synth as run
 

@@ -11,7 +11,7 @@ written window by window, so memory does not depend on the scene size.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +32,7 @@ from geoseg.synthetic.layout import layout
 from geoseg.synthetic.render import render, texture_field
 
 WINDOW = 512
+BAND_NAMES = ("red", "green", "blue", "nir")
 NON_FIELD = 0.2  # default share of the scene that is not parcels
 
 
@@ -69,6 +70,7 @@ def synth(
     resolution: float = 0.5,
     buildings: bool = True,
     non_field: float = NON_FIELD,
+    band_order: str | Sequence[str] | None = None,
     overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> SynthSummary:
@@ -76,11 +78,12 @@ def synth(
 
     ``non_field`` is the share of the scene (0 to 0.9) given to land that is not parcels:
     roads and verges, farmyards, villages, water and woods. 0 gives an all-field scene.
+    ``band_order`` writes the bands in another order (``blue,green,red`` as Sentinel-2's B2,
+    B3, B4), e.g. to pretrain a model for imagery in that order; it sets the band count.
     """
+    order = _band_order(band_order, bands)
     if size < 64:
         raise ParameterError(f"`size` must be at least 64, got {size}")
-    if bands not in (3, 4):
-        raise ParameterError(f"`bands` must be 3 or 4, got {bands}")
     if dtype not in ("uint8", "uint16"):
         raise ParameterError(f"`dtype` must be uint8 or uint16, got {dtype}")
     if resolution <= 0:
@@ -103,7 +106,7 @@ def synth(
             staging / "image.tif",
             scene,
             size,
-            bands,
+            order,
             dtype,
             crs,
             transform,
@@ -126,10 +129,26 @@ def synth(
     )
 
 
+def _band_order(order: str | Sequence[str] | None, bands: int) -> tuple[str, ...]:
+    """The bands to write, in order: red, green, blue (and nir) unless ``order`` says."""
+    if order is None:
+        if bands not in (3, 4):
+            raise ParameterError(f"`bands` must be 3 or 4, got {bands}")
+        return BAND_NAMES[:bands]
+    names = tuple(n.strip() for n in (order.split(",") if isinstance(order, str) else order))
+    if sorted(names) not in (sorted(BAND_NAMES[:3]), sorted(BAND_NAMES)):
+        raise ParameterError(
+            f"`band_order` must name red, green and blue (and nir) once each, got {','.join(names)}"
+        )
+    return names
+
+
 def _write_image(
-    path, scene, size, bands, dtype, crs, transform, resolution, texture, seed, progress
+    path, scene, size, order, dtype, crs, transform, resolution, texture, seed, progress
 ):
     scale, top = (1.0, 255) if dtype == "uint8" else (40.0, 65535)
+    bands = len(order)
+    picked = [BAND_NAMES.index(name) for name in order]
     profile = dict(
         driver="GTiff",
         width=size,
@@ -149,11 +168,11 @@ def _write_image(
     with rasterio.open(path, "w", **profile) as dst:
         for done, window in enumerate(windows, start=1):
             window = window.intersection(Window(0, 0, size, size))
-            pixels = render(scene, window, size, bands, resolution, texture, seed)
+            pixels = render(scene, window, size, bands, resolution, texture, seed)[picked]
             dst.write(np.clip(pixels * scale, 0, top).round().astype(dtype), window=window)
             if progress:
                 progress(done, len(windows))
-        dst.descriptions = ("red", "green", "blue", "nir")[:bands]
+        dst.descriptions = order
 
 
 def _to_map(geoms: np.ndarray, transform: Affine) -> np.ndarray:

@@ -154,3 +154,15 @@ def test_parcel_boundaries_are_a_rare_class(tmp_path):
     )
     assert summary.classes == ["parcels", "boundary"]
     assert 0.005 < summary.class_frequencies["boundary"] < 0.1
+
+
+def test_band_order_writes_the_same_bands_in_another_order(tmp_path):
+    synth(str(tmp_path / "rgb"), size=128, seed=2)
+    synth(str(tmp_path / "bgr"), size=128, seed=2, band_order="blue,green,red")
+    with rasterio.open(tmp_path / "rgb" / "image.tif") as rgb:
+        with rasterio.open(tmp_path / "bgr" / "image.tif") as bgr:
+            assert bgr.descriptions == ("blue", "green", "red")
+            np.testing.assert_array_equal(bgr.read(), rgb.read()[::-1])
+    assert_one_line_error(
+        run("synth", "--out", tmp_path / "x", "--band-order", "blue,red"), "red, green and blue"
+    )
