@@ -35,7 +35,7 @@ from geoseg.training.losses import (
     multiclass_metrics,
     training_metrics,
 )
-from geoseg.training.parent import load_parent_weights
+from geoseg.training.parent import head_sources, load_parent_weights
 from geoseg.training.plan import Plan, describe_plan, make_plan, parcel_monitor
 from geoseg.training.plots import plot_history
 from geoseg.training.settings import (
@@ -202,7 +202,8 @@ def _model(work: Path, plan: Plan, settings: TrainSettings, resume: bool):
         return keras.models.load_model(work / LAST), state["epoch"]
     model = build_model(plan.network)
     if settings.init_from is not None:
-        record = load_parent_weights(model, settings.init_from, settings.init_member)
+        sources = head_sources(settings.init_from, plan.network, plan.head_roles)
+        record = load_parent_weights(model, settings.init_from, sources, settings.init_member)
         (work / PARENT_RECORD).write_text(json.dumps(record))
     elif plan.network.encoder != UNET:
         from geoseg.models.encoders import load_encoder_weights

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 
 from geoseg.contracts import CARD_NAME, MODEL_NAME, ModelCard, read_model_card
 from geoseg.errors import ParameterError
-from geoseg.models.config import UNetConfig, config_from_record
+from geoseg.models.config import UNetConfig, config_from_record, head_key
 from geoseg.models.unet import member_name
 
 logger = logging.getLogger(__name__)
@@ -20,10 +21,15 @@ def parent_card(path: str | Path) -> ModelCard:
     return read_model_card(path)
 
 
-def check_parent(path: str | Path, network: UNetConfig) -> None:
-    """Refuse a parent whose network cannot give its weights to ``network``: another task,
-    encoder, band count, depth or width, or a target this run has and the parent lacks."""
-    parent = config_from_record(parent_card(path)["model"])
+def head_sources(
+    path: str | Path, network: UNetConfig, head_roles: Mapping[str, str | None]
+) -> dict[str, str]:
+    """Which head of the parent gives each head of ``network`` its weights: the head of the
+    same role (field extent, boundary, distance: a parent trained on ``parcels.gpkg`` gives its
+    extent to a run whose polygons come from ``fields.shp``), else of the same name. Refuses a
+    parent of another network, or without one of this run's targets, naming the difference."""
+    card = parent_card(path)
+    parent = config_from_record(card["model"])
     differences = [
         (name, getattr(parent, name), getattr(network, name))
         for name in ("task", "encoder", "bands", "depth", "base_filters")
@@ -37,18 +43,27 @@ def check_parent(path: str | Path, network: UNetConfig) -> None:
             f"`init_from` {path} has {what} {theirs} where this run has {mine}: a model starts "
             "only from a model of the same network"
         )
-    missing = [h for h in network.heads if h not in parent.heads]
-    if missing:
-        raise ParameterError(
-            f"`init_from` {path} has no target {', '.join(missing)} (it has "
-            f"{', '.join(parent.heads)}): train from scratch, or tile without it"
-        )
+    by_role = card.roles if card.task != "multiclass" else {}
+    sources = {}
+    for head in network.heads:
+        role = head_roles.get(head)
+        source = by_role.get(role) if role else None
+        source = source or (head if head in parent.heads and head not in by_role.values() else None)
+        if source is None:
+            what = f"{role} target" if role else f"target {head}"
+            raise ParameterError(
+                f"`init_from` {path} has no {what} (it has {', '.join(parent.heads)}): train "
+                "from scratch, or tile without it"
+            )
+        sources[head] = source
+    return sources
 
 
-def load_parent_weights(model, path: str | Path, member: int = 0) -> dict:
-    """Copy the parent's weights into ``model`` (one network, not an ensemble) layer by layer
-    (by name; a head the parent has for a target this run lacks is skipped). From an ensemble
-    parent, member ``member`` (modulo its size) gives them. Returns the card's record."""
+def load_parent_weights(model, path: str | Path, sources: Mapping[str, str], member: int = 0):
+    """Copy the parent's weights into ``model`` (one network, not an ensemble) layer by layer,
+    by name, each head from the parent's head ``sources`` names (a parent head no target takes
+    is skipped). From an ensemble parent, member ``member`` (modulo its size) gives them.
+    Returns the card's record of the parent."""
     import keras
 
     path = Path(path)
@@ -57,9 +72,12 @@ def load_parent_weights(model, path: str | Path, member: int = 0) -> dict:
     members = int(card["model"].get("members", 1))
     source = saved.get_layer(member_name(member % members)) if members > 1 else saved
     weights = {layer.name: layer for layer in _layers(source)}
+    renamed = {
+        f"head_{head_key(mine)}": f"head_{head_key(theirs)}" for mine, theirs in sources.items()
+    }
     copied = 0
     for layer in _layers(model):
-        theirs = weights.get(layer.name)
+        theirs = weights.get(_parent_name(layer.name, renamed))
         if not layer.weights or theirs is None:
             continue
         if [w.shape for w in layer.weights] != [w.shape for w in theirs.weights]:
@@ -74,9 +92,16 @@ def load_parent_weights(model, path: str | Path, member: int = 0) -> dict:
         "path": str(path.absolute()),
         "created": card.get("created"),
         "card_sha256": hashlib.sha256((path / CARD_NAME).read_bytes()).hexdigest(),
-        "member": member % members if members > 1 else None,
-        "layers": copied,
+        "heads": dict(sources),
     }
+
+
+def _parent_name(name: str, renamed: Mapping[str, str]) -> str:
+    """The parent's name of layer ``name``: a head's layers take their source head's name."""
+    for mine, theirs in sorted(renamed.items(), key=lambda pair: -len(pair[0])):
+        if name == mine or name.startswith(mine + "_"):
+            return theirs + name[len(mine) :]
+    return name
 
 
 def _layers(model):

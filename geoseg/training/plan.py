@@ -5,7 +5,7 @@ the value that picks the best epoch.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from itertools import chain
 from pathlib import Path
 
@@ -27,7 +27,7 @@ from geoseg.training.parcel_areas import (
     ParcelRoles,
     parcel_roles,
 )
-from geoseg.training.parent import check_parent
+from geoseg.training.parent import head_sources
 from geoseg.training.settings import TrainSettings
 
 logger = logging.getLogger(__name__)
@@ -54,6 +54,8 @@ class Plan:
     """The log value that picks the best epoch (``auto`` resolved)."""
     roles: ParcelRoles | None = None
     """Where the parcels' extent, boundary and distance are, when they can be delineated."""
+    head_roles: dict[str, str | None] = field(default_factory=dict)
+    """Target name -> its role (``extent``, ``boundary``, ``distance``, or None)."""
 
     @property
     def class_targets(self) -> list[str]:
@@ -91,8 +93,9 @@ def make_plan(chips: ChipsDirectory, settings: TrainSettings) -> Plan:
             f"chip size {chips.chip_size} is not divisible by {why} = {network.divisor}; "
             f"{fix}tile with another `size`"
         )
+    head_roles = {n: (chips.record.targets.get(n) or {}).get("role") for n in class_names}
     if settings.init_from:
-        check_parent(settings.init_from, network)
+        head_sources(settings.init_from, network, head_roles)  # one line when one is missing
     for split in ("train", "val"):
         if not chips.files[split]:
             raise ParameterError(f"{chips.root}: the {split} split has no chips")
@@ -123,7 +126,7 @@ def make_plan(chips: ChipsDirectory, settings: TrainSettings) -> Plan:
     precision = resolve_precision(settings.mixed_precision)
     return Plan(
         class_names, class_bands, weights, source, network, precision, kinds, settings.task,
-        monitor=monitor, roles=roles,
+        monitor=monitor, roles=roles, head_roles=head_roles,
     )  # fmt: skip
 
 

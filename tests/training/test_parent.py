@@ -17,11 +17,19 @@ from geoseg.contracts import CARD_NAME, MODEL_NAME, read_model_card
 from geoseg.errors import InputFileError, ParameterError
 from geoseg.models.config import config_from_record
 from geoseg.models.unet import build_model, member_name
-from geoseg.training.parent import check_parent, load_parent_weights
+from geoseg.training.parent import head_sources, load_parent_weights
 
 
 def network_of(model_dir):
     return config_from_record(read_model_card(model_dir)["model"])
+
+
+def roles_of(model_dir) -> dict:
+    return {n: t.get("role") for n, t in read_model_card(model_dir).targets.items()}
+
+
+def same_heads(model_dir) -> dict:
+    return {h: h for h in network_of(model_dir).heads}
 
 
 def card_hash(model_dir) -> str:
@@ -32,7 +40,7 @@ def test_a_new_model_holds_the_parents_weights_before_training(tiny_model):
     import keras
 
     child = build_model(network_of(tiny_model))
-    record = load_parent_weights(child, tiny_model)
+    record = load_parent_weights(child, tiny_model, same_heads(tiny_model))
     parent = keras.models.load_model(tiny_model / MODEL_NAME, compile=False)
     for mine, theirs in zip(child.get_weights(), parent.get_weights(), strict=True):
         np.testing.assert_array_equal(mine, theirs)
@@ -54,7 +62,7 @@ def test_fold_k_starts_from_member_k_of_an_ensemble_parent(tiny_model, tmp_path)
     (parent / CARD_NAME).write_text(json.dumps(card))
     for k in (0, 1, 3):
         child = build_model(network)
-        load_parent_weights(child, parent, member=k)
+        load_parent_weights(child, parent, same_heads(tiny_model), member=k)
         expected = ensemble.get_layer(member_name(k % 2)).get_weights()
         for mine, theirs in zip(child.get_weights(), expected, strict=True):
             np.testing.assert_array_equal(mine, theirs)
@@ -67,16 +75,39 @@ def test_fold_k_starts_from_member_k_of_an_ensemble_parent(tiny_model, tmp_path)
         (dict(base_filters=8), "`base_filters` 4 where this run has 8"),
         (dict(depth=3), "`depth` 2 where this run has 3"),
         (dict(encoder="vgg16"), "`encoder` unet where this run has vgg16"),
-        (dict(classes=3, heads=("parcels", "boundary", "distance")), "no target distance"),
+        (dict(classes=3, heads=("parcels", "boundary", "distance")), "no distance target"),
     ],
 )
 def test_a_parent_of_another_network_is_refused_naming_the_difference(tiny_model, change, words):
+    roles = {**roles_of(tiny_model), "distance": "distance"}
     with pytest.raises(ParameterError, match=words):
-        check_parent(tiny_model, replace(network_of(tiny_model), **change))
+        head_sources(tiny_model, replace(network_of(tiny_model), **change), roles)
 
 
 def test_a_run_with_fewer_targets_than_its_parent_starts_from_their_heads(tiny_model):
-    check_parent(tiny_model, replace(network_of(tiny_model), classes=1, heads=("boundary",)))
+    network = replace(network_of(tiny_model), classes=1, heads=("boundary",))
+    assert head_sources(tiny_model, network, {"boundary": "boundary"}) == {"boundary": "boundary"}
+
+
+def test_heads_of_another_name_start_from_the_parents_head_of_their_role(tiny_model):
+    """A parent trained on parcels.gpkg gives its extent head to a run on fields.shp."""
+    import keras
+
+    parent = network_of(tiny_model)
+    extent = next(n for n, r in roles_of(tiny_model).items() if r == "extent")
+    network = replace(parent, heads=tuple("fields" if h == extent else h for h in parent.heads))
+    roles = {"fields": "extent", "boundary": "boundary"}
+    sources = head_sources(tiny_model, network, roles)
+    assert sources == {"fields": extent, "boundary": "boundary"}
+    child = build_model(network)
+    record = load_parent_weights(child, tiny_model, sources)
+    assert record["heads"]["fields"] == extent
+    saved = keras.models.load_model(tiny_model / MODEL_NAME, compile=False)
+    for suffix in ("_conv", "_bn", ""):
+        mine = child.get_layer(f"head_fields{suffix}").get_weights()
+        theirs = saved.get_layer(f"head_{extent}{suffix}").get_weights()
+        for a, b in zip(mine, theirs, strict=True):
+            np.testing.assert_array_equal(a, b)
 
 
 def test_fine_tuning_records_its_parent_in_the_card(tiny_chips, tiny_model, tmp_path):
