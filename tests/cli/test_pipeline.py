@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import pytest
 from helpers import assert_one_line_error, run
@@ -147,3 +148,9 @@ def test_quicklook_vectors_are_an_input_not_an_output(tmp_path):
     stage = load_pipeline(path, main)[0]
     assert stage.outputs == [tmp_path / "preview.png"]
     assert tmp_path / "v.gpkg" in stage.inputs
+
+
+@pytest.mark.parametrize("template", sorted(Path(__file__).parents[2].glob("pipelines/*.yaml")))
+def test_every_pipeline_template_names_real_stages_and_options(template):
+    stages = load_pipeline(template, main)
+    assert stages and all(stage.outputs for stage in stages if stage.name != "evaluate")
