@@ -104,6 +104,12 @@ def window_vrt(
             asset = found.item.assets[name]
             path = asset_path(asset.get_absolute_href() or asset.href, collection, sign)
             info = open_asset(path, found.id, name)
+            if info.crs != grid.crs:  # a catalogue without the projection extension
+                raise CatalogError(
+                    f"asset {name} of item {found.id} is in {info.crs}, the mosaic in "
+                    f"{grid.crs.to_string()}, and the catalogue gives no proj:code to leave it "
+                    "out by: narrow `bbox` to one UTM zone"
+                )
             described = asset_bands(asset)
             layers.append((Member(info, path, ()), described))
         top_info = layers[0][0].info

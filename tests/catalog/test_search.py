@@ -33,13 +33,15 @@ def footprint(transform, width: int, height: int) -> tuple[dict, list[float]]:
     return {"type": "Polygon", "coordinates": [ring]}, [west, south, east, north]
 
 
-def write_tile(folder: Path, name: str, data: np.ndarray, transform, offset: float = 0.0) -> dict:
+def write_tile(
+    folder: Path, name: str, data: np.ndarray, transform, offset: float = 0.0, crs="EPSG:32633"
+) -> dict:
     """One single-band COG per asset; the item's assets (``raster:bands`` with ``offset``)."""
     assets = {}
     for band, asset in enumerate(ASSETS):
         path = folder / f"{name}_{asset}.tif"
         profile = dict(driver="COG", width=data.shape[2], height=data.shape[1], count=1,
-                       dtype="uint8", crs="EPSG:32633", transform=transform,
+                       dtype="uint8", crs=crs, transform=transform,
                        blocksize=128)  # fmt: skip
         with rasterio.open(path, "w", **profile) as dst:
             dst.write(data[band], 1)
@@ -53,7 +55,7 @@ def item(name, when, cloud, assets, geometry, bbox, epsg=32633) -> dict:
         "type": "Feature", "stac_version": "1.0.0", "id": name, "collection": "s2",
         "geometry": geometry, "bbox": bbox,
         "properties": {"datetime": f"{when}T10:00:00Z", "eo:cloud_cover": cloud,
-                       "proj:epsg": epsg},
+                       **({"proj:epsg": epsg} if epsg else {})},
         "assets": assets, "links": [],
     }  # fmt: skip
 
@@ -78,6 +80,7 @@ def catalogue(tmp_path_factory):
     whole = write_tile(files, "whole", scene, transform)
     a_new = write_tile(files, "a-new", scene[:, :, :256], west, offset=-20.0)
     b_old = write_tile(files, "b-old", scene[:, :, 128:] // 2, east)
+    b_utm32 = write_tile(files, "b-utm32", scene[:, :, 128:], east, crs="EPSG:32632")
     geo_a, box_a = footprint(west, 256, SIZE)
     geo_b, box_b = footprint(east, 256, SIZE)
     geo_all, box_all = footprint(transform, SIZE, SIZE)
@@ -89,6 +92,8 @@ def catalogue(tmp_path_factory):
         item("utm32-july", "2024-07-20", 1.0, whole, geo_all, box_all, epsg=32632),
         item("a-september", "2024-09-10", 1.0, a_new, geo_a, box_a),
         item("b-september", "2024-09-12", 3.0, b_old, geo_b, box_b),
+        item("a-october", "2024-10-10", 1.0, a, geo_a, box_a),
+        item("b-october", "2024-10-12", 2.0, b_utm32, geo_b, box_b, epsg=None),
     ]
     (files / "catalogue.json").write_text(json.dumps(items))
     yield server, scene, transform
@@ -163,6 +168,13 @@ def test_an_item_with_another_offset_is_converted_to_the_top_items_values(catalo
     seam = 256 - cols.start
     np.testing.assert_array_equal(red[:, :seam], scene[0, rows, cols.start : 256])
     np.testing.assert_array_equal(red[:, seam:], scene[0, rows, 256 : cols.stop] // 2 + 20)
+
+
+def test_an_item_of_another_crs_without_projection_metadata_is_one_line(catalogue, tmp_path):
+    server, _, _ = catalogue
+    result = run(*search_args(server, tmp_path / "s", dates=["2024-10-01/2024-10-31"]))
+    assert_one_line_error(result, "item b-october is in EPSG:32632", "no proj:code")
+    assert not (tmp_path / "s").exists()
 
 
 def test_items_json_records_the_chosen_items_and_those_left_out(scenes):
