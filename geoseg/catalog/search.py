@@ -18,7 +18,7 @@ from geoseg.catalog.items import (
     open_client,
     within_cloud,
 )
-from geoseg.catalog.mosaic import asset_path, grid_of, open_asset, window_vrt
+from geoseg.catalog.mosaic import SIGNERS, asset_path, grid_of, open_asset, window_vrt
 from geoseg.catalog.request import parse_bbox, parse_window
 from geoseg.errors import OutputExistsError, ParameterError
 from geoseg.io.outputs import staged_directory
@@ -69,6 +69,8 @@ def search(
     windows = [parse_window(d) for d in dates]
     assets = [a.strip() for a in assets if a.strip()]
     _check_request(windows, assets, max_cloud)
+    if sign not in (None, *SIGNERS):
+        raise ParameterError(f"`sign` {sign!r} is not one of {', '.join(SIGNERS)}")
     _check_out(Path(out))
     chosen, crs = _choose_items(open_client(stac), collection, box, windows, assets, max_cloud)
     top = chosen[0].chosen[0]

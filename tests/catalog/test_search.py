@@ -302,6 +302,14 @@ def test_bad_date_windows_are_refused(text):
         parse_window(text)
 
 
+def test_an_unknown_signer_is_refused_before_any_request(tmp_path):
+    from geoseg import search
+
+    with pytest.raises(ParameterError, match="`sign` 'aws' is not one of planetary-computer"):
+        search("http://127.0.0.1:9/", "s2", "11,55,11.1,55.1", ["2024-05-01/2024-05-31"],
+               ["red"], tmp_path / "s", sign="aws")  # fmt: skip
+
+
 def test_planetary_computer_urls_are_signed_by_gdal_and_no_token_is_written():
     href = "https://sentinel2l2a01.blob.core.windows.net/sentinel2-l2/T32/B04.tif"
     path = asset_path(href, "sentinel-2-l2a", "planetary-computer")
