@@ -127,13 +127,8 @@ def pretrained_parent(root: Path, args, chosen: dict, recipe: str) -> Path:
     folder = root / "pretrain"
     scene = folder / "scene"
     geoseg.synth(str(scene), size=512, resolution=10.0, dtype="uint16", seed=args.seed + 100,
-                 buildings=False, overwrite=True)  # fmt: skip
-    image = folder / "image-bgr.tif"
-    with rasterio.open(scene / "image.tif") as src:
-        profile = src.profile
-        with rasterio.open(image, "w", **profile) as dst:
-            dst.write(src.read([3, 2, 1]))
-            dst.descriptions = ("blue", "green", "red")
+                 band_order="blue,green,red", buildings=False, overwrite=True)  # fmt: skip
+    image = scene / "image.tif"
     chips = folder / "chips"
     geoseg.tile([str(image)], str(chips), labels=str(scene / "parcels.gpkg"),
                 boundary_width=args.boundary_width, distance=True, size=args.chip,

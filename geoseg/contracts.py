@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -163,7 +163,7 @@ class Delineation:
         return {k: getattr(self, k) for k in keys}
 
     def replace(self, **changes: float) -> Delineation:
-        return type(self)(**{**self.to_dict(), **{k: float(v) for k, v in changes.items()}})
+        return replace(self, **{k: float(v) for k, v in changes.items()})
 
     def distance(self, other: Delineation, keys=KEYS) -> float:
         """How far ``other`` lies from these thresholds over ``keys`` (ties go to the nearest)."""

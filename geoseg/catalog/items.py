@@ -129,11 +129,8 @@ def majority_crs(windows: list[list[Found]]) -> CRS | None:
     if not every:
         return None
     counts = Counter(f.crs.to_string() for f in every)
-    least = {}
-    for f in sorted(every, key=_cloud_order):
-        least.setdefault(f.crs.to_string(), _cloud_order(f))
-    best = max(counts, key=lambda c: (counts[c], [-v for v in least[c]]))
-    return CRS.from_user_input(best)
+    clearest = [f.crs.to_string() for f in sorted(every, key=_cloud_order)]
+    return CRS.from_user_input(max(counts, key=lambda c: (counts[c], -clearest.index(c))))
 
 
 def _cloud_order(found: Found) -> tuple[float, float]:

@@ -23,10 +23,11 @@ SIGNERS = ("planetary-computer",)
 """URL signing GDAL does itself at read time, so that no credential is ever written."""
 
 
-def asset_path(href: str, collection: str, sign: str | None) -> str:
-    """The GDAL path of an asset: its URL on GDAL's network file system; with
+def asset_path(asset, collection: str, sign: str | None) -> str:
+    """The GDAL path of a pystac asset: its URL on GDAL's network file system; with
     ``sign="planetary-computer"`` a ``/vsicurl?`` path that tells GDAL to sign the URL with a
     short-lived token when it reads (the token is never written)."""
+    href = asset.get_absolute_href() or asset.href
     if sign is None:
         return gdal_path(href)
     if sign == "planetary-computer":
@@ -102,7 +103,7 @@ def window_vrt(
         layers = []
         for found in chosen:
             asset = found.item.assets[name]
-            path = asset_path(asset.get_absolute_href() or asset.href, collection, sign)
+            path = asset_path(asset, collection, sign)
             info = open_asset(path, found.id, name)
             if info.crs != grid.crs:  # a catalogue without the projection extension
                 raise CatalogError(

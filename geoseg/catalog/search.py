@@ -74,9 +74,8 @@ def search(
     _check_out(Path(out))
     chosen, crs = _choose_items(open_client(stac), collection, box, windows, assets, max_cloud)
     top = chosen[0].chosen[0]
-    first = top.item.assets[assets[0]]
-    reference = open_asset(asset_path(first.get_absolute_href() or first.href, collection, sign),
-                           top.id, assets[0])  # fmt: skip
+    reference = open_asset(asset_path(top.item.assets[assets[0]], collection, sign), top.id,
+                           assets[0])  # fmt: skip
     grid = grid_of(reference, box, crs or reference.crs)
     logger.info("grid: %s, %d x %d px of %g", grid.crs.to_string(), grid.width, grid.height,
                 abs(grid.transform.a))  # fmt: skip

@@ -8,17 +8,12 @@ import logging
 from collections.abc import Mapping
 from pathlib import Path
 
-from geoseg.contracts import CARD_NAME, MODEL_NAME, ModelCard, read_model_card
+from geoseg.contracts import CARD_NAME, MODEL_NAME, read_model_card
 from geoseg.errors import ParameterError
 from geoseg.models.config import UNetConfig, config_from_record, head_key
 from geoseg.models.unet import member_name
 
 logger = logging.getLogger(__name__)
-
-
-def parent_card(path: str | Path) -> ModelCard:
-    """The card of the model ``init_from`` names (one line when it is not a model folder)."""
-    return read_model_card(path)
 
 
 def head_sources(
@@ -28,7 +23,7 @@ def head_sources(
     same role (field extent, boundary, distance: a parent trained on ``parcels.gpkg`` gives its
     extent to a run whose polygons come from ``fields.shp``), else of the same name. Refuses a
     parent of another network, or without one of this run's targets, naming the difference."""
-    card = parent_card(path)
+    card = read_model_card(path)
     parent = config_from_record(card["model"])
     differences = [
         (name, getattr(parent, name), getattr(network, name))
@@ -67,7 +62,7 @@ def load_parent_weights(model, path: str | Path, sources: Mapping[str, str], mem
     import keras
 
     path = Path(path)
-    card = parent_card(path)
+    card = read_model_card(path)
     saved = keras.models.load_model(path / MODEL_NAME, compile=False)
     members = int(card["model"].get("members", 1))
     source = saved.get_layer(member_name(member % members)) if members > 1 else saved
@@ -107,7 +102,7 @@ def _parent_name(name: str, renamed: Mapping[str, str]) -> str:
 def _layers(model):
     """Every layer of ``model``, nested models (a keras.applications encoder) included."""
     for layer in model.layers:
-        if isinstance(layer, type(model)) or hasattr(layer, "layers"):
+        if hasattr(layer, "layers"):  # a nested model (an encoder, an ensemble member)
             yield from _layers(layer)
         else:
             yield layer

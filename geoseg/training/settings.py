@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from geoseg.contracts import TASKS
+from geoseg.contracts import TASKS, read_model_card
 from geoseg.errors import InputFileError, Interrupted, OutputExistsError, ParameterError
 from geoseg.io.outputs import check_output
 from geoseg.models.config import UNET
@@ -18,7 +18,6 @@ from geoseg.models.encoders import HED, NAMED_WEIGHTS, check_hed_weights
 from geoseg.training.dataset import ChipsDirectory
 from geoseg.training.folds import AUTO_FOLDS
 from geoseg.training.losses import LOSSES
-from geoseg.training.parent import parent_card
 
 HISTORY, SETTINGS, STATE = "history.csv", "settings.json", "state.json"
 ENSEMBLE_RECORD = "folds.json"  # an ensemble's run (settings, chips), for --resume
@@ -105,7 +104,7 @@ class TrainSettings:
         if weights == HED:
             check_hed_weights(self.encoder)
         if self.init_from is not None:
-            parent_card(self.init_from)  # one line when it is not a model folder
+            read_model_card(self.init_from)  # one line when it is not a model folder
             if weights is not None:
                 raise ParameterError(
                     "`init_from` and `encoder_weights` both give the starting weights: give one"

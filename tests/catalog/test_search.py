@@ -312,7 +312,24 @@ def test_an_unknown_signer_is_refused_before_any_request(tmp_path):
 
 def test_planetary_computer_urls_are_signed_by_gdal_and_no_token_is_written():
     href = "https://sentinel2l2a01.blob.core.windows.net/sentinel2-l2/T32/B04.tif"
-    path = asset_path(href, "sentinel-2-l2a", "planetary-computer")
+    from pystac import Asset
+
+    path = asset_path(Asset(href), "sentinel-2-l2a", "planetary-computer")
     assert path.startswith("/vsicurl?pc_url_signing=yes&pc_collection=sentinel-2-l2a&url=")
     assert "sig=" not in path and "token" not in path
-    assert asset_path(href, "s2", None) == f"/vsicurl/{href}"
+    assert asset_path(Asset(href), "s2", None) == f"/vsicurl/{href}"
+
+
+def test_the_mosaics_crs_is_the_one_most_items_share_ties_to_the_least_cloudy():
+    from pyproj import CRS
+
+    from geoseg.catalog.items import Found, majority_crs
+
+    def found(epsg, cloud):
+        return Found(None, cloud, CRS.from_epsg(epsg))
+
+    assert majority_crs([[found(32632, 1.0)], [found(32633, 5.0), found(32633, 9.0)]]) == (
+        CRS.from_epsg(32633))  # fmt: skip
+    tie = [[found(32633, 5.0), found(32632, 2.0)]]
+    assert majority_crs(tie) == CRS.from_epsg(32632)
+    assert majority_crs([[Found(None, 1.0, None)]]) is None
