@@ -134,9 +134,13 @@ class Delineation:
     ``extent``: field pixels; ``boundary``: boundary pixels, which markers avoid and the
     watershed does not cross; ``marker``: the distance (or its stand-in) a marker reaches;
     ``parcel``: the mean extent probability a parcel keeps (0: every parcel); ``merge``: the
-    boundary level below which parcels meeting on quiet pixels join (0: no merge). The model card
-    and the prediction's tags store the tuned ones as a JSON object of these keys
-    (:meth:`to_dict`, :meth:`from_mapping`).
+    boundary level below which parcels meeting on quiet pixels join (0: no merge); ``split``:
+    how far the elevation must drop between two peaks of one marker for them to grow as two
+    parcels (0: markers are not split); ``join``: the mean boundary probability along the whole
+    border of two neighbouring parcels below which they are one (0: no join). The model card and
+    the prediction's tags store the tuned ones as a JSON object of these keys (:meth:`to_dict`,
+    :meth:`from_mapping`; a record without ``split`` or ``join``, from an earlier version, has
+    them off).
     """
 
     extent: float = 0.5
@@ -144,8 +148,10 @@ class Delineation:
     marker: float = 0.5
     parcel: float = 0.0
     merge: float = 0.0
+    split: float = 0.0
+    join: float = 0.0
 
-    KEYS = ("extent", "boundary", "marker", "parcel", "merge")
+    KEYS = ("extent", "boundary", "marker", "parcel", "merge", "split", "join")
 
     @classmethod
     def from_mapping(cls, record: Mapping | None, base: Delineation | None = None) -> Delineation:

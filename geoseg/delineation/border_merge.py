@@ -6,6 +6,11 @@ window (the block's own labels of its edge line and of the halo line beyond it).
 whole once every block holding one of its pieces has all its neighbours in: its pieces are then
 united and handed on. With blocks arriving in row order only about two rows of blocks' border
 pieces are held at a time, whatever the size of the raster.
+
+With a join (parcels whose border carries little boundary are one), a parcel's fate depends on
+the boundary along its whole border, which the blocks around it add up: every piece is held,
+with the summed boundary along each border, until the last block is in; the regions are then
+united and those joined are united again.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ import numpy as np
 import shapely
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
+
+from geoseg.delineation.regions import pair_sums, weak_pairs
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +39,8 @@ class BorderBlock(Protocol):
 
     index: tuple[int, int]
     border: Pieces
-    edges: dict  # (class, side) -> (labels inside the block edge, labels just outside it)
+    edges: dict  # (class, side) -> (labels inside the block edge, labels just outside it, ...)
+    pairs: tuple  # with a join: (first label, second label, pixel pairs, summed boundary level)
 
 
 @dataclass
@@ -63,8 +71,10 @@ class BorderMerge:
     """The border pieces of the blocks seen so far; :meth:`add` returns the regions it made
     whole, united (pixel coordinates)."""
 
-    def __init__(self, classes: int, block_size: int, rows: int, cols: int):
+    def __init__(self, classes: int, block_size: int, rows: int, cols: int, join: int = 0):
         self.classes, self.block_size, self.shape = classes, block_size, (rows, cols)
+        self.join = join
+        self.borders: list[tuple[np.ndarray, ...]] = []  # piece ids, pixel pairs, summed level
         self.arrived = np.zeros((rows, cols), bool)
         self.settled = np.zeros((rows, cols), bool)  # arrived, and so have all its neighbours
         self.held = Pieces.concat([])
@@ -86,6 +96,10 @@ class BorderMerge:
         keys = piece_keys(border.classes, border.labels)
         order = np.argsort(keys)
         self.lookup[index], self.edges[index] = (keys[order], ids[order]), dict(block.edges)
+        if self.join and len(block.pairs) and len(block.pairs[0]):
+            first, second, count, total = block.pairs
+            ids = self.ids(index, 0, first), self.ids(index, 0, second)
+            self.borders.append((*ids, count, total))
         self.arrived[index] = True
         for neighbour, mine, theirs in self.neighbours(index):
             if self.arrived[neighbour]:
@@ -104,8 +118,13 @@ class BorderMerge:
         """Record the pieces of ``a`` and ``b`` that are one region across their common edge."""
         pairs = []
         for k in range(self.classes):
-            in_a, out_a = self.edges[a].pop((k, side_a))
-            in_b, out_b = self.edges[b].pop((k, side_b))
+            in_a, out_a, *level_a = self.edges[a].pop((k, side_a))
+            in_b, out_b, *level_b = self.edges[b].pop((k, side_b))
+            if self.join:
+                across = (in_a > 0) & (in_b > 0)
+                level = np.maximum(level_a[0][across], level_b[0][across]).astype(np.float64)
+                ids = self.ids(a, k, in_a[across]), self.ids(b, k, in_b[across])
+                self.borders.append((*ids, np.ones(len(level)), level))
             same = (in_a > 0) & (in_b > 0) & ((in_a == out_a) | (in_b == out_b))
             if same.any():
                 labels_a, labels_b = np.unique(np.stack([in_a[same], in_b[same]]), axis=1)
@@ -127,7 +146,7 @@ class BorderMerge:
 
     def unite_whole(self) -> Pieces:
         """Unite and stop holding the regions whose pieces all lie in settled blocks."""
-        if not len(self.held):
+        if not len(self.held) or self.join and not self.arrived.all():
             return Pieces.concat([])
         n = len(self.held)
         local = np.searchsorted(self.held_ids, self.links)
@@ -139,10 +158,52 @@ class BorderMerge:
         if not whole.any():
             return Pieces.concat([])
         united = unite_regions(self.held.select(whole), region[whole], self.block_size)
+        if self.join:  # every region is whole: the last block is in
+            united = self.joined(united, region)
         self.links = self.links[:, ~whole[local[0]]]
         self.held = self.held.select(~whole)
         self.held_ids, self.held_block = self.held_ids[~whole], self.held_block[~whole]
         return united
+
+    def joined(self, united: Pieces, region: np.ndarray) -> Pieces:
+        """``united`` (one piece per region, in the order of the region numbers) with the
+        regions whose border carries a mean boundary level under the join united."""
+        if not self.borders:
+            return united
+        first, second, count, total = (np.concatenate(parts) for parts in zip(*self.borders))
+        self.borders = []
+        _, position = np.unique(region, return_inverse=True)
+        first = position[np.searchsorted(self.held_ids, first)]
+        second = position[np.searchsorted(self.held_ids, second)]
+        apart = first != second  # pieces of one region: no border
+        first, second, count, total = pair_sums(
+            first[apart], second[apart], total[apart], count[apart]
+        )
+        weak = weak_pairs(count, total, self.join)
+        n = len(united)
+        graph = coo_matrix((np.ones(weak.sum()), (first[weak], second[weak])), shape=(n, n))
+        groups, group = connected_components(graph, directed=False)
+        return join_groups(united, group, groups)
+
+
+def join_groups(pieces: Pieces, group: np.ndarray, groups: int) -> Pieces:
+    """One polygon per ``group`` of whole, edge-sharing ``pieces`` (an overlay union: a joined
+    piece may fill another's hole), with summed pixels and score."""
+    sizes = np.bincount(group, minlength=groups)
+    geometry = np.empty(groups, dtype=object)
+    alone = sizes[group] == 1
+    geometry[group[alone]] = pieces.geometry[alone]
+    for g in np.flatnonzero(sizes > 1):
+        geometry[g] = shapely.simplify(shapely.union_all(pieces.geometry[group == g]), 0.0)
+    first = np.full(groups, -1)
+    first[group[::-1]] = np.arange(len(group))[::-1]
+    return Pieces(
+        pieces.classes[first],
+        np.arange(groups, dtype=np.int64),
+        geometry,
+        np.bincount(group, weights=pieces.pixels, minlength=groups).astype(np.int64),
+        np.bincount(group, weights=pieces.score, minlength=groups),
+    )
 
 
 def piece_keys(classes, labels) -> np.ndarray:

@@ -97,7 +97,11 @@ field pixels join the parcel they touch unless the (gap-closed) boundary separat
 _SETTLED = REACH + GAP_RADIUS + 1
 """Pixels this far inside a window have their watershed state as in the whole raster."""
 
-DELINEATION_HALO = _SETTLED + FILL_STEPS + 2
+PEAK_RADIUS = 8
+"""With ``split``, a marker pixel lies within the split depth of the highest elevation this many
+pixels around it: the saddle between two fields that no boundary separates is left out."""
+
+DELINEATION_HALO = _SETTLED + FILL_STEPS + 2 + PEAK_RADIUS
 """Pixels around a block that decide its parcel labels (extent mode)."""
 
 SADDLE = 0.5
@@ -146,15 +150,18 @@ def delineate_parcels(
     pad = DELINEATION_HALO  # as a block's halo beyond the raster: nothing there
     bands = [np.pad(b, pad) if b is not None else None for b in (extent, boundary, distance)]
     levels = delineation_levels(thresholds, boundary is not None)
-    labels = extent_parcel_labels(*bands, np.pad(valid, pad), levels)
-    return labels[pad:-pad, pad:-pad]
+    labels = extent_parcel_labels(*bands, np.pad(valid, pad), levels)[pad:-pad, pad:-pad]
+    join = merge_level(thresholds.join) if boundary is not None else 0
+    return join_weak_borders(labels, boundary, join) if join else labels
 
 
 def delineation_levels(thresholds: Delineation, with_boundary: bool) -> tuple[int, ...]:
-    """The extent, boundary, marker and merge levels (0..255) of delineation ``thresholds``."""
+    """The extent, boundary, marker, merge and split levels (0..255) of delineation
+    ``thresholds`` (the last two 0 when off, and without a boundary)."""
     levels = [quantized_level(getattr(thresholds, k)) for k in ("extent", "boundary", "marker")]
     merge = merge_level(thresholds.merge) if with_boundary else 0
-    return (levels[0], levels[1] if with_boundary else NO_LEVEL, levels[2], merge)
+    split = merge_level(thresholds.split) if with_boundary else 0
+    return (levels[0], levels[1] if with_boundary else NO_LEVEL, levels[2], merge, split)
 
 
 def confident(score: np.ndarray, pixels: np.ndarray, threshold: float) -> np.ndarray:
@@ -179,18 +186,22 @@ def confident_parcels(labels: np.ndarray, extent: np.ndarray, threshold: float) 
 def extent_parcel_labels(extent, boundary, distance, valid, levels) -> np.ndarray:
     """Parcels of one window: markers grown into the field extent, then the far field pixels.
 
-    ``levels`` (extent, boundary, marker, merge) are 0..255 levels, as
-    :func:`delineation_levels` gives them (boundary :data:`NO_LEVEL` and merge 0 when absent).
-    Markers: 4-connected field pixels with distance >= marker and boundary below its level.
-    They grow by a discrete watershed of the elevation (distance, lowered where the boundary is
-    likely; ``255 - boundary`` without distance) reaching :data:`REACH` pixels, entering
-    boundary pixels but never crossing them. Parcels then join where they meet on a high
-    saddle, or on quiet pixels: no boundary within :data:`QUIET_RADIUS` reaches the merge level
-    (one field with several distance peaks); field pixels beyond join the parcels they touch
-    through the gap-closed boundary's gaps, and the boundary pixels left go to their nearest
-    parcel. Outside the extent: 0.
+    ``levels`` (extent, boundary, marker, merge, split) are 0..255 levels, as
+    :func:`delineation_levels` gives them (boundary :data:`NO_LEVEL`, merge and split 0 when
+    absent). Markers: 4-connected field pixels with distance >= marker and boundary below its
+    level; with a split level, only those within it of the highest elevation in
+    :data:`PEAK_RADIUS`, so that a marker does not run from one field into the next through a
+    gap in their boundary. They grow by a discrete watershed of the elevation (distance, lowered
+    where the boundary is likely; ``255 - boundary`` without distance) reaching :data:`REACH`
+    pixels, entering boundary pixels but never crossing them. Parcels then join where they meet
+    on a high saddle (not with a split level: the split parcels meet there), or on quiet pixels:
+    no boundary within :data:`QUIET_RADIUS` reaches the merge level (one field with several
+    distance peaks); field pixels beyond join the parcels they touch through the gap-closed
+    boundary's gaps, and the boundary pixels left go to their nearest parcel. Outside the
+    extent: 0. Joining parcels by the boundary along their whole border
+    (:func:`join_weak_borders`) is not a window's business: it follows.
     """
-    e_level, b_level, m_level, merge = levels
+    e_level, b_level, m_level, merge, split = levels
     field = valid & (extent >= e_level)
     on_boundary = boundary >= b_level if boundary is not None else np.zeros_like(field)
     if distance is None and boundary is None:
@@ -202,10 +213,13 @@ def extent_parcel_labels(extent, boundary, distance, valid, levels) -> np.ndarra
     else:
         elevation = np.minimum(distance, 255 - boundary.astype(np.int16))
     markers = field & ~on_boundary & (elevation >= m_level)
+    if split:
+        peak = ndimage.maximum_filter(elevation, footprint=disk(PEAK_RADIUS), mode="constant")
+        markers &= elevation >= peak - split
     steps = np.round(np.linspace(m_level, 0, REACH_LEVELS)).astype(int)
     labels = region_labels(markers)
     labels = grow_by_levels(labels, field, elevation, steps, REACH_STEPS, on_boundary)
-    high = elevation >= m_level * SADDLE
+    high = elevation >= m_level * SADDLE if not split else np.zeros_like(field)
     if merge:
         high |= ndimage.maximum_filter(boundary, footprint=disk(QUIET_RADIUS)) < merge
     labels = join_parcels(labels, field, on_boundary, high)
@@ -286,6 +300,51 @@ def join_parcels(labels, field, on_boundary, high) -> np.ndarray:
     group = (group + 1).astype(np.int32)
     group[0] = 0  # node 0 (no parcel) is alone in its group
     return group[nodes]
+
+
+def border_evidence(labels: np.ndarray, boundary: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The borders between parcels of ``labels`` and the boundary found along them: for each
+    pair of labels (a < b) with 4-adjacent pixels, the number of such pixel pairs and the sum of
+    the higher boundary level (0..255) of each pair. Sums over windows that share no pixel pair
+    add up to the whole raster's."""
+    a = np.concatenate([labels[:-1].ravel(), labels[:, :-1].ravel()])
+    b = np.concatenate([labels[1:].ravel(), labels[:, 1:].ravel()])
+    level = np.concatenate([np.maximum(boundary[:-1], boundary[1:]).ravel(),
+                            np.maximum(boundary[:, :-1], boundary[:, 1:]).ravel()])  # fmt: skip
+    between = (a > 0) & (b > 0) & (a != b)
+    return pair_sums(a[between], b[between], level[between].astype(np.float64))
+
+
+def pair_sums(a: np.ndarray, b: np.ndarray, level: np.ndarray, count=None) -> tuple:
+    """(first, second, pixel pairs, summed level) per unordered pair of ``a`` and ``b`` (first <
+    second), from one entry per pixel pair (``count`` 1) or per partial sum."""
+    first, second = np.minimum(a, b).astype(np.int64), np.maximum(a, b).astype(np.int64)
+    count = np.ones(len(first)) if count is None else np.asarray(count, np.float64)
+    if not len(first):
+        empty = np.zeros(0, np.int64)
+        return empty, empty, np.zeros(0), np.zeros(0)
+    pairs, index = np.unique(np.stack([first, second]), axis=1, return_inverse=True)
+    index = index.ravel()
+    return (pairs[0], pairs[1], np.bincount(index, count), np.bincount(index, level))
+
+
+def weak_pairs(count: np.ndarray, total: np.ndarray, join: int) -> np.ndarray:
+    """Which borders carry a mean boundary level under ``join`` (0..255): their parcels are one."""
+    return total < join * count
+
+
+def join_weak_borders(labels: np.ndarray, boundary: np.ndarray, join: int) -> np.ndarray:
+    """``labels`` with the parcels joined whose border's mean boundary level is under ``join``
+    (0..255): a few gaps do not join two fields that a boundary mostly separates, and one
+    field with two peaks and no boundary between them is one parcel."""
+    first, second, count, total = border_evidence(labels, as_levels(boundary))
+    weak = weak_pairs(count, total, join)
+    n = int(labels.max()) + 1
+    graph = coo_matrix((np.ones(weak.sum()), (first[weak], second[weak])), shape=(n, n))
+    _, group = connected_components(graph, directed=False)
+    group = (group + 1).astype(np.int32)
+    group[0] = 0
+    return group[labels]
 
 
 def _touching_pairs(a: np.ndarray, b: np.ndarray, where: np.ndarray) -> np.ndarray:

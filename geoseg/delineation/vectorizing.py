@@ -51,9 +51,11 @@ from geoseg.delineation.polygon_settings import PolygonSettings
 from geoseg.delineation.regions import (
     DELINEATION_HALO,
     PARCELS_HALO,
+    border_evidence,
     confident,
     delineation_levels,
     extent_parcel_labels,
+    merge_level,
     parcel_labels,
     quantized_level,
     region_labels,
@@ -126,6 +128,9 @@ class VectorJob:
     """With classes from CODES or ARGMAX: the class codes made polygons (not background)."""
     min_mean: float = 0.0
     """Parcels from the extent whose mean extent probability (0..1) is below this are dropped."""
+    join: int = 0
+    """Parcels from the extent and boundary whose border's mean boundary level (0..255) is below
+    this are one (0: none): every parcel waits for the whole raster's borders."""
 
     @property
     def halo(self) -> int:
@@ -148,7 +153,11 @@ class BlockPolygons:
     index: tuple[int, int]
     final: Pieces | Rows  # Rows unless the job defers simplifying
     border: Pieces
-    edges: dict  # (class, side) -> (labels inside the block edge, labels just outside it)
+    edges: dict  # (class, side) -> (labels inside the block edge, labels just outside it,
+    #                                   and with a join the boundary levels along the edge)
+    pairs: tuple = ()
+    """With a join: the borders between the block's parcels (first and second label, pixel
+    pairs, summed boundary level; :func:`geoseg.delineation.regions.border_evidence`)."""
 
 
 def ragged_polygons(shapes) -> tuple[np.ndarray, tuple, np.ndarray]:
@@ -255,11 +264,17 @@ def vectorize_block(job: VectorJob, index: tuple[int, int], window: Window) -> B
         if inner
     ]
     direct = not job.defer_simplify and job.simplify == 0  # finals straight into CRS units
-    finals, borders, edges = [], [], {}
+    finals, borders, edges, pairs = [], [], {}, ()
     for k, (labels, score) in enumerate(block_labels(job, data, valid)):
         for side in inner_sides:
             edges[k, side] = edge_lines(labels, halo, height, width, side)
         touching = np.concatenate([edges[k, s][0] for s in inner_sides] + [np.zeros(0, int)])
+        if job.join:  # every parcel waits until the borders of all its neighbours are known
+            boundary = data[job.roles.index("boundary")]
+            for side in inner_sides:
+                edges[k, side] += edge_lines(boundary, halo, height, width, side)[:1]
+            touching = np.unique(labels[core])
+            pairs = border_evidence(labels[core], boundary[core])
         final, border = polygonize(
             labels[core], score[core], k, (left, top), touching, job.transform if direct else None
         )
@@ -268,7 +283,7 @@ def vectorize_block(job: VectorJob, index: tuple[int, int], window: Window) -> B
     final = Pieces.concat(finals)
     if not job.defer_simplify:
         final = encode(finish_in_crs(final, job) if direct else finish(final, job))
-    return BlockPolygons(index, final, Pieces.concat(borders), edges)
+    return BlockPolygons(index, final, Pieces.concat(borders), edges, pairs)
 
 
 def block_labels(job: VectorJob, data: np.ndarray, valid: np.ndarray):
@@ -300,7 +315,8 @@ def class_code_labels(job: VectorJob, data: np.ndarray, valid: np.ndarray):
 
 
 def edge_lines(labels: np.ndarray, halo: int, height: int, width: int, side: str):
-    """Labels of the block's pixel line along ``side`` and of the halo line just beyond it.
+    """Labels (or values) of the block's pixel line along ``side`` and of the halo line just
+    beyond it.
 
     Copies: they are kept until the neighbour arrives, and a view would keep the whole label image.
     """
@@ -517,7 +533,7 @@ def _write_polygons(out: Path, job: VectorJob, info, block_size: int, plan, meta
     per_row = -(-info.width // block_size)
     tasks = [delayed(vectorize_block)(job, divmod(i, per_row), w) for i, w in enumerate(windows)]
     draft = hidden_sibling(out, out.suffix)
-    merge = BorderMerge(job.outputs, block_size, -(-info.height // block_size), per_row)
+    merge = BorderMerge(job.outputs, block_size, -(-info.height // block_size), per_row, job.join)
     deferred: list[Pieces] = []
 
     def consume(block: BlockPolygons) -> None:
@@ -643,9 +659,10 @@ class _PolygonPlan:
     min_mean: float = 0.0
     delineation: str = ""
     """``watershed`` or ``closing`` in parcels mode (see ``delineation_method``)."""
+    join: int = 0
 
     def job_fields(self) -> dict:
-        names = ("bands", "levels", "roles", "classes_from", "codes", "min_mean")
+        names = ("bands", "levels", "roles", "classes_from", "codes", "min_mean", "join")
         return {name: getattr(self, name) for name in names}
 
 
@@ -664,10 +681,12 @@ def _band_plan(raster, polygons: PolygonSettings) -> _PolygonPlan:
             polygons.parcel_threshold,
         )  # fmt: skip
         levels = delineation_levels(chosen, "boundary" in roles)
+        join = merge_level(chosen.join) if "boundary" in roles else 0
         logger.info("%s at %s", describe_delineation(roles), chosen.to_dict())
         return _PolygonPlan(
-            ["parcel"], bands, levels, delineated, min_mean=chosen.parcel, delineation=WATERSHED
-        )
+            ["parcel"], bands, levels, delineated, min_mean=chosen.parcel, delineation=WATERSHED,
+            join=join,
+        )  # fmt: skip
     if mode == "parcels":
         tuned = tags.delineation.get("boundary") if threshold is None else None
         level = thresholds[roles["boundary"]] if tuned is None else tuned

@@ -41,6 +41,10 @@ CANDIDATES = {
 """Thresholds tried together for a model with an extent (searched coarse to fine)."""
 MERGE = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
 """Merge levels tried once the others are chosen (0: parcels on quiet contacts stay apart)."""
+SPLITS = (0.0, 0.1, 0.2)
+"""Split depths tried with each join level once the others are chosen (0: markers whole)."""
+JOINS = (0.0, 0.4, 0.5, 0.6, 0.7)
+"""Join levels tried (0: neighbouring parcels stay apart whatever their border)."""
 BOUNDARY_ONLY = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 """Thresholds tried for a boundary-only model."""
 
@@ -107,7 +111,7 @@ def tunable(roles: Sequence[str]) -> list[str]:
     if "extent" in roles:
         keys.append("parcel")
     if "extent" in roles and "boundary" in roles:
-        keys.append("merge")
+        keys += ["merge", "split", "join"]
     return keys
 
 
@@ -120,7 +124,7 @@ def tune_thresholds(
 
     Each delineation is made once; the parcel threshold only drops some of its parcels.
     """
-    outer = [k for k in keys if k not in ("parcel", "merge")]
+    outer = [k for k in keys if k not in ("parcel", "merge", "split", "join")]
     full = [BOUNDARY_ONLY] if outer == ["boundary"] else [CANDIDATES[k] for k in outer]
     parcel_levels = CANDIDATES["parcel"] if "parcel" in keys else (start.parcel,)
     tried: dict[tuple, tuple] = {}
@@ -150,7 +154,27 @@ def tune_thresholds(
             order = (-found["f1"], start.distance(trial, keys))
             if order < rank:
                 rank, thresholds, counts = order, trial, found
+    if "join" in keys:
+        rank, thresholds, counts = _tune_split_join(samples, start, keys, thresholds, rank, counts)
     return thresholds, counts
+
+
+def _tune_split_join(samples, start: Delineation, keys, chosen: Delineation, rank, counts):
+    """The best of ``chosen`` and its variants with every split depth and join level, the
+    parcel threshold tuned again for each (joined parcels have other mean extents)."""
+    best = (rank, chosen, counts)
+    for split, join in itertools.product(SPLITS, JOINS):
+        if (split, join) == (chosen.split, chosen.join):
+            continue
+        trial = chosen.replace(split=split, join=join)
+        found = [(delineate(sample, trial.replace(parcel=0.0)), sample) for sample in samples]
+        for level in CANDIDATES["parcel"]:
+            kept = [(kept_parcels(labels, sample, level), sample) for labels, sample in found]
+            tried, candidate = counts_of(kept), trial.replace(parcel=level)
+            order = (-tried["f1"], start.distance(candidate, keys))
+            if order < best[0]:
+                best = (order, candidate, tried)
+    return best
 
 
 def kept_parcels(labels: np.ndarray, sample: ChipSample, threshold: float) -> np.ndarray:

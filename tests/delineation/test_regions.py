@@ -311,3 +311,77 @@ def test_sparse_truth_leaves_out_predictions_mostly_in_unlabelled_pixels():
     predicted[0:2, 4:12] = 3  # 2 of its 16 pixels labelled
     assert match_label_images(predicted, true) == (1, 3, 1)
     assert match_label_images(predicted, true, labelled=labelled) == (1, 1, 1)
+
+
+def gap_in_shared_edge():
+    """Extent, boundary and distance (uint8) of two 40 px fields side by side whose shared
+    boundary has a 12 px gap, with a distance that stays at 0.4 there (as a model's does where it
+    misses a stretch of an edge), and the fields' ids."""
+    shape = (48, 90)
+    rows, cols = np.mgrid[: shape[0], : shape[1]]
+    ids = np.zeros(shape, np.int32)
+    ids[4:44, 4:44], ids[4:44, 46:86] = 1, 2
+    extent = np.where((rows >= 2) & (rows < 46) & (cols >= 2) & (cols < 88), 230, 0)
+    boundary = np.where(extent > 0, 0, 0)
+    boundary[(ids == 0) & (extent > 0)] = 230
+    boundary[20:32, 44:46] = 0  # the gap
+    cones = [1 - 0.6 * np.hypot(rows - 24, cols - c) / 21 for c in (24, 66)]
+    distance = np.where(ids > 0, np.clip(np.maximum(*cones), 0, 1), 0)
+    distance[20:32, 44:46] = 0.4
+    bands = [np.rint(b).astype(np.uint8) for b in (extent, boundary, distance * 255)]
+    return (*bands, ids)
+
+
+SPLIT_JOIN = THRESHOLDS.replace(marker=0.3, split=0.1, join=0.5)
+
+
+def test_a_gap_in_a_mostly_drawn_edge_keeps_two_parcels_with_split_and_join():
+    extent, boundary, distance, ids = gap_in_shared_edge()
+    fused = delineate_parcels(extent, boundary, distance, None, THRESHOLDS.replace(marker=0.3))
+    assert len(np.unique(fused[fused > 0])) == 1  # one marker runs through the gap
+    labels = delineate_parcels(extent, boundary, distance, None, SPLIT_JOIN)
+    assert len(np.unique(labels[labels > 0])) == 2
+    assert (purity(labels, ids) == 1).all()
+    split_only = delineate_parcels(extent, boundary, distance, None, SPLIT_JOIN.replace(join=0))
+    assert len(np.unique(split_only[split_only > 0])) == 2
+    # the same edge with the boundary along a third of it only: too little evidence, one parcel
+    boundary[4:32, 44:46] = 0
+    weak = delineate_parcels(extent, boundary, distance, None, SPLIT_JOIN)
+    assert len(np.unique(weak[weak > 0])) == 1
+
+
+def test_the_join_makes_one_parcel_of_two_peaks_without_a_boundary_between():
+    extent, boundary, distance = two_peaks(with_boundary_between=False)
+    split = delineate_parcels(extent, boundary, distance, None, SPLIT_JOIN.replace(join=0))
+    assert len(np.unique(split[split > 0])) == 2
+    joined = delineate_parcels(extent, boundary, distance, None, SPLIT_JOIN)
+    assert len(np.unique(joined[joined > 0])) == 1 and (joined[extent > 0] > 0).all()
+    extent, boundary, distance = two_peaks(with_boundary_between=True)
+    fields = delineate_parcels(extent, boundary, distance, None, SPLIT_JOIN)
+    assert len(np.unique(fields[fields > 0])) == 2
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.12])
+def test_split_and_join_do_not_depend_on_the_block_size(noise, prediction, tmp_path):
+    """The join weighs each border as a whole, however many blocks it crosses."""
+    bands, _, _ = field_grid(noise=noise, seed=7)
+    for case, (top, left) in ((two_peaks(False), (200, 40)), (gap_in_shared_edge()[:3], (60, 90))):
+        h, w = case[0].shape
+        bands[:, top : top + h, left : left + w] = np.stack(case)
+    path = prediction(bands, delineation=SPLIT_JOIN.to_dict())
+    whole = delineate_parcels(*bands, None, SPLIT_JOIN)
+    counts = np.bincount(whole.ravel())[1:]
+    sizes = sorted(counts[counts > 0].tolist())
+    unjoined = delineate_parcels(*bands, None, SPLIT_JOIN.replace(join=0))
+    assert len(sizes) < len(np.unique(unjoined[unjoined > 0]))  # the join joins some
+    found = {}
+    for size in (4096, 64, 150):
+        vectorize(path, tmp_path / f"j{size}.gpkg", mode="parcels", block_size=size)
+        found[size] = gpd.read_file(tmp_path / f"j{size}.gpkg", layer="parcels")
+        assert sorted(found[size].pixels.tolist()) == sizes, size
+        areas = np.rint(found[size].area / PIXEL_AREA).astype(int)
+        assert sorted(areas.tolist()) == sizes, size
+        assert found[size].is_valid.all() and (found[size].geom_type == "Polygon").all()
+        mine, whole_raster = found[size].geometry.to_numpy(), found[4096].geometry.to_numpy()
+        pairs = shapely.equals(mine[:, None], whole_raster)
+        assert pairs.any(axis=0).all() and pairs.any(axis=1).all(), size

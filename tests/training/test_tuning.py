@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from geoseg.contracts import Delineation
-from geoseg.training.tuning import tunable, tune_delineation
+from geoseg.training.tuning import predicted_samples, tunable, tune_delineation, tune_thresholds
 
 
 def grid_chip(cells: int = 4, size: int = 64):
@@ -45,7 +45,7 @@ def test_extent_and_boundary_are_tuned_together():
         lambda image, _: image, chips, {"extent": 0, "boundary": 1}, {"extent": 0, "boundary": 1},
         Delineation(extent=0.5, boundary=0.5),
     )  # fmt: skip
-    assert set(record["thresholds"]) == {"extent", "boundary", "parcel", "merge"}
+    assert set(record["thresholds"]) == {"extent", "boundary", "parcel", "merge", "split", "join"}
     assert record["val_objects"]["f1"] > record["val_objects_untuned"]["f1"]
     assert record["val_objects"]["f1"] > 0.9
 
@@ -63,6 +63,44 @@ def test_a_parcel_threshold_drops_land_the_extent_half_believes_is_field():
     )  # fmt: skip
     assert 0.75 < record["thresholds"]["parcel"] <= 0.95
     assert record["val_objects"]["predicted"] == record["val_objects"]["matched"] == 2 * 12
+
+
+def fields_a_marker_threshold_cannot_part():
+    """A chip (mask, predicted extent, boundary and distance) of two 40 px fields whose shared
+    edge the prediction misses over 12 px, where its distance stays at 0.4, and a narrow field
+    whose predicted distance peaks at 0.35: a marker level that parts the two loses the third."""
+    rows, cols = np.mgrid[:64, :128]
+    ids = np.zeros((64, 128), np.int32)
+    ids[4:44, 4:44], ids[4:44, 46:86], ids[10:30, 100:112] = 1, 2, 3
+    extent = ((rows >= 2) & (rows < 46) & (cols >= 2) & (cols < 88)) | (
+        (rows >= 8) & (rows < 32) & (cols >= 98) & (cols < 114)
+    )
+    boundary = extent & (ids == 0)
+    predicted_boundary = boundary * 0.9
+    predicted_boundary[20:32, 44:46] = 0.0  # the missed stretch
+    cones = [1 - 0.6 * np.hypot(rows - 24, cols - c) / 21 for c in (24, 66)]
+    distance = np.where(ids > 0, np.clip(np.maximum(*cones), 0, 1), 0.0)
+    distance[20:32, 44:46] = 0.4
+    distance[ids == 3] = 0.35
+    mask = np.stack([extent, boundary], axis=-1).astype(np.uint8)
+    image = np.stack([extent * 0.9, predicted_boundary, distance], axis=-1).astype(np.float32)
+    return mask, image
+
+
+def test_split_and_join_are_tuned_where_no_marker_level_parts_the_fields():
+    mask, image = fields_a_marker_threshold_cannot_part()
+    chips = [(image, np.ones(mask.shape[:2], bool), mask)] * 2
+    record = tune_delineation(
+        lambda image, _: image, chips, {"extent": 0, "boundary": 1, "distance": 2},
+        {"extent": 0, "boundary": 1}, Delineation(),
+    )  # fmt: skip
+    assert record["thresholds"]["split"] > 0
+    assert record["val_objects"]["matched"] == record["val_objects"]["predicted"] == 2 * 3
+    samples = predicted_samples(lambda image, _: image, chips, {"extent": 0, "boundary": 1,
+                                "distance": 2}, {"extent": 0, "boundary": 1})  # fmt: skip
+    keys = ["extent", "boundary", "marker", "parcel", "merge"]
+    _, without = tune_thresholds(samples, Delineation(), keys)
+    assert without["matched"] < 2 * 3  # every marker level fuses two fields or loses one
 
 
 def test_nothing_to_tune_without_extent_truth_or_parcel_outputs():
@@ -84,12 +122,8 @@ def test_training_tunes_the_delineation_and_predict_records_it(tiny_model, tiny_
 
     card = read_model_card(tiny_model)
     tuned = card["delineation"]
-    assert tuned["tuned_for"] == "object_f1" and set(tuned["thresholds"]) == {
-        "extent",
-        "boundary",
-        "parcel",
-        "merge",
-    }
+    keys = {"extent", "boundary", "parcel", "merge", "split", "join"}
+    assert tuned["tuned_for"] == "object_f1" and set(tuned["thresholds"]) == keys
     assert tuned["val_objects"]["f1"] >= tuned["val_objects_untuned"]["f1"]
     assert tuned["val_objects"]["true"] > 0
     assert tuned["method"] == "watershed"
@@ -102,12 +136,7 @@ def test_training_tunes_the_delineation_and_predict_records_it(tiny_model, tiny_
                       mode="parcels", block_size=128)  # fmt: skip
     assert PredictionTags.read(tmp_path / "p.tif").delineation == tuned["thresholds"]
     assert summary.vectors.polygons == len(gpd.read_file(tmp_path / "p.gpkg"))
-    assert set(tuned["tta"]["thresholds"]) == {
-        "extent",
-        "boundary",
-        "parcel",
-        "merge",
-    }  # tuned apart for --tta
+    assert set(tuned["tta"]["thresholds"]) == keys  # tuned apart for --tta
     assert tuned["val_areas"]["areas"] > 0
     predict(image, tiny_model, tmp_path / "t.tif", tta=True, block_size=256)
     assert PredictionTags.read(tmp_path / "t.tif").delineation == tuned["tta"]["thresholds"]
