@@ -75,6 +75,8 @@ class BorderMerge:
         self.classes, self.block_size, self.shape = classes, block_size, (rows, cols)
         self.join = join
         self.borders: list[tuple[np.ndarray, ...]] = []  # piece ids, pixel pairs, summed level
+        self.waiting: list[tuple] = []  # with a join: (pieces, ids, blocks) of each block
+        self.waiting_links: list[np.ndarray] = []
         self.arrived = np.zeros((rows, cols), bool)
         self.settled = np.zeros((rows, cols), bool)  # arrived, and so have all its neighbours
         self.held = Pieces.concat([])
@@ -90,9 +92,12 @@ class BorderMerge:
         index, border = block.index, block.border
         ids = np.arange(self.next_id, self.next_id + len(border), dtype=np.int64)
         self.next_id += len(border)
-        self.held = Pieces.concat([self.held, border])
-        self.held_ids = np.concatenate([self.held_ids, ids])
-        self.held_block = np.concatenate([self.held_block, np.tile(index, (len(border), 1))])
+        if self.join:  # nothing is united before the last block: gathered once, then
+            self.waiting.append((border, ids, np.tile(index, (len(border), 1))))
+        else:
+            self.held = Pieces.concat([self.held, border])
+            self.held_ids = np.concatenate([self.held_ids, ids])
+            self.held_block = np.concatenate([self.held_block, np.tile(index, (len(border), 1))])
         keys = piece_keys(border.classes, border.labels)
         order = np.argsort(keys)
         self.lookup[index], self.edges[index] = (keys[order], ids[order]), dict(block.edges)
@@ -129,7 +134,10 @@ class BorderMerge:
             if same.any():
                 labels_a, labels_b = np.unique(np.stack([in_a[same], in_b[same]]), axis=1)
                 pairs.append(np.stack([self.ids(a, k, labels_a), self.ids(b, k, labels_b)]))
-        self.links = np.concatenate([self.links, *pairs], axis=1)
+        if self.join:
+            self.waiting_links += pairs
+        else:
+            self.links = np.concatenate([self.links, *pairs], axis=1)
 
     def ids(self, index: tuple[int, int], k: int, labels: np.ndarray) -> np.ndarray:
         keys, ids = self.lookup[index]
@@ -146,7 +154,11 @@ class BorderMerge:
 
     def unite_whole(self) -> Pieces:
         """Unite and stop holding the regions whose pieces all lie in settled blocks."""
-        if not len(self.held) or self.join and not self.arrived.all():
+        if self.join:
+            if not self.arrived.all():
+                return Pieces.concat([])
+            self.gather()
+        if not len(self.held):
             return Pieces.concat([])
         n = len(self.held)
         local = np.searchsorted(self.held_ids, self.links)
@@ -164,6 +176,16 @@ class BorderMerge:
         self.held = self.held.select(~whole)
         self.held_ids, self.held_block = self.held_ids[~whole], self.held_block[~whole]
         return united
+
+    def gather(self) -> None:
+        """Hold the pieces and links the blocks left waiting (with a join)."""
+        if self.waiting:
+            pieces, ids, blocks = zip(*self.waiting)
+            self.held = Pieces.concat([self.held, *pieces])
+            self.held_ids = np.concatenate([self.held_ids, *ids])
+            self.held_block = np.concatenate([self.held_block, *blocks])
+        self.links = np.concatenate([self.links, *self.waiting_links], axis=1)
+        self.waiting, self.waiting_links = [], []
 
     def joined(self, united: Pieces, region: np.ndarray) -> Pieces:
         """``united`` (one piece per region, in the order of the region numbers) with the
