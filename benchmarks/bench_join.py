@@ -14,7 +14,6 @@ Run ``.venv/bin/python benchmarks/bench_join.py [--sizes 2048 4096 8192]``.
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -68,13 +67,12 @@ def prediction(path: Path, size: int) -> Path:
 
 
 RUN = """
-import sys, json
-from geoseg.contracts import Delineation, PredictionTags
+import sys
 from geoseg.delineation.vectorizing import vectorize
 
-raster, out, thresholds = sys.argv[1:]
+raster, out = sys.argv[1:]
 summary = vectorize(raster, out, mode="parcels", overwrite=True)
-with open(f"/proc/self/status") as status:
+with open("/proc/self/status") as status:
     peak = next(int(line.split()[1]) for line in status if line.startswith("VmHWM"))
 print(summary.polygons, peak)
 """
@@ -99,11 +97,11 @@ def main() -> None:
             for name, thresholds in (("off", OFF), ("on", ON)):
                 with_delineation(raster, thresholds)
                 out = Path(tmp) / f"p{size}-{name}.gpkg"
-                wall, cpu, stdout = timed([sys.executable, "-c", RUN, str(raster), str(out), ""])
+                wall, cpu, stdout = timed([sys.executable, "-c", RUN, str(raster), str(out)])
                 polygons, peak = (int(v) for v in stdout.split()[-2:])
                 print(f"{size:6d} {name:>8} {polygons:8d} {wall:8.1f} {cpu:8.1f} "
                       f"{peak / 1024:9.0f}", flush=True)  # fmt: skip
-            subprocess.run(["rm", "-f", str(raster)], check=True)
+            raster.unlink()
 
 
 if __name__ == "__main__":
