@@ -99,7 +99,8 @@ _SETTLED = REACH + GAP_RADIUS + 1
 
 PEAK_RADIUS = 8
 """With ``split``, a marker pixel lies within the split depth of the highest elevation this many
-pixels around it: the saddle between two fields that no boundary separates is left out."""
+pixels around it (an octagon: a square of half this side, widened by as many 4-neighbour
+steps): the saddle between two fields that no boundary separates is left out."""
 
 DELINEATION_HALO = _SETTLED + FILL_STEPS + 2 + PEAK_RADIUS
 """Pixels around a block that decide its parcel labels (extent mode)."""
@@ -214,8 +215,7 @@ def extent_parcel_labels(extent, boundary, distance, valid, levels) -> np.ndarra
         elevation = np.minimum(distance, 255 - boundary.astype(np.int16))
     markers = field & ~on_boundary & (elevation >= m_level)
     if split:
-        peak = ndimage.maximum_filter(elevation, footprint=disk(PEAK_RADIUS), mode="constant")
-        markers &= elevation >= peak - split
+        markers &= elevation >= nearby_peak(elevation) - split
     steps = np.round(np.linspace(m_level, 0, REACH_LEVELS)).astype(int)
     labels = region_labels(markers)
     labels = grow_by_levels(labels, field, elevation, steps, REACH_STEPS, on_boundary)
@@ -224,6 +224,19 @@ def extent_parcel_labels(extent, boundary, distance, valid, levels) -> np.ndarra
         high |= ndimage.maximum_filter(boundary, footprint=disk(QUIET_RADIUS)) < merge
     labels = join_parcels(labels, field, on_boundary, high)
     return grow_by_levels(labels, field, elevation, [0], FILL_STEPS, on_boundary)
+
+
+def nearby_peak(elevation: np.ndarray) -> np.ndarray:
+    """The highest elevation within :data:`PEAK_RADIUS` of each pixel (an octagon; separable
+    filters, several times faster than a disk's footprint)."""
+    half = PEAK_RADIUS // 2
+    peak = ndimage.maximum_filter(elevation, size=2 * half + 1, mode="constant")
+    for _ in range(PEAK_RADIUS - half):  # 4-neighbour steps: a cross, as two 1-D filters
+        peak = np.maximum(
+            ndimage.maximum_filter1d(peak, 3, axis=0, mode="constant"),
+            ndimage.maximum_filter1d(peak, 3, axis=1, mode="constant"),
+        )
+    return peak
 
 
 def grow_by_levels(labels, allowed, elevation, levels, steps: int, walls=None) -> np.ndarray:
