@@ -89,18 +89,23 @@ def fields_a_marker_threshold_cannot_part():
 
 def test_split_and_join_are_tuned_where_no_marker_level_parts_the_fields():
     mask, image = fields_a_marker_threshold_cannot_part()
-    chips = [(image, np.ones(mask.shape[:2], bool), mask)] * 2
+    chips = [(image, np.ones(mask.shape[:2], bool), mask)] * 17  # 51 parcels: enough to tune
     record = tune_delineation(
         lambda image, _: image, chips, {"extent": 0, "boundary": 1, "distance": 2},
         {"extent": 0, "boundary": 1}, Delineation(),
     )  # fmt: skip
     assert record["thresholds"]["split"] > 0
-    assert record["val_objects"]["matched"] == record["val_objects"]["predicted"] == 2 * 3
+    assert record["val_objects"]["matched"] == record["val_objects"]["predicted"] == 17 * 3
     samples = predicted_samples(lambda image, _: image, chips, {"extent": 0, "boundary": 1,
                                 "distance": 2}, {"extent": 0, "boundary": 1})  # fmt: skip
     keys = ["extent", "boundary", "marker", "parcel", "merge"]
     _, without = tune_thresholds(samples, Delineation(), keys)
-    assert without["matched"] < 2 * 3  # every marker level fuses two fields or loses one
+    assert without["matched"] < 17 * 3  # every marker level fuses two fields or loses one
+    few = tune_delineation(
+        lambda image, _: image, chips[:16], {"extent": 0, "boundary": 1, "distance": 2},
+        {"extent": 0, "boundary": 1}, Delineation(),
+    )  # fmt: skip
+    assert few["thresholds"]["split"] == few["thresholds"]["join"] == 0  # 48 parcels: noise
 
 
 def test_nothing_to_tune_without_extent_truth_or_parcel_outputs():
