@@ -24,7 +24,7 @@ import shapely
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from geoseg.delineation.regions import pair_sums, weak_pairs
+from geoseg.delineation.regions import pair_sums, weak_border_groups
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ class BorderMerge:
         keys = piece_keys(border.classes, border.labels)
         order = np.argsort(keys)
         self.lookup[index], self.edges[index] = (keys[order], ids[order]), dict(block.edges)
-        if self.join and len(block.pairs) and len(block.pairs[0]):
+        if self.join and block.pairs:
             first, second, count, total = block.pairs
             ids = self.ids(index, 0, first), self.ids(index, 0, second)
             self.borders.append((*ids, count, total))
@@ -198,13 +198,8 @@ class BorderMerge:
         first = position[np.searchsorted(self.held_ids, first)]
         second = position[np.searchsorted(self.held_ids, second)]
         apart = first != second  # pieces of one region: no border
-        first, second, count, total = pair_sums(
-            first[apart], second[apart], total[apart], count[apart]
-        )
-        weak = weak_pairs(count, total, self.join)
-        n = len(united)
-        graph = coo_matrix((np.ones(weak.sum()), (first[weak], second[weak])), shape=(n, n))
-        groups, group = connected_components(graph, directed=False)
+        borders = pair_sums(first[apart], second[apart], total[apart], count[apart])
+        groups, group = weak_border_groups(borders, self.join, len(united))
         return join_groups(united, group, groups)
 
 

@@ -55,7 +55,7 @@ from geoseg.delineation.regions import (
     confident,
     delineation_levels,
     extent_parcel_labels,
-    merge_level,
+    join_level,
     parcel_labels,
     quantized_level,
     region_labels,
@@ -681,7 +681,7 @@ def _band_plan(raster, polygons: PolygonSettings) -> _PolygonPlan:
             polygons.parcel_threshold,
         )  # fmt: skip
         levels = delineation_levels(chosen, "boundary" in roles)
-        join = merge_level(chosen.join) if "boundary" in roles else 0
+        join = join_level(chosen, "boundary" in roles)
         logger.info("%s at %s", describe_delineation(roles), chosen.to_dict())
         return _PolygonPlan(
             ["parcel"], bands, levels, delineated, min_mean=chosen.parcel, delineation=WATERSHED,

@@ -138,13 +138,7 @@ def tune_thresholds(
             if indexes in tried:
                 continue
             trial = start.replace(**{k: full[i][j] for i, (k, j) in enumerate(zip(outer, indexes))})
-            found = [(delineate(sample, trial.replace(parcel=0.0)), sample) for sample in samples]
-            for level in parcel_levels:
-                kept = [(kept_parcels(labels, sample, level), sample) for labels, sample in found]
-                counts, chosen = counts_of(kept), trial.replace(parcel=level)
-                rank = (-counts["f1"], start.distance(chosen, keys))
-                if indexes not in tried or rank < tried[indexes][0]:
-                    tried[indexes] = (rank, chosen, counts)
+            tried[indexes] = _best_parcel_level(samples, trial, parcel_levels, start, keys)
 
     search(itertools.product(*[range(0, len(c), 2) for c in full]))
     best = min(tried, key=lambda i: tried[i][0])
@@ -176,13 +170,24 @@ def _tune_split_join(samples, start: Delineation, keys, chosen: Delineation, ran
         if (split, join) == (chosen.split, chosen.join):
             continue
         trial = chosen.replace(split=split, join=join)
-        found = [(delineate(sample, trial.replace(parcel=0.0)), sample) for sample in samples]
-        for level in CANDIDATES["parcel"]:
-            kept = [(kept_parcels(labels, sample, level), sample) for labels, sample in found]
-            tried, candidate = counts_of(kept), trial.replace(parcel=level)
-            order = (-tried["f1"], start.distance(candidate, keys))
-            if order < best[0]:
-                best = (order, candidate, tried)
+        candidate = _best_parcel_level(samples, trial, CANDIDATES["parcel"], start, keys)
+        if candidate[0] < best[0]:
+            best = candidate
+    return best
+
+
+def _best_parcel_level(samples, trial: Delineation, levels, start: Delineation, keys) -> tuple:
+    """(rank, thresholds, counts) of ``trial`` at its best parcel threshold of ``levels``: one
+    delineation, each level only dropping some of its parcels; ties go to the nearest
+    ``start``, then to the first level."""
+    found = [(delineate(sample, trial.replace(parcel=0.0)), sample) for sample in samples]
+    best = None
+    for level in levels:
+        kept = [(kept_parcels(labels, sample, level), sample) for labels, sample in found]
+        counts, chosen = counts_of(kept), trial.replace(parcel=level)
+        rank = (-counts["f1"], start.distance(chosen, keys))
+        if best is None or rank < best[0]:
+            best = (rank, chosen, counts)
     return best
 
 
