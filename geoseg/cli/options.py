@@ -165,7 +165,8 @@ def mixed_precision_option(help: str):
 
 def polygon_options(f):
     """``--threshold``, ``--mode``, ``--extent-threshold``, ``--marker-threshold``,
-    ``--parcel-threshold``, ``--min-area`` and ``--simplify`` of predict and vectorize."""
+    ``--parcel-threshold``, ``--split``, ``--join``, ``--min-area`` and ``--simplify`` of
+    predict and vectorize."""
     options = [
         threshold_option(
             "Probability above which a pixel is positive, for every class "
@@ -200,6 +201,23 @@ def polygon_options(f):
             default=None,
             help="Parcels from an extent: drop those whose mean extent probability is below "
             "this [default: the model's delineation threshold, else 0: keep all].",
+        ),
+        click.option(
+            "--split",
+            type=FiniteRange(0, 1),
+            default=None,
+            help="Parcels from an extent and a boundary: a marker keeps only the pixels within "
+            "this depth of the highest distance 8 px around, so that a gap in an edge does not "
+            "join two fields' markers; 0: markers whole [default: the model's tuned level, "
+            "else 0].",
+        ),
+        click.option(
+            "--join",
+            type=FiniteRange(0, 1),
+            default=None,
+            help="Parcels from an extent and a boundary: neighbours whose mean boundary "
+            "probability along their whole shared border is below this are one parcel; 0: "
+            "never [default: the model's tuned level, else 0].",
         ),
         click.option(
             "--min-area",

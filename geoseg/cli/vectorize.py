@@ -41,6 +41,7 @@ def vectorize(raster, out, **options):
       $ geoseg vectorize pred.tif --out buildings.gpkg --min-area 10
       $ geoseg vectorize pred.tif --out parcels.gpkg --mode parcels --simplify 0.5
       $ geoseg vectorize pred.tif --out parcels.gpkg --mode parcels --marker-threshold 0.4
+      $ geoseg vectorize pred.tif --out parcels.gpkg --mode parcels --join 0   # no joins
       $ geoseg vectorize pred.tif --out buildings.parquet
       $ geoseg vectorize crops.tif --out crops.gpkg --min-area 100    # a class map
     """

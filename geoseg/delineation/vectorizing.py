@@ -574,6 +574,8 @@ def vectorize(
     extent_threshold: float | None = None,
     marker_threshold: float | None = None,
     parcel_threshold: float | None = None,
+    split: float | None = None,
+    join: float | None = None,
     min_area: float = 0.0,
     simplify: float = 0.0,
     block_size: int = 1024,
@@ -594,7 +596,10 @@ def vectorize(
     Thresholds default to the delineation thresholds stored by ``geoseg predict``, else the
     class thresholds (else 0.5); ``threshold`` sets one for every class, ``extent_threshold``
     and ``marker_threshold`` the extent's and the markers'; parcels whose mean extent
-    probability is below ``parcel_threshold`` are dropped. ``min_area`` drops smaller
+    probability is below ``parcel_threshold`` are dropped. ``split`` (a depth) keeps in a
+    marker only the pixels that near the highest elevation around them; ``join`` makes one
+    parcel of neighbours whose mean boundary along their whole shared border is below it (0:
+    off; both default to the tuned levels, else 0). ``min_area`` drops smaller
     polygons; ``simplify`` is a tolerance in CRS units, applied so that neighbours stay gap-free
     and geometries valid. The suffix of ``out`` names the format: ``.gpkg`` GeoPackage,
     ``.fgb`` FlatGeobuf, ``.parquet`` GeoParquet.
@@ -603,8 +608,10 @@ def vectorize(
     polygon per 4-connected region of each class but background; mean probability is then the
     likeliest class's (empty for a class map, which holds no probabilities).
     """
-    polygons = PolygonSettings(mode, threshold, extent_threshold, marker_threshold,
-                               parcel_threshold, min_area, simplify)  # fmt: skip
+    polygons = PolygonSettings(
+        mode, threshold, extent_threshold, marker_threshold, parcel_threshold, split, join,
+        min_area, simplify,
+    )  # fmt: skip
     check_vector_path(out)
     check_vector_options(polygons, block_size)
     info = open_raster_info(raster)
@@ -676,10 +683,7 @@ def _band_plan(raster, polygons: PolygonSettings) -> _PolygonPlan:
     if mode == "parcels" and "extent" in roles:
         delineated = tuple(r for r in ("extent", "boundary", "distance") if r in roles)
         bands = tuple(names.index(roles[r]) + 1 for r in delineated)
-        chosen = delineation_thresholds(
-            tags, threshold, polygons.extent_threshold, polygons.marker_threshold,
-            polygons.parcel_threshold,
-        )  # fmt: skip
+        chosen = delineation_thresholds(tags, polygons)
         levels = delineation_levels(chosen, "boundary" in roles)
         join = join_level(chosen, "boundary" in roles)
         logger.info("%s at %s", describe_delineation(roles), chosen.to_dict())
@@ -720,31 +724,27 @@ def _class_plan(raster, source: ClassSource, polygons: PolygonSettings) -> _Poly
 
 
 def delineation_thresholds(
-    tags: PredictionTags,
-    threshold: float | None = None,
-    extent_threshold: float | None = None,
-    marker_threshold: float | None = None,
-    parcel_threshold: float | None = None,
+    tags: PredictionTags, polygons: PolygonSettings | None = None
 ) -> Delineation:
-    """Extent, boundary, marker, parcel and merge thresholds: the options, else the tuned
-    delineation ones, else the bands' class thresholds (the marker: the distance band's), else
-    0.5 (the parcel's mean extent: 0, every parcel kept; the merge: 0, no quiet merge)."""
+    """Extent, boundary, marker, parcel, merge, split and join levels: the ``polygons``
+    options, else the tuned delineation ones, else the bands' class thresholds (the marker: the
+    distance band's), else 0.5 (the parcel's mean extent, the merge, split and join: 0, off)."""
+    polygons = PolygonSettings() if polygons is None else polygons
+    polygons.check()
     roles = tags.roles
     band = {"extent": "extent", "boundary": "boundary", "marker": "distance"}
     stored = {k: tags.thresholds.get(roles.get(r), DEFAULT_THRESHOLD) for k, r in band.items()}
     chosen = Delineation.from_mapping(tags.delineation, Delineation.from_mapping(stored))
-    if parcel_threshold is not None:
-        if not 0.0 <= parcel_threshold <= 1.0:
-            raise ParameterError(f"`parcel_threshold` must be in [0, 1], got {parcel_threshold}")
-        chosen = chosen.replace(parcel=parcel_threshold)
-    if threshold is not None:
-        chosen = chosen.replace(extent=threshold, boundary=threshold)
-    for key, value in (("extent", extent_threshold), ("marker", marker_threshold)):
-        if value is not None:
-            if not 0.0 < value <= 1.0:
-                raise ParameterError(f"`{key}_threshold` must be in (0, 1], got {value}")
-            chosen = chosen.replace(**{key: value})
-    return chosen
+    if polygons.threshold is not None:
+        chosen = chosen.replace(extent=polygons.threshold, boundary=polygons.threshold)
+    options = {
+        "extent": polygons.extent_threshold,
+        "marker": polygons.marker_threshold,
+        "parcel": polygons.parcel_threshold,
+        "split": polygons.split,
+        "join": polygons.join,
+    }
+    return chosen.replace(**{k: v for k, v in options.items() if v is not None})
 
 
 def check_vector_path(path: str | os.PathLike) -> None:

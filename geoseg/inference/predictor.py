@@ -234,6 +234,8 @@ def predict(
     extent_threshold: float | None = None,
     marker_threshold: float | None = None,
     parcel_threshold: float | None = None,
+    split: float | None = None,
+    join: float | None = None,
     min_area: float = 0.0,
     simplify: float = 0.0,
     workers: int | None = None,
@@ -270,8 +272,10 @@ def predict(
     _check_options(chip, overlap, block_size, batch_size)
     thresholds = _thresholds(card, threshold)
     _check_class_map(card, model, class_map)
-    polygons = PolygonSettings(mode, threshold, extent_threshold, marker_threshold,
-                               parcel_threshold, min_area, simplify)  # fmt: skip
+    polygons = PolygonSettings(
+        mode, threshold, extent_threshold, marker_threshold, parcel_threshold, split, join,
+        min_area, simplify,
+    )  # fmt: skip
     _check_outputs([image, *dates], model, out, vectors, class_map, polygons, block_size, card)
     identity = run_identity(
         image, model, overlap=overlap, block_size=block_size, batch_size=batch_size, tta=tta,

@@ -11,6 +11,7 @@ from helpers import assert_one_line_error, run
 from scipy import ndimage
 
 from geoseg.contracts import Delineation, PredictionTags
+from geoseg.delineation.polygon_settings import PolygonSettings
 from geoseg.delineation.regions import (
     REACH,
     confident_parcels,
@@ -149,11 +150,15 @@ def test_delineation_thresholds_from_the_tags_and_the_options(prediction, tmp_pa
     path = prediction(bands, delineation=tuned, thresholds={"boundary": 0.7, "distance": 0.2})
     tags = PredictionTags.read(path)
     assert delineation_thresholds(tags) == Delineation(**tuned, parcel=0.0, merge=0.0)
-    assert delineation_thresholds(tags, 0.2, marker_threshold=0.8, parcel_threshold=0.6) == (
+    options = PolygonSettings("parcels", 0.2, marker_threshold=0.8, parcel_threshold=0.6)
+    assert delineation_thresholds(tags, options) == (
         Delineation(extent=0.2, boundary=0.2, marker=0.8, parcel=0.6, merge=0.0))  # fmt: skip
-    assert delineation_thresholds(tags, extent_threshold=0.7).extent == 0.7
-    with pytest.raises(ParameterError, match="`parcel_threshold` must be in"):
-        delineation_thresholds(tags, parcel_threshold=1.5)
+    options = PolygonSettings("parcels", extent_threshold=0.7, split=0.1, join=0.6)
+    assert delineation_thresholds(tags, options) == Delineation(
+        **{**tuned, "extent": 0.7}, split=0.1, join=0.6)  # fmt: skip
+    for name, value in (("parcel_threshold", 1.5), ("join", -0.1), ("marker_threshold", 0.0)):
+        with pytest.raises(ParameterError, match=f"`{name}` must be in"):
+            delineation_thresholds(tags, PolygonSettings("parcels", **{name: value}))
     stored = {"boundary": 0.7, "distance": 0.2}
     untuned = PredictionTags.read(prediction(bands, thresholds=stored))
     assert delineation_thresholds(untuned) == Delineation(
@@ -359,6 +364,23 @@ def test_the_join_makes_one_parcel_of_two_peaks_without_a_boundary_between():
     extent, boundary, distance = two_peaks(with_boundary_between=True)
     fields = delineate_parcels(extent, boundary, distance, None, SPLIT_JOIN)
     assert len(np.unique(fields[fields > 0])) == 2
+
+
+def test_split_and_join_set_or_switched_off_by_hand(prediction, tmp_path):
+    """The tuned levels come from the model; ``--split`` and ``--join`` override them, 0 off."""
+    extent, boundary, distance = two_peaks(with_boundary_between=False)
+    path = prediction(np.stack([extent, boundary, distance]), delineation=SPLIT_JOIN.to_dict())
+    counts = {}
+    for name, options in (("tuned", []), ("off", ["--join", "0"]), ("on", ["--join", "0.5"])):
+        out = tmp_path / f"{name}.gpkg"
+        result = run("vectorize", path, "--out", out, "--mode", "parcels", *options)
+        assert result.exit_code == 0, result.output
+        counts[name] = len(gpd.read_file(out))
+    assert counts == {"tuned": 1, "off": 2, "on": 1}
+    result = run("vectorize", path, "--out", tmp_path / "x.gpkg", "--mode", "parcels",
+                 "--split", "1.5")  # fmt: skip
+    assert_one_line_error(result, "--split")
+    assert not (tmp_path / "x.gpkg").exists()
 
 
 @pytest.mark.parametrize("noise", [0.0, 0.12])
