@@ -8,9 +8,10 @@ united and handed on. With blocks arriving in row order only about two rows of b
 pieces are held at a time, whatever the size of the raster.
 
 With a join (parcels whose border carries little boundary are one), a parcel's fate depends on
-the boundary along its whole border, which the blocks around it add up: every piece is held,
-with the summed boundary along each border, until the last block is in; the regions are then
-united and those joined are united again.
+the boundary along its whole border, which the blocks around it add up: every parcel is a
+piece, held with the summed boundary along each of its borders. A group of regions joined by
+weak borders is handed on once every region in it, and every region it borders, is whole: no
+border of the group can change then. Memory still holds about two rows of blocks' parcels.
 """
 
 from __future__ import annotations
@@ -75,8 +76,6 @@ class BorderMerge:
         self.classes, self.block_size, self.shape = classes, block_size, (rows, cols)
         self.join = join
         self.borders: list[tuple[np.ndarray, ...]] = []  # piece ids, pixel pairs, summed level
-        self.waiting: list[tuple] = []  # with a join: (pieces, ids, blocks) of each block
-        self.waiting_links: list[np.ndarray] = []
         self.arrived = np.zeros((rows, cols), bool)
         self.settled = np.zeros((rows, cols), bool)  # arrived, and so have all its neighbours
         self.held = Pieces.concat([])
@@ -92,12 +91,9 @@ class BorderMerge:
         index, border = block.index, block.border
         ids = np.arange(self.next_id, self.next_id + len(border), dtype=np.int64)
         self.next_id += len(border)
-        if self.join:  # nothing is united before the last block: gathered once, then
-            self.waiting.append((border, ids, np.tile(index, (len(border), 1))))
-        else:
-            self.held = Pieces.concat([self.held, border])
-            self.held_ids = np.concatenate([self.held_ids, ids])
-            self.held_block = np.concatenate([self.held_block, np.tile(index, (len(border), 1))])
+        self.held = Pieces.concat([self.held, border])
+        self.held_ids = np.concatenate([self.held_ids, ids])
+        self.held_block = np.concatenate([self.held_block, np.tile(index, (len(border), 1))])
         keys = piece_keys(border.classes, border.labels)
         order = np.argsort(keys)
         self.lookup[index], self.edges[index] = (keys[order], ids[order]), dict(block.edges)
@@ -134,10 +130,7 @@ class BorderMerge:
             if same.any():
                 labels_a, labels_b = np.unique(np.stack([in_a[same], in_b[same]]), axis=1)
                 pairs.append(np.stack([self.ids(a, k, labels_a), self.ids(b, k, labels_b)]))
-        if self.join:
-            self.waiting_links += pairs
-        else:
-            self.links = np.concatenate([self.links, *pairs], axis=1)
+        self.links = np.concatenate([self.links, *pairs], axis=1)
 
     def ids(self, index: tuple[int, int], k: int, labels: np.ndarray) -> np.ndarray:
         keys, ids = self.lookup[index]
@@ -153,11 +146,8 @@ class BorderMerge:
                 del self.lookup[block], self.edges[block]
 
     def unite_whole(self) -> Pieces:
-        """Unite and stop holding the regions whose pieces all lie in settled blocks."""
-        if self.join:
-            if not self.arrived.all():
-                return Pieces.concat([])
-            self.gather()
+        """Unite and stop holding the regions whose pieces all lie in settled blocks (with a
+        join: the groups of joined regions whose borders can no longer change)."""
         if not len(self.held):
             return Pieces.concat([])
         n = len(self.held)
@@ -166,41 +156,50 @@ class BorderMerge:
         count, region = connected_components(graph, directed=False)
         unsettled = ~self.settled[tuple(self.held_block.T)]
         open_ = np.bincount(region, unsettled.astype(float), minlength=count) > 0
-        whole = ~open_[region]
+        group = self.final_groups(region, open_) if self.join else np.where(open_, -1, 0)
+        whole = group[region] >= 0
         if not whole.any():
             return Pieces.concat([])
         united = unite_regions(self.held.select(whole), region[whole], self.block_size)
-        if self.join:  # every region is whole: the last block is in
-            united = self.joined(united, region)
+        if self.join:  # united holds one piece per region, in the order of the region numbers
+            _, joined = np.unique(group[np.unique(region[whole])], return_inverse=True)
+            united = join_groups(united, joined, int(joined.max()) + 1)
+            self.forget_borders(self.held_ids[whole])
         self.links = self.links[:, ~whole[local[0]]]
         self.held = self.held.select(~whole)
         self.held_ids, self.held_block = self.held_ids[~whole], self.held_block[~whole]
         return united
 
-    def gather(self) -> None:
-        """Hold the pieces and links the blocks left waiting (with a join)."""
-        if self.waiting:
-            pieces, ids, blocks = zip(*self.waiting)
-            self.held = Pieces.concat([self.held, *pieces])
-            self.held_ids = np.concatenate([self.held_ids, *ids])
-            self.held_block = np.concatenate([self.held_block, *blocks])
-        self.links = np.concatenate([self.links, *self.waiting_links], axis=1)
-        self.waiting, self.waiting_links = [], []
+    def final_groups(self, region: np.ndarray, open_: np.ndarray) -> np.ndarray:
+        """Per region: its group of regions joined by weak borders, or -1 while a region of the
+        group, or one the group borders, still misses pieces (its borders are still summed)."""
+        first, second, count, total = self.summed_borders()
+        a = region[np.searchsorted(self.held_ids, first)]
+        b = region[np.searchsorted(self.held_ids, second)]
+        apart = a != b  # pieces of one region: no border
+        first, second, count, total = pair_sums(a[apart], b[apart], total[apart], count[apart])
+        known = ~open_[first] & ~open_[second]
+        borders = (first[known], second[known], count[known], total[known])
+        groups, group = weak_border_groups(borders, self.join, len(open_))
+        waiting = np.bincount(group, open_.astype(float), minlength=groups) > 0
+        waiting[group[first[open_[second]]]] = True
+        waiting[group[second[open_[first]]]] = True
+        return np.where(waiting[group], -1, group)
 
-    def joined(self, united: Pieces, region: np.ndarray) -> Pieces:
-        """``united`` (one piece per region, in the order of the region numbers) with the
-        regions whose border carries a mean boundary level under the join united."""
+    def summed_borders(self) -> tuple[np.ndarray, ...]:
+        """(first piece, second piece, pixel pairs, summed level) of every border held."""
         if not self.borders:
-            return united
-        first, second, count, total = (np.concatenate(parts) for parts in zip(*self.borders))
-        self.borders = []
-        _, position = np.unique(region, return_inverse=True)
-        first = position[np.searchsorted(self.held_ids, first)]
-        second = position[np.searchsorted(self.held_ids, second)]
-        apart = first != second  # pieces of one region: no border
-        borders = pair_sums(first[apart], second[apart], total[apart], count[apart])
-        groups, group = weak_border_groups(borders, self.join, len(united))
-        return join_groups(united, group, groups)
+            empty = np.zeros(0, np.int64)
+            return empty, empty, np.zeros(0), np.zeros(0)
+        self.borders = [tuple(np.concatenate(parts) for parts in zip(*self.borders))]
+        return self.borders[0]
+
+    def forget_borders(self, gone: np.ndarray) -> None:
+        """Stop holding the borders of pieces handed on (the others' borders with them are
+        strong: a weak one would have joined them into the group handed on)."""
+        first, second, count, total = self.summed_borders()
+        keep = ~(np.isin(first, gone) | np.isin(second, gone))
+        self.borders = [(first[keep], second[keep], count[keep], total[keep])]
 
 
 def join_groups(pieces: Pieces, group: np.ndarray, groups: int) -> Pieces:

@@ -130,7 +130,7 @@ class VectorJob:
     """Parcels from the extent whose mean extent probability (0..1) is below this are dropped."""
     join: int = 0
     """Parcels from the extent and boundary whose border's mean boundary level (0..255) is below
-    this are one (0: none): every parcel waits for the whole raster's borders."""
+    this are one (0: none): every parcel waits until the borders of its group are all known."""
 
     @property
     def halo(self) -> int:

@@ -11,16 +11,25 @@ from helpers import assert_one_line_error, run
 from scipy import ndimage
 
 from geoseg.contracts import Delineation, PredictionTags
+from geoseg.delineation.border_merge import BorderMerge
 from geoseg.delineation.polygon_settings import PolygonSettings
 from geoseg.delineation.regions import (
     REACH,
     confident_parcels,
     delineate_parcels,
+    delineation_levels,
     instance_labels_from_masks,
+    join_level,
     parcel_labels,
 )
-from geoseg.delineation.vectorizing import delineation_thresholds, vectorize
+from geoseg.delineation.vectorizing import (
+    VectorJob,
+    delineation_thresholds,
+    vectorize,
+    vectorize_block,
+)
 from geoseg.errors import ParameterError
+from geoseg.io.raster import block_windows, open_raster_info
 from geoseg.metrics.objects import match_label_images
 
 PIXEL_AREA = 0.25  # make_raster's 0.5 m pixels
@@ -381,6 +390,61 @@ def test_split_and_join_set_or_switched_off_by_hand(prediction, tmp_path):
                  "--split", "1.5")  # fmt: skip
     assert_one_line_error(result, "--split")
     assert not (tmp_path / "x.gpkg").exists()
+
+
+def small_fields(size=448, seed=3):
+    """Extent, boundary and distance (uint8) of fields 20-40 px across on a jittered grid; in
+    one field of five the boundary misses a stretch of the field's edges."""
+    rng = np.random.default_rng(seed)
+    rows, cols = (np.cumsum(rng.integers(20, 41, size // 20)) for _ in range(2))
+    r = np.searchsorted(rows, np.arange(size), side="right")
+    c = np.searchsorted(cols, np.arange(size), side="right")
+    cells = r[:, None] * (len(cols) + 1) + c[None, :] + 1
+    edge = np.zeros(cells.shape, bool)
+    edge[1:] |= cells[1:] != cells[:-1]
+    edge[:, 1:] |= cells[:, 1:] != cells[:, :-1]
+    inside = ~ndimage.binary_dilation(edge)
+    edt = ndimage.distance_transform_edt(inside)
+    largest = ndimage.maximum(edt, cells, np.arange(cells.max() + 1))
+    distance = edt / np.maximum(largest[cells], 1)
+    faint = rng.random(cells.max() + 1) < 0.2
+    boundary = ~inside & ~(faint[cells] & (np.arange(size)[:, None] % 30 < 12))
+    return np.rint(np.stack([np.full(cells.shape, 0.9), 0.9 * boundary, distance]) * 255).astype(
+        np.uint8
+    )
+
+
+def test_the_join_hands_parcels_on_as_blocks_arrive_in_any_order(prediction):
+    """A joined group leaves the merge once every region in it and around it is whole: in row
+    order the merge holds a part of the parcels only, and the order of the blocks changes
+    nothing."""
+    bands = small_fields()
+    path = prediction(bands, delineation=SPLIT_JOIN.to_dict())
+    info = open_raster_info(path)
+    levels, join = delineation_levels(SPLIT_JOIN, True), join_level(SPLIT_JOIN, True)
+    roles = ("extent", "boundary", "distance")
+    job = VectorJob(str(path), info.width, info.height, (1, 2, 3), levels, "parcels",
+                    info.transform, roles=roles, join=join)  # fmt: skip
+    grid = (-(-info.height // 64), -(-info.width // 64))
+    windows = block_windows(info.width, info.height, 64)
+    blocks = [vectorize_block(job, divmod(i, grid[1]), w) for i, w in enumerate(windows)]
+    shuffled = np.random.default_rng(1).permutation(len(blocks))
+    found = {}
+    for name, order in (("rows", range(len(blocks))), ("shuffled", shuffled)):
+        merge, united, held = BorderMerge(1, 64, *grid, join=job.join), [], []
+        for i in order:
+            united.extend(shapely.to_wkb(shapely.normalize(merge.add(blocks[i]).geometry)))
+            held.append((len(merge.held), len(united)))
+        found[name] = (sorted(united), held)
+    assert found["rows"][0] == found["shuffled"][0]
+    whole = delineate_parcels(*bands, None, SPLIT_JOIN)
+    unjoined = delineate_parcels(*bands, None, SPLIT_JOIN.replace(join=0))
+    assert len(found["rows"][0]) == len(np.unique(whole[whole > 0]))
+    assert len(np.unique(whole)) < len(np.unique(unjoined))  # the join joins some
+    held, out = np.array(found["rows"][1]).T
+    assert held[-1] == 0 and held.max() < 0.4 * sum(len(b.border) for b in blocks), held
+    before_last_row = out[-grid[1] - 1]
+    assert before_last_row > 0.5 * out[-1], out  # handed on before the last block is in
 
 
 @pytest.mark.parametrize("noise", [0.0, 0.12])
