@@ -1,12 +1,13 @@
 """Benchmark the parcel join: ``vectorize --mode parcels`` with and without split and join.
 
-The join weighs the boundary along the whole border of two parcels, so it holds every parcel
-until the last block is in, where the plain delineation writes a parcel as soon as the blocks
-around it are in. This script measures what that costs: wall time, CPU time and peak memory
-(RSS) of a fresh process vectorising a generated prediction raster (extent, boundary and
-distance bands, the tags ``geoseg predict`` writes) of fields 20-60 px across, 10 % of them not
-field, one shared edge in five drawn over two thirds of its length only, at each size, with
-the delineation off (split 0, join 0) and on (split 0.1, join 0.5).
+The join weighs the boundary along the whole border of two parcels, so a parcel waits until
+every parcel it borders is whole (its borders summed over all their blocks), where the plain
+delineation writes a parcel as soon as the blocks around it are in. This script measures what
+that costs: wall time, CPU time and peak memory (RSS) of a fresh process vectorising a
+generated prediction raster (extent, boundary and distance bands, the tags ``geoseg predict``
+writes) of fields 20-60 px across, 10 % of them not field, one shared edge in five drawn over
+two thirds of its length only, at each size, with the delineation off (split 0, join 0) and on
+(split 0.1, join 0.5).
 
 Run ``.venv/bin/python benchmarks/bench_join.py [--sizes 2048 4096 8192]``.
 """
