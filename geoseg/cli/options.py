@@ -163,6 +163,12 @@ def mixed_precision_option(help: str):
     )
 
 
+def level_option(name: str, help: str, min_open: bool = False):
+    """An optional delineation level in [0, 1] (``min_open``: above 0) of predict and
+    vectorize; unset, the model's tuned one applies."""
+    return click.option(name, type=FiniteRange(0, 1, min_open=min_open), default=None, help=help)
+
+
 def polygon_options(f):
     """``--threshold``, ``--mode``, ``--extent-threshold``, ``--marker-threshold``,
     ``--parcel-threshold``, ``--split``, ``--join``, ``--min-area`` and ``--simplify`` of
@@ -181,41 +187,33 @@ def polygon_options(f):
             "per field, grown from markers inside the field extent by a watershed of the "
             "distance (without an extent band: the areas enclosed by the boundary class).",
         ),
-        click.option(
+        level_option(
             "--extent-threshold",
-            type=FiniteRange(0, 1, min_open=True),
-            default=None,
-            help="Parcels: extent probability above which a pixel is in a field "
+            "Parcels: extent probability above which a pixel is in a field "
             "[default: the model's delineation threshold].",
+            min_open=True,
         ),
-        click.option(
+        level_option(
             "--marker-threshold",
-            type=FiniteRange(0, 1, min_open=True),
-            default=None,
-            help="Parcels: distance (0 on outlines, 1 at field centres) above which a field "
+            "Parcels: distance (0 on outlines, 1 at field centres) above which a field "
             "pixel seeds its parcel [default: the model's delineation threshold, else 0.5].",
+            min_open=True,
         ),
-        click.option(
+        level_option(
             "--parcel-threshold",
-            type=FiniteRange(0, 1),
-            default=None,
-            help="Parcels from an extent: drop those whose mean extent probability is below "
+            "Parcels from an extent: drop those whose mean extent probability is below "
             "this [default: the model's delineation threshold, else 0: keep all].",
         ),
-        click.option(
+        level_option(
             "--split",
-            type=FiniteRange(0, 1),
-            default=None,
-            help="Parcels from an extent and a boundary: a marker keeps only the pixels within "
+            "Parcels from an extent and a boundary: a marker keeps only the pixels within "
             "this depth of the highest distance 8 px around, so that a gap in an edge does not "
             "join two fields' markers; 0: markers whole [default: the model's tuned level, "
             "else 0].",
         ),
-        click.option(
+        level_option(
             "--join",
-            type=FiniteRange(0, 1),
-            default=None,
-            help="Parcels from an extent and a boundary: neighbours whose mean boundary "
+            "Parcels from an extent and a boundary: neighbours whose mean boundary "
             "probability along their whole shared border is below this are one parcel; 0: "
             "never [default: the model's tuned level, else 0].",
         ),
