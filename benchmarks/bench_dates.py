@@ -83,7 +83,7 @@ def run(args, root: Path) -> list[dict]:
         started = time.perf_counter()
         pinned = dict(
             epochs=args.epochs, base_filters=args.base_filters, depth=args.depth, batch_size=8,
-            patience=args.epochs, mixed_precision="off", folds=1,
+            patience=args.epochs, mixed_precision="off", folds=1, epoch_chips=0,
         )  # fmt: skip
         given = {} if args.defaults else pinned
         geoseg.train(chips, model, seed=args.seed, overwrite=True, **given)

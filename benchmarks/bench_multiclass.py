@@ -79,7 +79,7 @@ def run(args, root: Path) -> list[dict]:
         geoseg.train(
             chips, model, task=task, epochs=args.epochs, seed=args.seed, depth=args.depth,
             base_filters=args.base_filters, batch_size=8, patience=args.epochs,
-            mixed_precision="off", overwrite=True,
+            mixed_precision="off", epoch_chips=0, overwrite=True,
         )  # fmt: skip
         seconds = time.perf_counter() - started
         pred, class_map = root / f"pred-{task}.tif", root / f"classes-{task}.tif"

@@ -169,7 +169,7 @@ def run_scene(name: str, args, root: Path) -> list[dict]:
         chosen = dict(
             epochs=args.epochs, base_filters=args.base_filters, depth=args.depth, batch_size=8,
             patience=args.epochs, mixed_precision="off", encoder=args.encoder,
-            encoder_weights=args.encoder_weights,
+            encoder_weights=args.encoder_weights, epoch_chips=0,
         )  # fmt: skip
         given = {
             k: getattr(args, k)

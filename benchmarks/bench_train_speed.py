@@ -37,7 +37,7 @@ from geoseg.training.fit import _compile
 from geoseg.training.plan import make_plan
 from geoseg.training.settings import TrainSettings
 
-DEMO = dict(base_filters=16, batch_size=8, mixed_precision="off", seed=0)
+DEMO = dict(base_filters=16, batch_size=8, mixed_precision="off", seed=0, epoch_chips=0)
 
 
 def demo_chips(root: Path, size: int) -> Path:

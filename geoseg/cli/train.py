@@ -82,11 +82,12 @@ from geoseg.cli.terminal import progress_bar
 )
 @click.option(
     "--epoch-chips",
-    type=click.IntRange(min=0),
-    default=0,
+    type=AutoOrCount(min=0),
+    default="auto",
     show_default=True,
     help="Draw at least this many chips per epoch, passing over a smaller train split several "
-    "times (new flips each pass): more steps for a tiny set that underfits.",
+    "times (new flips each pass), so that a small set gets enough steps to fit. auto: 128 "
+    "(eight batches of 16); 0: one pass.",
 )
 @click.option(
     "--patience",

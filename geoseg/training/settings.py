@@ -44,9 +44,10 @@ class TrainSettings:
     dice_weight: float = 1.0
     augment: bool = True
     jitter: float = 0.0
-    epoch_chips: int = 0
+    epoch_chips: int | str = "auto"
     """Chips an epoch draws at least: a smaller train split is passed over several times per
-    epoch (reshuffled, new flips), so tiny sets get enough steps between validations."""
+    epoch (reshuffled, new flips), so tiny sets get enough steps between validations; ``auto``:
+    :data:`geoseg.training.fit.AUTO_EPOCH_CHIPS`; 0: one pass."""
     patience: int = 25
     """Epochs without improvement before stopping: small sets have short, noisy epochs, and
     10 stopped the Danish parcels before they fit (docs/benchmarks.md)."""
@@ -98,6 +99,9 @@ class TrainSettings:
             raise ParameterError("`freeze_encoder_epochs` must be >= 0 and `devices` >= 1")
         if self.folds != AUTO_FOLDS and not (isinstance(self.folds, int) and self.folds >= 1):
             raise ParameterError(f"folds must be auto or at least 1, not {self.folds!r}")
+        chips = self.epoch_chips
+        if chips != "auto" and not (isinstance(chips, int) and chips >= 0):
+            raise ParameterError(f"`epoch_chips` must be auto or at least 0, not {chips!r}")
         weights = self.encoder_weights
         if weights not in (None, *NAMED_WEIGHTS) and not Path(weights).is_file():
             raise InputFileError(f"`encoder_weights` {weights}: no such weights file")

@@ -19,7 +19,9 @@ from geoseg.metrics.scores import RegressionErrors
 from geoseg.models.forward import ForwardSpec, load_inference_model
 from geoseg.training.dataset import make_dataset, open_chips
 
-TINY = dict(base_filters=4, depth=2, batch_size=8, mixed_precision="off", folds=1)
+TINY = dict(
+    base_filters=4, depth=2, batch_size=8, mixed_precision="off", folds=1, epoch_chips=0
+)  # one pass per epoch: tests check behaviour, not the fit
 NAMES = ["parcels", "boundary", "distance"]
 
 

@@ -19,7 +19,9 @@ from geoseg.training.dataset import make_dataset, open_chips
 from geoseg.training.settings import partial_directory
 from geoseg.training.validation import score_histogram
 
-TINY = dict(base_filters=4, depth=2, batch_size=8, mixed_precision="off", folds=1)
+TINY = dict(
+    base_filters=4, depth=2, batch_size=8, mixed_precision="off", folds=1, epoch_chips=0
+)  # one pass per epoch: tests check behaviour, not the fit
 
 
 def weights_of(model_dir):
@@ -203,10 +205,23 @@ def test_epoch_chips_passes_over_a_small_train_split_several_times(tiny_chips, t
 
     chips = len(open_chips(tiny_chips).files["train"])
     steps = []
-    train(tiny_chips, tmp_path / "m", epochs=1, classes=["boundary"], epoch_chips=2 * chips + 1,
-          progress=lambda step, _: steps.append(step), **TINY)  # fmt: skip
+    settings = {**TINY, "epoch_chips": 2 * chips + 1}
+    train(tiny_chips, tmp_path / "m", epochs=1, classes=["boundary"],
+          progress=lambda step, _: steps.append(step), **settings)  # fmt: skip
     assert max(steps) == -(-3 * chips // TINY["batch_size"])  # three passes, batches of 8
     assert read_model_card(tmp_path / "m")["training"]["epoch_chips"] == 2 * chips + 1
+
+
+def test_epoch_chips_auto_passes_over_a_small_split_until_128_chips():
+    from geoseg.training.fit import epoch_repeats
+    from geoseg.training.settings import TrainSettings
+
+    assert TrainSettings().epoch_chips == "auto"
+    assert [epoch_repeats(n, "auto") for n in (38, 44, 128, 500)] == [4, 3, 1, 1]
+    assert epoch_repeats(38, 0) == 1 and epoch_repeats(38, 100) == 3
+    for wrong in (-1, "many", 1.5):
+        with pytest.raises(ParameterError, match="`epoch_chips` must be auto"):
+            TrainSettings(epoch_chips=wrong).check()
 
 
 def test_run_stopped_before_its_first_epoch_is_started_again(tiny_chips, tmp_path):
