@@ -87,6 +87,8 @@ def fit_model(chips_dir, out: Path, settings: TrainSettings, resume, overwrite, 
                 if not resume:
                     shutil.rmtree(work, ignore_errors=True)
                 raise
+        if resume and scoring is not None:
+            scoring.resume_after(pd.read_csv(work / HISTORY))
         train_data, val_data, test_data = _datasets(chips_dir, settings, plan, initial_epoch)
         run = _Run(work, plan, settings, strategy, scoring, progress, on_epoch)
         _fit_phases(run, model, train_data, val_data, initial_epoch, resume)

@@ -335,11 +335,14 @@ def test_resume_refuses_chips_tiled_again_since(tiny_chips, tmp_path):
 def test_a_parcel_model_stops_and_keeps_its_best_epoch_by_the_parcels(
     tiny_multitask_chips, tmp_path
 ):
-    train(tiny_multitask_chips, tmp_path / "m", epochs=2, monitor="val_parcels_f1", **TINY)
+    train(tiny_multitask_chips, tmp_path / "m", epochs=4, monitor="val_parcels_f1", **TINY)
     card = read_model_card(tmp_path / "m")
     history = pd.read_csv(tmp_path / "m" / "history.csv")
     assert card["training"]["monitor"] == "val_parcels_f1"
-    assert history["val_parcels_f1"].between(0, 1).all()
+    assert history["val_parcels_f1_epoch"].between(0, 1).all()
+    # the monitored score is the mean of the last three epochs' scores
+    window = history["val_parcels_f1_epoch"].rolling(3, min_periods=1).mean()
+    np.testing.assert_allclose(history["val_parcels_f1"], window, atol=1e-6)
     best = int(history["val_parcels_f1"].idxmax()) + 1
     assert card["training"]["best_epoch"] == best
     from geoseg.training.card import describe_epoch
@@ -348,3 +351,18 @@ def test_a_parcel_model_stops_and_keeps_its_best_epoch_by_the_parcels(
     train(tiny_multitask_chips, tmp_path / "b", epochs=1, **TINY)  # auto: too few val parcels
     assert read_model_card(tmp_path / "b")["training"]["monitor"] == "val_loss"
     assert "val_parcels_f1" not in pd.read_csv(tmp_path / "b" / "history.csv")
+
+
+def test_the_parcel_monitor_carries_its_window_over_a_resume(tiny_multitask_chips):
+    from geoseg.training.parcel_areas import ParcelMonitor, parcel_roles
+
+    chips = open_chips(tiny_multitask_chips)
+    names = ["parcels", "boundary", "distance"]
+    monitor = ParcelMonitor(chips, parcel_roles(chips, names), len(names))
+    monitor.resume_after(pd.DataFrame({"val_parcels_f1_epoch": [0.9, 0.3, 0.6]}))
+    logs = {"loss": float("nan")}  # a diverged epoch scores 0 without predicting
+    monitor.on_epoch_end(3, logs)
+    assert logs["val_parcels_f1_epoch"] == 0.0
+    assert logs["val_parcels_f1"] == pytest.approx((0.3 + 0.6 + 0.0) / 3)
+    monitor.on_epoch_end(4, logs)
+    assert logs["val_parcels_f1"] == pytest.approx(0.6 / 3)
