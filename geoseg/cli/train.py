@@ -102,8 +102,8 @@ from geoseg.cli.terminal import progress_bar
     default="auto",
     show_default=True,
     help="What picks the best epoch and stops early: auto (val_parcels_f1, the object F1 of "
-    "the validation areas' parcels, for a model that delineates parcels when they hold at "
-    "least 50; else val_loss), "
+    "the validation areas' parcels averaged over the last 3 epochs, for a model that "
+    "delineates parcels when they hold at least 50; else val_loss), "
     "val_loss, val_iou, val_iou_CLASS, val_f1_CLASS or val_mae_TARGET.",
 )
 @click.option(

@@ -53,8 +53,9 @@ class TrainSettings:
     10 stopped the Danish parcels before they fit (docs/benchmarks.md)."""
     monitor: str = "auto"
     """What picks the best epoch and stops early; ``auto``: the validation areas' parcels
-    (``val_parcels_f1``) for a model whose parcels can be delineated, when they hold at least
-    ``MIN_MONITOR_PARCELS`` true parcels, else ``val_loss``."""
+    (``val_parcels_f1``, averaged over the last three epochs) for a model whose parcels can be
+    delineated, when they hold at least ``MIN_MONITOR_PARCELS`` true parcels, else
+    ``val_loss``."""
     mixed_precision: str = "auto"
     seed: int = 0
     classes: Sequence[str] | None = None

@@ -98,7 +98,7 @@ def test_ctrl_c_in_the_cli_says_what_was_kept(tiny_chips, tmp_path, monkeypatch)
     from geoseg.training.callbacks import Report
 
     args = ["--epochs", "3", "--classes", "boundary", "--base-filters", "4", "--depth", "2",
-            "--mixed-precision", "off", "--folds", "1"]  # fmt: skip
+            "--mixed-precision", "off", "--folds", "1", "--epoch-chips", "0"]  # fmt: skip
 
     def stop(self, *args, **kwargs):
         raise KeyboardInterrupt
@@ -236,6 +236,7 @@ def test_cli_prints_epochs_and_final_table(tiny_chips, tmp_path):
     result = run(
         "train", tiny_chips, "--out", tmp_path / "m", "--epochs", "1", "--base-filters", "4",
         "--depth", "2", "--classes", "boundary", "--mixed-precision", "off", "--folds", "1",
+        "--epoch-chips", "0",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "epoch 1/1" in result.output and "threshold" in result.output
@@ -246,7 +247,7 @@ def test_cli_with_logging_on_shows_each_epoch_once(tiny_chips, tmp_path, caplog)
         result = run(
             "train", tiny_chips, "--out", tmp_path / "m", "--epochs", "1", "--base-filters",
             "4", "--depth", "2", "--classes", "boundary", "--mixed-precision", "off", "--folds",
-            "1",
+            "1", "--epoch-chips", "0",
         )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "threshold" in result.output
@@ -308,7 +309,8 @@ def test_diverging_run_is_an_error_and_leaves_nothing(tiny_chips, tmp_path):
     record["normalization"]["bands"][0]["p98"] = float("nan")
     (chips / "dataset.json").write_text(json.dumps(record))
     out = tmp_path / "m"
-    result = run("train", chips, "--out", out, "--epochs", "2", "--depth", "2", "--folds", "1")
+    args = ["--epochs", "2", "--depth", "2", "--folds", "1", "--epoch-chips", "0"]
+    result = run("train", chips, "--out", out, *args)
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
     last = result.output.strip().splitlines()[-1]  # after the epoch lines
     assert last.startswith("Error: training diverged") and "--lr" in last
@@ -335,7 +337,7 @@ def test_resume_refuses_chips_tiled_again_since(tiny_chips, tmp_path):
 def test_a_parcel_model_stops_and_keeps_its_best_epoch_by_the_parcels(
     tiny_multitask_chips, tmp_path
 ):
-    train(tiny_multitask_chips, tmp_path / "m", epochs=4, monitor="val_parcels_f1", **TINY)
+    train(tiny_multitask_chips, tmp_path / "m", epochs=3, monitor="val_parcels_f1", **TINY)
     card = read_model_card(tmp_path / "m")
     history = pd.read_csv(tmp_path / "m" / "history.csv")
     assert card["training"]["monitor"] == "val_parcels_f1"
