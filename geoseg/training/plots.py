@@ -8,11 +8,12 @@ import pandas as pd
 
 
 def plot_history(history: pd.DataFrame, classes: list[str], path: Path) -> None:
-    """Loss (train and validation) and IoU per class target (MAE per regression target)
-    against epochs, as a PNG."""
+    """Loss (train and validation) and IoU per class target (MAE per regression target), and
+    the validation parcels' object F1 when it was watched, against epochs, as a PNG."""
     from matplotlib.figure import Figure
 
     from geoseg.training.losses import metric_key
+    from geoseg.training.parcel_areas import EPOCH_SCORE, MONITOR_WINDOW, PARCELS_MONITOR
 
     figure = Figure(figsize=(10, 4), layout="constrained")
     loss_axes, iou_axes = figure.subplots(1, 2)
@@ -28,10 +29,15 @@ def plot_history(history: pd.DataFrame, classes: list[str], path: Path) -> None:
                 if column in history:
                     label = f"{name} ({split}{suffix})"
                     iou_axes.plot(epochs, history[column], style, marker=".", label=label)
+    parcels = ((EPOCH_SCORE, "parcels' object F1 (validation)", ":"),
+               (PARCELS_MONITOR, f"the same, mean of {MONITOR_WINDOW} epochs", "-"))  # fmt: skip
+    for column, label, style in parcels:
+        if column in history:
+            iou_axes.plot(epochs, history[column], style, color="black", label=label)
     iou_axes.set(
-        title="IoU at threshold 0.5 (MAE for regression targets)",
+        title="IoU at 0.5, MAE of regression targets, parcels' F1",
         xlabel="epoch",
-        ylabel="IoU / MAE",
+        ylabel="IoU / MAE / object F1",
         ylim=(0, 1),
     )
     for axes in (loss_axes, iou_axes):
