@@ -8,8 +8,13 @@ import pandas as pd
 
 
 def plot_history(history: pd.DataFrame, classes: list[str], path: Path) -> None:
+    """:func:`history_figure` as a PNG."""
+    history_figure(history, classes).savefig(path, dpi=100)
+
+
+def history_figure(history: pd.DataFrame, classes: list[str]):
     """Loss (train and validation) and IoU per class target (MAE per regression target), and
-    the validation parcels' object F1 when it was watched, against epochs, as a PNG."""
+    the validation parcels' object F1 when it was watched, against epochs."""
     from matplotlib.figure import Figure
 
     from geoseg.training.losses import metric_key
@@ -44,4 +49,4 @@ def plot_history(history: pd.DataFrame, classes: list[str], path: Path) -> None:
         axes.grid(alpha=0.3)
         if axes.get_legend_handles_labels()[0]:
             axes.legend(fontsize="small")
-    figure.savefig(path, dpi=100)
+    return figure

@@ -368,3 +368,20 @@ def test_the_parcel_monitor_carries_its_window_over_a_resume(tiny_multitask_chip
     assert logs["val_parcels_f1"] == pytest.approx((0.3 + 0.6 + 0.0) / 3)
     monitor.on_epoch_end(4, logs)
     assert logs["val_parcels_f1"] == pytest.approx(0.6 / 3)
+
+
+def test_the_training_plot_draws_the_parcels_score_when_it_was_watched():
+    from geoseg.training.plots import history_figure
+
+    history = pd.DataFrame({"epoch": [0, 1, 2], "loss": [1.0, 0.8, 0.7],
+                            "val_iou_parcels": [0.2, 0.4, 0.5]})  # fmt: skip
+
+    def labels(history):
+        return history_figure(history, ["parcels"]).axes[1].get_legend_handles_labels()[1]
+
+    assert not any("object F1" in label for label in labels(history))
+    watched = history.assign(val_parcels_f1_epoch=[0.1, 0.5, 0.3], val_parcels_f1=[0.1, 0.3, 0.3])
+    assert labels(watched)[-2:] == [
+        "parcels' object F1 (validation)",
+        "the same, mean of 3 epochs",
+    ]
